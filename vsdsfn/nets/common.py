@@ -1,0 +1,69 @@
+"""Small building blocks shared by the networks (pure PyTorch)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["conv", "backwarp", "resize_flow", "bicubic_up2"]
+
+
+def conv(cin: int, cout: int, k: int = 3, stride: int = 1, act: bool = True) -> nn.Module:
+    """A ``k x k`` convolution with 'same' padding, optionally followed by LeakyReLU(0.1)."""
+    layer = nn.Conv2d(cin, cout, k, stride, padding=k // 2)
+    if not act:
+        return layer
+    return nn.Sequential(layer, nn.LeakyReLU(0.1, inplace=True))
+
+
+_GRIDS: dict[tuple, torch.Tensor] = {}
+
+
+def _base_grid(h: int, w: int, device: torch.device) -> torch.Tensor:
+    """Pixel-coordinate grid (1, 2, H, W) in float32, cached per size and device."""
+    key = (h, w, str(device))
+    grid = _GRIDS.get(key)
+    if grid is None:
+        ys, xs = torch.meshgrid(
+            torch.arange(h, dtype=torch.float32, device=device),
+            torch.arange(w, dtype=torch.float32, device=device),
+            indexing="ij",
+        )
+        grid = torch.stack((xs, ys)).unsqueeze(0)
+        if len(_GRIDS) > 32:
+            _GRIDS.clear()
+        _GRIDS[key] = grid
+    return grid
+
+
+def backwarp(img: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """Backward-warp ``img`` (B, C, H, W) by ``flow`` (B, 2, H, W) given in pixels.
+
+    Output pixel ``p`` samples ``img`` at ``p + flow(p)``. The sampling grid is built and
+    used in float32 whatever the dtype of ``img`` (fp16 grids lose sub-pixel precision
+    on large frames); the result is returned in ``img``'s dtype.
+    """
+    b, _, h, w = flow.shape
+    coords = _base_grid(h, w, flow.device) + flow.float()
+    gx = coords[:, 0] * (2.0 / max(w - 1, 1)) - 1.0
+    gy = coords[:, 1] * (2.0 / max(h - 1, 1)) - 1.0
+    grid = torch.stack((gx, gy), dim=-1)
+    out = F.grid_sample(img.float(), grid, mode="bilinear", padding_mode="border", align_corners=True)
+    return out.to(img.dtype)
+
+
+def resize_flow(flow: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Resize flow fields (B, 2k, H, W) in pixels to ``size``, scaling the vectors per axis."""
+    h, w = flow.shape[-2:]
+    if (h, w) == tuple(size):
+        return flow
+    out = F.interpolate(flow, size=size, mode="bilinear", align_corners=False)
+    sx, sy = size[1] / w, size[0] / h
+    scale = torch.tensor([sx, sy], dtype=out.dtype, device=out.device)
+    return out * scale.repeat(out.shape[1] // 2).view(1, -1, 1, 1)
+
+
+def bicubic_up2(x: torch.Tensor) -> torch.Tensor:
+    """2x bicubic upscaling (PyTorch, ``align_corners=False``)."""
+    return F.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False)

@@ -1,0 +1,133 @@
+"""The Dual-Stream Fusion Network: M_S and M_T in both orders, fused by F, refined by R."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .espcn import ESPCN
+from .flowinterp import FlowInterp
+from .fusion import FusionUNet, Refine
+
+__all__ = ["DSFN", "DSFNConfig", "SPATIAL", "TEMPORAL", "register_spatial", "register_temporal"]
+
+#: Backbone registries: name -> constructor taking keyword arguments. Any module with
+#: ``forward(l) -> 2x upscaled`` (spatial) or ``forward(i0, i1) -> middle`` (temporal)
+#: can be plugged in; its name and arguments are stored in the weights file.
+SPATIAL: dict[str, Callable[..., nn.Module]] = {"espcn": ESPCN}
+TEMPORAL: dict[str, Callable[..., nn.Module]] = {"flowinterp": FlowInterp}
+
+
+def register_spatial(name: str, ctor: Callable[..., nn.Module]) -> None:
+    """Make a x2 super-resolution backbone available to :class:`DSFNConfig` by name."""
+    SPATIAL[name] = ctor
+
+
+def register_temporal(name: str, ctor: Callable[..., nn.Module]) -> None:
+    """Make a frame-interpolation backbone available to :class:`DSFNConfig` by name."""
+    TEMPORAL[name] = ctor
+
+
+@dataclass
+class DSFNConfig:
+    """Architecture of a DSFN; stored as JSON in every weights file."""
+
+    spatial: str = "espcn"
+    spatial_args: dict[str, Any] = field(default_factory=dict)
+    temporal: str = "flowinterp"
+    temporal_args: dict[str, Any] = field(default_factory=dict)
+    fusion_masks: int = 2
+    fusion_widths: tuple[int, ...] = (16, 32, 48, 64, 96, 128)
+    refine_channels: int = 32
+    refine_blocks: int = 3
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["fusion_widths"] = list(self.fusion_widths)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "DSFNConfig":
+        known = set(cls.__dataclass_fields__)
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown architecture fields {sorted(unknown)}")
+        d = dict(d)
+        if "fusion_widths" in d:
+            d["fusion_widths"] = tuple(d["fusion_widths"])
+        return cls(**d)
+
+
+class DSFN(nn.Module):
+    """Two low-res frames -> three high-res frames (paper, Fig. 1).
+
+    ``forward`` returns every intermediate so that training, evaluation, the debug views
+    and inference share one code path:
+
+    ``hr0``/``hr1`` M_S(L-)/M_S(L+); ``lt`` M_T(L-, L+); ``st`` S->T stream; ``ts`` T->S
+    stream; ``masks`` (B, 2, H, W) = (M_S->T, M_T->S); ``fused`` H_F; ``refined`` H_R.
+
+    Frame sizes must be multiples of :attr:`multiple` (the engine pads); values are RGB
+    in [0, 1].
+
+    >>> net = DSFN(DSFNConfig(spatial_args={"channels": 8, "layers": 2},
+    ...                       temporal_args={"channels": [8], "scales": [1], "depth": 1},
+    ...                       fusion_widths=(4, 4, 4, 4, 4, 4), refine_channels=4))
+    >>> out = net(torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16))
+    >>> out["refined"].shape
+    torch.Size([1, 3, 32, 32])
+    """
+
+    #: low-res frame sizes must be multiples of this (F's five 2x stages at high res)
+    multiple = FusionUNet.multiple // 2
+
+    def __init__(self, config: DSFNConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config or DSFNConfig()
+        if config.spatial not in SPATIAL:
+            raise ValueError(f"unknown spatial backbone {config.spatial!r}; known: {sorted(SPATIAL)}")
+        if config.temporal not in TEMPORAL:
+            raise ValueError(f"unknown temporal backbone {config.temporal!r}; known: {sorted(TEMPORAL)}")
+        self.spatial = SPATIAL[config.spatial](**config.spatial_args)
+        self.temporal = TEMPORAL[config.temporal](**config.temporal_args)
+        self.fusion = FusionUNet(tuple(config.fusion_widths), config.fusion_masks)
+        self.refine = Refine(config.refine_channels, config.refine_blocks)
+
+    def forward(
+        self,
+        l0: torch.Tensor,
+        l1: torch.Tensor,
+        hr0: torch.Tensor | None = None,
+        hr1: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Run both streams, fusion and refinement.
+
+        ``hr0``/``hr1`` may pass M_S(l0)/M_S(l1) computed earlier (the engine computes
+        M_S once per source frame and reuses it for both neighbouring pairs).
+        """
+        if hr0 is None or hr1 is None:
+            hr = self.spatial(torch.cat((l0, l1), 0))
+            hr0, hr1 = hr.chunk(2, 0)
+        lt = self.temporal(l0, l1)
+        st = self.temporal(hr0, hr1)
+        ts = self.spatial(lt)
+        fused, masks = self.fusion(st, ts)
+        refined = fused + self.refine(fused)
+        return {
+            "hr0": hr0, "hr1": hr1, "lt": lt, "st": st, "ts": ts,
+            "masks": masks, "fused": fused, "refined": refined,
+        }
+
+    def inference(self, l0: torch.Tensor, l1: torch.Tensor, **kw) -> torch.Tensor:
+        """H_R only, clamped to [0, 1]; sizes need not be multiples (padded here)."""
+        h, w = l0.shape[-2:]
+        ph, pw = -h % self.multiple, -w % self.multiple
+        if ph or pw:
+            l0 = F.pad(l0, (0, pw, 0, ph), mode="replicate")
+            l1 = F.pad(l1, (0, pw, 0, ph), mode="replicate")
+        out = self.forward(l0, l1, **kw)["refined"]
+        return out[..., : 2 * h, : 2 * w].clamp(0, 1)

@@ -1,0 +1,38 @@
+"""M_S: ESPCN-style x2 super-resolution (Shi et al., CVPR 2016) with a bicubic skip."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .common import bicubic_up2, conv
+
+__all__ = ["ESPCN"]
+
+
+class ESPCN(nn.Module):
+    """Sub-pixel convolution x2 upsampler.
+
+    All convolutions run at low resolution; a pixel shuffle produces the high-resolution
+    residual that is added to a bicubic upscale of the input, so an untrained network
+    starts as bicubic.
+
+    >>> net = ESPCN(channels=16, layers=2)
+    >>> net(torch.rand(1, 3, 8, 10)).shape
+    torch.Size([1, 3, 16, 20])
+    """
+
+    scale = 2
+
+    def __init__(self, channels: int = 48, layers: int = 4) -> None:
+        super().__init__()
+        body = [conv(3, channels, 5)]
+        body += [conv(channels, channels) for _ in range(layers - 1)]
+        self.body = nn.Sequential(*body)
+        self.tail = nn.Conv2d(channels, 3 * self.scale**2, 3, padding=1)
+        self.shuffle = nn.PixelShuffle(self.scale)
+        nn.init.zeros_(self.tail.weight)
+        nn.init.zeros_(self.tail.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return bicubic_up2(x) + self.shuffle(self.tail(self.body(x)))

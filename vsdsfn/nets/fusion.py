@@ -1,0 +1,100 @@
+"""F: the U-Net that blends the S->T and T->S streams, and R: the refinement net."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .common import conv
+
+__all__ = ["FusionUNet", "Refine"]
+
+
+class FusionUNet(nn.Module):
+    """Five down- and five up-sampling stages with skip connections (paper, Sec. 3.5).
+
+    ``masks=2`` predicts two independent sigmoid masks M_S->T and M_T->S (the paper's
+    model); ``masks=1`` predicts one mask M and uses 1 - M for the other stream (the
+    ablation). Input sizes must be multiples of 32. Returns (fused, masks) where masks
+    has two channels (M_S->T, M_T->S) in both modes.
+
+    >>> f = FusionUNet(widths=(4, 4, 4, 4, 4, 4))
+    >>> st, ts = torch.rand(2, 1, 3, 32, 64)
+    >>> fused, masks = f(st, ts)
+    >>> fused.shape, masks.shape
+    (torch.Size([1, 3, 32, 64]), torch.Size([1, 2, 32, 64]))
+    """
+
+    multiple = 32
+
+    def __init__(self, widths: tuple[int, ...] = (16, 32, 48, 64, 96, 128), masks: int = 2) -> None:
+        super().__init__()
+        if len(widths) != 6:
+            raise ValueError("FusionUNet: widths needs 6 entries (full resolution + 5 stages)")
+        if masks not in (1, 2):
+            raise ValueError("FusionUNet: masks must be 1 or 2")
+        self.masks = masks
+        self.inc = conv(6, widths[0])
+        self.downs = nn.ModuleList(
+            nn.Sequential(conv(widths[i], widths[i + 1], 3, 2), conv(widths[i + 1], widths[i + 1]))
+            for i in range(5)
+        )
+        self.ups = nn.ModuleList(conv(widths[i + 1] + widths[i], widths[i]) for i in range(5))
+        self.head = nn.Conv2d(widths[0], masks, 3, padding=1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, st: torch.Tensor, ts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.inc(torch.cat((st, ts), 1))
+        skips = [x]
+        for down in self.downs:
+            x = down(x)
+            skips.append(x)
+        for i in reversed(range(5)):
+            x = F.interpolate(x, size=skips[i].shape[-2:], mode="bilinear", align_corners=False)
+            x = self.ups[i](torch.cat((x, skips[i]), 1))
+        logits = self.head(x)
+        if self.masks == 2:
+            m = torch.sigmoid(logits)
+        else:
+            m1 = torch.sigmoid(logits)
+            m = torch.cat((m1, 1 - m1), 1)
+        fused = m[:, :1] * st + m[:, 1:2] * ts
+        return fused, m
+
+
+class _ResBlock(nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(conv(c, c), nn.Conv2d(c, c, 3, padding=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class Refine(nn.Module):
+    """R: three residual blocks; returns the residual R(H_F) (H_R = H_F + R(H_F)).
+
+    It works on a pixel-unshuffled (half-resolution, 12-channel) view of the frame, which
+    quadruples its receptive field for the same cost. The last layer starts at zero, so
+    an untrained R is the identity.
+
+    >>> r = Refine(channels=8)
+    >>> x = torch.rand(1, 3, 32, 32)
+    >>> bool((x + r(x) == x).all())
+    True
+    """
+
+    def __init__(self, channels: int = 32, blocks: int = 3) -> None:
+        super().__init__()
+        self.unshuffle = nn.PixelUnshuffle(2)
+        self.head = conv(12, channels)
+        self.blocks = nn.Sequential(*[_ResBlock(channels) for _ in range(blocks)])
+        self.tail = nn.Conv2d(channels, 12, 3, padding=1)
+        self.shuffle = nn.PixelShuffle(2)
+        nn.init.zeros_(self.tail.weight)
+        nn.init.zeros_(self.tail.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.shuffle(self.tail(self.blocks(self.head(self.unshuffle(x)))))

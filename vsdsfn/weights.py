@@ -1,0 +1,118 @@
+"""Weights files: safetensors with the architecture config in the metadata.
+
+Loading never unpickles: a file that is not a safetensors file (a PyTorch pickle, a
+truncated download, ...) is refused with an error naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from importlib import resources
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorsError
+from safetensors.torch import load_file, save_file
+
+from .nets import DSFN, DSFNConfig
+
+__all__ = ["WeightsError", "default_weights_path", "load_model", "save_model", "read_config"]
+
+FORMAT = "vsdsfn-1"
+DEFAULT_NAME = "dsfn_default.safetensors"
+
+
+class WeightsError(ValueError):
+    """A weights file is missing, unreadable or does not match its architecture."""
+
+
+def default_weights_path() -> Path:
+    """Path of the shipped default weights (installed package data or the repo's models/)."""
+    try:
+        path = Path(str(resources.files("vsdsfn.models").joinpath(DEFAULT_NAME)))
+        if path.is_file():
+            return path
+    except ModuleNotFoundError:
+        pass
+    return Path(__file__).resolve().parent.parent / "models" / DEFAULT_NAME
+
+
+def save_model(model: DSFN, path: str | os.PathLike, extra: dict[str, str] | None = None) -> Path:
+    """Write ``model`` to ``path`` (safetensors, atomically) with its config as metadata."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"format": FORMAT, "config": json.dumps(model.config.to_dict())}
+    meta.update(extra or {})
+    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+    return path
+
+
+def _open(path: Path):
+    if not path.exists():
+        raise WeightsError(f"weights file {str(path)!r} does not exist")
+    if not path.is_file():
+        raise WeightsError(f"weights file {str(path)!r} is not a file")
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head[:2] == b"\x80\x02" or head[:4] == b"PK\x03\x04":
+        raise WeightsError(
+            f"weights file {str(path)!r} is a pickle/PyTorch checkpoint; vsdsfn only loads "
+            "safetensors (pickles can run code). Convert a training checkpoint with "
+            "`python -m training.export CHECKPOINT OUT.safetensors`"
+        )
+    try:
+        from safetensors import safe_open
+
+        return safe_open(str(path), framework="pt")
+    except (SafetensorsError, OSError, ValueError) as exc:
+        raise WeightsError(f"weights file {str(path)!r} is not a valid safetensors file ({exc}); "
+                           "it may be truncated or corrupt: download or export it again") from None
+
+
+def read_config(path: str | os.PathLike) -> tuple[DSFNConfig, dict[str, str]]:
+    """The architecture config and all metadata stored in a weights file."""
+    path = Path(path)
+    meta = _open(path).metadata() or {}
+    if meta.get("format") != FORMAT or "config" not in meta:
+        raise WeightsError(f"weights file {str(path)!r} has no vsdsfn architecture metadata "
+                           f"(format {meta.get('format')!r}); export it with training.export")
+    try:
+        config = DSFNConfig.from_dict(json.loads(meta["config"]))
+    except (ValueError, TypeError) as exc:
+        raise WeightsError(f"weights file {str(path)!r}: bad architecture config: {exc}") from None
+    return config, meta
+
+
+def load_model(path: str | os.PathLike | None = None) -> DSFN:
+    """Build the network a weights file describes and load its tensors (eval mode, CPU)."""
+    path = Path(path) if path is not None else default_weights_path()
+    config, _ = read_config(path)
+    try:
+        model = DSFN(config)
+    except (ValueError, TypeError) as exc:
+        raise WeightsError(f"weights file {str(path)!r}: cannot build its network: {exc}") from None
+    try:
+        state = load_file(str(path))
+    except (SafetensorsError, OSError, ValueError) as exc:
+        raise WeightsError(f"weights file {str(path)!r} cannot be read ({exc}); it may be truncated") from None
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in expected if k in state and state[k].shape != expected[k].shape)
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} tensors (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected tensors (e.g. {unexpected[0]})")
+        if wrong:
+            k = wrong[0]
+            parts.append(f"{len(wrong)} tensors of the wrong shape (e.g. {k}: file "
+                         f"{tuple(state[k].shape)}, network {tuple(expected[k].shape)})")
+        raise WeightsError(f"weights file {str(path)!r} does not match its architecture: " + "; ".join(parts))
+    model.load_state_dict(state)
+    return model.eval()
