@@ -12,7 +12,7 @@ from importlib import resources
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorsError
+from safetensors import SafetensorError as SafetensorsError
 from safetensors.torch import load_file, save_file
 
 from .nets import DSFN, DSFNConfig
