@@ -1,0 +1,371 @@
+"""Dataset loaders for the three training stages and for evaluation.
+
+Frame sources (each one sequence of RGB frames, optionally a ``start:stop`` slice):
+
+* :class:`FolderSequence` -- a folder of image files (name order is time order);
+* :class:`VideoSequence` -- a video file decoded once through VapourSynth
+  (``core.bs.VideoSource``) into a uint8 memory-mapped cache;
+* :func:`vimeo_sequences` -- the Vimeo-90K triplet (``im1..im3``) and septuplet
+  (``im1..im7``) layouts with their ``tri_/sep_ trainlist/testlist`` files.
+
+Training sets draw samples with an explicit ``numpy.random.Generator`` (so a run
+resumed at step *k* sees exactly the samples it would have seen):
+
+* :class:`TripletSet` -- triplets of consecutive (or stride-*s*) frames;
+* :class:`SRSet` -- single high-res crops for pretraining M_S;
+* :class:`SyntheticMotionSet` -- synthetic triplets with known large motion and
+  occlusion (an affinely moving background plus foreground patches) for M_T.
+
+Every sample is a list of float32 arrays (H, W, 3) in [0, 1]; low-res inputs are made
+later, on the batch, by :func:`downscale` (PyTorch bicubic, as the paper's code).
+A file that cannot be read is skipped with a warning and counted in ``skipped``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .augment import augment, center_crop, random_crop
+
+__all__ = [
+    "IMAGE_EXTS", "FolderSequence", "VideoSequence", "vimeo_sequences", "open_sequence",
+    "TripletSet", "SRSet", "SyntheticMotionSet", "MixtureSet", "downscale", "to_batch",
+    "load_image", "list_images",
+]
+
+log = logging.getLogger("vsdsfn.training")
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+VIDEO_EXTS = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m2ts", ".ts", ".y4m")
+
+
+def load_image(path: str | os.PathLike) -> np.ndarray:
+    """An image file as uint8 (H, W, 3) RGB."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    """Image files of ``folder`` in name order."""
+    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_EXTS)
+
+
+class FolderSequence:
+    """A folder of frames; ``start``/``stop`` select a slice (Python semantics)."""
+
+    def __init__(self, folder: str | os.PathLike, start: int = 0, stop: int | None = None) -> None:
+        self.folder = Path(folder)
+        files = list_images(self.folder)
+        self.files = files[start:stop]
+        self.name = f"{self.folder.name}[{start}:{'' if stop is None else stop}]"
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def frame(self, i: int) -> np.ndarray:
+        return load_image(self.files[i])
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("VSDSFN_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "vsdsfn")
+    path = Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+class VideoSequence:
+    """A video decoded once through VapourSynth into a uint8 .npy cache (memory-mapped)."""
+
+    def __init__(self, path: str | os.PathLike, start: int = 0, stop: int | None = None) -> None:
+        self.path = Path(path)
+        st = self.path.stat()
+        key = hashlib.sha1(f"{self.path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:12]
+        cache = _cache_dir() / f"{self.path.stem}-{key}.npy"
+        if not cache.exists():
+            self._decode(cache)
+        frames = np.load(cache, mmap_mode="r")
+        self.frames = frames[start:stop]
+        self.name = f"{self.path.name}[{start}:{'' if stop is None else stop}]"
+
+    def _decode(self, cache: Path) -> None:
+        import vapoursynth as vs
+
+        core = vs.core
+        clip = core.bs.VideoSource(str(self.path), cachemode=0)  # decoded linearly: no index needed
+        if clip.format.color_family != vs.RGB:
+            matrix = "709" if clip.height > 576 else "170m"
+            clip = core.resize.Bicubic(clip, format=vs.RGB24, matrix_in_s=matrix)
+        else:
+            clip = core.resize.Point(clip, format=vs.RGB24)
+        tmp = cache.with_name(cache.name + ".tmp.npy")
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
+                                        shape=(clip.num_frames, clip.height, clip.width, 3))
+        for i, frame in enumerate(clip.frames()):
+            for p in range(3):
+                out[i, :, :, p] = np.asarray(frame[p])
+        out.flush()
+        del out
+        os.replace(tmp, cache)
+        log.info("decoded %s: %d frames -> %s", self.path, clip.num_frames, cache)
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def frame(self, i: int) -> np.ndarray:
+        return np.asarray(self.frames[i])
+
+
+def vimeo_sequences(root: str | os.PathLike, split: str = "train", septuplet: bool | None = None) -> list[FolderSequence]:
+    """Sequences of a Vimeo-90K triplet or septuplet tree (``sequences/%05d/%04d/imN.png``).
+
+    The layout is detected from the list files (``tri_*`` or ``sep_*``) unless given.
+    """
+    root = Path(root)
+    kinds = ["sep", "tri"] if septuplet is None else (["sep"] if septuplet else ["tri"])
+    for kind in kinds:
+        lst = root / f"{kind}_{split}list.txt"
+        if lst.exists():
+            break
+    else:
+        raise FileNotFoundError(f"no tri_{split}list.txt or sep_{split}list.txt in {root}")
+    names = [line.strip() for line in lst.read_text().splitlines() if line.strip()]
+    seqs = []
+    for name in names:
+        folder = root / "sequences" / name
+        seq = FolderSequence(folder)
+        seq.files = [folder / f"im{i}.png" for i in range(1, (7 if kind == "sep" else 3) + 1)]
+        seqs.append(seq)
+    return seqs
+
+
+def open_sequence(path: str | os.PathLike, start: int = 0, stop: int | None = None):
+    """A :class:`VideoSequence` for a video file, a :class:`FolderSequence` for a folder."""
+    path = Path(path)
+    if path.is_dir():
+        return FolderSequence(path, start, stop)
+    if path.suffix.lower() in VIDEO_EXTS:
+        return VideoSequence(path, start, stop)
+    raise ValueError(f"{path}: neither a folder of frames nor a video file ({', '.join(VIDEO_EXTS)})")
+
+
+def _to_float(frames: list[np.ndarray]) -> list[np.ndarray]:
+    return [np.ascontiguousarray(f, dtype=np.float32) / 255.0 for f in frames]
+
+
+class _Skipping:
+    """Retries another index when a file cannot be read, counting the failures."""
+
+    skipped = 0
+
+    def _guard(self, fn, index: int, rng: np.random.Generator, n: int):
+        for _ in range(20):
+            try:
+                return fn(index)
+            except Exception as exc:  # noqa: BLE001 -- any unreadable file is skipped
+                self.skipped += 1
+                log.warning("skipping unreadable sample %d (%s); %d skipped so far", index, exc, self.skipped)
+                index = int(rng.integers(0, n))
+        raise RuntimeError("too many unreadable samples in a row; check the dataset")
+
+
+@dataclass
+class _Index:
+    seq: int
+    start: int
+    stride: int
+
+
+class TripletSet(_Skipping):
+    """Triplets (i, i+s, i+2s) from frame sequences, for strides ``s`` in ``strides``.
+
+    With ``crop`` set, training samples are random crops with flips, rotations and
+    temporal reversal; :meth:`get` with ``train=False`` gives the deterministic central
+    crop (or the full frame when ``crop`` is None).
+    """
+
+    def __init__(self, sequences: Sequence, strides: Sequence[int] = (1,), crop: int | None = None,
+                 scales: Sequence[float] = (1.0,)) -> None:
+        self.sequences = list(sequences)
+        self.crop = crop
+        self.scales = tuple(scales)
+        self.index = [
+            _Index(si, i, s)
+            for si, seq in enumerate(self.sequences)
+            for s in strides
+            for i in range(len(seq) - 2 * s)
+        ]
+        if not self.index:
+            raise ValueError("TripletSet: no triplets (sequences too short for the strides?)")
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def _read(self, index: int) -> list[np.ndarray]:
+        ix = self.index[index]
+        seq = self.sequences[ix.seq]
+        return [seq.frame(ix.start + k * ix.stride) for k in range(3)]
+
+    def get(self, index: int, rng: np.random.Generator, train: bool = True) -> list[np.ndarray]:
+        frames = self._guard(self._read, index, rng, len(self))
+        if not train:
+            return _to_float(center_crop(frames, self.crop) if self.crop else frames)
+        scale = float(rng.choice(self.scales))
+        if scale != 1.0 and self.crop:
+            # crop a window of crop/scale pixels, resize to crop (simulates lower resolution)
+            win = int(round(self.crop / scale))
+            frames = random_crop(frames, win, rng)
+            frames = _resize(frames, self.crop)
+        elif self.crop:
+            frames = random_crop(frames, self.crop, rng)
+        return _to_float(augment(frames, rng))
+
+    def sample(self, rng: np.random.Generator) -> list[np.ndarray]:
+        return self.get(int(rng.integers(0, len(self))), rng)
+
+
+def _resize(frames: list[np.ndarray], size: int) -> list[np.ndarray]:
+    from PIL import Image
+
+    return [np.asarray(Image.fromarray(np.ascontiguousarray(f)).resize((size, size), Image.BICUBIC)) for f in frames]
+
+
+class SRSet(_Skipping):
+    """Random high-res crops of still images (one-frame samples) for pretraining M_S."""
+
+    def __init__(self, images: Sequence[str | os.PathLike], crop: int = 96) -> None:
+        self.images = [Path(p) for p in images]
+        if not self.images:
+            raise ValueError("SRSet: no images")
+        self.crop = crop
+        self._cache: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def _read(self, index: int) -> np.ndarray:
+        img = self._cache.get(index)
+        if img is None:
+            img = self._cache[index] = load_image(self.images[index])
+        return img
+
+    def get(self, index: int, rng: np.random.Generator, train: bool = True) -> list[np.ndarray]:
+        img = self._guard(self._read, index, rng, len(self))
+        if not train:
+            h, w = img.shape[:2]
+            return _to_float([img[: h - h % 2, : w - w % 2]])
+        return _to_float(augment(random_crop([img], self.crop, rng), rng, reverse=False))
+
+    def sample(self, rng: np.random.Generator) -> list[np.ndarray]:
+        return self.get(int(rng.integers(0, len(self))), rng)
+
+
+class SyntheticMotionSet(SRSet):
+    """Synthetic triplets with known motion and occlusion, made from still images.
+
+    The background is a crop of one image under a random affine motion (translation up
+    to ``max_shift`` pixels per frame step, small rotation and zoom); one to three
+    elliptical foreground patches cut from other images move with their own velocities
+    over it, so parts of the background are covered and uncovered (occlusion). The
+    motion is linear in time, so the middle frame is the true intermediate.
+    """
+
+    def __init__(self, images: Sequence[str | os.PathLike], crop: int = 128, max_shift: float = 24.0) -> None:
+        super().__init__(images, crop)
+        self.max_shift = max_shift
+
+    def _affine(self, img: np.ndarray, center: tuple[float, float], shift: np.ndarray,
+                angle: float, zoom: float, t: float) -> np.ndarray:
+        """Sample a crop x crop window of ``img`` moved by ``t`` times the motion."""
+        c = self.crop
+        th = angle * t
+        z = zoom**t
+        cos, sin = np.cos(th) / z, np.sin(th) / z
+        ys, xs = np.mgrid[0:c, 0:c].astype(np.float32) - (c - 1) / 2
+        sx = cos * xs - sin * ys + center[0] - shift[0] * t
+        sy = sin * xs + cos * ys + center[1] - shift[1] * t
+        x0 = np.clip(np.floor(sx).astype(int), 0, img.shape[1] - 2)
+        y0 = np.clip(np.floor(sy).astype(int), 0, img.shape[0] - 2)
+        fx = np.clip(sx - x0, 0, 1)[..., None]
+        fy = np.clip(sy - y0, 0, 1)[..., None]
+        im = img.astype(np.float32)
+        top = im[y0, x0] * (1 - fx) + im[y0, x0 + 1] * fx
+        bot = im[y0 + 1, x0] * (1 - fx) + im[y0 + 1, x0 + 1] * fx
+        return top * (1 - fy) + bot * fy
+
+    def _make(self, index: int, rng: np.random.Generator) -> list[np.ndarray]:
+        c = self.crop
+        bg = self._read(index)
+        if min(bg.shape[:2]) < c // 2 + 4:
+            bg = np.pad(bg, ((c, c), (c, c), (0, 0)), mode="reflect")
+        h, w = bg.shape[:2]
+        center = (rng.uniform(c / 2, max(c / 2 + 1, w - c / 2)), rng.uniform(c / 2, max(c / 2 + 1, h - c / 2)))
+        shift = rng.uniform(-1, 1, 2) * self.max_shift * rng.uniform(0.2, 1.0)
+        angle = rng.uniform(-0.05, 0.05)
+        zoom = rng.uniform(0.95, 1.05)
+        frames = [self._affine(bg, center, shift, angle, zoom, t) for t in (-1.0, 0.0, 1.0)]
+        ys, xs = np.mgrid[0:c, 0:c].astype(np.float32)
+        for _ in range(int(rng.integers(1, 4))):
+            fg = self._read(int(rng.integers(0, len(self))))
+            fh, fw = fg.shape[:2]
+            r = rng.uniform(0.1, 0.3) * c
+            fcenter = (rng.uniform(min(r, fw / 2), max(fw - r, fw / 2)), rng.uniform(min(r, fh / 2), max(fh - r, fh / 2)))
+            fshift = rng.uniform(-1, 1, 2) * self.max_shift * 1.5
+            pos = np.array([rng.uniform(r, c - r), rng.uniform(r, c - r)])
+            aspect = rng.uniform(0.6, 1.6)
+            for k, t in enumerate((-1.0, 0.0, 1.0)):
+                p = pos + fshift * t
+                # the patch moves with the object: sample fg around fcenter, placed at p
+                patch = self._affine(fg, (fcenter[0] + (c - 1) / 2 - p[0], fcenter[1] + (c - 1) / 2 - p[1]),
+                                     np.zeros(2), 0.0, 1.0, 0.0)
+                d = ((xs - p[0]) / (r * aspect)) ** 2 + ((ys - p[1]) / r) ** 2
+                alpha = np.clip((1.0 - d) * 4.0, 0.0, 1.0)[..., None]
+                frames[k] = frames[k] * (1 - alpha) + patch * alpha
+        return [np.clip(f, 0, 255).astype(np.uint8) for f in frames]
+
+    def get(self, index: int, rng: np.random.Generator, train: bool = True) -> list[np.ndarray]:
+        frames = self._guard(lambda i: self._make(i, rng), index, rng, len(self))
+        return _to_float(augment(frames, rng) if train else frames)
+
+
+class MixtureSet:
+    """Draws each sample from one of several sets, chosen with the given weights."""
+
+    def __init__(self, sets: Sequence, weights: Sequence[float]) -> None:
+        self.sets = list(sets)
+        w = np.asarray(weights, dtype=np.float64)
+        self.p = w / w.sum()
+
+    @property
+    def skipped(self) -> int:
+        return sum(s.skipped for s in self.sets)
+
+    def sample(self, rng: np.random.Generator) -> list[np.ndarray]:
+        return self.sets[int(rng.choice(len(self.sets), p=self.p))].sample(rng)
+
+
+def to_batch(samples: list[list[np.ndarray]], device: torch.device | str = "cpu") -> list[torch.Tensor]:
+    """Samples (lists of HxWx3 frames) -> one (B, 3, H, W) tensor per frame position."""
+    n = len(samples[0])
+    return [
+        torch.from_numpy(np.stack([s[k] for s in samples])).permute(0, 3, 1, 2).contiguous().to(device)
+        for k in range(n)
+    ]
+
+
+def downscale(x: torch.Tensor, antialias: bool = False) -> torch.Tensor:
+    """2x bicubic downscaling in PyTorch (the paper's protocol: no antialias)."""
+    h, w = x.shape[-2:]
+    x = x[..., : h - h % 2, : w - w % 2]
+    return F.interpolate(x, scale_factor=0.5, mode="bicubic", align_corners=False,
+                         antialias=antialias).clamp(0, 1)

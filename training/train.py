@@ -1,0 +1,395 @@
+"""Staged DSFN training (paper, Sec. 3.4-3.5).
+
+Stages: ``spatial`` and ``temporal`` pretrain M_S and M_T (stage 1); ``fusion`` freezes
+them and trains F and R on L_F + L_R (stage 2); ``joint`` fine-tunes everything on all
+six losses (stage 3). Each run writes to ``--out``: ``last.pt`` (atomic, every
+``ckpt_every`` steps), ``best.pt`` (best validation PSNR), ``log.csv`` and ``config.toml``.
+
+Examples::
+
+    python -m training.train --config training/configs/cpu.toml --data-root ../shared/data \\
+        --stage temporal --out runs/temporal
+    python -m training.train ... --stage fusion --out runs/fusion \\
+        --init runs/spatial/best.pt:spatial --init runs/temporal/best.pt:temporal
+    python -m training.train ... --out runs/fusion --resume     # continue exactly
+
+Several GPUs: ``torchrun --nproc_per_node N -m training.train ...`` (DDP).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vsdsfn.nets import DSFN, DSFNConfig
+
+from .config import load_config, stage_options
+from .datasets import (MixtureSet, SRSet, SyntheticMotionSet, TripletSet, downscale, list_images,
+                       open_sequence, to_batch, vimeo_sequences)
+from .losses import STAGE_LOSSES, dsfn_losses, total_loss
+
+__all__ = ["Trainer", "build_datasets", "main", "psnr", "save_checkpoint", "load_checkpoint"]
+
+log = logging.getLogger("vsdsfn.training")
+
+#: which sub-networks each stage trains
+STAGE_MODULES = {
+    "spatial": ("spatial",),
+    "temporal": ("temporal",),
+    "fusion": ("fusion", "refine"),
+    "joint": ("spatial", "temporal", "fusion", "refine"),
+}
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Mean PSNR (dB) over the batch, for values in [0, 1]."""
+    mse = ((a.float().clamp(0, 1) - b.float()) ** 2).flatten(1).mean(1).clamp_min(1e-10)
+    return float((10 * torch.log10(1.0 / mse)).mean())
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def save_checkpoint(path: Path, state: dict) -> None:
+    """torch.save to a temporary file, then an atomic rename (a killed run never leaves a
+    half-written checkpoint in place)."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """A training checkpoint, loaded with ``weights_only=True`` (no arbitrary unpickling)."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+# ----------------------------------------------------------------------------- data
+def _rel(root: Path, p: str) -> Path:
+    q = Path(p)
+    return q if q.is_absolute() else root / q
+
+
+def _sequences(root: Path, entries: list) -> list:
+    seqs = []
+    for e in entries:
+        e = {"path": e} if isinstance(e, str) else e
+        seqs.append(open_sequence(_rel(root, e["path"]), e.get("start", 0), e.get("stop")))
+    return seqs
+
+
+def _images(root: Path, folders: list[str]) -> list[Path]:
+    return [p for f in folders for p in list_images(_rel(root, f))]
+
+
+def build_datasets(cfg: dict, stage: str, crop: int) -> tuple[object, list[list[np.ndarray]]]:
+    """The training sampler and the fixed validation samples for a stage."""
+    d = cfg["data"]
+    root = Path(d["root"])
+    val_rng = np.random.default_rng(12345)
+    if stage == "spatial":
+        train = SRSet(_images(root, d["sr_images"]), crop)
+        val_set = SRSet(_images(root, d["sr_val"]) or _images(root, d["sr_images"])[:8], crop)
+        val = [val_set.get(i, val_rng, train=False) for i in range(len(val_set))]
+        return train, val
+    seqs = _sequences(root, d["sequences"])
+    if d.get("vimeo"):
+        seqs += vimeo_sequences(_rel(root, d["vimeo"]), "train")
+    parts, weights = [], []
+    if seqs:
+        parts.append(TripletSet(seqs, d["strides"], crop))
+        weights.append(1.0 - d["synthetic_weight"])
+    if d["sr_images"] and d["synthetic_weight"] > 0:
+        parts.append(SyntheticMotionSet(_images(root, d["sr_images"]), crop, d["synthetic_max_shift"]))
+        weights.append(d["synthetic_weight"])
+    if not parts:
+        raise ValueError("no training data: set data.sequences, data.vimeo or data.sr_images")
+    train = MixtureSet(parts, weights)
+    vseqs = _sequences(root, d["val_sequences"])
+    if d.get("vimeo"):
+        vseqs += vimeo_sequences(_rel(root, d["vimeo"]), "test")
+    if not vseqs:
+        raise ValueError("no validation data: set data.val_sequences or data.vimeo")
+    vset = TripletSet(vseqs, [1], d["val_crop"])
+    n = min(len(vset), d["val_max"])
+    idx = np.linspace(0, len(vset) - 1, n).round().astype(int)
+    val = [vset.get(int(i), val_rng, train=False) for i in idx]
+    return train, val
+
+
+# ----------------------------------------------------------------------------- trainer
+class Trainer:
+    """One stage of training; everything it needs to resume lives in its checkpoint."""
+
+    def __init__(self, cfg: dict, stage: str, out: Path, device: str = "auto") -> None:
+        self.cfg, self.stage, self.out = cfg, stage, Path(out)
+        self.opt = stage_options(cfg, stage)
+        self.rank = int(os.environ.get("RANK", 0))
+        self.world = int(os.environ.get("WORLD_SIZE", 1))
+        if device == "auto":
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        if self.world > 1 and not torch.distributed.is_initialized():
+            torch.distributed.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        if self.opt["threads"]:
+            torch.set_num_threads(int(self.opt["threads"]))
+        self.model = DSFN(DSFNConfig.from_dict(cfg["model"])).to(self.device)
+        self.modules = STAGE_MODULES[stage]
+        for name, mod in self.model.named_children():
+            mod.requires_grad_(name in self.modules)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optim = torch.optim.RAdam(params, lr=self.opt["lr"])
+        self.amp = bool(self.opt["amp"]) and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.step = 0
+        self.best = -math.inf
+        self.skipped_steps = 0
+        self.net = self.model
+        if self.world > 1:
+            self.net = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=True)
+
+    # -- state
+    def state(self) -> dict:
+        return {
+            "stage": self.stage, "step": self.step, "best": self.best, "config": json.dumps(self.cfg, sort_keys=True),
+            "model": self.model.state_dict(), "optim": self.optim.state_dict(),
+            "scaler": self.scaler.state_dict(), "torch_rng": torch.get_rng_state(),
+            "skipped_steps": self.skipped_steps,
+        }
+
+    def resume(self, path: Path) -> None:
+        ck = load_checkpoint(path)
+        if ck["config"] != json.dumps(self.cfg, sort_keys=True) or ck["stage"] != self.stage:
+            raise SystemExit(f"train: --resume {path}: the checkpoint was made with a different config or "
+                             "stage; resume with the same --config/--set/--stage, or start a new --out")
+        self.model.load_state_dict(ck["model"])
+        self.optim.load_state_dict(ck["optim"])
+        self.scaler.load_state_dict(ck["scaler"])
+        torch.set_rng_state(ck["torch_rng"])
+        self.step, self.best = ck["step"], ck["best"]
+        self.skipped_steps = ck.get("skipped_steps", 0)
+        log.info("resumed %s at step %d (best %.3f dB)", path, self.step, self.best)
+
+    def init_from(self, spec: str) -> None:
+        """``PATH`` or ``PATH:mod1,mod2``: copy (some) sub-networks from a checkpoint or
+        a .safetensors weights file."""
+        path, _, mods = spec.partition(":")
+        if path.endswith(".safetensors"):
+            from safetensors.torch import load_file
+            state = load_file(path)
+        else:
+            state = load_checkpoint(path)["model"]
+        wanted = tuple(mods.split(",")) if mods else tuple(n for n, _ in self.model.named_children())
+        sub = {k: v for k, v in state.items() if k.split(".", 1)[0] in wanted}
+        missing = [k for k in self.model.state_dict() if k.split(".", 1)[0] in wanted and k not in sub]
+        if missing:
+            raise SystemExit(f"train: --init {spec}: checkpoint lacks {len(missing)} tensors (e.g. {missing[0]}); "
+                             "was it made with the same model config?")
+        self.model.load_state_dict(sub, strict=False)
+        log.info("initialised %s from %s", ",".join(wanted), path)
+
+    # -- one step
+    def lr_at(self, step: int) -> float:
+        lr, iters, warm = self.opt["lr"], self.opt["iters"], self.opt["warmup"]
+        if warm and step < warm:
+            return lr * (step + 1) / warm
+        if self.opt["schedule"] == "cosine":
+            t = min(1.0, (step - warm) / max(1, iters - warm))
+            return lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * t)))
+        return lr
+
+    def batch_rng(self, step: int) -> np.random.Generator:
+        return np.random.default_rng([self.opt["seed"], step, self.rank])
+
+    def compute(self, frames: list[torch.Tensor], train: bool = True) -> tuple[dict, torch.Tensor]:
+        """Losses and the stage's main output for a batch of samples."""
+        stage = self.stage
+        if stage == "spatial":
+            (h,) = frames
+            pred = self.net.spatial(downscale(h)) if self.world == 1 else self.model.spatial(downscale(h))
+            return {"spatial": F.l1_loss(pred, h)}, pred, h
+        if stage == "temporal":
+            f0, f1, f2 = frames
+            pred = self.model.temporal(f0, f2)
+            return {"temporal": F.l1_loss(pred, f1)}, pred, f1
+        h0, h1, h2 = frames
+        out = self.net(downscale(h0), downscale(h2))
+        losses = dsfn_losses(out, h0, h1, h2, downscale(h1))
+        return losses, out["refined"], h1
+
+    def make_batch(self, step: int) -> list[torch.Tensor]:
+        rng = self.batch_rng(step)
+        frames = to_batch([self.train_set.sample(rng) for _ in range(self.opt["batch"])], self.device)
+        if self.stage == "temporal" and rng.random() < self.opt.get("half_res", 0.0):
+            # M_T runs on low-res frames in the T->S stream: train on both resolutions
+            frames = [downscale(f) for f in frames]
+        return frames
+
+    def train_step(self) -> dict[str, float]:
+        frames = self.make_batch(self.step)
+        for g in self.optim.param_groups:
+            g["lr"] = self.lr_at(self.step)
+        self.net.train()
+        with torch.autocast("cuda", torch.float16, enabled=self.amp):
+            losses, pred, target = self.compute(frames)
+            loss = total_loss(losses, STAGE_LOSSES[self.stage])
+        self.optim.zero_grad(set_to_none=True)
+        if not torch.isfinite(loss):
+            self.skipped_steps += 1
+            log.warning("step %d: non-finite loss %s, step skipped (%d so far)", self.step, float(loss), self.skipped_steps)
+            self.step += 1
+            return {"loss": float("nan")}
+        self.scaler.scale(loss).backward()
+        if self.opt["grad_clip"]:
+            self.scaler.unscale_(self.optim)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.opt["grad_clip"])
+        self.scaler.step(self.optim)
+        self.scaler.update()
+        self.step += 1
+        stats = {k: float(v.detach()) for k, v in losses.items()}
+        stats["loss"] = float(loss.detach())
+        stats["psnr"] = psnr(pred.detach(), target)
+        return stats
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        self.model.eval()
+        sums: dict[str, float] = {}
+        for sample in self.val:
+            frames = to_batch([sample], self.device)
+            if self.stage == "spatial":
+                h = frames[0]
+                h = h[..., : h.shape[-2] // 2 * 2, : h.shape[-1] // 2 * 2]
+                res = {"psnr": psnr(self.model.spatial(downscale(h)), h),
+                       "bicubic": psnr(F.interpolate(downscale(h), scale_factor=2, mode="bicubic"), h)}
+            elif self.stage == "temporal":
+                f0, f1, f2 = frames
+                res = {"psnr": psnr(self.model.temporal(f0, f2), f1), "blend": psnr((f0 + f2) / 2, f1)}
+                l0, l1, l2 = (downscale(f) for f in frames)
+                res["psnr_lr"] = psnr(self.model.temporal(l0, l2), l1)
+            else:
+                h0, h1, h2 = frames
+                out = self.model(downscale(h0), downscale(h2))
+                res = {"psnr": psnr(out["refined"], h1)}
+                res.update({k: psnr(out[k], h1) for k in ("st", "ts", "fused")})
+            for k, v in res.items():
+                sums[k] = sums.get(k, 0.0) + v
+        return {k: v / len(self.val) for k, v in sums.items()}
+
+    # -- the loop
+    def run(self, resume: bool = False, init: list[str] = ()) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        crop = self.opt["crop"]
+        self.train_set, self.val = build_datasets(self.cfg, self.stage, crop)
+        last = self.out / "last.pt"
+        if resume:
+            if not last.exists():
+                raise SystemExit(f"train: --resume: {last} does not exist")
+            self.resume(last)
+        else:
+            for spec in init:
+                self.init_from(spec)
+            if last.exists():
+                raise SystemExit(f"train: {last} exists; pass --resume to continue it or choose another --out")
+        main_rank = self.rank == 0
+        if main_rank:
+            (self.out / "config.json").write_text(json.dumps(self.cfg, indent=2, sort_keys=True))
+        csv_path = self.out / "log.csv"
+        new_csv = not csv_path.exists()
+        fcsv = open(csv_path, "a", newline="") if main_rank else None
+        writer = None
+        tb = None
+        if main_rank:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                tb = SummaryWriter(str(self.out / "tb"))
+            except Exception:  # tensorboard not installed
+                tb = None
+        iters = self.opt["iters"]
+        t0, s0 = time.time(), self.step
+        avg: dict[str, float] = {}
+        while self.step < iters:
+            stats = self.train_step()
+            for k, v in stats.items():
+                if math.isfinite(v):
+                    avg[k] = 0.9 * avg.get(k, v) + 0.1 * v
+            row = None
+            if self.step % self.opt["val_every"] == 0 or self.step == iters:
+                val = self.validate()
+                row = {f"val_{k}": v for k, v in val.items()}
+                if val["psnr"] > self.best:
+                    self.best = val["psnr"]
+                    if main_rank:
+                        save_checkpoint(self.out / "best.pt", self.state())
+                if main_rank:
+                    log.info("step %d validation: %s (best %.3f)", self.step,
+                             " ".join(f"{k}={v:.3f}" for k, v in val.items()), self.best)
+            if main_rank and (self.step % self.opt["ckpt_every"] == 0 or self.step == iters):
+                save_checkpoint(last, self.state())
+            if main_rank and (self.step % self.opt["log_every"] == 0 or row):
+                rate = (self.step - s0) / max(1e-9, time.time() - t0)
+                eta = (iters - self.step) / max(rate, 1e-9)
+                record = {"step": self.step, "time": round(time.time(), 1), "lr": self.lr_at(self.step - 1),
+                          "it_s": round(rate, 3), **{k: round(v, 5) for k, v in avg.items()}, **(row or {})}
+                if writer is None:
+                    fields = ["step", "time", "lr", "it_s", "loss", "psnr", *STAGE_LOSSES["joint"],
+                              "val_psnr", "val_bicubic", "val_blend", "val_psnr_lr", "val_st", "val_ts", "val_fused"]
+                    writer = csv.DictWriter(fcsv, fieldnames=fields, extrasaction="ignore")
+                    if new_csv:
+                        writer.writeheader()
+                writer.writerow(record)
+                fcsv.flush()
+                if tb:
+                    for k, v in record.items():
+                        if k not in ("step", "time"):
+                            tb.add_scalar(k, v, self.step)
+                print(f"[{self.stage}] {self.step}/{iters} loss {avg.get('loss', float('nan')):.4f} "
+                      f"psnr {avg.get('psnr', float('nan')):.2f} {rate:.2f} it/s eta {eta / 60:.1f} min",
+                      file=sys.stderr, flush=True)
+        if fcsv:
+            fcsv.close()
+        skipped = getattr(self.train_set, "skipped", 0)
+        if skipped:
+            log.warning("%d unreadable samples were skipped", skipped)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m training.train", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", help="TOML config file (defaults: the paper's settings)")
+    ap.add_argument("--data-root", help="folder the config's data paths are relative to")
+    ap.add_argument("--stage", required=True, choices=sorted(STAGE_MODULES))
+    ap.add_argument("--out", required=True, help="run folder (checkpoints, log.csv)")
+    ap.add_argument("--resume", action="store_true", help="continue OUT/last.pt exactly")
+    ap.add_argument("--init", action="append", default=[], metavar="CKPT[:MODULES]",
+                    help="initialise sub-networks (spatial,temporal,fusion,refine) from a checkpoint "
+                         "or .safetensors; repeatable")
+    ap.add_argument("--iters", type=int, help="total steps of this stage (overrides the config)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config value, e.g. --set stages.temporal.lr=3e-4")
+    ap.add_argument("--device", default="auto")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    overrides = list(args.set)
+    if args.data_root:
+        overrides.append(f"data.root={json.dumps(args.data_root)}")
+    if args.iters:
+        overrides.append(f"stages.{args.stage}.iters={args.iters}")
+    cfg = load_config(args.config, overrides)
+    Trainer(cfg, args.stage, Path(args.out), args.device).run(resume=args.resume, init=args.init)
+
+
+if __name__ == "__main__":
+    main()
