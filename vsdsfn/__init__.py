@@ -1,3 +1,26 @@
-"""vsdsfn: 2x space-time upscaling (frame rate and resolution) for VapourSynth with DSFN."""
+"""vsdsfn: 2x space-time upscaling (frame rate and resolution) for VapourSynth with DSFN.
+
+>>> import vsdsfn                                   # doctest: +SKIP
+>>> clip = vsdsfn.upscale(clip)                     # RGBS/RGBH in, 2x fps and size out
+"""
 
 __version__ = "0.1.0"
+
+__all__ = ["upscale", "Engine", "WeightsError", "default_weights_path", "load_model", "__version__"]
+
+
+def __getattr__(name):
+    # Lazy: `import vsdsfn` stays cheap, and the engine/weights work without VapourSynth.
+    if name == "upscale":
+        from .filter import upscale
+
+        return upscale
+    if name == "Engine":
+        from .engine import Engine
+
+        return Engine
+    if name in ("WeightsError", "default_weights_path", "load_model"):
+        from . import weights
+
+        return getattr(weights, name)
+    raise AttributeError(f"module 'vsdsfn' has no attribute {name!r}")

@@ -1,0 +1,263 @@
+"""VapourSynth glue: ``vsdsfn.upscale(clip)`` doubles frame rate, width and height.
+
+Frame-numbering contract (N source frames L_0 .. L_{N-1}, 2N output frames):
+
+* frame ``2n``   = M_S(L_n), the spatially upscaled source frame;
+* frame ``2n+1`` = the DSFN frame between L_n and L_{n+1}; where there is a scene cut
+  after n (``_SceneChangeNext`` on n, ``_SceneChangePrev`` on n+1, or the built-in
+  detector) it is M_S(L_n) instead; the last one (2N-1) repeats frame 2N-2.
+
+All tensor work lives in :mod:`vsdsfn.engine`; this module maps frames and props.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+import threading
+from collections import OrderedDict
+from fractions import Fraction
+
+import numpy as np
+import vapoursynth as vs
+
+from .engine import DEBUG_OUTPUTS, Engine, scene_score, select_device
+from .weights import WeightsError, load_model
+
+__all__ = ["upscale", "OPTIONS"]
+
+log = logging.getLogger("vsdsfn")
+if not log.handlers:  # stderr only: stdout may carry video (vspipe)
+    _h = logging.StreamHandler()  # defaults to sys.stderr
+    _h.setFormatter(logging.Formatter("%(name)s: %(levelname)s: %(message)s"))
+    log.addHandler(_h)
+    log.setLevel(logging.WARNING)
+    log.propagate = False
+
+#: upscale's options (besides the clip)
+OPTIONS = ("weights", "device", "fp16", "batch_size", "scene_detect", "scene_threshold",
+           "debug", "num_threads", "cache_size")
+
+_PROP_INTERP = "DSFNInterpolated"
+_PROP_SCORE = "DSFNSceneScore"
+
+
+def _err(msg: str) -> vs.Error:
+    return vs.Error("upscale: " + msg)
+
+
+def _conversion_hint(clip: vs.VideoNode) -> str:
+    fmt = clip.format
+    if fmt.color_family == vs.YUV:
+        matrix = "709" if clip.width >= 1280 or clip.height >= 720 else "170m"
+        return (f'clip = core.resize.Bicubic(clip, format=vs.RGBS, matrix_in_s="{matrix}")  '
+                f"(use your clip's matrix; convert back at the end with "
+                f'core.resize.Bicubic(clip, format=vs.YUV420P10, matrix_s="{matrix}"))')
+    return "clip = core.resize.Point(clip, format=vs.RGBS)"
+
+
+def _check_clip(clip) -> None:
+    if not isinstance(clip, vs.VideoNode):
+        raise _err(f"expected a VideoNode (a video clip), got {type(clip).__name__}; "
+                   "pass e.g. core.bs.VideoSource(...) converted to RGBS")
+    fmt = clip.format
+    if fmt is None or fmt.id == 0 or fmt.color_family == vs.UNDEFINED:
+        raise _err("the clip has a variable format; make it constant, e.g. "
+                   "clip = core.resize.Bicubic(clip, format=vs.RGBS, matrix_in_s=\"709\") "
+                   "(for YUV sources) or core.resize.Point(clip, format=vs.RGBS) (RGB/GRAY)")
+    if clip.width == 0 or clip.height == 0:
+        raise _err("the clip has a variable frame size; make it constant, e.g. "
+                   "clip = core.resize.Bicubic(clip, width=W, height=H, format=vs.RGBS)")
+    if fmt.id not in (vs.RGBS, vs.RGBH):
+        kind = {vs.YUV: "YUV", vs.GRAY: "GRAY", vs.RGB: "integer RGB"}.get(fmt.color_family, "non-RGB")
+        raise _err(f"input must be RGBS or RGBH (float RGB), not {fmt.name} ({kind}); convert first: "
+                   + _conversion_hint(clip))
+    if clip.num_frames < 1:
+        raise _err("the clip has no frames; give it at least one frame")
+
+
+class _Upscaler:
+    """State of one ``upscale`` call: the engine and a bounded cache of batch groups."""
+
+    def __init__(self, clip: vs.VideoNode, engine: Engine, batch_size: int, output: str,
+                 scene_detect: bool, scene_threshold: float, max_groups: int) -> None:
+        self.n = clip.num_frames
+        self.engine = engine
+        self.b = batch_size
+        self.output = output
+        self.scene_detect = scene_detect
+        self.scene_threshold = scene_threshold
+        self.max_groups = max_groups
+        self.dtype = np.float16 if clip.format.id == vs.RGBH else np.float32
+        self._lock = threading.Lock()
+        self._groups: OrderedDict[int, tuple] = OrderedDict()
+        self._pending: dict[int, threading.Event] = {}
+
+    def _compute(self, g: int, f: list[vs.VideoFrame]) -> tuple:
+        """Output frames of group g: f[1 + j] is source frame min(g*B + j, N-1), j = 0..B."""
+        first = g * self.b
+        count = min(self.b, self.n - first)            # pairs (= even frames) in this group
+        have = min(self.b + 1, self.n - first)         # distinct source frames available
+        srcs = [f[1 + j] for j in range(have)]
+        frames = [np.stack([np.asarray(s[p]) for p in range(3)]) for s in srcs]
+        interp, scores, cuts = [], [], []
+        for j in range(count):
+            n = first + j
+            if n + 1 >= self.n:
+                interp.append(False), scores.append(None), cuts.append(False)
+                continue
+            cut = bool(srcs[j].props.get("_SceneChangeNext", 0)) or bool(srcs[j + 1].props.get("_SceneChangePrev", 0))
+            score = None
+            if self.scene_detect:
+                score = scene_score(frames[j], frames[j + 1], "chw")
+                if score > self.scene_threshold:
+                    cut = True
+                    log.info("scene cut detected after source frame %d (score %.3f)", n, score)
+            interp.append(not cut), scores.append(score), cuts.append(cut)
+        evens, odds = self.engine.upscale_group(frames, list(range(first, first + have)), interp, self.output)
+        return evens, odds, interp, scores, cuts
+
+    def _group(self, g: int, f) -> tuple:
+        while True:
+            with self._lock:
+                hit = self._groups.get(g)
+                if hit is not None:
+                    self._groups.move_to_end(g)
+                    return hit
+                ev = self._pending.get(g)
+                owner = ev is None
+                if owner:
+                    ev = self._pending[g] = threading.Event()
+            if not owner:
+                ev.wait()
+                continue  # cached now, or the owner failed and we try ourselves
+            try:
+                res = self._compute(g, f)
+                with self._lock:
+                    self._groups[g] = res
+                    while len(self._groups) > self.max_groups:
+                        self._groups.popitem(last=False)
+                return res
+            finally:
+                with self._lock:
+                    self._pending.pop(g, None)
+                ev.set()
+
+    def __call__(self, n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
+        g, r = divmod(n, 2 * self.b)
+        j, odd = divmod(r, 2)
+        evens, odds, interp, scores, cuts = self._group(g, f)
+        arr = odds[j] if odd else evens[j]
+        src = f[1 + j]
+        out = f[0].copy()
+        for p in range(3):
+            np.copyto(np.asarray(out[p]), arr[p], casting="unsafe")
+        props = out.props
+        props.clear()
+        props.update(src.props)
+        num, den = src.props.get("_DurationNum"), src.props.get("_DurationDen")
+        if num is not None and den:
+            half = Fraction(int(num), int(den)) / 2
+            props["_DurationNum"], props["_DurationDen"] = half.numerator, half.denominator
+        # the cut after source frame n now lies between output frames 2n+1 and 2n+2
+        if odd:
+            if "_SceneChangePrev" in props:
+                props["_SceneChangePrev"] = 0
+            if cuts[j]:
+                props["_SceneChangeNext"] = 1
+            props[_PROP_INTERP] = int(interp[j])
+            if scores[j] is not None:
+                props[_PROP_SCORE] = float(scores[j])
+        else:
+            if "_SceneChangeNext" in props:
+                props["_SceneChangeNext"] = 0
+            props[_PROP_INTERP] = 0
+        return out
+
+
+def upscale(
+    clip: vs.VideoNode,
+    *,
+    weights: str | os.PathLike | None = None,
+    device: str | None = None,
+    fp16: bool | None = None,
+    batch_size: int = 1,
+    scene_detect: bool = False,
+    scene_threshold: float = 0.1,
+    debug: str | None = None,
+    num_threads: int | None = None,
+    cache_size: int | None = None,
+    **unknown,
+) -> vs.VideoNode:
+    """Double the frame rate, width and height of an RGBS/RGBH clip with DSFN.
+
+    Output: same format, 2x width and height, 2N frames, fps doubled, each frame's
+    duration halved and its source frame's props kept. Frame 2n = M_S(L_n); frame 2n+1 =
+    the fused, refined frame between L_n and L_{n+1} (M_S(L_n) at scene cuts and for the
+    last frame).
+
+    weights: a .safetensors file from training/ (default: the shipped weights).
+    device: "auto"/None (CUDA if available), "cpu", "cuda" or "cuda:N".
+    fp16: half precision on CUDA; None = fp16 for RGBH clips on CUDA, fp32 otherwise.
+    batch_size: frame pairs per forward pass (output is the same for every value).
+    scene_detect: also detect cuts (mean abs luma difference > scene_threshold, 0..1).
+    debug: None, or "st" / "ts" / "fused" / "masks" to put that intermediate in the odd
+        frames instead of the result (masks: R = M_S->T, G = M_T->S, B = 0).
+    num_threads: torch CPU threads (process-wide). cache_size: batch groups kept.
+    """
+    if unknown:
+        names = sorted(unknown)
+        hints = [f"{u!r} (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(u, OPTIONS, 1)) else repr(u)
+                 for u in names]
+        raise _err(f"unknown option(s) {', '.join(hints)}; valid options: {', '.join(OPTIONS)}")
+    _check_clip(clip)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise _err(f"batch_size must be a positive integer, not {batch_size!r}; e.g. batch_size=4")
+    if debug is not None and debug not in DEBUG_OUTPUTS:
+        raise _err(f"debug must be None or one of {', '.join(map(repr, DEBUG_OUTPUTS))}, not {debug!r}")
+    if not isinstance(scene_threshold, (int, float)) or not 0 < scene_threshold <= 1:
+        raise _err(f"scene_threshold must be a number in (0, 1], not {scene_threshold!r}; e.g. 0.1")
+    if cache_size is not None and (isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 1):
+        raise _err(f"cache_size must be a positive integer (batch groups kept), not {cache_size!r}")
+    if fp16 is not None and not isinstance(fp16, bool):
+        raise _err(f"fp16 must be True, False or None, not {fp16!r}")
+
+    try:
+        dev = select_device(device or "auto")
+    except ValueError as exc:
+        raise _err(f"{exc}") from None
+    is_half = clip.format.id == vs.RGBH
+    if fp16 is None:
+        fp16 = is_half and dev.type == "cuda"
+    try:
+        model = load_model(weights)
+    except WeightsError as exc:
+        raise _err(f"{exc}; pass weights=None for the shipped default weights") from None
+    try:
+        engine = Engine(model, device=dev, fp16=fp16, batch_size=batch_size, layout="chw",
+                        out_dtype=np.float16 if is_half else np.float32, num_threads=num_threads,
+                        cache_size=2 * batch_size + 4)
+    except ValueError as exc:
+        raise _err(f"{exc}") from None
+    log.info("DSFN on %s (%s), batch %d, %dx%d -> %dx%d, %d -> %d frames", engine.device,
+             str(engine.dtype).replace("torch.", ""), batch_size, clip.width, clip.height,
+             2 * clip.width, 2 * clip.height, clip.num_frames, 2 * clip.num_frames)
+
+    core = vs.core
+    n, b = clip.num_frames, batch_size
+    groups = -(-n // b)
+    fps = Fraction(clip.fps_num, clip.fps_den) * 2 if clip.fps_num else Fraction(0, 1)
+    template = core.std.BlankClip(clip, width=2 * clip.width, height=2 * clip.height, length=2 * n,
+                                  fpsnum=fps.numerator, fpsden=fps.denominator, keep=True)
+    # src_j frame k = source frame min((k // 2B) * B + j, N - 1): the B+1 frames of k's group
+    padded = clip + clip[-1] * (b + 1)
+    srcs = []
+    for j in range(b + 1):
+        sel = padded[j:] if b == 1 else core.std.SelectEvery(padded[j:], cycle=b, offsets=[0], modify_duration=False)
+        sel = sel[:groups]
+        rep = core.std.Interleave([sel] * (2 * b), modify_duration=False)[: 2 * n]
+        srcs.append(rep)
+    max_groups = cache_size or max(4, 2 * core.num_threads)
+    state = _Upscaler(clip, engine, b, debug or "refined", bool(scene_detect), float(scene_threshold), max_groups)
+    return core.std.ModifyFrame(template, [template] + srcs, state)
