@@ -32,7 +32,8 @@ if not log.handlers:  # stderr only: stdout may carry video (vspipe)
     _h = logging.StreamHandler()  # defaults to sys.stderr
     _h.setFormatter(logging.Formatter("%(name)s: %(levelname)s: %(message)s"))
     log.addHandler(_h)
-    log.setLevel(logging.WARNING)
+    if log.level == logging.NOTSET:
+        log.setLevel(logging.WARNING)
     log.propagate = False
 
 #: upscale's options (besides the clip)

@@ -1,0 +1,44 @@
+"""vsdsfn: 2x space-time video upscaling (frame rate and resolution) for VapourSynth."""
+
+import re
+from pathlib import Path
+
+from setuptools import setup
+
+HERE = Path(__file__).resolve().parent
+VERSION = re.search(r'^__version__ = "([^"]+)"', (HERE / "vsdsfn" / "__init__.py").read_text(), re.M).group(1)
+
+setup(
+    name="vsdsfn",
+    version=VERSION,
+    description="Dual-Stream Fusion Network (WACV 2021) as a VapourSynth filter: doubles frame rate and resolution",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8") if (HERE / "README.md").exists() else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    # models/ (shipped weights and model cards) is installed as the package vsdsfn.models
+    packages=["vsdsfn", "vsdsfn.nets", "vsdsfn.models"],
+    package_dir={"vsdsfn.models": "models"},
+    package_data={
+        "vsdsfn": ["data/*.y4m", "data/*.md"],
+        "vsdsfn.models": ["*.safetensors", "*.md"],
+    },
+    include_package_data=False,
+    zip_safe=False,
+    install_requires=[
+        "vapoursynth>=74",
+        "vapoursynth-bestsource",
+        "torch>=2.1",
+        "numpy>=1.24",
+        "safetensors>=0.4",
+    ],
+    extras_require={
+        "test": ["pytest>=7"],
+        "train": ["pillow", "vapoursynth-mvtools"],
+        "bench": ["vapoursynth-mvtools"],
+    },
+    entry_points={"console_scripts": ["vsdsfn=vsdsfn.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Multimedia :: Video :: Conversion",
+    ],
+)
