@@ -1,0 +1,121 @@
+"""The classic VapourSynth baselines of the evaluation: Spline36 resizing and mvtools
+``FlowFPS`` frame-rate doubling, in both orders, on numpy frames.
+
+vapoursynth-mvtools only accepts integer GRAY/YUV clips of up to 16 bits (no RGB, no
+float), so frames travel RGBS -> YUV444P16 (BT.709 matrix, limited range, no chroma
+subsampling) -> mvtools -> RGBS with the same matrix and range; the round trip loses
+well under 0.001 dB (16-bit quantisation). Resizing is done in float RGB.
+
+>>> import numpy as np
+>>> a = np.random.default_rng(0).random((48, 64, 3), dtype=np.float32)
+>>> b = frames_from_clip(clip_from_frames([a, a]))
+>>> len(b), b[0].shape, bool(np.abs(b[1] - a).max() == 0)
+(2, (48, 64, 3), True)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["MVSettings", "clip_from_frames", "frames_from_clip", "flowfps_middle",
+           "spline36_then_flowfps", "flowfps_then_spline36", "spline36_2x"]
+
+
+def _vs():
+    import vapoursynth as vs
+
+    return vs, vs.core
+
+
+@dataclass(frozen=True)
+class MVSettings:
+    """mvtools parameters (``blksize`` is halved for frames smaller than 4 blocks)."""
+
+    pel: int = 2
+    sharp: int = 2
+    blksize: int = 16
+    overlap: int = 8
+    search: int = 3
+    searchparam: int = 2
+    truemotion: bool = True
+    mask: int = 2       # FlowFPS occlusion mask mode (the default)
+    ml: float = 100.0   # FlowFPS mask scale (the default)
+
+
+def clip_from_frames(frames: list[np.ndarray], fps: tuple[int, int] = (1, 1)):
+    """A constant-format RGBS clip whose frames are the given (H, W, 3) float arrays."""
+    vs, core = _vs()
+    arrays = [np.ascontiguousarray(f, dtype=np.float32) for f in frames]
+    h, w = arrays[0].shape[:2]
+    if any(a.shape != (h, w, 3) for a in arrays):
+        raise ValueError("clip_from_frames: all frames must be (H, W, 3) of the same size")
+    blank = core.std.BlankClip(format=vs.RGBS, width=w, height=h, length=len(arrays),
+                               fpsnum=fps[0], fpsden=fps[1])
+
+    def fill(n: int, f):
+        out = f.copy()
+        for p in range(3):
+            np.copyto(np.asarray(out[p]), arrays[n][:, :, p])
+        return out
+
+    return core.std.ModifyFrame(blank, blank, fill)
+
+
+def frames_from_clip(clip) -> list[np.ndarray]:
+    """Every frame of a clip (converted to RGBS if needed) as (H, W, 3) float32 arrays."""
+    vs, core = _vs()
+    if clip.format.id != vs.RGBS:
+        clip = _to_rgbs(clip)
+    return [np.stack([np.asarray(f[p]) for p in range(3)], -1).copy() for f in clip.frames()]
+
+
+def _to_yuv(clip):
+    vs, core = _vs()
+    return core.resize.Point(clip, format=vs.YUV444P16, matrix_s="709", range_s="limited")
+
+
+def _to_rgbs(clip):
+    vs, core = _vs()
+    return core.resize.Point(clip, format=vs.RGBS, matrix_in_s="709", range_in_s="limited")
+
+
+def spline36_2x(clip):
+    """2x Spline36 resize (centre-aligned, like PyTorch's ``align_corners=False``)."""
+    _, core = _vs()
+    return core.resize.Spline36(clip, clip.width * 2, clip.height * 2)
+
+
+def flowfps_middle(clip, settings: MVSettings = MVSettings()):
+    """The frame FlowFPS interpolates half-way between the two frames of an RGBS clip
+    (returned as a one-frame RGBS clip)."""
+    _, core = _vs()
+    s = settings
+    blk = s.blksize
+    while blk > 4 and min(clip.width, clip.height) < 4 * blk:
+        blk //= 2
+    ovl = min(s.overlap, blk // 2)
+    yuv = _to_yuv(clip)
+    sup = core.mv.Super(yuv, pel=s.pel, sharp=s.sharp)
+    common = dict(blksize=blk, overlap=ovl, search=s.search, searchparam=s.searchparam,
+                  truemotion=int(s.truemotion))
+    bv = core.mv.Analyse(sup, isb=True, **common)
+    fv = core.mv.Analyse(sup, isb=False, **common)
+    fps = yuv.fps if yuv.fps.numerator else None
+    num, den = (2 * fps.numerator, fps.denominator) if fps else (2, 1)
+    out = core.mv.FlowFPS(yuv, sup, bv, fv, num=num, den=den, mask=s.mask, ml=s.ml)
+    # output frame 2k is source frame k; frame 1 lies at t = 0.5
+    return _to_rgbs(out[1])
+
+
+def spline36_then_flowfps(l0: np.ndarray, l1: np.ndarray, settings: MVSettings = MVSettings()) -> np.ndarray:
+    """"Spline36 -> FlowFPS": upscale both low-res frames, then interpolate the middle."""
+    clip = spline36_2x(clip_from_frames([l0, l1]))
+    return np.clip(frames_from_clip(flowfps_middle(clip, settings))[0], 0, 1)
+
+
+def flowfps_then_spline36(l0: np.ndarray, l1: np.ndarray, settings: MVSettings = MVSettings()) -> np.ndarray:
+    """"FlowFPS -> Spline36": interpolate the low-res middle frame, then upscale it."""
+    mid = flowfps_middle(clip_from_frames([l0, l1]), settings)
+    return np.clip(frames_from_clip(spline36_2x(mid))[0], 0, 1)
