@@ -203,7 +203,7 @@ class Engine:
         return list(x.numpy())
 
     def _spatial_tensors(self, frames: Sequence[np.ndarray], keys: Sequence[Hashable] | None):
-        """Padded (L, M_S(L)) tensors per frame; cached entries are reused, the rest batched."""
+        """Padded (L, M_S(L)) tensors per frame; cached entries (by key) are reused."""
         n = len(frames)
         if keys is not None and len(keys) != n:
             raise ValueError("keys must have one entry per frame")
@@ -227,16 +227,16 @@ class Engine:
                 self.stats["cache_hits"] += 1
             else:
                 todo.append(i)
-        bs = self.batch_size + 1
-        for start in range(0, len(todo), bs):
-            idx = todo[start : start + bs]
-            lr = self._upload([frames[i] for i in idx])
-            hr = self.model.spatial(lr)
-            self.stats["spatial"] += len(idx)
-            for j, i in enumerate(idx):
-                out[i] = (lr[j : j + 1], hr[j : j + 1])
-                if keys is not None:
-                    self._cache[keys[i]] = out[i]
+        # M_S runs one frame at a time: a frame's M_S then never depends on which other
+        # frames happened to be uncached with it, so results are bit-identical whatever
+        # order (and from however many threads) frames are requested. M_S is the light
+        # part of the network; the pair batches (fixed per group) carry the heavy work.
+        for i in todo:
+            lr = self._upload([frames[i]])
+            out[i] = (lr, self.model.spatial(lr))
+            self.stats["spatial"] += 1
+            if keys is not None:
+                self._cache[keys[i]] = out[i]
         for i, i0 in same.items():
             out[i] = out[i0]
         while len(self._cache) > self.cache_size:

@@ -1,0 +1,177 @@
+"""The inference engine without VapourSynth: devices, padding, NaN, caching, batching, threads."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import pattern, tiny_model
+from vsdsfn.engine import Engine, scene_score, select_device
+
+
+@pytest.fixture(scope="module")
+def net():
+    return tiny_model()
+
+
+def chw(n, w=21, h=13):
+    return pattern(n, w, h)
+
+
+def test_select_device():
+    assert select_device("cpu").type == "cpu"
+    assert select_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert select_device(None) == select_device("auto")
+    for bad in ("gpu", "cuda:x", "cuda0", "", "tpu:0"):
+        with pytest.raises(ValueError, match="device"):
+            select_device(bad)
+    with pytest.raises(ValueError, match="device"):
+        select_device(3)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="machine has CUDA")
+def test_cuda_without_cuda_is_a_clear_error():
+    for dev in ("cuda", "cuda:0", "cuda:1"):
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            select_device(dev)
+
+
+def test_cuda_index_out_of_range():
+    with pytest.raises(ValueError, match="cuda:99"):
+        select_device("cuda:99")
+
+
+def test_bad_arguments(net):
+    for bs in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="batch_size"):
+            Engine(net, device="cpu", batch_size=bs)
+    with pytest.raises(ValueError, match="layout"):
+        Engine(net, device="cpu", layout="nhwc")
+    with pytest.raises(ValueError, match="model"):
+        Engine(object(), device="cpu")
+
+
+def test_fp16_on_cpu_falls_back_to_fp32(net, caplog):
+    with caplog.at_level(logging.WARNING, logger="vsdsfn"):
+        eng = Engine(net, device="cpu", fp16=True)
+    assert eng.dtype == torch.float32
+    assert "fp16" in caplog.text
+
+
+@pytest.mark.parametrize("w,h", [(1, 1), (2, 3), (17, 5), (16, 16), (33, 1)])
+def test_any_size_hwc_and_chw(net, w, h):
+    a, b = np.random.default_rng(0).random((2, h, w, 3), dtype=np.float32)
+    eng = Engine(net, device="cpu")
+    assert eng.spatial([a])[0].shape == (2 * h, 2 * w, 3)
+    out = eng.interpolate([(a, b)])[0]
+    assert out.shape == (2 * h, 2 * w, 3) and out.dtype == np.float32
+    assert 0 <= out.min() and out.max() <= 1
+    eng_c = Engine(net, device="cpu", layout="chw", out_dtype=np.float16)
+    out_c = eng_c.interpolate([(a.transpose(2, 0, 1), b.transpose(2, 0, 1))])[0]
+    assert out_c.shape == (3, 2 * h, 2 * w) and out_c.dtype == np.float16
+    np.testing.assert_allclose(out_c.astype(np.float32), out.transpose(2, 0, 1), atol=2e-3)
+
+
+def test_shape_errors(net):
+    eng = Engine(net, device="cpu")
+    with pytest.raises(ValueError, match="shape"):
+        eng.spatial([np.zeros((4, 4), np.float32)])
+    with pytest.raises(ValueError, match="same shape"):
+        eng.spatial([np.zeros((4, 4, 3), np.float32), np.zeros((4, 5, 3), np.float32)])
+
+
+def test_nan_and_inf_do_not_spread(net):
+    eng = Engine(net, device="cpu", layout="chw")
+    clean = [chw(i) for i in range(3)]
+    dirty = [f.copy() for f in clean]
+    dirty[1][0, 2:5, 3] = np.nan
+    dirty[1][1, 0, 0] = np.inf
+    dirty[1][2, 4, 4] = -np.inf
+    outs = eng.interpolate([(dirty[0], dirty[1]), (dirty[1], dirty[2])]) + eng.spatial(dirty)
+    for o in outs:
+        assert np.isfinite(o).all() and o.min() >= 0 and o.max() <= 1
+    # a pair not touching the NaN frame is unaffected
+    ref = Engine(net, device="cpu", layout="chw").interpolate([(clean[0], clean[2])])[0]
+    np.testing.assert_array_equal(eng.interpolate([(dirty[0], dirty[2])])[0], ref)
+
+
+def test_spatial_once_per_key_and_cache_is_bounded(net):
+    eng = Engine(net, device="cpu", layout="chw", batch_size=2)
+    frames = [chw(i) for i in range(9)]
+    b = 2
+    for first in range(0, 9, b):  # consecutive groups share a boundary frame
+        have = min(b + 1, 9 - first)
+        count = min(b, 9 - first)
+        interp = [first + j + 1 < 9 for j in range(count)]
+        eng.upscale_group(frames[first:first + have], list(range(first, first + have)), interp)
+    assert eng.stats["spatial"] == 9
+    assert eng.stats["pairs"] == 8
+    assert len(eng._cache) <= eng.cache_size
+    for k in range(100, 140):
+        eng.spatial([frames[0]], [k])
+    assert len(eng._cache) == eng.cache_size
+
+
+def test_group_contract(net):
+    eng = Engine(net, device="cpu", layout="chw")
+    frames = [chw(i) for i in range(3)]
+    evens, odds = eng.upscale_group(frames, [0, 1, 2], [True, False])
+    np.testing.assert_array_equal(evens[0], eng.spatial([frames[0]])[0])
+    np.testing.assert_array_equal(odds[1], evens[1])  # a cut: odd frame = M_S(L_n)
+    np.testing.assert_array_equal(odds[0], eng.interpolate([(frames[0], frames[1])])[0])
+    _, masks = eng.upscale_group(frames, [0, 1, 2], [True, False], output="masks")
+    assert masks[0].shape == evens[0].shape
+    assert (masks[0][2] == 0).all() and (masks[1] == 0).all()
+    assert 0 <= masks[0][:2].min() and masks[0][:2].max() <= 1 and masks[0][:2].std() > 0
+
+
+def test_batch_equivalence(net):
+    frames = [chw(i) for i in range(8)]
+    pairs = [(frames[i], frames[i + 1]) for i in range(7)]
+    one = Engine(net, device="cpu", layout="chw", batch_size=1).interpolate(pairs)
+    three = Engine(net, device="cpu", layout="chw", batch_size=3).interpolate(pairs)
+    for a, b in zip(one, three):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_threads_share_one_computation(net):
+    eng = Engine(net, device="cpu", layout="chw", cache_size=16)
+    frames = [chw(i) for i in range(4)]
+    ref = Engine(net, device="cpu", layout="chw").spatial(frames)
+    results, errors = {}, []
+
+    def work(t):
+        try:
+            order = list(range(4))[t % 4:] + list(range(4))[: t % 4]
+            for k in order:
+                results[(t, k)] = eng.spatial([frames[k]], [k])[0]
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert eng.stats["spatial"] == 4
+    for (t, k), v in results.items():
+        np.testing.assert_array_equal(v, ref[k])
+
+
+def test_scene_score():
+    a, b = pattern(0, 64, 48), pattern(1, 64, 48)
+    other = pattern(0, 64, 48, kind=1)
+    assert scene_score(a, a, "chw") == 0
+    assert scene_score(a, b, "chw") < 0.1
+    assert scene_score(a, other, "chw") > 0.1
+    assert scene_score(a.transpose(1, 2, 0), other.transpose(1, 2, 0), "hwc") == pytest.approx(
+        scene_score(a, other, "chw"), abs=1e-6)
+    nan = a.copy()
+    nan[0, 0, 0] = np.nan
+    assert np.isfinite(scene_score(nan, b, "chw"))
+    assert scene_score(np.zeros((3, 1, 1), np.float32), np.ones((3, 1, 1), np.float32), "chw") == pytest.approx(1.0)
