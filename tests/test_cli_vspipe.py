@@ -1,0 +1,184 @@
+"""End to end: vspipe with a .vpy, the command line on the shipped sample, and an installed
+(non-editable) copy of the package finding its default weights."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def parse_y4m(data: bytes) -> tuple[dict[str, str], int]:
+    """Header fields (W, H, F, C, ...) and the number of frames of a YUV4MPEG2 stream."""
+    end = data.index(b"\n")
+    head = data[:end].decode().split()
+    assert head[0] == "YUV4MPEG2", head
+    fields = {t[0]: t[1:] for t in head[1:]}
+    w, h = int(fields["W"]), int(fields["H"])
+    chroma = fields.get("C", "420jpeg")
+    bps = 2 if "p1" in chroma else 1  # C420p10, C444p16 ...
+    per = {"420": w * h * 3 // 2, "444": w * h * 3}[chroma[:3]] * bps
+    pos, frames = end + 1, 0
+    while pos < len(data):
+        nl = data.index(b"\n", pos)
+        assert data[pos:nl].startswith(b"FRAME"), data[pos:pos + 20]
+        pos = nl + 1 + per
+        frames += 1
+    assert pos == len(data), "trailing bytes / short frame"
+    return fields, frames
+
+
+def _env(**extra) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra)
+    return env
+
+
+def _vspipe() -> str:
+    exe = shutil.which("vspipe") or str(Path(sys.executable).with_name("vspipe"))
+    if not Path(exe).exists():
+        pytest.skip("vspipe not found")
+    return exe
+
+
+def test_vspipe_y4m(tmp_path, tiny_weights):
+    script = tmp_path / "script.vpy"
+    script.write_text(textwrap.dedent(f"""
+        import vapoursynth as vs
+        import vsdsfn
+        core = vs.core
+        clip = core.std.BlankClip(format=vs.YUV420P8, width=24, height=16, length=3, fpsnum=24000, fpsden=1001,
+                                  color=[90, 100, 160])
+        clip = core.resize.Bicubic(clip, format=vs.RGBS, matrix_in_s="709")
+        clip = vsdsfn.upscale(clip, weights={str(tiny_weights)!r}, batch_size=2)
+        clip = core.resize.Bicubic(clip, format=vs.YUV420P10, matrix_s="709")
+        clip.set_output()
+    """))
+    # pip's vspipe needs `vapoursynth config` once per user; do it in a private config home
+    env = _env(XDG_CONFIG_HOME=str(tmp_path / "config"))
+    conf = subprocess.run([sys.executable, "-m", "vapoursynth", "config"], capture_output=True, text=True,
+                          env=env, timeout=60)
+    assert conf.returncode == 0, conf.stdout + conf.stderr
+    proc = subprocess.run([_vspipe(), "-c", "y4m", str(script), "-"], capture_output=True, env=env,
+                          cwd=tmp_path, timeout=240)
+    assert proc.returncode == 0, proc.stderr.decode()
+    fields, frames = parse_y4m(proc.stdout)
+    assert (fields["W"], fields["H"], fields["F"], fields["C"]) == ("48", "32", "48000:1001", "420p10")
+    assert frames == 6
+
+
+def test_cli_on_sample(tmp_path, tiny_weights):
+    out = tmp_path / "out.y4m"
+    proc = subprocess.run([sys.executable, "-m", "vsdsfn", "--frames", "3", "-o", str(out), "--weights",
+                           str(tiny_weights), "--batch-size", "2"],
+                          capture_output=True, env=_env(XDG_CACHE_HOME=str(tmp_path / "cache")),
+                          cwd=tmp_path, timeout=240)
+    err = proc.stderr.decode()
+    assert proc.returncode == 0, err
+    assert proc.stdout == b""  # stdout is kept clean
+    fields, frames = parse_y4m(out.read_bytes())
+    assert (fields["W"], fields["H"], fields["F"]) == ("352", "288", "60000:1001")
+    assert frames == 6
+    assert "3 frames 176x144 @ 29.970 fps -> 6 frames 352x288 @ 59.940 fps" in err
+    assert "frame 6/6" in err
+    assert not list(tmp_path.glob("*.part"))
+
+
+def test_cli_in_process_and_errors(tmp_path, tiny_weights, monkeypatch, capsys):
+    from vsdsfn import cli
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    # a copy of the sample in its own folder: nothing may be written next to the input
+    src_dir = tmp_path / "in"
+    src_dir.mkdir()
+    src = src_dir / "clip.y4m"
+    shutil.copy(cli.SAMPLE, src)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main([str(src), "--frames", "2", "--weights", str(tiny_weights), "--pix-fmt", "yuv444p16", "-q"]) == 0
+    fields, frames = parse_y4m((tmp_path / "clip_2x.y4m").read_bytes())
+    assert (fields["W"], fields["H"], fields["C"], frames) == ("352", "288", "444p16", 4)
+    assert sorted(p.name for p in src_dir.iterdir()) == ["clip.y4m"]
+
+    capsys.readouterr()
+    assert cli.main([str(tmp_path / "missing.mkv"), "-o", "x.y4m"]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    assert cli.main(["--sample", "--frames", "2", "--device", "gpu", "-o", "x.y4m"]) == 1
+    assert "unknown device 'gpu'" in capsys.readouterr().err
+    assert cli.main(["--sample", "--frames", "2", "--weights", str(tmp_path / "no.safetensors"), "-o", "x.y4m"]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    monkeypatch.setattr(cli.shutil, "which", lambda name: None)
+    assert cli.main(["--sample", "-o", "x.mkv"]) == 1
+    assert "needs ffmpeg" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["--sample", "--bogus"])
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
+def test_cli_through_ffmpeg(tmp_path, tiny_weights, monkeypatch):
+    from vsdsfn import cli
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    out = tmp_path / "out.mkv"
+    assert cli.main(["--frames", "3", "-o", str(out), "--weights", str(tiny_weights), "-q",
+                     "--ffmpeg-args", "-c:v ffv1"]) == 0
+    probe = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries",
+                            "stream=width,height,nb_read_frames,r_frame_rate", "-of", "csv=p=0", str(out)],
+                           capture_output=True, text=True, timeout=60)
+    w, h, rate, frames = probe.stdout.strip().split(",")
+    assert (w, h, frames) == ("352", "288", "6")
+    num, den = map(int, rate.split("/"))  # Matroska stores ms timestamps: the rate is approximate
+    assert abs(num / den - 60000 / 1001) < 0.5
+
+
+def test_installed_package_finds_its_weights(tmp_path):
+    # build from a copy of the project files so the checkout is not touched
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("setup.py", "setup.cfg", "README.md"):
+        if (ROOT / name).exists():
+            shutil.copy(ROOT / name, src / name)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.tmp")
+    shutil.copytree(ROOT / "vsdsfn", src / "vsdsfn", ignore=ignore)
+    shutil.copytree(ROOT / "models", src / "models", ignore=ignore)
+    target = tmp_path / "site"
+    cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(src)]
+    try:
+        import setuptools  # noqa: F401
+
+        cmd.insert(4, "--no-build-isolation")
+    except ImportError:
+        pass
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    code = textwrap.dedent("""
+        import sys, vapoursynth as vs, vsdsfn
+        from pathlib import Path
+        from vsdsfn.weights import default_weights_path
+        from vsdsfn.cli import SAMPLE
+        site = Path(sys.argv[1]).resolve()
+        assert Path(vsdsfn.__file__).resolve().is_relative_to(site), vsdsfn.__file__
+        p = default_weights_path().resolve()
+        assert p.is_relative_to(site) and p.is_file(), p
+        assert SAMPLE.resolve().is_relative_to(site) and SAMPLE.is_file()
+        clip = vs.core.std.BlankClip(format=vs.RGBS, width=16, height=16, length=2)
+        out = vsdsfn.upscale(clip)
+        assert (out.num_frames, out.width) == (4, 32)
+        out.get_frame(1)
+        print("OK", p)
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = str(target)
+    run = subprocess.run([sys.executable, "-c", code, str(target)], capture_output=True, text=True,
+                         cwd=tmp_path, env=env, timeout=240)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout.startswith("OK")
