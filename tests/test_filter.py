@@ -311,3 +311,24 @@ def test_default_weights_end_to_end():
     fr = all_frames(out)
     assert out.num_frames == 4 and fr[1].shape == (3, 24, 40)
     assert all(np.isfinite(f).all() for f in fr)
+
+
+def test_each_group_and_each_ms_computed_once(tiny_weights, monkeypatch):
+    engines, calls = [], []
+    orig = Engine.upscale_group
+
+    def spy(self, frames, keys, interp, output="refined"):
+        if self not in engines:
+            engines.append(self)
+        calls.append(tuple(keys))
+        return orig(self, frames, keys, interp, output)
+
+    monkeypatch.setattr(Engine, "upscale_group", spy)
+    out = upscale(make_clip(7, 16, 16), weights=tiny_weights, batch_size=3)
+    order = list(range(14))
+    random.Random(3).shuffle(order)
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(lambda k: out.get_frame(k), order))
+    assert sorted(calls) == [(0, 1, 2, 3), (3, 4, 5, 6), (6,)]  # one computation per group
+    (eng,) = engines
+    assert eng.stats["spatial"] == 7 and eng.stats["pairs"] == 6

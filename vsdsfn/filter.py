@@ -90,7 +90,6 @@ class _Upscaler:
         self.scene_detect = scene_detect
         self.scene_threshold = scene_threshold
         self.max_groups = max_groups
-        self.dtype = np.float16 if clip.format.id == vs.RGBH else np.float32
         self._lock = threading.Lock()
         self._groups: OrderedDict[int, tuple] = OrderedDict()
         self._pending: dict[int, threading.Event] = {}
@@ -117,7 +116,7 @@ class _Upscaler:
                     log.info("scene cut detected after source frame %d (score %.3f)", n, score)
             interp.append(not cut), scores.append(score), cuts.append(cut)
         evens, odds = self.engine.upscale_group(frames, list(range(first, first + have)), interp, self.output)
-        return evens, odds, interp, scores, cuts
+        return evens, odds, interp, scores, cuts, set()
 
     def _group(self, g: int, f) -> tuple:
         while True:
@@ -145,10 +144,20 @@ class _Upscaler:
                     self._pending.pop(g, None)
                 ev.set()
 
+    def _delivered(self, g: int, r: int, res: tuple) -> None:
+        """Drop a group from the cache once each of its output frames was delivered once
+        (VapourSynth caches frames itself; a later re-request recomputes identically)."""
+        with self._lock:
+            done = res[-1]
+            done.add(r)
+            if len(done) == 2 * len(res[2]) and self._groups.get(g) is res:
+                del self._groups[g]
+
     def __call__(self, n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
         g, r = divmod(n, 2 * self.b)
         j, odd = divmod(r, 2)
-        evens, odds, interp, scores, cuts = self._group(g, f)
+        res = self._group(g, f)
+        evens, odds, interp, scores, cuts, _ = res
         arr = odds[j] if odd else evens[j]
         src = f[1 + j]
         out = f[0].copy()
@@ -174,6 +183,7 @@ class _Upscaler:
             if "_SceneChangeNext" in props:
                 props["_SceneChangeNext"] = 0
             props[_PROP_INTERP] = 0
+        self._delivered(g, r, res)
         return out
 
 
