@@ -143,6 +143,7 @@ class Trainer:
             torch.distributed.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         if self.opt["threads"]:
             torch.set_num_threads(int(self.opt["threads"]))
+        torch.manual_seed(self.opt["seed"])  # reproducible initial weights (--resume restores the RNG)
         self.model = DSFN(DSFNConfig.from_dict(cfg["model"])).to(self.device)
         self.modules = STAGE_MODULES[stage]
         for name, mod in self.model.named_children():
