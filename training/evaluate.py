@@ -339,8 +339,19 @@ def evaluate(triplets: Sequence[Triplet], model=None, one_mask_model=None, mvtoo
             line.append(f"blend {res.add(BLEND, g, (up(l0) + up(l2)) / 2, h1)[0]:.2f}")
             if not mv_reason:
                 a0, a2 = _np(l0), _np(l2)
-                line.append(f"mv {res.add(SPLINE_FLOW, g, _t(mvbaseline.spline36_then_flowfps(a0, a2)), h1)[0]:.2f}")
-                res.add(FLOW_SPLINE, g, _t(mvbaseline.flowfps_then_spline36(a0, a2)), h1)
+                try:
+                    p_sf = mvbaseline.spline36_then_flowfps(a0, a2)
+                    p_fs = mvbaseline.flowfps_then_spline36(a0, a2)
+                except ValueError as exc:  # frames too small for mvtools: no mvtools rows at all
+                    mv_reason = f"n/a ({exc})"
+                    res.notes[SPLINE_FLOW] = res.notes[FLOW_SPLINE] = mv_reason
+                    for row in (SPLINE_FLOW, FLOW_SPLINE):
+                        res.scores.pop(row, None)
+                        for grp in res.groups.values():
+                            grp.pop(row, None)
+                else:
+                    line.append(f"mv {res.add(SPLINE_FLOW, g, _t(p_sf), h1)[0]:.2f}")
+                    res.add(FLOW_SPLINE, g, _t(p_fs), h1)
             if panels and out is not None:
                 save_panel(Path(panels) / f"{k:04d}_{_safe(trip.name)}.png", h1, out)
         if progress:

@@ -31,7 +31,7 @@ def _vs():
 
 @dataclass(frozen=True)
 class MVSettings:
-    """mvtools parameters (``blksize`` is halved for frames smaller than 4 blocks)."""
+    """mvtools parameters (``blksize`` is halved for frames narrower than 6 blocks)."""
 
     pel: int = 2
     sharp: int = 2
@@ -92,9 +92,13 @@ def flowfps_middle(clip, settings: MVSettings = MVSettings()):
     (returned as a one-frame RGBS clip)."""
     _, core = _vs()
     s = settings
+    # mvtools (R81-era, v29) crashes (segfault) on frames only a few blocks wide, e.g.
+    # 64 px with 16-px blocks: use smaller blocks for narrow frames, refuse tiny ones
     blk = s.blksize
-    while blk > 4 and min(clip.width, clip.height) < 4 * blk:
+    while blk > 4 and clip.width < 6 * blk:
         blk //= 2
+    if clip.width < 6 * blk:
+        raise ValueError(f"mvtools: frames {clip.width} px wide are too narrow (need >= {6 * blk})")
     ovl = min(s.overlap, blk // 2)
     yuv = _to_yuv(clip)
     sup = core.mv.Super(yuv, pel=s.pel, sharp=s.sharp)
