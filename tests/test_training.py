@@ -1,0 +1,511 @@
+"""training/: every stage end to end on a tiny self-made dataset, exact resume, export,
+losses, metrics, augmentations, broken files, NaN steps and the evaluation table.
+
+Everything runs in-process on a TINY model with one torch thread; data are written to
+tmp dirs by the fixtures below (a Vimeo-layout tree of 64x64 moving textures, a few
+still images, a frames folder).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from training import evaluate as ev  # noqa: E402
+from training import train as tr  # noqa: E402
+from training.augment import augment, center_crop, random_crop  # noqa: E402
+from training.datasets import TripletSet, downscale, vimeo_sequences  # noqa: E402
+from training.export import export  # noqa: E402
+from training.losses import LOSS_NAMES, STAGE_LOSSES, dsfn_losses, total_loss  # noqa: E402
+from training.metrics import gaussian_window, psnr, ssim  # noqa: E402
+from vsdsfn.nets import DSFN, DSFNConfig  # noqa: E402
+from vsdsfn.weights import load_model, save_model  # noqa: E402
+
+TINY_MODEL = {
+    "spatial_args": {"channels": 8, "layers": 2},
+    "temporal_args": {"channels": [8], "scales": [1], "depth": 1},
+    "fusion_widths": [4, 4, 4, 4, 4, 4],
+    "refine_channels": 4,
+    "refine_blocks": 1,
+}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread while these tests run (the trainer sets it process-wide)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+# ----------------------------------------------------------------------------- data
+def texture(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A smooth random colour texture (uint8, size x size x 3) with some edges."""
+    small = rng.random((size // 8, size // 8, 3)) * 255
+    img = np.asarray(Image.fromarray(small.astype(np.uint8)).resize((size, size), Image.BICUBIC)).astype(np.float32)
+    y, x = np.mgrid[0:size, 0:size]
+    img[(x // 12 + y // 12) % 5 == 0] *= 0.5  # blocky edges
+    return img.clip(0, 255).astype(np.uint8)
+
+
+def moving_frames(rng: np.random.Generator, n: int, size: int = 64, step=(2, 1)) -> list[np.ndarray]:
+    """n frames of a texture window translating by ``step`` pixels per frame."""
+    tex = texture(rng, size + n * max(step) + 8)
+    return [tex[4 + k * step[1]: 4 + k * step[1] + size, 4 + k * step[0]: 4 + k * step[0] + size] for k in range(n)]
+
+
+def save(img: np.ndarray, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(img).save(path)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    """root/vimeo (triplet layout, 4 train + 2 test), root/images (4 stills),
+    root/frames/seq (6 frames)."""
+    root = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(7)
+    names = [f"00001/{k:04d}" for k in range(1, 7)]
+    for k, name in enumerate(names):
+        for i, f in enumerate(moving_frames(rng, 3, step=(1 + k % 3, k % 2))):
+            save(f, root / "vimeo" / "sequences" / name / f"im{i + 1}.png")
+    (root / "vimeo" / "tri_trainlist.txt").write_text("\n".join(names[:4]) + "\n")
+    (root / "vimeo" / "tri_testlist.txt").write_text("\n".join(names[4:]) + "\n")
+    for k in range(4):
+        save(texture(rng, 80), root / "images" / f"img{k}.png")
+    for i, f in enumerate(moving_frames(rng, 6, step=(2, 1))):
+        save(f, root / "frames" / "seq" / f"{i:03d}.png")
+    return root
+
+
+def tiny_sets(extra=()) -> list[str]:
+    """``--set`` values of a tiny model and tiny batches (``extra``: (key, value) pairs)."""
+    sets = {
+        "model.spatial_args": "{channels=8, layers=2}",
+        "model.temporal_args": "{channels=[8], scales=[1], depth=1}",
+        "model.fusion_widths": "[4, 4, 4, 4, 4, 4]",
+        "model.refine_channels": "4",
+        "model.refine_blocks": "1",
+        "data.vimeo": '"vimeo"',
+        "data.sr_images": '["images"]',
+        "data.sr_val": '["images"]',
+        "data.val_crop": "32",
+        "data.val_max": "2",
+        "data.synthetic_max_shift": "4.0",
+        "train.batch": "2",
+        "train.crop": "32",
+        "stages.spatial.crop": "32",
+        "train.val_every": "2",
+        "train.ckpt_every": "2",
+        "train.log_every": "1",
+        "train.threads": "1",
+        "train.lr": "1e-3",
+    }
+    return [f"{k}={v}" for k, v in [*sets.items(), *extra]]
+
+
+def tiny_args(root: Path, extra=()) -> list[str]:
+    args = ["--data-root", str(root)]
+    for kv in tiny_sets(extra):
+        args += ["--set", kv]
+    return args
+
+
+def run_stage(root: Path, stage: str, out: Path, iters: int = 3, extra=(), more=()) -> dict:
+    tr.main([*tiny_args(root, extra), "--stage", stage, "--out", str(out), "--iters", str(iters), *more])
+    return tr.load_checkpoint(out / "last.pt")
+
+
+def read_log(out: Path) -> list[dict]:
+    with open(out / "log.csv") as f:
+        return list(csv.DictReader(f))
+
+
+# ----------------------------------------------------------------------------- stages
+@pytest.mark.parametrize("stage", ["spatial", "temporal", "fusion", "joint"])
+def test_stage_runs_end_to_end(data, tmp_path, stage):
+    out = tmp_path / stage
+    ck = run_stage(data, stage, out, iters=3)
+    assert ck["stage"] == stage and ck["step"] == 3
+    assert (out / "best.pt").exists() and (out / "config.json").exists()
+    assert json.loads(ck["config"])["model"]["spatial_args"] == {"channels": 8, "layers": 2}
+    rows = read_log(out)
+    assert [int(r["step"]) for r in rows] == [1, 2, 3]
+    assert all(math.isfinite(float(r["loss"])) for r in rows)
+    assert math.isfinite(float(rows[-1]["val_psnr"]))
+    assert math.isfinite(ck["best"])
+    # only the stage's sub-networks changed
+    torch.manual_seed(0)  # the trainer seeds its initial weights with train.seed (0)
+    fresh = DSFN(DSFNConfig.from_dict(TINY_MODEL)).state_dict()
+    changed = {k.split(".", 1)[0] for k, v in ck["model"].items() if not torch.equal(v, fresh[k])}
+    assert changed <= set(tr.STAGE_MODULES[stage]) and changed
+
+
+def test_fusion_init_from_pretrained_stages(data, tmp_path):
+    sp = run_stage(data, "spatial", tmp_path / "spatial", iters=2)
+    tp = run_stage(data, "temporal", tmp_path / "temporal", iters=2)
+    ck = run_stage(data, "fusion", tmp_path / "fusion", iters=2,
+                   more=["--init", f"{tmp_path / 'spatial' / 'last.pt'}:spatial",
+                         "--init", f"{tmp_path / 'temporal' / 'last.pt'}:temporal"])
+    for k, v in ck["model"].items():
+        mod = k.split(".", 1)[0]
+        if mod == "spatial":
+            assert torch.equal(v, sp["model"][k])     # frozen in stage 2
+        elif mod == "temporal":
+            assert torch.equal(v, tp["model"][k])
+
+
+def test_existing_run_without_resume_refuses(data, tmp_path):
+    run_stage(data, "temporal", tmp_path / "t", iters=2)
+    with pytest.raises(SystemExit, match="--resume"):
+        run_stage(data, "temporal", tmp_path / "t", iters=2)
+
+
+# ----------------------------------------------------------------------------- resume
+def test_resume_continues_exactly(data, tmp_path, monkeypatch):
+    """A run interrupted after step 3 (checkpoint at 2) and resumed ends with the same
+    weights and optimizer state as an uninterrupted run."""
+    full = run_stage(data, "joint", tmp_path / "full", iters=4)
+
+    real_step = tr.Trainer.train_step
+
+    def interrupted(self):
+        if self.step == 3:
+            raise KeyboardInterrupt
+        return real_step(self)
+
+    monkeypatch.setattr(tr.Trainer, "train_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_stage(data, "joint", tmp_path / "cut", iters=4)
+    assert tr.load_checkpoint(tmp_path / "cut" / "last.pt")["step"] == 2
+    monkeypatch.setattr(tr.Trainer, "train_step", real_step)
+    resumed = run_stage(data, "joint", tmp_path / "cut", iters=4, more=["--resume"])
+    assert resumed["step"] == 4
+    steps = [int(r["step"]) for r in read_log(tmp_path / "cut")]
+    assert steps[-2:] == [3, 4] and 4 not in steps[:-1]  # continued, not restarted
+    for k, v in full["model"].items():
+        assert torch.equal(v, resumed["model"][k]), k
+    assert resumed["best"] == full["best"]
+    s_full, s_res = full["optim"]["state"], resumed["optim"]["state"]
+    assert s_full.keys() == s_res.keys()
+    for i in s_full:
+        for name, v in s_full[i].items():
+            assert torch.equal(torch.as_tensor(v), torch.as_tensor(s_res[i][name])), (i, name)
+
+
+def test_resume_with_different_config_refuses(data, tmp_path):
+    run_stage(data, "temporal", tmp_path / "t", iters=2)
+    with pytest.raises(SystemExit, match="different config"):
+        run_stage(data, "temporal", tmp_path / "t", iters=2, extra=[("train.lr", "5e-4")], more=["--resume"])
+    with pytest.raises(SystemExit, match="does not exist"):
+        run_stage(data, "temporal", tmp_path / "none", iters=2, more=["--resume"])
+
+
+# ----------------------------------------------------------------------------- export
+def test_export_loads_back(data, tmp_path):
+    run_stage(data, "joint", tmp_path / "joint", iters=2)
+    path = export(tmp_path / "joint" / "best.pt", tmp_path / "models" / "tiny.safetensors")
+    model = load_model(path)
+    ck = tr.load_checkpoint(tmp_path / "joint" / "best.pt")
+    assert model.config == DSFNConfig.from_dict(TINY_MODEL)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, ck["model"][k])
+    from vsdsfn.weights import read_config
+
+    _, meta = read_config(path)
+    assert meta["stage"] == "joint" and meta["step"] == "2"
+
+
+def test_exported_weights_run_in_upscale(data, tmp_path):
+    vs = pytest.importorskip("vapoursynth")
+    try:
+        from vsdsfn.filter import upscale
+    except ImportError as exc:  # the runtime is written concurrently
+        pytest.skip(f"vsdsfn.upscale not available: {exc}")
+    run_stage(data, "joint", tmp_path / "joint", iters=1)
+    path = export(tmp_path / "joint" / "last.pt", tmp_path / "tiny.safetensors")
+    from training.mvbaseline import clip_from_frames, frames_from_clip
+
+    frames = [f[:32, :48].astype(np.float32) / 255 for f in moving_frames(np.random.default_rng(1), 2)]
+    clip = clip_from_frames(frames, fps=(24, 1))
+    out = upscale(clip, weights=str(path))
+    assert (out.width, out.height, out.num_frames) == (96, 64, 4)
+    assert out.format.id == vs.RGBS
+    got = frames_from_clip(out)
+    model = load_model(path)
+    l0, l1 = (torch.from_numpy(f).permute(2, 0, 1)[None] for f in frames)
+    with torch.inference_mode():
+        ref = model.inference(l0, l1)[0].permute(1, 2, 0).numpy()
+    assert np.abs(got[1] - ref).max() < 1e-3   # the interpolated frame is the model's H_R
+    assert all(np.isfinite(g).all() for g in got)
+
+
+# ----------------------------------------------------------------------------- losses
+def test_losses_match_hand_computed_values():
+    t = lambda *v: torch.tensor(v, dtype=torch.float32).view(1, 1, 1, -1)  # noqa: E731
+    h0, h1, h2 = t(0.0, 0.0), t(1.0, 0.5), t(0.2, 0.2)
+    l1_mid = t(0.25)
+    out = {
+        "st": t(0.0, 0.5),        # |1-0|,|0.5-0.5| -> 0.5
+        "ts": t(1.0, 1.0),        # 0, 0.5 -> 0.25
+        "fused": t(0.5, 0.0),     # 0.5, 0.5 -> 0.5
+        "refined": t(1.0, 0.5),   # exact -> 0
+        "hr0": t(0.1, -0.1),      # vs h0: 0.1
+        "hr1": t(0.0, 0.6),       # vs h2: 0.2, 0.4 -> 0.3
+        "lt": t(0.75),            # vs 0.25 -> 0.5
+    }
+    losses = dsfn_losses(out, h0, h1, h2, l1_mid)
+    expect = {"st": 0.5, "ts": 0.25, "fused": 0.5, "refined": 0.0, "spatial": 0.4, "temporal": 0.5}
+    assert set(losses) == set(LOSS_NAMES)
+    for k, v in expect.items():
+        assert float(losses[k]) == pytest.approx(v, abs=1e-6), k
+    assert float(total_loss(losses, STAGE_LOSSES["joint"])) == pytest.approx(2.15, abs=1e-6)   # Eq. 17
+    assert float(total_loss(losses, STAGE_LOSSES["fusion"])) == pytest.approx(0.5, abs=1e-6)   # L_F + L_R
+    assert STAGE_LOSSES["spatial"] == ("spatial",) and STAGE_LOSSES["temporal"] == ("temporal",)
+
+
+# ----------------------------------------------------------------------------- metrics
+def _ssim_reference(x: np.ndarray, y: np.ndarray) -> float:
+    """Direct (non-separable, windowed) SSIM of Wang et al. on one channel, valid mode."""
+    g = gaussian_window().numpy()
+    w = np.outer(g, g)
+    c1, c2 = 0.01**2, 0.03**2
+    vals = []
+    for i in range(x.shape[0] - 10):
+        for j in range(x.shape[1] - 10):
+            a, b = x[i:i + 11, j:j + 11], y[i:i + 11, j:j + 11]
+            ma, mb = (w * a).sum(), (w * b).sum()
+            va, vb = (w * (a - ma) ** 2).sum(), (w * (b - mb) ** 2).sum()
+            cov = (w * (a - ma) * (b - mb)).sum()
+            vals.append(((2 * ma * mb + c1) * (2 * cov + c2)) / ((ma**2 + mb**2 + c1) * (va + vb + c2)))
+    return float(np.mean(vals))
+
+
+def test_metrics():
+    rng = np.random.default_rng(0)
+    x = rng.random((3, 16, 18))
+    y = np.clip(x + rng.normal(0, 0.1, x.shape), 0, 1)
+    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+    ref = np.mean([_ssim_reference(y[c], x[c]) for c in range(3)])
+    assert float(ssim(ty, tx)[0]) == pytest.approx(ref, abs=1e-6)
+    assert float(ssim(tx, tx)[0]) == pytest.approx(1.0, abs=1e-9)
+    mse = ((y - x) ** 2).mean()
+    assert float(psnr(ty, tx)[0]) == pytest.approx(10 * math.log10(1 / mse), abs=1e-4)
+    # predictions are clamped to [0, 1]; batches give one value per image
+    assert float(psnr(torch.full((1, 3, 4, 4), 1.5), torch.ones(1, 3, 4, 4))[0]) == pytest.approx(100.0)
+    assert psnr(torch.zeros(2, 3, 4, 4), torch.full((2, 3, 4, 4), 0.1)).shape == (2,)
+    with pytest.raises(ValueError, match="window"):
+        ssim(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8))
+
+
+def test_downscale_protocol():
+    x = torch.rand(1, 3, 33, 34)
+    d = downscale(x)
+    assert d.shape == (1, 3, 16, 17)
+    ref = torch.nn.functional.interpolate(x[..., :32, :34], scale_factor=0.5, mode="bicubic", align_corners=False)
+    assert torch.allclose(d, ref.clamp(0, 1))
+
+
+# ----------------------------------------------------------------------------- augmentation
+def test_augmentations_keep_frames_consistent():
+    base = np.random.default_rng(3).integers(0, 200, (12, 10, 3)).astype(np.int32)
+    frames = [base + 20 * k for k in range(3)]
+    seen = set()
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        out = augment(random_crop(frames, 8, rng), rng)
+        # frame k is frame 0 + 20 k: after the same transform the differences stay constant
+        d1, d2 = out[1] - out[0], out[2] - out[0]
+        assert len(np.unique(d1)) == 1 and len(np.unique(d2)) == 1  # same spatial transform
+        assert int(d1.flat[0]) in (20, -20) and int(d2.flat[0]) == 2 * int(d1.flat[0])  # middle stays middle
+        seen.add((out[0].shape, int(d1.flat[0])))
+    assert {s[1] for s in seen} == {20, -20}       # temporal reversal happens
+    rot = [np.rot90(base, k) for k in range(4)]
+    shapes = {o.shape for o in (augment([base], np.random.default_rng(s))[0] for s in range(20))}
+    assert shapes == {r.shape for r in rot}        # rotations happen (10x12 and 12x10)
+    assert [f.shape for f in center_crop(frames, 8)] == [(8, 8, 3)] * 3
+    # random crop takes the same window in every frame
+    rng = np.random.default_rng(5)
+    c = random_crop(frames, 6, rng)
+    assert all(np.array_equal(c[k] - 20 * k, c[0]) for k in range(3))
+
+
+def test_tripletset_augmented_sample_is_consistent(data):
+    seqs = vimeo_sequences(data / "vimeo", "train")
+    ts = TripletSet(seqs, [1], crop=32)
+    for seed in range(5):
+        s = ts.get(seed % len(ts), np.random.default_rng(seed))
+        assert [f.shape for f in s] == [(32, 32, 3)] * 3 and all(f.dtype == np.float32 for f in s)
+        assert all(0 <= f.min() and f.max() <= 1 for f in s)
+    a = ts.get(1, np.random.default_rng(0), train=False)
+    b = ts.get(1, np.random.default_rng(99), train=False)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))   # deterministic validation
+
+
+# ----------------------------------------------------------------------------- robustness
+def test_broken_image_is_skipped_and_counted(data, tmp_path, caplog):
+    import shutil
+
+    root = tmp_path / "d"
+    shutil.copytree(data, root)
+    (root / "vimeo" / "sequences" / "00001" / "0002" / "im2.png").write_bytes(b"not a png at all")
+    ts = TripletSet(vimeo_sequences(root / "vimeo", "train"), [1], crop=32)
+    rng = np.random.default_rng(0)
+    samples = [ts.get(1, rng) for _ in range(3)]          # index 1 is the broken folder
+    assert len(samples) == 3 and ts.skipped >= 3
+    assert "skipping unreadable sample" in caplog.text
+    # a training run over the broken tree completes
+    ck = run_stage(root, "fusion", tmp_path / "run", iters=3, extra=[("train.batch", "4")])
+    assert ck["step"] == 3
+
+
+def test_nan_loss_step_is_skipped(data, tmp_path, monkeypatch):
+    from training.config import load_config
+
+    cfg = load_config(None, tiny_sets() + [f"data.root={json.dumps(str(data))}"])
+    t = tr.Trainer(cfg, "fusion", tmp_path / "x", device="cpu")
+    t.train_set, t.val = tr.build_datasets(cfg, "fusion", 32)
+    t.train_step()
+    before = {k: v.clone() for k, v in t.model.state_dict().items()}
+    real_total = tr.total_loss
+    monkeypatch.setattr(tr, "total_loss", lambda losses, names: real_total(losses, names) * float("nan"))
+    stats = t.train_step()
+    assert math.isnan(stats["loss"]) and t.step == 2 and t.skipped_steps == 1
+    for k, v in t.model.state_dict().items():
+        assert torch.equal(v, before[k]), k       # no update from the NaN step
+    monkeypatch.setattr(tr, "total_loss", real_total)
+    stats = t.train_step()
+    assert math.isfinite(stats["loss"]) and t.step == 3
+    assert all(torch.isfinite(v).all() for v in t.model.state_dict().values())
+    assert t.state()["skipped_steps"] == 1
+
+
+# ----------------------------------------------------------------------------- evaluation
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory) -> tuple[Path, Path]:
+    d = tmp_path_factory.mktemp("w")
+    torch.manual_seed(0)
+    two = save_model(DSFN(DSFNConfig.from_dict(TINY_MODEL)), d / "two.safetensors")
+    one = save_model(DSFN(DSFNConfig.from_dict({**TINY_MODEL, "fusion_masks": 1})), d / "one.safetensors")
+    return two, one
+
+
+def _numbers(report: str, row: str) -> list[float]:
+    line = next(ln for ln in report.splitlines() if ln.startswith(f"| {row} |"))
+    return [float(c) for c in line.strip("|").split("|")[1:]]
+
+
+def test_evaluate_prints_all_rows(data, tmp_path, tiny_weights, capsys):
+    two, one = tiny_weights
+    report_path = tmp_path / "report.md"
+    ev.main(["--data", str(data / "frames"), "--layout", "frames", "--weights", str(two),
+             "--one-mask-weights", str(one), "--out", str(report_path), "--panels", str(tmp_path / "panels"),
+             "--quiet"])
+    printed = capsys.readouterr().out
+    report = report_path.read_text()
+    assert report.strip() in printed
+    for row in (ev.ST, ev.TS, ev.F1, ev.F2, ev.R, ev.R1, ev.BLEND, ev.SPLINE_FLOW, ev.FLOW_SPLINE):
+        p, s = _numbers(report, row)
+        assert 5 < p < 100 and -1 <= s <= 1, row
+    # an untrained fusion head gives masks 0.5: F = (S->T + T->S) / 2, R = F (zero-initialised R)
+    assert _numbers(report, ev.R) == _numbers(report, ev.F2)
+    # the streams (frames 0-1-2 ... 3-4-5 of a 6-frame folder)
+    assert "- Triplets: 4" in report
+    for key in ("- Command: `python -m training.evaluate --data", "- Date: ", "- Machine: ", "one.safetensors"):
+        assert key in report
+    assert len(list((tmp_path / "panels").glob("*.png"))) == 4
+
+
+def test_evaluate_rows_without_one_mask_model(data, tmp_path, tiny_weights, capsys):
+    two, one = tiny_weights
+    ev.main(["--data", str(data / "frames" / "seq"), "--weights", str(two), "--max", "2", "--no-mvtools", "--quiet"])
+    out = capsys.readouterr().out
+    assert f"| {ev.F1} | n/a (pass --one-mask-weights) |" in out
+    assert f"| {ev.SPLINE_FLOW} | skipped (--no-mvtools) |" in out
+    assert "- Triplets: 2" in out and ev.R1 not in out
+    _numbers(out, ev.F2)
+    # a one-mask file as --weights: its F is the one-mask row
+    ev.main(["--data", str(data / "frames" / "seq"), "--weights", str(one), "--max", "1", "--no-mvtools", "--quiet"])
+    out = capsys.readouterr().out
+    _numbers(out, ev.F1)
+    assert f"| {ev.F2} | n/a" in out
+    with pytest.raises(SystemExit, match="fusion_masks=2"):
+        ev.main(["--data", str(data / "frames"), "--weights", str(two), "--one-mask-weights", str(two)])
+
+
+def test_evaluate_skips_broken_triplets(data, tmp_path, tiny_weights, capsys):
+    import shutil
+
+    seq = tmp_path / "seq"
+    shutil.copytree(data / "frames" / "seq", seq)
+    (seq / "002.png").write_bytes(b"broken")
+    ev.main(["--data", str(seq), "--weights", str(tiny_weights[0]), "--no-mvtools", "--quiet"])
+    out = capsys.readouterr().out
+    assert "- Triplets: 1 (3 skipped: unreadable)" in out    # 002 is in triplets 0, 1, 2
+
+
+def test_evaluate_layouts(data, tmp_path):
+    trips = ev.list_triplets(data / "vimeo", "vimeo")
+    assert [t.name for t in trips] == ["00001/0005", "00001/0006"]
+    assert len(trips[0].load()) == 3
+    # septuplet: every consecutive triplet
+    sep = tmp_path / "sep"
+    frames = moving_frames(np.random.default_rng(0), 7, size=32)
+    for i, f in enumerate(frames):
+        save(f, sep / "sequences" / "00001" / "0001" / f"im{i + 1}.png")
+    (sep / "sep_testlist.txt").write_text("00001/0001\n")
+    assert [t.idx for t in ev.list_triplets(sep, "vimeo")] == [(i, i + 1, i + 2) for i in range(5)]
+    assert [t.idx for t in ev.list_triplets(sep, "vimeo", stride=3)] == [(0, 3, 6)]
+    # frames: one folder, a folder of folders, stride
+    assert len(ev.list_triplets(data / "frames" / "seq", "frames")) == 4
+    assert len(ev.list_triplets(data / "frames", "frames", stride=2)) == 2
+    # ucf
+    for k in range(2):
+        for name, f in zip(("frame_00.png", "frame_01_gt.png", "frame_02.png"), frames):
+            save(f, tmp_path / "ucf" / str(k) / name)
+    ucf = ev.list_triplets(tmp_path / "ucf", "ucf")
+    assert [t.name for t in ucf] == ["0", "1"]
+    assert np.array_equal(ucf[0].load()[1], frames[1])
+    # middlebury "other" layout: frame07..frame14, every consecutive triplet
+    for k in range(7, 15):
+        save(frames[k % 7], tmp_path / "mb" / "Beanbags" / f"frame{k:02d}.png")
+    mb = ev.list_triplets(tmp_path / "mb", "middlebury")
+    assert [t.name for t in mb] == [f"Beanbags:frame{k:02d}" for k in range(8, 14)]
+    # with other-gt-interp: (frame10, frame10i11, frame11)
+    save(frames[0], tmp_path / "mb2" / "other-data" / "Walking" / "frame10.png")
+    save(frames[2], tmp_path / "mb2" / "other-data" / "Walking" / "frame11.png")
+    save(frames[1], tmp_path / "mb2" / "other-gt-interp" / "Walking" / "frame10i11.png")
+    mb2 = ev.list_triplets(tmp_path / "mb2", "middlebury")
+    assert len(mb2) == 1 and np.array_equal(mb2[0].load()[1], frames[1])
+    # --max: evenly spaced
+    assert [t.name for t in ev.select(mb, 3)] == ["Beanbags:frame08", "Beanbags:frame10", "Beanbags:frame13"]
+
+
+def test_evaluate_config_split(data, tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[data]\nroot = "."\nval_sequences = [{path = "frames/seq", start = 1}]\n')
+    trips, desc = ev.config_triplets(str(cfg), "val", str(data))
+    assert [t.idx for t in trips] == [(0, 1, 2), (1, 2, 3), (2, 3, 4)] and "frames/seq[1:]" in desc
+
+
+def test_mvtools_baseline_interpolates_motion():
+    pytest.importorskip("vapoursynth")
+    from training.mvbaseline import clip_from_frames, flowfps_middle, frames_from_clip
+
+    f = [x.astype(np.float32) / 255 for x in moving_frames(np.random.default_rng(2), 3, size=64, step=(3, 0))]
+    mid = frames_from_clip(flowfps_middle(clip_from_frames([f[0], f[2]])))[0]
+    t = lambda a: torch.from_numpy(a).permute(2, 0, 1)  # noqa: E731
+    assert float(psnr(t(mid), t(f[1]))[0]) > float(psnr(t((f[0] + f[2]) / 2), t(f[1]))[0]) + 3
