@@ -442,6 +442,8 @@ def test_evaluate_rows_without_one_mask_model(data, tmp_path, tiny_weights, caps
     out = capsys.readouterr().out
     _numbers(out, ev.F1)
     assert f"| {ev.F2} | n/a" in out
+    with pytest.raises(SystemExit, match="one-mask model too"):
+        ev.main(["--data", str(data / "frames"), "--weights", str(one), "--one-mask-weights", str(one)])
     with pytest.raises(SystemExit, match="fusion_masks=2"):
         ev.main(["--data", str(data / "frames"), "--weights", str(two), "--one-mask-weights", str(two)])
 

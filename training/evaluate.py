@@ -61,7 +61,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .datasets import (FolderSequence, IMAGE_EXTS, VIDEO_EXTS, downscale, list_images, load_image,
+from .datasets import (FolderSequence, VIDEO_EXTS, downscale, list_images, load_image,
                        open_sequence, vimeo_sequences)
 from .metrics import psnr, ssim
 
@@ -535,6 +535,9 @@ def main(argv: list[str] | None = None) -> int:
             if one.config.fusion_masks != 1:
                 raise SystemExit(f"evaluate: --one-mask-weights {opath}: the model has "
                                  f"fusion_masks={one.config.fusion_masks}, not 1")
+            if model is not None and model.config.fusion_masks == 1:
+                raise SystemExit(f"evaluate: --weights {wpath} is a one-mask model too; pass a two-mask "
+                                 "model as --weights, or drop --one-mask-weights")
     except WeightsError as exc:
         raise SystemExit(f"evaluate: {exc}") from None
     res = evaluate(triplets, model, one, mvtools=not args.no_mvtools, panels=args.panels,
