@@ -32,7 +32,7 @@ setup(
         "safetensors>=0.4",
     ],
     extras_require={
-        "test": ["pytest>=7"],
+        "test": ["pytest>=7", "pillow", "vapoursynth-mvtools"],  # pillow, mvtools: the training tests
         "train": ["pillow", "vapoursynth-mvtools"],
         "bench": ["vapoursynth-mvtools"],
     },
