@@ -128,6 +128,31 @@ def build_datasets(cfg: dict, stage: str, crop: int) -> tuple[object, list[list[
 
 
 # ----------------------------------------------------------------------------- trainer
+class StageForward(torch.nn.Module):
+    """The forward pass of one stage: frames -> (losses, prediction, target).
+
+    One module for every stage, so DistributedDataParallel wraps (and synchronises) the
+    stage's real computation, including the backbone-only pretraining stages.
+    """
+
+    def __init__(self, model: DSFN, stage: str) -> None:
+        super().__init__()
+        self.model, self.stage = model, stage
+
+    def forward(self, frames: list[torch.Tensor]):
+        if self.stage == "spatial":
+            (h,) = frames
+            pred = self.model.spatial(downscale(h))
+            return {"spatial": F.l1_loss(pred, h)}, pred, h
+        if self.stage == "temporal":
+            f0, f1, f2 = frames
+            pred = self.model.temporal(f0, f2)
+            return {"temporal": F.l1_loss(pred, f1)}, pred, f1
+        h0, h1, h2 = frames
+        out = self.model(downscale(h0), downscale(h2))
+        return dsfn_losses(out, h0, h1, h2, downscale(h1)), out["refined"], h1
+
+
 class Trainer:
     """One stage of training; everything it needs to resume lives in its checkpoint."""
 
@@ -155,10 +180,10 @@ class Trainer:
         self.step = 0
         self.best = -math.inf
         self.skipped_steps = 0
-        self.net = self.model
+        self.net: torch.nn.Module = StageForward(self.model, stage)
         if self.world > 1:
             self.net = torch.nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=True)
 
     # -- state
@@ -214,21 +239,10 @@ class Trainer:
     def batch_rng(self, step: int) -> np.random.Generator:
         return np.random.default_rng([self.opt["seed"], step, self.rank])
 
-    def compute(self, frames: list[torch.Tensor], train: bool = True) -> tuple[dict, torch.Tensor]:
-        """Losses and the stage's main output for a batch of samples."""
-        stage = self.stage
-        if stage == "spatial":
-            (h,) = frames
-            pred = self.net.spatial(downscale(h)) if self.world == 1 else self.model.spatial(downscale(h))
-            return {"spatial": F.l1_loss(pred, h)}, pred, h
-        if stage == "temporal":
-            f0, f1, f2 = frames
-            pred = self.model.temporal(f0, f2)
-            return {"temporal": F.l1_loss(pred, f1)}, pred, f1
-        h0, h1, h2 = frames
-        out = self.net(downscale(h0), downscale(h2))
-        losses = dsfn_losses(out, h0, h1, h2, downscale(h1))
-        return losses, out["refined"], h1
+    def compute(self, frames: list[torch.Tensor]) -> tuple[dict, torch.Tensor, torch.Tensor]:
+        """Losses, the stage's main output and its target for a batch (through DDP when
+        distributed, so gradients are synchronised in every stage)."""
+        return self.net(frames)
 
     def make_batch(self, step: int) -> list[torch.Tensor]:
         rng = self.batch_rng(step)
