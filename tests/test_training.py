@@ -11,6 +11,8 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -511,3 +513,18 @@ def test_mvtools_baseline_interpolates_motion():
     mid = frames_from_clip(flowfps_middle(clip_from_frames([f[0], f[2]])))[0]
     t = lambda a: torch.from_numpy(a).permute(2, 0, 1)  # noqa: E731
     assert float(psnr(t(mid), t(f[1]))[0]) > float(psnr(t((f[0] + f[2]) / 2), t(f[1]))[0]) + 3
+
+
+@pytest.mark.slow
+def test_distributed_training_two_processes(data, tmp_path):
+    """torchrun with two CPU processes (gloo): the same script trains with DDP."""
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "training.train", *tiny_args(data), "--stage", "temporal", "--out", str(out),
+           "--iters", "2", "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ck = tr.load_checkpoint(out / "last.pt")
+    assert ck["step"] == 2 and [int(r["step"]) for r in read_log(out)] == [1, 2]
