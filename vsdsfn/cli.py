@@ -33,6 +33,16 @@ class CliError(Exception):
     pass
 
 
+def _tile_arg(text: str):
+    try:
+        if "x" in text.lower():
+            w, h = (int(v) for v in text.lower().split("x"))
+            return (w, h)
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or WxH (e.g. 512 or 640x360), not {text!r}") from None
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="vsdsfn",
@@ -55,6 +65,11 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--debug", choices=["st", "ts", "fused", "masks"],
                    help="write this intermediate in the odd frames instead of the result")
     g.add_argument("--threads", type=int, help="torch CPU threads")
+    g.add_argument("--tile", type=_tile_arg, metavar="N|WxH",
+                   help="run the network on tiles of at most N (or W x H) input pixels to bound memory")
+    g.add_argument("--tile-overlap", type=int, default=None, metavar="N",
+                   help="context pixels around each tile's used part (default: vsdsfn's default, 64)")
+    g.add_argument("--compile", action="store_true", help="use torch.compile (falls back if it fails)")
     io = p.add_argument_group("input/output")
     io.add_argument("--frames", type=int, help="only the first N input frames")
     io.add_argument("--matrix", choices=sorted(_MATRICES),
@@ -160,7 +175,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         up = upscale(rgb, weights=args.weights, device=args.device, fp16=args.fp16,
                      batch_size=args.batch_size, scene_detect=args.scene_detect,
-                     scene_threshold=args.scene_threshold, debug=args.debug, num_threads=args.threads)
+                     scene_threshold=args.scene_threshold, debug=args.debug, num_threads=args.threads,
+                     tile=args.tile, compile=args.compile,
+                     **({} if args.tile_overlap is None else {"tile_overlap": args.tile_overlap}))
     except vs.Error as exc:
         raise CliError(str(exc)) from None
     yuv = core.resize.Bicubic(up, format=getattr(vs, _PIX_FMTS[args.pix_fmt]), matrix=matrix)

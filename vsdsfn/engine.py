@@ -28,9 +28,10 @@ import torch
 import torch.nn.functional as F
 
 from .nets import DSFN
+from .tiling import aligned, parse_tile, plan_tiles
 from .weights import load_model
 
-__all__ = ["Engine", "DEBUG_OUTPUTS", "select_device", "scene_score"]
+__all__ = ["Engine", "DEBUG_OUTPUTS", "DEFAULT_TILE_OVERLAP", "OutOfMemory", "select_device", "scene_score"]
 
 log = logging.getLogger("vsdsfn")
 
@@ -39,6 +40,62 @@ DEBUG_OUTPUTS = ("st", "ts", "fused", "masks")
 _OUTPUTS = ("refined",) + DEBUG_OUTPUTS
 
 Layout = Literal["hwc", "chw"]
+
+#: Default context (low-res pixels) kept around each tile's core; see README (tiling).
+DEFAULT_TILE_OVERLAP = 64
+#: Context around M_S tiles: ESPCN sees +-6 px (and bicubic +-2), so 16 is exact.
+_SPATIAL_CONTEXT = 16
+
+
+class OutOfMemory(RuntimeError):
+    """The network did not fit in memory even with batch 1 and the smallest tiles."""
+
+
+def _is_oom(exc: BaseException) -> bool:
+    """CUDA OOM, or a CPU allocation failure (torch's RuntimeError, or MemoryError)."""
+    if isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)):
+        return True
+    if isinstance(exc, RuntimeError):
+        msg = str(exc)
+        return "out of memory" in msg or "DefaultCPUAllocator: can't allocate" in msg
+    return False
+
+
+class _PinnedPool:
+    """Reusable page-locked host buffers (CUDA only), keyed by shape and dtype.
+
+    A buffer handed out is returned with :meth:`release` together with the CUDA event
+    after which it is free again; it is reused only once that event has completed.
+    """
+
+    def __init__(self, keep: int = 4) -> None:
+        self.keep = keep
+        self._free: dict[tuple, list[torch.Tensor]] = {}
+        self._busy: list[tuple[torch.cuda.Event, torch.Tensor]] = []
+
+    def get(self, shape, dtype: torch.dtype) -> torch.Tensor:
+        still = []
+        for ev, buf in self._busy:
+            if ev.query():
+                self._put(buf)
+            else:
+                still.append((ev, buf))
+        self._busy = still
+        lst = self._free.get((tuple(shape), dtype))
+        if lst:
+            return lst.pop()
+        return torch.empty(tuple(shape), dtype=dtype, pin_memory=True)
+
+    def _put(self, buf: torch.Tensor) -> None:
+        lst = self._free.setdefault((tuple(buf.shape), buf.dtype), [])
+        if len(lst) < self.keep:
+            lst.append(buf)
+
+    def release(self, buf: torch.Tensor, event: torch.cuda.Event | None = None) -> None:
+        if event is None:
+            self._put(buf)
+        else:
+            self._busy.append((event, buf))
 
 
 def select_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -111,6 +168,16 @@ class Engine:
     VapourSynth). ``out_dtype``: numpy dtype of returned frames. ``num_threads``: calls
     ``torch.set_num_threads`` (process-wide) when given.
 
+    ``tile``: ``None``/``0`` (whole frames), the longest tile side in input pixels, or
+    ``(width, height)``; frames larger than a tile are run in tiles that keep
+    ``tile_overlap`` pixels of context around the part of each tile that is used (see
+    :mod:`vsdsfn.tiling`), which bounds memory. ``oom_fallback``: on out-of-memory,
+    retry with smaller batches, then with tiles of halving size (sticky for later calls),
+    and raise :class:`OutOfMemory` only when even the smallest tile does not fit.
+    ``channels_last``: NHWC memory format (``None``: on for CUDA, off on CPU).
+    ``compile``: run the networks through ``torch.compile`` (compiled on first use; if
+    compiling fails, a warning is logged and the engine continues uncompiled).
+
     Inputs may have any size (they are replicate-padded to :attr:`DSFN.multiple` and the
     output cropped back); NaN becomes 0, +Inf 1, -Inf 0, and inputs and outputs are
     clamped to [0, 1]. All methods are thread-safe: the model and caches are guarded by
@@ -128,6 +195,11 @@ class Engine:
         layout: Layout = "hwc",
         out_dtype=np.float32,
         num_threads: int | None = None,
+        tile: int | tuple[int, int] | None = None,
+        tile_overlap: int = DEFAULT_TILE_OVERLAP,
+        oom_fallback: bool = True,
+        channels_last: bool | None = None,
+        compile: bool = False,
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, not {batch_size!r}")
@@ -138,6 +210,25 @@ class Engine:
         if num_threads is not None:
             if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
                 raise ValueError(f"num_threads must be a positive integer, not {num_threads!r}")
+        if isinstance(tile_overlap, bool) or not isinstance(tile_overlap, int) or tile_overlap < 0:
+            raise ValueError(f"tile_overlap must be an integer >= 0 (input pixels), not {tile_overlap!r}; "
+                             f"e.g. tile_overlap={DEFAULT_TILE_OVERLAP}")
+        self.tile = parse_tile(tile)
+        self.tile_overlap = tile_overlap
+        for name, flag in (("channels_last", channels_last), ("compile", compile), ("oom_fallback", oom_fallback)):
+            if flag is not None and not isinstance(flag, bool):
+                raise ValueError(f"{name} must be True or False, not {flag!r}")
+        self.out_dtype = np.dtype(out_dtype)
+        if self.out_dtype not in (np.float32, np.float16):
+            raise ValueError(f"out_dtype must be float32 or float16, not {self.out_dtype}")
+        if model is None or isinstance(model, (str, os.PathLike)):
+            model = load_model(model)
+        if not isinstance(model, DSFN):
+            raise ValueError(f"model must be a DSFN, a weights path or None, not {type(model).__name__}")
+        self.multiple = model.multiple
+        if self.tile is not None:
+            aligned(self.tile, tile_overlap, self.multiple)  # validates
+        if num_threads is not None:
             torch.set_num_threads(num_threads)
         self.device = select_device(device)
         if fp16 and self.device.type != "cuda":
@@ -146,22 +237,30 @@ class Engine:
         self.dtype = torch.float16 if fp16 else torch.float32
         self.batch_size = batch_size
         self.layout: Layout = layout
-        self.out_dtype = np.dtype(out_dtype)
-        if self.out_dtype not in (np.float32, np.float16):
-            raise ValueError(f"out_dtype must be float32 or float16, not {self.out_dtype}")
         self.cache_size = cache_size if cache_size is not None else 2 * batch_size + 4
-        if model is None or isinstance(model, (str, os.PathLike)):
-            model = load_model(model)
-        if not isinstance(model, DSFN):
-            raise ValueError(f"model must be a DSFN, a weights path or None, not {type(model).__name__}")
+        self.oom_fallback = oom_fallback
+        cuda = self.device.type == "cuda"
+        self.channels_last = cuda if channels_last is None else channels_last
+        self._fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         model = model.eval().to(self.device, self.dtype)
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
         for p in model.parameters():
             p.requires_grad_(False)
         self.model = model
-        self.multiple = model.multiple
+        self.compile = compile
+        self._compiled: dict[str, torch.nn.Module] = {}
+        self._auto_batch: int | None = None              # sub-batch limit after an OOM
+        self._auto_tile: tuple[int, int] | None = None   # tile size after an OOM
+        self._oom_warned = False
+        if cuda:
+            torch.backends.cudnn.benchmark = True        # fixed shapes: pick the fastest kernels once
+            self._up_stream = torch.cuda.Stream(self.device)
+            self._down_stream = torch.cuda.Stream(self.device)
+            self._pinned = _PinnedPool()
         self._lock = threading.RLock()
         self._cache: OrderedDict[Hashable, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
-        self.stats = {"spatial": 0, "pairs": 0, "cache_hits": 0}
+        self.stats = {"spatial": 0, "pairs": 0, "cache_hits": 0, "tiles": 0, "oom_retries": 0}
 
     # ------------------------------------------------------------------ tensors
 
@@ -180,27 +279,194 @@ class Engine:
             raise ValueError(f"frames must be at least 1x1, got {w}x{h}")
         return h, w
 
+    def _to_device(self, x: torch.Tensor) -> torch.Tensor:
+        """Host tensor -> device. On CUDA: through a reused pinned buffer, copied on the
+        upload stream (so it overlaps compute already queued), then handed to the
+        compute stream."""
+        if self.device.type != "cuda":
+            return x.to(self.device)
+        buf = self._pinned.get(x.shape, x.dtype)
+        buf.copy_(x)
+        main = torch.cuda.current_stream(self.device)
+        with torch.cuda.stream(self._up_stream):
+            d = buf.to(self.device, non_blocking=True)
+            ev = torch.cuda.Event()
+            ev.record(self._up_stream)
+        main.wait_event(ev)
+        d.record_stream(main)
+        self._pinned.release(buf, ev)
+        return d
+
     def _upload(self, frames: Sequence[np.ndarray]) -> torch.Tensor:
         """numpy frames -> (B, 3, Hp, Wp) on the device, sanitised, clamped and padded."""
         h, w = self._check(frames)
-        x = torch.from_numpy(np.stack([np.asarray(f) for f in frames]))
+        x = self._to_device(torch.from_numpy(np.stack([np.asarray(f) for f in frames])))
         if self.layout == "hwc":
             x = x.permute(0, 3, 1, 2)
-        x = x.to(self.device, torch.float32, non_blocking=True)
+        x = x.to(torch.float32)
         x = torch.nan_to_num(x, nan=0.0, posinf=1.0, neginf=0.0).clamp_(0.0, 1.0)
         ph, pw = -h % self.multiple, -w % self.multiple
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph), mode="replicate")
         return x.to(self.dtype).contiguous()
 
-    def _download(self, x: torch.Tensor, h: int, w: int) -> list[np.ndarray]:
-        """(B, 3, Hp, Wp) high-res tensor -> list of cropped, clamped numpy frames."""
+    def _download_async(self, x: torch.Tensor, h: int, w: int):
+        """Start copying a (B, C, Hp, Wp) high-res tensor to the host (cropped, clamped, in
+        the output layout and dtype); returns a function that waits and gives the frames.
+
+        On CUDA the copy runs on the download stream into a pinned buffer, so it overlaps
+        the compute queued after it; the returned arrays never alias a reused buffer."""
         x = x[..., : 2 * h, : 2 * w].float().clamp(0.0, 1.0)
         x = torch.nan_to_num(x, nan=0.0)
         if self.layout == "hwc":
             x = x.permute(0, 2, 3, 1)
-        x = x.to("cpu", torch.float16 if self.out_dtype == np.float16 else torch.float32).contiguous()
-        return list(x.numpy())
+        x = x.to(torch.float16 if self.out_dtype == np.float16 else torch.float32).contiguous()
+        if self.device.type != "cuda":
+            return lambda: list(x.numpy())
+        buf = self._pinned.get(x.shape, x.dtype)
+        self._down_stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(self._down_stream):
+            buf.copy_(x, non_blocking=True)
+            ev = torch.cuda.Event()
+            ev.record(self._down_stream)
+        x.record_stream(self._down_stream)
+
+        def finish() -> list[np.ndarray]:
+            ev.synchronize()
+            arr = buf.numpy().copy()
+            self._pinned.release(buf)
+            return list(arr)
+
+        return finish
+
+    def _download(self, x: torch.Tensor, h: int, w: int) -> list[np.ndarray]:
+        return self._download_async(x, h, w)()
+
+    # ------------------------------------------------------------------ running the networks
+
+    def _compile_failed(self, exc: BaseException) -> None:
+        log.warning("vsdsfn: torch.compile failed (%s: %s); continuing without compile",
+                    type(exc).__name__, str(exc).strip().splitlines()[0][:200] if str(exc).strip() else "")
+        self.compile = False
+        self._compiled.clear()
+
+    def _call(self, which: str, *args: torch.Tensor):
+        """Run ``"spatial"`` (M_S) or ``"pair"`` (the whole DSFN), compiled when asked."""
+        eager = self.model.spatial if which == "spatial" else self.model
+        fn = eager
+        if self.compile:
+            fn = self._compiled.get(which)
+            if fn is None:
+                try:
+                    fn = self._compiled[which] = torch.compile(eager, dynamic=False)
+                except Exception as exc:  # torch.compile unavailable on this platform
+                    self._compile_failed(exc)
+                    fn = eager
+        if fn is eager:
+            return eager(*args)
+        try:
+            return fn(*args)
+        except Exception as exc:
+            if _is_oom(exc):
+                raise
+            self._compile_failed(exc)
+        return eager(*args)
+
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=self._fmt)
+
+    def _tile_now(self) -> tuple[int, int] | None:
+        return self._auto_tile or self.tile
+
+    def _spatial_run(self, lr: torch.Tensor, tile: tuple[int, int] | None) -> torch.Tensor:
+        """M_S of (B, 3, Hp, Wp), in tiles of ``tile`` (with exact context) when given."""
+        hp, wp = lr.shape[-2:]
+        plan = None
+        if tile is not None:
+            c = _SPATIAL_CONTEXT
+            plan = plan_tiles(hp, wp, (max(tile[0], 3 * c), max(tile[1], 3 * c)), c, self.multiple)
+        if plan is None or len(plan) == 1:
+            return self._call("spatial", self._layout(lr))
+        out = None
+        for t in plan:
+            y = self._call("spatial", self._layout(lr[..., t.y0:t.y1, t.x0:t.x1]))
+            if out is None:
+                out = y.new_empty((lr.shape[0], y.shape[1], 2 * hp, 2 * wp))
+            out[..., 2 * t.cy0:2 * t.cy1, 2 * t.cx0:2 * t.cx1] = \
+                y[..., 2 * (t.cy0 - t.y0):2 * (t.cy1 - t.y0), 2 * (t.cx0 - t.x0):2 * (t.cx1 - t.x0)]
+        return out
+
+    def _pair_forward(self, l0, l1, h0, h1, output: str) -> torch.Tensor:
+        out = self._call("pair", self._layout(l0), self._layout(l1), self._layout(h0), self._layout(h1))
+        y = out[output]
+        if output == "masks":
+            y = torch.cat((y, torch.zeros_like(y[:, :1])), 1)
+        return y
+
+    def _pairs_run(self, l0, l1, h0, h1, output: str, tile: tuple[int, int] | None,
+                   bmax: int | None) -> torch.Tensor:
+        """The ``output`` view of DSFN on padded (B, 3, Hp, Wp) pairs (and their M_S), in
+        sub-batches of at most ``bmax`` and tiles of ``tile`` when given."""
+        b, (hp, wp) = l0.shape[0], l0.shape[-2:]
+        if bmax is not None and b > bmax:
+            return torch.cat([self._pairs_run(l0[s:s + bmax], l1[s:s + bmax], h0[s:s + bmax], h1[s:s + bmax],
+                                              output, tile, None) for s in range(0, b, bmax)])
+        plan = plan_tiles(hp, wp, tile, self.tile_overlap, self.multiple) if tile is not None else None
+        if plan is None or len(plan) == 1:
+            return self._pair_forward(l0, l1, h0, h1, output)
+        out = None
+        for t in plan:
+            ys, xs = slice(t.y0, t.y1), slice(t.x0, t.x1)
+            ys2, xs2 = slice(2 * t.y0, 2 * t.y1), slice(2 * t.x0, 2 * t.x1)
+            y = self._pair_forward(l0[..., ys, xs], l1[..., ys, xs], h0[..., ys2, xs2], h1[..., ys2, xs2], output)
+            if out is None:
+                out = y.new_empty((b, y.shape[1], 2 * hp, 2 * wp))
+            out[..., 2 * t.cy0:2 * t.cy1, 2 * t.cx0:2 * t.cx1] = \
+                y[..., 2 * (t.cy0 - t.y0):2 * (t.cy1 - t.y0), 2 * (t.cx0 - t.x0):2 * (t.cx1 - t.x0)]
+            self.stats["tiles"] += 1
+        return out
+
+    def _with_oom_fallback(self, run, shape: tuple[int, ...], what: str) -> torch.Tensor:
+        """``run(tile, bmax)``; on out-of-memory, retry smaller (see :meth:`_shrink`)."""
+        while True:
+            tile, bmax = self._tile_now(), self._auto_batch
+            msg = None
+            try:
+                return run(tile, bmax)
+            except Exception as exc:
+                if not (self.oom_fallback and _is_oom(exc)):
+                    raise
+                msg = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"
+            # here the exception and its traceback (holding the failed tensors) are gone
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            self.stats["oom_retries"] += 1
+            if not self._shrink(shape, tile, bmax, what, msg):
+                raise OutOfMemory(
+                    f"vsdsfn: out of memory on {self.device} for {what} of {shape[-1]}x{shape[-2]} frames even with "
+                    f"batch 1 and {self._tile_now() or 'no'} tiles ({msg}); free memory, use fp16 (CUDA), "
+                    "a smaller tile_overlap, or another device")
+
+    def _shrink(self, shape, tile, bmax, what: str, msg: str) -> bool:
+        """Halve the sub-batch, else the tile size (down to the smallest valid tile)."""
+        b, hp, wp = shape[0], shape[-2], shape[-1]
+        if b > 1 and (bmax is None or bmax > 1):
+            self._auto_batch = max(1, (bmax or b) // 2)
+            change = f"batches of {self._auto_batch}"
+        else:
+            m = self.multiple
+            floor = aligned((10**9, 10**9), self.tile_overlap, m)[1] * 2 + m
+            cur = (min(tile[0], wp), min(tile[1], hp)) if tile else (wp, hp)
+            new = tuple(max(floor, c // 2 // m * m) if c > floor else c for c in cur)
+            if new == cur:
+                return False
+            self._auto_tile = new
+            change = f"tiles of {new[0]}x{new[1]} (tile_overlap {self.tile_overlap})"
+        (log.info if self._oom_warned else log.warning)(
+            "vsdsfn: out of memory on %s (%s of %dx%d frames, %s); retrying with %s. Set batch_size/tile "
+            "lower to avoid this retry.", self.device, what, wp, hp, msg, change)
+        self._oom_warned = True
+        return True
 
     def _spatial_tensors(self, frames: Sequence[np.ndarray], keys: Sequence[Hashable] | None):
         """Padded (L, M_S(L)) tensors per frame; cached entries (by key) are reused."""
@@ -233,7 +499,8 @@ class Engine:
         # part of the network; the pair batches (fixed per group) carry the heavy work.
         for i in todo:
             lr = self._upload([frames[i]])
-            out[i] = (lr, self.model.spatial(lr))
+            hr = self._with_oom_fallback(lambda tile, bmax: self._spatial_run(lr, tile), tuple(lr.shape), "M_S")
+            out[i] = (lr, hr)
             self.stats["spatial"] += 1
             if keys is not None:
                 self._cache[keys[i]] = out[i]
@@ -283,21 +550,21 @@ class Engine:
             h, w = self._check(frames)
             flat_keys = [k for kk in keys for k in kk] if keys is not None else None
             ent = self._spatial_tensors(frames, flat_keys)
-            results: list[np.ndarray] = []
+            pending = []
             for start in range(0, len(pairs), self.batch_size):
                 stop = min(start + self.batch_size, len(pairs))
                 e0 = [ent[2 * i] for i in range(start, stop)]
                 e1 = [ent[2 * i + 1] for i in range(start, stop)]
-                out = self.model(
-                    torch.cat([e[0] for e in e0]), torch.cat([e[0] for e in e1]),
-                    torch.cat([e[1] for e in e0]), torch.cat([e[1] for e in e1]),
-                )
+                l0, l1 = torch.cat([e[0] for e in e0]), torch.cat([e[0] for e in e1])
+                h0, h1 = torch.cat([e[1] for e in e0]), torch.cat([e[1] for e in e1])
+                y = self._with_oom_fallback(
+                    lambda tile, bmax: self._pairs_run(l0, l1, h0, h1, output, tile, bmax),
+                    tuple(l0.shape), "DSFN")
                 self.stats["pairs"] += stop - start
-                y = out[output]
-                if output == "masks":
-                    y = torch.cat((y, torch.zeros_like(y[:, :1])), 1)
-                results.extend(self._download(y, h, w))
-            return results
+                # on CUDA the download overlaps the next batch's compute
+                pending.append(self._download_async(y, h, w))
+                del y, l0, l1, h0, h1
+            return [a for fin in pending for a in fin()]
 
     def upscale_group(
         self,

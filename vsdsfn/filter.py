@@ -22,7 +22,7 @@ from fractions import Fraction
 import numpy as np
 import vapoursynth as vs
 
-from .engine import DEBUG_OUTPUTS, Engine, scene_score, select_device
+from .engine import DEBUG_OUTPUTS, DEFAULT_TILE_OVERLAP, Engine, scene_score, select_device
 from .weights import WeightsError, load_model
 
 __all__ = ["upscale", "OPTIONS"]
@@ -38,7 +38,7 @@ if not log.handlers:  # stderr only: stdout may carry video (vspipe)
 
 #: upscale's options (besides the clip)
 OPTIONS = ("weights", "device", "fp16", "batch_size", "scene_detect", "scene_threshold",
-           "debug", "num_threads", "cache_size")
+           "debug", "num_threads", "cache_size", "tile", "tile_overlap", "channels_last", "compile")
 
 _PROP_INTERP = "DSFNInterpolated"
 _PROP_SCORE = "DSFNSceneScore"
@@ -199,6 +199,10 @@ def upscale(
     debug: str | None = None,
     num_threads: int | None = None,
     cache_size: int | None = None,
+    tile: int | tuple[int, int] | None = None,
+    tile_overlap: int = DEFAULT_TILE_OVERLAP,
+    channels_last: bool | None = None,
+    compile: bool = False,
     **unknown,
 ) -> vs.VideoNode:
     """Double the frame rate, width and height of an RGBS/RGBH clip with DSFN.
@@ -216,6 +220,11 @@ def upscale(
     debug: None, or "st" / "ts" / "fused" / "masks" to put that intermediate in the odd
         frames instead of the result (masks: R = M_S->T, G = M_T->S, B = 0).
     num_threads: torch CPU threads (process-wide). cache_size: batch groups kept.
+    tile: None/0 (whole frames), or the longest tile side in input pixels, or (width,
+        height): run the network on overlapping tiles to bound memory (also used
+        automatically, with smaller batches first, when memory runs out).
+    tile_overlap: context in input pixels kept around the used part of each tile.
+    channels_last: NHWC memory format (None: on for CUDA). compile: use torch.compile.
     """
     if unknown:
         names = sorted(unknown)
@@ -248,7 +257,8 @@ def upscale(
     try:
         engine = Engine(model, device=dev, fp16=fp16, batch_size=batch_size, layout="chw",
                         out_dtype=np.float16 if is_half else np.float32, num_threads=num_threads,
-                        cache_size=2 * batch_size + 4)
+                        cache_size=2 * batch_size + 4, tile=tile, tile_overlap=tile_overlap,
+                        channels_last=channels_last, compile=compile)
     except ValueError as exc:
         raise _err(f"{exc}") from None
     log.info("DSFN on %s (%s), batch %d, %dx%d -> %dx%d, %d -> %d frames", engine.device,

@@ -1,0 +1,156 @@
+"""Tiled vs untiled inference: output difference per tile_overlap, and peak memory.
+
+    python bench/tiling.py error [--weights W|--checkpoint CK|--random] [--size 480x256]
+                                 [--overlaps 0,16,32,64,96,128] [--core 96]
+    python bench/tiling.py memory [--size 1920x1080] [--tile 256] [--overlap 64]
+
+``error`` runs the engine on two consecutive real frames (``--frames DIR``, default
+``/work/shared/data/frames/cafe``, box-downscaled to ``--size``; a moving synthetic
+texture when the folder does not exist) once untiled and once per overlap with tiles
+of ``2 * overlap + core`` pixels, and prints max / 99.99th percentile / mean absolute
+differences of the interpolated (refined) frame and of M_S. ``--random`` fills every
+weight of the default architecture (including the zero-initialised heads) with random
+values: a stress case in which every part of the network (fusion U-Net, refinement)
+spreads information as far as it can.
+
+``memory`` measures the process's peak RSS (``ru_maxrss``, in a fresh subprocess per
+configuration) for one interpolated frame, untiled and tiled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def _model(args):
+    import torch
+
+    from vsdsfn.nets import DSFN, DSFNConfig
+    from vsdsfn.weights import load_model
+
+    if args.checkpoint:
+        ck = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
+        cfg = ck.get("config") or {}
+        cfg = json.loads(cfg) if isinstance(cfg, str) else cfg
+        net = DSFN(DSFNConfig.from_dict(cfg.get("model") or {}))
+        net.load_state_dict(ck["model"])
+        return net
+    if args.random:
+        torch.manual_seed(0)
+        net = DSFN(DSFNConfig())
+        with torch.no_grad():
+            for p in net.parameters():
+                if not p.abs().sum():
+                    p.normal_(0.0, 0.02)
+        return net
+    return load_model(args.weights)
+
+
+def _frames(args, w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
+    folder = Path(args.frames)
+    files = sorted(folder.glob("*.png"))[:2] if folder.is_dir() else []
+    if len(files) == 2:
+        from PIL import Image
+
+        out = []
+        for f in files:
+            im = np.asarray(Image.open(f).convert("RGB"), np.float32) / 255
+            s = max(1, min(im.shape[0] // h, im.shape[1] // w))
+            hh, ww = im.shape[0] // s * s, im.shape[1] // s * s
+            im = im[:hh, :ww].reshape(hh // s, s, ww // s, s, 3).mean(axis=(1, 3))
+            out.append(np.ascontiguousarray(im[:h, :w]))
+        if out[0].shape[:2] == (h, w):
+            return out[0], out[1]
+    rng = np.random.default_rng(0)
+    big = np.kron(rng.random((h // 8 + 4, w // 8 + 4, 3)), np.ones((8, 8, 1))).astype(np.float32)
+    return big[:h, :w].copy(), big[3:h + 3, 5:w + 5].copy()
+
+
+def error(args) -> None:
+    from vsdsfn.engine import Engine
+
+    w, h = (int(v) for v in args.size.split("x"))
+    a, b = _frames(args, w, h)
+    net = _model(args)
+    ref_eng = Engine(net, device="cpu")
+    t0 = time.perf_counter()
+    ref = ref_eng.interpolate([(a, b)])[0]
+    ref_s = ref_eng.spatial([a])[0]
+    print(f"{w}x{h} frames, untiled in {time.perf_counter() - t0:.1f} s", flush=True)
+    print("| overlap | tile | tiles | max abs | 99.99th pct | mean abs | M_S max abs |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for ov in (int(v) for v in args.overlaps.split(",")):
+        tile = 2 * ov + args.core
+        eng = Engine(net, device="cpu", tile=tile, tile_overlap=ov)
+        out = eng.interpolate([(a, b)])[0]
+        d = np.abs(out - ref)
+        ds = np.abs(eng.spatial([a])[0] - ref_s).max()
+        print(f"| {ov} | {tile} | {eng.stats['tiles']} | {d.max():.2e} | {np.quantile(d, 0.9999):.2e} | "
+              f"{d.mean():.2e} | {ds:.1e} |", flush=True)
+
+
+def _memory_worker(args) -> None:
+    import torch
+
+    from vsdsfn.engine import Engine
+
+    w, h = (int(v) for v in args.size.split("x"))
+    rng = np.random.default_rng(0)
+    a, b = rng.random((2, h, w, 3), dtype=np.float32)
+    eng = Engine(args.weights, device="cpu", tile=args.tile or None, tile_overlap=args.overlap)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        eng.interpolate([(a, b)])
+    print(json.dumps({"tile": args.tile, "overlap": args.overlap, "size": args.size,
+                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "rss_before_mb": base, "seconds": time.perf_counter() - t0,
+                      "tiles": eng.stats["tiles"]}))
+
+
+def memory(args) -> None:
+    print("| size | tile | overlap | tiles | peak RSS (MB) | RSS before (MB) | seconds |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for tile in (0, args.tile):
+        cmd = [sys.executable, __file__, "memory-worker", "--size", args.size, "--tile", str(tile),
+               "--overlap", str(args.overlap)] + (["--weights", args.weights] if args.weights else [])
+        r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+        print(f"| {r['size']} | {tile or 'none'} | {args.overlap if tile else '-'} | {r['tiles']} | "
+              f"{r['peak_rss_mb']:.0f} | {r['rss_before_mb']:.0f} | {r['seconds']:.1f} |", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("mode", choices=["error", "memory", "memory-worker"])
+    ap.add_argument("--weights")
+    ap.add_argument("--checkpoint", help="a training checkpoint (.pt) instead of a weights file")
+    ap.add_argument("--random", action="store_true")
+    ap.add_argument("--frames", default="/work/shared/data/frames/cafe")
+    ap.add_argument("--size", default=None)
+    ap.add_argument("--overlaps", default="0,16,32,64,96,128")
+    ap.add_argument("--core", type=int, default=96)
+    ap.add_argument("--tile", type=int, default=256)
+    ap.add_argument("--overlap", type=int, default=64)
+    args = ap.parse_args()
+    if args.mode == "error":
+        args.size = args.size or "480x256"
+        error(args)
+    else:
+        args.size = args.size or "1920x1080"
+        (memory if args.mode == "memory" else _memory_worker)(args)
+
+
+if __name__ == "__main__":
+    main()

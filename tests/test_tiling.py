@@ -1,0 +1,230 @@
+"""Tiling: plans, validation, tiled == untiled (exactly for one tile, within the measured
+bound with the default weights), out-of-memory fallback to smaller batches and tiles."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import pattern, tiny_model
+from vsdsfn.engine import DEFAULT_TILE_OVERLAP, Engine, OutOfMemory
+from vsdsfn.tiling import aligned, parse_tile, plan_tiles
+
+
+@pytest.fixture(scope="module")
+def net():
+    return tiny_model()
+
+
+def texture_pair(w: int, h: int, dx: int = 5, dy: int = 3):
+    """Blocky random texture and the same texture moved by (dx, dy): (H, W, 3) float32."""
+    rng = np.random.default_rng(1)
+    big = np.kron(rng.random((h // 8 + 4, w // 8 + 4, 3)), np.ones((8, 8, 1))).astype(np.float32)
+    return big[:h, :w].copy(), big[dy:h + dy, dx:w + dx].copy()
+
+
+@pytest.mark.parametrize("h,w,tile,ov", [(64, 48, (32, 64), 0), (1088, 1920, (512, 512), 64),
+                                          (96, 400, (160, 80), 17), (48, 48, (48, 48), 16),
+                                          (272, 16, (100, 37), 0), (1088, 1920, (2000, 2000), 64)])
+def test_plan_covers_frame_once_aligned(h, w, tile, ov):
+    m = 16
+    (tw, th), ova = aligned(tile, ov, m)
+    plan = plan_tiles(h, w, tile, ov, m)
+    cover = np.zeros((h, w), np.int32)
+    for t in plan:
+        cover[t.cy0:t.cy1, t.cx0:t.cx1] += 1
+        assert all(v % m == 0 for v in t)
+        assert 0 <= t.y0 <= t.cy0 < t.cy1 <= t.y1 <= h and 0 <= t.x0 <= t.cx0 < t.cx1 <= t.x1 <= w
+        assert (t.y1 - t.y0, t.x1 - t.x0) == (min(th, h), min(tw, w))  # one tile size per plan
+        # at least `overlap` context around the core wherever the frame has it
+        assert t.cy0 - t.y0 >= min(ova, t.cy0) and t.y1 - t.cy1 >= min(ova, h - t.cy1)
+        assert t.cx0 - t.x0 >= min(ova, t.cx0) and t.x1 - t.cx1 >= min(ova, w - t.cx1)
+    assert (cover == 1).all()
+
+
+def test_parse_and_validate_tile():
+    assert parse_tile(None) is None and parse_tile(0) is None
+    assert parse_tile(300) == (300, 300) and parse_tile((640, 360)) == (640, 360)
+    for bad in (-1, 1.5, True, "512", (1, 2, 3), (0, 64), (64, None)):
+        with pytest.raises(ValueError, match="tile"):
+            parse_tile(bad)
+    assert aligned((300, 200), 20, 16) == ((288, 192), 32)
+    with pytest.raises(ValueError, match=r"larger than 2 x tile_overlap.*tile >= 144"):
+        aligned((128, 512), 64, 16)
+    with pytest.raises(ValueError, match=r"rounds up to 32.*tile >= 80"):
+        aligned((72, 72), 20, 16)  # 72 > 2 * 20, but no 16-px core is left after alignment
+
+
+def test_engine_rejects_bad_tiling(net):
+    with pytest.raises(ValueError, match="tile_overlap"):
+        Engine(net, device="cpu", tile=256, tile_overlap=-1)
+    with pytest.raises(ValueError, match="tile_overlap"):
+        Engine(net, device="cpu", tile_overlap=1.5)
+    with pytest.raises(ValueError, match="tile 100 is too small for tile_overlap 64"):
+        Engine(net, device="cpu", tile=100)
+    with pytest.raises(ValueError, match="tile"):
+        Engine(net, device="cpu", tile=-16)
+
+
+def test_filter_rejects_bad_tiling(tiny_weights):
+    vs = pytest.importorskip("vapoursynth")
+    from conftest import make_clip
+    from vsdsfn import upscale
+
+    clip = make_clip(3, 24, 20)
+    with pytest.raises(vs.Error, match=r"upscale: tile 128 is too small for tile_overlap 64.*tile >= 144"):
+        upscale(clip, weights=tiny_weights, tile=128)
+    with pytest.raises(vs.Error, match="upscale: tile_overlap"):
+        upscale(clip, weights=tiny_weights, tile=256, tile_overlap=-3)
+    with pytest.raises(vs.Error, match="upscale: tile"):
+        upscale(clip, weights=tiny_weights, tile="big")
+
+
+@pytest.mark.parametrize("w,h", [(40, 24), (48, 32)])
+def test_one_tile_is_exactly_untiled(net, w, h):
+    """tile >= frame (after padding) runs the very same computation as no tiling."""
+    a, b = texture_pair(w, h)
+    ref = Engine(net, device="cpu")
+    for tile in ((-(-w // 16) * 16, -(-h // 16) * 16), 1000):
+        eng = Engine(net, device="cpu", tile=tile, tile_overlap=0)
+        for out in ("refined", "masks"):
+            np.testing.assert_array_equal(eng.interpolate([(a, b)], output=out)[0],
+                                          ref.interpolate([(a, b)], output=out)[0])
+        np.testing.assert_array_equal(eng.spatial([a])[0], ref.spatial([a])[0])
+        assert eng.stats["tiles"] == 0
+
+
+def test_tiled_spatial_is_exact(net):
+    a, _ = texture_pair(150, 70)
+    ref = Engine(net, device="cpu").spatial([a])[0]
+    out = Engine(net, device="cpu", tile=48, tile_overlap=0).spatial([a])[0]
+    np.testing.assert_allclose(out, ref, atol=1e-6)
+
+
+def test_tiled_every_output_and_batch(net):
+    """Every debug view stitches; tiles and batches combine; error shrinks with overlap."""
+    frames = [pattern(i, 100, 60).transpose(1, 2, 0).copy() for i in range(3)]
+    pairs = [(frames[0], frames[1]), (frames[1], frames[2])]
+    ref = Engine(net, device="cpu")
+    eng = Engine(net, device="cpu", tile=64, tile_overlap=16, batch_size=2)
+    for out in ("refined", "st", "ts", "fused", "masks"):
+        got, want = eng.interpolate(pairs, output=out), ref.interpolate(pairs, output=out)
+        for g, r in zip(got, want):
+            assert g.shape == r.shape
+            assert np.abs(g - r).max() < 0.1
+    errs = [np.abs(Engine(net, device="cpu", tile=2 * ov + 32, tile_overlap=ov).interpolate(pairs[:1])[0]
+                   - ref.interpolate(pairs[:1])[0]).max() for ov in (0, 32)]
+    assert errs[1] < errs[0]
+
+
+def test_default_overlap_bound_with_default_weights():
+    """Tiles with the default overlap on a moving texture, default weights: the stitched
+    frame is within 1e-3 (max abs) of the untiled one (measured: ~3e-5, see README)."""
+    a, b = texture_pair(288, 112)
+    tile = (2 * DEFAULT_TILE_OVERLAP + 96, 1000)        # three tiles side by side: two seams
+    ref = Engine(None, device="cpu").interpolate([(a, b)])[0]
+    eng = Engine(None, device="cpu", tile=tile)
+    out = eng.interpolate([(a, b)])[0]
+    assert eng.stats["tiles"] == 3
+    assert np.abs(out - ref).max() <= 1e-3
+
+
+# ------------------------------------------------------------------ out-of-memory fallback
+
+def _oom_above(model, max_numel: int, kind: str = "cuda"):
+    """Make model.forward raise an out-of-memory error for inputs larger than max_numel."""
+    real = model.forward
+    calls = []
+
+    def forward(l0, l1, hr0=None, hr1=None):
+        calls.append(tuple(l0.shape))
+        if l0.numel() > max_numel:
+            if kind == "cuda":
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: "
+                               "can't allocate memory: you tried to allocate 123456789 bytes.")
+        return real(l0, l1, hr0, hr1)
+
+    model.forward = forward
+    return calls
+
+
+def test_oom_falls_back_to_smaller_batches(caplog):
+    net = tiny_model()
+    frames = [pattern(i, 40, 24).transpose(1, 2, 0).copy() for i in range(5)]
+    pairs = list(zip(frames, frames[1:]))
+    ref = Engine(net, device="cpu", batch_size=1).interpolate(pairs)
+    eng = Engine(net, device="cpu", batch_size=4)
+    calls = _oom_above(eng.model, 3 * 32 * 48)  # only batch 1 fits
+    with caplog.at_level(logging.INFO, logger="vsdsfn"):
+        out = eng.interpolate(pairs)
+    for o, r in zip(out, ref):
+        np.testing.assert_allclose(o, r, atol=1e-5)
+    assert eng._auto_batch == 1 and eng._auto_tile is None
+    assert [r.levelname for r in caplog.records].count("WARNING") == 1
+    assert "out of memory" in caplog.text and "batches of 2" in caplog.text
+    n = len(calls)
+    eng.interpolate(pairs[:2])  # sticky: no new failing attempt
+    assert calls[n:] == [(1, 3, 32, 48)] * 2
+
+
+@pytest.mark.parametrize("kind", ["cuda", "cpu"])
+def test_oom_falls_back_to_tiles(kind, caplog):
+    net = tiny_model()
+    a, b = texture_pair(120, 70)
+    ref = Engine(net, device="cpu", tile=(64, 48), tile_overlap=16).interpolate([(a, b)])[0]
+    eng = Engine(net, device="cpu", tile_overlap=16)
+    _oom_above(eng.model, 3 * 64 * 64, kind)
+    with caplog.at_level(logging.WARNING, logger="vsdsfn"):
+        out = eng.interpolate([(a, b)])[0]
+    assert eng._auto_tile == (64, 48)           # padded 128x80 halved (heights: multiples of 16)
+    np.testing.assert_array_equal(out, ref)
+    assert len([r for r in caplog.records if r.levelname == "WARNING"]) == 1
+    assert eng.stats["oom_retries"] >= 1 and eng.stats["tiles"] > 0
+
+
+def test_oom_at_smallest_tile_is_a_clear_error():
+    net = tiny_model()
+    a, b = texture_pair(200, 100)
+    eng = Engine(net, device="cpu", tile_overlap=16, batch_size=2)
+    _oom_above(eng.model, 0)
+    with pytest.raises(OutOfMemory, match=r"out of memory on cpu .* even with batch 1 and \(48, 48\) tiles"):
+        eng.interpolate([(a, b), (b, a)])
+    off = Engine(net, device="cpu", oom_fallback=False)
+    _oom_above(off.model, 0)
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        off.interpolate([(a, b)])
+
+
+def test_other_errors_are_not_retried():
+    net = tiny_model()
+    eng = Engine(net, device="cpu")
+
+    def broken(*args, **kw):
+        raise RuntimeError("shape mismatch somewhere")
+
+    eng.model.forward = broken
+    a, b = texture_pair(40, 24)
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        eng.interpolate([(a, b)])
+    assert eng.stats["oom_retries"] == 0
+
+
+def test_oom_in_spatial_tiles_it():
+    net = tiny_model()
+    a, _ = texture_pair(150, 70)
+    ref = Engine(net, device="cpu").spatial([a])[0]
+    eng = Engine(net, device="cpu", tile_overlap=0)
+    real = eng.model.spatial.forward
+
+    def forward(x):
+        if x.shape[-1] * x.shape[-2] > 80 * 80:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory.")
+        return real(x)
+
+    eng.model.spatial.forward = forward
+    np.testing.assert_allclose(eng.spatial([a])[0], ref, atol=1e-6)
+    assert eng._auto_tile is not None
