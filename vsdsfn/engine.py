@@ -521,9 +521,12 @@ class Engine:
     def spatial(self, frames: Sequence[np.ndarray], keys: Sequence[Hashable] | None = None) -> list[np.ndarray]:
         """M_S: each frame upscaled x2. With ``keys``, results are cached and reused."""
         with self._lock:
-            h, w = self._check(frames)
-            ent = self._spatial_tensors(frames, keys)
-            return self._download(torch.cat([e[1] for e in ent]), h, w)
+            return self._spatial_async(frames, keys)()
+
+    def _spatial_async(self, frames, keys):
+        h, w = self._check(frames)
+        ent = self._spatial_tensors(frames, keys)
+        return self._download_async(torch.cat([e[1] for e in ent]), h, w)
 
     @torch.inference_mode()
     def interpolate(
@@ -539,33 +542,38 @@ class Engine:
         ``"st"``, ``"ts"``, ``"fused"`` or ``"masks"`` (an RGB image with R = M_S->T,
         G = M_T->S, B = 0).
         """
+        with self._lock:
+            return [a for fin in self._interpolate_async(pairs, keys, output) for a in fin()]
+
+    def _interpolate_async(self, pairs, keys, output):
+        """Queue the batches; returns one function per batch that waits for its frames
+        (on CUDA each batch's download overlaps the next batch's compute)."""
         if output not in _OUTPUTS:
             raise ValueError(f"output must be one of {_OUTPUTS}, not {output!r}")
         if not len(pairs):
             return []
         if keys is not None and len(keys) != len(pairs):
             raise ValueError("keys must have one (key0, key1) per pair")
-        with self._lock:
-            frames = [f for p in pairs for f in p]
-            h, w = self._check(frames)
-            flat_keys = [k for kk in keys for k in kk] if keys is not None else None
-            ent = self._spatial_tensors(frames, flat_keys)
-            pending = []
-            for start in range(0, len(pairs), self.batch_size):
-                stop = min(start + self.batch_size, len(pairs))
-                e0 = [ent[2 * i] for i in range(start, stop)]
-                e1 = [ent[2 * i + 1] for i in range(start, stop)]
-                l0, l1 = torch.cat([e[0] for e in e0]), torch.cat([e[0] for e in e1])
-                h0, h1 = torch.cat([e[1] for e in e0]), torch.cat([e[1] for e in e1])
-                y = self._with_oom_fallback(
-                    lambda tile, bmax: self._pairs_run(l0, l1, h0, h1, output, tile, bmax),
-                    tuple(l0.shape), "DSFN")
-                self.stats["pairs"] += stop - start
-                # on CUDA the download overlaps the next batch's compute
-                pending.append(self._download_async(y, h, w))
-                del y, l0, l1, h0, h1
-            return [a for fin in pending for a in fin()]
+        frames = [f for p in pairs for f in p]
+        h, w = self._check(frames)
+        flat_keys = [k for kk in keys for k in kk] if keys is not None else None
+        ent = self._spatial_tensors(frames, flat_keys)
+        pending = []
+        for start in range(0, len(pairs), self.batch_size):
+            stop = min(start + self.batch_size, len(pairs))
+            e0 = [ent[2 * i] for i in range(start, stop)]
+            e1 = [ent[2 * i + 1] for i in range(start, stop)]
+            l0, l1 = torch.cat([e[0] for e in e0]), torch.cat([e[0] for e in e1])
+            h0, h1 = torch.cat([e[1] for e in e0]), torch.cat([e[1] for e in e1])
+            y = self._with_oom_fallback(
+                lambda tile, bmax: self._pairs_run(l0, l1, h0, h1, output, tile, bmax),
+                tuple(l0.shape), "DSFN")
+            self.stats["pairs"] += stop - start
+            pending.append(self._download_async(y, h, w))
+            del y, l0, l1, h0, h1
+        return pending
 
+    @torch.inference_mode()
     def upscale_group(
         self,
         frames: Sequence[np.ndarray],
@@ -582,13 +590,16 @@ class Engine:
         p = len(interp)
         if p < 1 or p > len(frames) or len(keys) != len(frames):
             raise ValueError("upscale_group: need len(keys) == len(frames) >= len(interp) >= 1")
+        idx = [j for j in range(p) if interp[j]]
+        if idx and max(idx) + 1 >= len(frames):
+            raise ValueError("upscale_group: an interpolated pair needs its next frame")
         with self._lock:
-            evens = self.spatial(frames[:p], keys[:p])
-            idx = [j for j in range(p) if interp[j]]
-            if idx and max(idx) + 1 >= len(frames):
-                raise ValueError("upscale_group: an interpolated pair needs its next frame")
-            mids = self.interpolate([(frames[j], frames[j + 1]) for j in idx],
-                                    [(keys[j], keys[j + 1]) for j in idx], output)
+            # the evens' download (CUDA) overlaps the pairs' compute
+            even_fin = self._spatial_async(frames[:p], keys[:p])
+            mid_fins = self._interpolate_async([(frames[j], frames[j + 1]) for j in idx],
+                                               [(keys[j], keys[j + 1]) for j in idx], output)
+            evens = even_fin()
+            mids = [a for fin in mid_fins for a in fin()]
         odds = [e if output != "masks" else np.zeros_like(e) for e in evens]
         for j, m in zip(idx, mids):
             odds[j] = m

@@ -1,0 +1,106 @@
+"""Speed options: channels_last, torch.compile (and its fallback), threads, CLI flags."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import pattern, tiny_model
+from vsdsfn.engine import Engine
+
+
+def frames(n=3, w=40, h=24):
+    return [pattern(i, w, h).transpose(1, 2, 0).copy() for i in range(n)]
+
+
+def test_channels_last_matches():
+    f = frames()
+    pairs = [(f[0], f[1]), (f[1], f[2])]
+    ref = Engine(tiny_model(), device="cpu", batch_size=2)
+    eng = Engine(tiny_model(), device="cpu", batch_size=2, channels_last=True)
+    assert ref.channels_last is False  # default off on CPU
+    assert eng.model.fusion.inc[0].weight.is_contiguous(memory_format=torch.channels_last)
+    for a, b in zip(eng.interpolate(pairs), ref.interpolate(pairs)):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    np.testing.assert_allclose(eng.spatial(f)[0], ref.spatial(f)[0], atol=1e-5)
+
+
+def test_bad_flags():
+    for name in ("channels_last", "compile", "oom_fallback"):
+        with pytest.raises(ValueError, match=name):
+            Engine(tiny_model(), device="cpu", **{name: "yes"})
+
+
+def test_compile_failure_falls_back(monkeypatch, caplog):
+    """A compiled function that fails when first run: warning once, eager results."""
+    calls = []
+
+    def fake_compile(fn, **kw):
+        def compiled(*args):
+            calls.append(fn)
+            raise RuntimeError("inductor: no working C++ compiler")
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    f = frames()
+    ref = Engine(tiny_model(), device="cpu")
+    eng = Engine(tiny_model(), device="cpu", compile=True)
+    with caplog.at_level(logging.WARNING, logger="vsdsfn"):
+        np.testing.assert_array_equal(eng.interpolate([(f[0], f[1])])[0], ref.interpolate([(f[0], f[1])])[0])
+        np.testing.assert_array_equal(eng.spatial([f[2]])[0], ref.spatial([f[2]])[0])
+    assert len(calls) == 1 and eng.compile is False
+    assert caplog.text.count("torch.compile failed") == 1 and "C++ compiler" in caplog.text
+
+
+def test_compile_unavailable_falls_back(monkeypatch, caplog):
+    def no_compile(fn, **kw):
+        raise RuntimeError("torch.compile is not supported on this Python")
+
+    monkeypatch.setattr(torch, "compile", no_compile)
+    eng = Engine(tiny_model(), device="cpu", compile=True)
+    f = frames()
+    with caplog.at_level(logging.WARNING, logger="vsdsfn"):
+        out = eng.interpolate([(f[0], f[1])])[0]
+    assert out.shape == (48, 80, 3) and "torch.compile failed" in caplog.text
+
+
+def test_compile_wraps_without_touching_the_model(monkeypatch):
+    """compile=True uses torch.compile's result for M_S and the pair network, lazily."""
+    seen = []
+
+    def fake_compile(fn, **kw):
+        seen.append((type(fn).__name__, kw.get("dynamic")))
+        return fn  # "compiled" = the same module: results must be the eager ones
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    net = tiny_model()
+    eng = Engine(net, device="cpu", compile=True)
+    assert not seen  # lazily, at first use
+    f = frames()
+    ref = Engine(tiny_model(), device="cpu")
+    np.testing.assert_array_equal(eng.interpolate([(f[0], f[1])])[0], ref.interpolate([(f[0], f[1])])[0])
+    assert sorted(seen) == [("DSFN", False), ("ESPCN", False)]
+    assert set(net.state_dict()) == set(tiny_model().state_dict())
+
+
+def test_num_threads_is_applied():
+    before = torch.get_num_threads()
+    try:
+        Engine(tiny_model(), device="cpu", num_threads=1)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_cli_tile_options():
+    from vsdsfn.cli import _parser
+
+    a = _parser().parse_args(["x.mkv", "--tile", "512", "--tile-overlap", "32", "--compile"])
+    assert (a.tile, a.tile_overlap, a.compile) == (512, 32, True)
+    assert _parser().parse_args(["x.mkv", "--tile", "640x360"]).tile == (640, 360)
+    assert _parser().parse_args(["x.mkv"]).tile_overlap is None
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["x.mkv", "--tile", "big"])
