@@ -214,6 +214,10 @@ def test_resume_with_different_config_refuses(data, tmp_path):
         run_stage(data, "temporal", tmp_path / "t", iters=2, extra=[("train.lr", "5e-4")], more=["--resume"])
     with pytest.raises(SystemExit, match="does not exist"):
         run_stage(data, "temporal", tmp_path / "none", iters=2, more=["--resume"])
+    # runtime-only options (threads, logging, checkpoint interval) may change on resume
+    ck = run_stage(data, "temporal", tmp_path / "t", iters=2,
+                   extra=[("train.threads", "2"), ("train.ckpt_every", "1")], more=["--resume"])
+    assert ck["step"] == 2
 
 
 # ----------------------------------------------------------------------------- export

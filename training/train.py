@@ -128,6 +128,19 @@ def build_datasets(cfg: dict, stage: str, crop: int) -> tuple[object, list[list[
 
 
 # ----------------------------------------------------------------------------- trainer
+#: options that do not change what a run computes (may differ on --resume)
+RUNTIME_KEYS = ("threads", "log_every", "ckpt_every")
+
+
+def _trajectory(cfg: dict) -> str:
+    """The config without :data:`RUNTIME_KEYS`, as canonical JSON (what --resume compares)."""
+    cfg = json.loads(json.dumps(cfg))
+    for section in [cfg.get("train", {}), *cfg.get("stages", {}).values()]:
+        for k in RUNTIME_KEYS:
+            section.pop(k, None)
+    return json.dumps(cfg, sort_keys=True)
+
+
 class StageForward(torch.nn.Module):
     """The forward pass of one stage: frames -> (losses, prediction, target).
 
@@ -197,7 +210,8 @@ class Trainer:
 
     def resume(self, path: Path) -> None:
         ck = load_checkpoint(path)
-        if ck["config"] != json.dumps(self.cfg, sort_keys=True) or ck["stage"] != self.stage:
+        theirs = json.loads(ck["config"])
+        if _trajectory(theirs) != _trajectory(self.cfg) or ck["stage"] != self.stage:
             raise SystemExit(f"train: --resume {path}: the checkpoint was made with a different config or "
                              "stage; resume with the same --config/--set/--stage, or start a new --out")
         self.model.load_state_dict(ck["model"])
