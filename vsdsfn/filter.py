@@ -242,6 +242,9 @@ def upscale(
         raise _err(f"cache_size must be a positive integer (batch groups kept), not {cache_size!r}")
     if fp16 is not None and not isinstance(fp16, bool):
         raise _err(f"fp16 must be True, False or None, not {fp16!r}")
+    if weights is not None and not isinstance(weights, (str, os.PathLike)):
+        raise _err(f"weights must be a path to a .safetensors file or None (the shipped weights), "
+                   f"not {type(weights).__name__}")
 
     try:
         dev = select_device(device or "auto")
