@@ -51,6 +51,18 @@ def save_model(model: DSFN, path: str | os.PathLike, extra: dict[str, str] | Non
     return path
 
 
+def _looks_like_safetensors(head: bytes, size: int) -> bool:
+    """A safetensors file starts with its JSON header's length (u64, little-endian), then
+    ``{``. (Checked first: a header length such as 0x10280 starts with the same two bytes
+    as a protocol-2 pickle.)"""
+    return len(head) >= 9 and head[8:9] == b"{" and 8 < 8 + int.from_bytes(head[:8], "little") <= size
+
+
+def _looks_like_pickle(head: bytes) -> bool:
+    """A pickle of protocol 2-5 (``\\x80`` + protocol) or a zip (``torch.save``'s format)."""
+    return (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5) or head[:4] == b"PK\x03\x04"
+
+
 def _open(path: Path):
     if not path.exists():
         raise WeightsError(f"weights file {str(path)!r} does not exist")
@@ -58,7 +70,7 @@ def _open(path: Path):
         raise WeightsError(f"weights file {str(path)!r} is not a file")
     with open(path, "rb") as f:
         head = f.read(16)
-    if head[:2] == b"\x80\x02" or head[:4] == b"PK\x03\x04":
+    if not _looks_like_safetensors(head, path.stat().st_size) and _looks_like_pickle(head):
         raise WeightsError(
             f"weights file {str(path)!r} is a pickle/PyTorch checkpoint; vsdsfn only loads "
             "safetensors (pickles can run code). Convert a training checkpoint with "
