@@ -486,9 +486,9 @@ def test_checkpoint_with_an_object_is_refused(tmp_path, one_thread):
     state = {"model": tiny_model().state_dict(), "step": 1, "config": "{}", "stage": "joint",
              "extra": _Marker(marker)}
     torch.save(state, evil)
-    with pytest.raises(pickle.UnpicklingError, match="(?i)weights.only"):
+    with pytest.raises(ValueError, match="cannot be loaded safely"):
         tr.load_checkpoint(evil)
-    with pytest.raises((pickle.UnpicklingError, SystemExit)):
+    with pytest.raises(ValueError, match="cannot be loaded safely"):
         export(evil, tmp_path / "x.safetensors")
     assert not marker.exists()
     assert not (tmp_path / "x.safetensors").exists()

@@ -70,8 +70,19 @@ def save_checkpoint(path: Path, state: dict) -> None:
 
 
 def load_checkpoint(path: str | Path) -> dict:
-    """A training checkpoint, loaded with ``weights_only=True`` (no arbitrary unpickling)."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """A training checkpoint, loaded with ``weights_only=True`` (no arbitrary unpickling).
+
+    Raises :class:`ValueError` naming the file when it is unreadable or holds objects
+    other than tensors and plain containers.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # noqa: BLE001 -- UnpicklingError, truncated zip, ...
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"checkpoint {str(path)!r} cannot be loaded safely ({first}); it is corrupt, "
+                         "truncated or contains arbitrary Python objects") from None
 
 
 # ----------------------------------------------------------------------------- data
@@ -277,7 +288,7 @@ class Trainer:
         self.optim.zero_grad(set_to_none=True)
         if not torch.isfinite(loss):
             self.skipped_steps += 1
-            log.warning("step %d: non-finite loss %s, step skipped (%d so far)", self.step, float(loss), self.skipped_steps)
+            log.warning("step %d: non-finite loss %s, step skipped (%d so far)", self.step, float(loss.detach()), self.skipped_steps)
             self.step += 1
             return {"loss": float("nan")}
         self.scaler.scale(loss).backward()
@@ -417,7 +428,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.iters:
         overrides.append(f"stages.{args.stage}.iters={args.iters}")
     cfg = load_config(args.config, overrides)
-    Trainer(cfg, args.stage, Path(args.out), args.device).run(resume=args.resume, init=args.init)
+    try:
+        Trainer(cfg, args.stage, Path(args.out), args.device).run(resume=args.resume, init=args.init)
+    except ValueError as exc:  # bad config, data or checkpoint: a message, not a traceback
+        raise SystemExit(f"train: {exc}") from None
 
 
 if __name__ == "__main__":
