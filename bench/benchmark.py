@@ -23,8 +23,6 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
-import os
-import platform
 import resource
 import shlex
 import statistics
@@ -125,7 +123,6 @@ def worker(args) -> dict:
 def dsfn_flops(w: int, h: int) -> float:
     """DSFN FLOPs per output frame at input size w x h (half a pair + one M_S)."""
     import torch
-    import torch.nn.functional as F
     from torch.utils.flop_counter import FlopCounterMode
 
     from vsdsfn.weights import load_model
@@ -167,31 +164,6 @@ def matmul_peak(device: str, threads: int) -> float:
     return 2 * n**3 / best
 
 
-def machine() -> str:
-    cpu = platform.processor() or ""
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    parts = [f"{cpu} ({os.cpu_count()} logical CPUs)", f"Python {platform.python_version()}"]
-    try:
-        import torch
-        import vapoursynth as vs
-
-        parts.append(f"torch {torch.__version__}")
-        parts.append(f"VapourSynth R{vs.core.core_version.release_major}")
-        if torch.cuda.is_available():
-            parts.append(f"GPU {torch.cuda.get_device_name()}")
-        else:
-            parts.append("no GPU")
-    except ImportError:
-        pass
-    return ", ".join(parts)
-
-
 # ----------------------------------------------------------------------------- driver
 def run_worker(method: str, size: str, args) -> dict:
     cmd = [sys.executable, __file__, "--worker", method, "--size", size, "--frames", str(args.frames),
@@ -229,6 +201,8 @@ def main(argv=None) -> None:
 
     import torch
 
+    from vsdsfn.sysinfo import describe_machine
+
     cuda = torch.cuda.is_available() and args.device != "cpu"
     sizes = args.sizes.split(",") if args.sizes else ["480x270", "960x540"] + (["1920x1080"] if cuda else [])
     methods = args.methods.split(",")
@@ -244,7 +218,7 @@ def main(argv=None) -> None:
     lines = [
         "# vsdsfn benchmark", "",
         f"- date: {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
-        f"- machine: {machine()}",
+        f"- machine: {describe_machine()}",
         f"- device: {'cuda' if cuda else 'cpu'}; batch_size {args.batch_size}; "
         f"{'RGBH/fp16' if args.fp16 else 'RGBS/fp32'}; torch threads {args.threads or 'default'}",
         f"- command: `{cmd.strip()}`",

@@ -49,7 +49,6 @@ import hashlib
 import json
 import logging
 import os
-import platform
 import shlex
 import sys
 import time
@@ -64,6 +63,7 @@ import torch.nn.functional as F
 from .datasets import (FolderSequence, VIDEO_EXTS, downscale, list_images, load_image,
                        open_sequence, vimeo_sequences)
 from .metrics import psnr, ssim
+from vsdsfn.sysinfo import describe_machine
 
 __all__ = ["Triplet", "list_triplets", "config_triplets", "evaluate", "format_report", "main", "ROWS",
            "run_model"]
@@ -421,26 +421,6 @@ def _weights_desc(path: Path | None) -> str:
     return f"`{path}` (sha256 {h}{', ' + info if info else ''})"
 
 
-def _machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        import vapoursynth
-
-        vsv = f", VapourSynth R{vapoursynth.__version__[0]}"
-    except Exception:  # noqa: BLE001 -- VapourSynth is optional here
-        vsv = ""
-    return (f"{platform.node()}: {cpu}, {os.cpu_count()} cores ({torch.get_num_threads()} torch threads), "
-            f"{platform.system()} {platform.release()}, Python {platform.python_version()}, "
-            f"torch {torch.__version__}{vsv}")
-
-
 def format_report(res: Result, dataset: str, command: str, weights: str, one_mask: str,
                   mvtools_note: str = "") -> str:
     rows = [r for r in ROWS if r != R1 or r in res.scores]
@@ -465,7 +445,7 @@ def format_report(res: Result, dataset: str, command: str, weights: str, one_mas
                                "truemotion) forward+backward, FlowFPS(num=2x fps) on YUV444P16 (BT.709)"),
               f"- Command: `{command}`",
               f"- Date: {_dt.datetime.now().astimezone().isoformat(timespec='seconds')}",
-              f"- Machine: {_machine()}",
+              f"- Machine: {describe_machine()}",
               f"- Wall time: {res.seconds:.0f} s"]
     if len(res.groups) > 1:
         cols = [r for r in rows if r in res.scores]

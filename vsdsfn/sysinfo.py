@@ -1,0 +1,41 @@
+"""One line describing the machine, for benchmark and evaluation reports."""
+
+from __future__ import annotations
+
+import os
+import platform
+
+__all__ = ["describe_machine"]
+
+
+def describe_machine() -> str:
+    """CPU model and count, OS, Python, torch (threads, GPU) and VapourSynth versions.
+
+    >>> "Python" in describe_machine()
+    True
+    """
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    parts = [f"{cpu} ({os.cpu_count()} logical CPUs)", f"{platform.system()} {platform.release()}",
+             f"Python {platform.python_version()}"]
+    try:
+        import torch
+
+        gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
+        parts.append(f"torch {torch.__version__} ({torch.get_num_threads()} threads, {gpu})")
+    except ImportError:
+        pass
+    try:
+        import vapoursynth as vs
+
+        parts.append(f"VapourSynth R{vs.core.core_version.release_major}")
+    except Exception:  # noqa: BLE001 -- VapourSynth is optional for the engine
+        pass
+    return ", ".join(parts)
