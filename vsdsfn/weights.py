@@ -47,6 +47,7 @@ def save_model(model: DSFN, path: str | os.PathLike, extra: dict[str, str] | Non
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata=meta)
+    os.chmod(tmp, 0o644)  # readable by everyone, like any installed package data
     os.replace(tmp, path)
     return path
 
