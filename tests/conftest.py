@@ -21,8 +21,8 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 TINY = DSFNConfig(
     spatial_args={"channels": 8, "layers": 2},
-    temporal_args={"channels": [8], "scales": [1], "depth": 1},
-    fusion_widths=(4, 4, 4, 4, 4, 4),
+    temporal_args={"widths": [8, 8], "decoders": [8, 8], "radii": [1, 2]},
+    fusion_widths=(4, 4, 4, 4, 4),
     refine_channels=4,
     refine_blocks=1,
 )

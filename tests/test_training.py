@@ -37,8 +37,8 @@ from vsdsfn.weights import load_model, save_model  # noqa: E402
 
 TINY_MODEL = {
     "spatial_args": {"channels": 8, "layers": 2},
-    "temporal_args": {"channels": [8], "scales": [1], "depth": 1},
-    "fusion_widths": [4, 4, 4, 4, 4, 4],
+    "temporal_args": {"widths": [8, 8], "decoders": [8, 8], "radii": [1, 2]},
+    "fusion_widths": [4, 4, 4, 4, 4],
     "refine_channels": 4,
     "refine_blocks": 1,
 }
@@ -97,8 +97,8 @@ def tiny_sets(extra=()) -> list[str]:
     """``--set`` values of a tiny model and tiny batches (``extra``: (key, value) pairs)."""
     sets = {
         "model.spatial_args": "{channels=8, layers=2}",
-        "model.temporal_args": "{channels=[8], scales=[1], depth=1}",
-        "model.fusion_widths": "[4, 4, 4, 4, 4, 4]",
+        "model.temporal_args": "{widths=[8, 8], decoders=[8, 8], radii=[1, 2]}",
+        "model.fusion_widths": "[4, 4, 4, 4, 4]",
         "model.refine_channels": "4",
         "model.refine_blocks": "1",
         "data.vimeo": '"vimeo"',

@@ -5,8 +5,8 @@ This module does not import VapourSynth; it takes and returns numpy frames (RGB 
 
 >>> from vsdsfn.nets import DSFN, DSFNConfig
 >>> net = DSFN(DSFNConfig(spatial_args={"channels": 4, "layers": 1},
-...                       temporal_args={"channels": [4], "scales": [1], "depth": 1},
-...                       fusion_widths=(4, 4, 4, 4, 4, 4), refine_channels=4, refine_blocks=1))
+...                       temporal_args={"widths": [4], "decoders": [4], "radii": [1]},
+...                       fusion_widths=(4, 4, 4, 4, 4), refine_channels=4, refine_blocks=1))
 >>> eng = Engine(net, device="cpu")
 >>> a, b = np.random.rand(2, 5, 7, 3).astype(np.float32)     # two 7x5 RGB frames (HWC)
 >>> eng.spatial([a])[0].shape, eng.interpolate([(a, b)])[0].shape

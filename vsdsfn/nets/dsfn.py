@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .costflow import CostFlow
 from .espcn import ESPCN
 from .flowinterp import FlowInterp
 from .fusion import FusionUNet, Refine
@@ -19,7 +20,7 @@ __all__ = ["DSFN", "DSFNConfig", "SPATIAL", "TEMPORAL", "register_spatial", "reg
 #: ``forward(l) -> 2x upscaled`` (spatial) or ``forward(i0, i1) -> middle`` (temporal)
 #: can be plugged in; its name and arguments are stored in the weights file.
 SPATIAL: dict[str, Callable[..., nn.Module]] = {"espcn": ESPCN}
-TEMPORAL: dict[str, Callable[..., nn.Module]] = {"flowinterp": FlowInterp}
+TEMPORAL: dict[str, Callable[..., nn.Module]] = {"flowinterp": FlowInterp, "costflow": CostFlow}
 
 
 def register_spatial(name: str, ctor: Callable[..., nn.Module]) -> None:
@@ -37,13 +38,24 @@ class DSFNConfig:
     """Architecture of a DSFN; stored as JSON in every weights file."""
 
     spatial: str = "espcn"
-    spatial_args: dict[str, Any] = field(default_factory=dict)
-    temporal: str = "flowinterp"
-    temporal_args: dict[str, Any] = field(default_factory=dict)
+    spatial_args: dict[str, Any] = field(default_factory=lambda: {"channels": 32, "layers": 4})
+    temporal: str = "costflow"
+    temporal_args: dict[str, Any] = field(default_factory=lambda: {
+        "widths": [16, 32, 48, 64], "decoders": [32, 48, 64, 96], "radii": [2, 2, 2, 4]})
     fusion_masks: int = 2
-    fusion_widths: tuple[int, ...] = (16, 32, 48, 64, 96, 128)
-    refine_channels: int = 32
+    fusion_widths: tuple[int, ...] = (16, 32, 48, 64, 96)
+    #: F starts with a 2x space-to-depth (no convolution at full resolution)
+    fusion_unshuffle: bool = True
+    refine_channels: int = 24
     refine_blocks: int = 3
+    #: M_T in the S->T stream estimates its flows on the high-res frames resized by this
+    #: factor (``forward(..., scale=)``; 0.5 = at the low-res size, as RIFE does for 4K);
+    #: only for temporal backbones that take ``scale``.
+    st_scale: float = 0.5
+
+    #: fields added after the first weights shipped, with the value that reproduces
+    #: files written before them
+    _LEGACY = {"fusion_unshuffle": False, "st_scale": 1.0}
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -56,7 +68,7 @@ class DSFNConfig:
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown architecture fields {sorted(unknown)}")
-        d = dict(d)
+        d = {**cls._LEGACY, **d}
         if "fusion_widths" in d:
             d["fusion_widths"] = tuple(d["fusion_widths"])
         return cls(**d)
@@ -75,15 +87,12 @@ class DSFN(nn.Module):
     in [0, 1].
 
     >>> net = DSFN(DSFNConfig(spatial_args={"channels": 8, "layers": 2},
-    ...                       temporal_args={"channels": [8], "scales": [1], "depth": 1},
-    ...                       fusion_widths=(4, 4, 4, 4, 4, 4), refine_channels=4))
+    ...                       temporal_args={"widths": [8], "decoders": [8], "radii": [1]},
+    ...                       fusion_widths=(4, 4, 4, 4, 4), refine_channels=4))
     >>> out = net(torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16))
     >>> out["refined"].shape
     torch.Size([1, 3, 32, 32])
     """
-
-    #: low-res frame sizes must be multiples of this (F's five 2x stages at high res)
-    multiple = FusionUNet.multiple // 2
 
     def __init__(self, config: DSFNConfig | None = None) -> None:
         super().__init__()
@@ -94,7 +103,9 @@ class DSFN(nn.Module):
             raise ValueError(f"unknown temporal backbone {config.temporal!r}; known: {sorted(TEMPORAL)}")
         self.spatial = SPATIAL[config.spatial](**config.spatial_args)
         self.temporal = TEMPORAL[config.temporal](**config.temporal_args)
-        self.fusion = FusionUNet(tuple(config.fusion_widths), config.fusion_masks)
+        self.fusion = FusionUNet(tuple(config.fusion_widths), config.fusion_masks, config.fusion_unshuffle)
+        #: low-res frame sizes must be multiples of this (F's strided stages at high res)
+        self.multiple = max(1, self.fusion.multiple // 2)
         self.refine = Refine(config.refine_channels, config.refine_blocks)
 
     def forward(
@@ -113,7 +124,10 @@ class DSFN(nn.Module):
             hr = self.spatial(torch.cat((l0, l1), 0))
             hr0, hr1 = hr.chunk(2, 0)
         lt = self.temporal(l0, l1)
-        st = self.temporal(hr0, hr1)
+        if self.config.st_scale != 1.0:
+            st = self.temporal(hr0, hr1, scale=self.config.st_scale)
+        else:
+            st = self.temporal(hr0, hr1)
         ts = self.spatial(lt)
         fused, masks = self.fusion(st, ts)
         refined = fused + self.refine(fused)

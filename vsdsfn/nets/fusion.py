@@ -16,45 +16,62 @@ class FusionUNet(nn.Module):
 
     ``masks=2`` predicts two independent sigmoid masks M_S->T and M_T->S (the paper's
     model); ``masks=1`` predicts one mask M and uses 1 - M for the other stream (the
-    ablation). Input sizes must be multiples of 32. Returns (fused, masks) where masks
-    has two channels (M_S->T, M_T->S) in both modes.
+    ablation). Returns (fused, masks) where masks has two channels (M_S->T, M_T->S) in
+    both modes.
+
+    ``widths`` has one entry for the top level and one per strided stage. With
+    ``unshuffle=True`` the first downsampling is a 2x space-to-depth of the input and
+    the masks come back through a 2x depth-to-space, so no convolution runs at full
+    resolution (4x cheaper at the top, masks still per pixel). Input sizes must be
+    multiples of ``2 ** (len(widths) - 1 + unshuffle)``.
 
     >>> f = FusionUNet(widths=(4, 4, 4, 4, 4, 4))
     >>> st, ts = torch.rand(2, 1, 3, 32, 64)
     >>> fused, masks = f(st, ts)
     >>> fused.shape, masks.shape
     (torch.Size([1, 3, 32, 64]), torch.Size([1, 2, 32, 64]))
+    >>> FusionUNet(widths=(4, 4, 4, 4, 4), unshuffle=True)(st, ts)[1].shape
+    torch.Size([1, 2, 32, 64])
     """
 
-    multiple = 32
-
-    def __init__(self, widths: tuple[int, ...] = (16, 32, 48, 64, 96, 128), masks: int = 2) -> None:
+    def __init__(
+        self, widths: tuple[int, ...] = (16, 32, 48, 64, 96, 128), masks: int = 2, unshuffle: bool = False
+    ) -> None:
         super().__init__()
-        if len(widths) != 6:
-            raise ValueError("FusionUNet: widths needs 6 entries (full resolution + 5 stages)")
+        if len(widths) < 2:
+            raise ValueError("FusionUNet: widths needs the top level and at least one stage")
         if masks not in (1, 2):
             raise ValueError("FusionUNet: masks must be 1 or 2")
         self.masks = masks
-        self.inc = conv(6, widths[0])
+        self.unshuffle = bool(unshuffle)
+        self.multiple = 2 ** (len(widths) - 1 + self.unshuffle)
+        f = 4 if self.unshuffle else 1
+        n = len(widths) - 1
+        self.inc = conv(6 * f, widths[0])
         self.downs = nn.ModuleList(
             nn.Sequential(conv(widths[i], widths[i + 1], 3, 2), conv(widths[i + 1], widths[i + 1]))
-            for i in range(5)
+            for i in range(n)
         )
-        self.ups = nn.ModuleList(conv(widths[i + 1] + widths[i], widths[i]) for i in range(5))
-        self.head = nn.Conv2d(widths[0], masks, 3, padding=1)
+        self.ups = nn.ModuleList(conv(widths[i + 1] + widths[i], widths[i]) for i in range(n))
+        self.head = nn.Conv2d(widths[0], masks * f, 3, padding=1)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
     def forward(self, st: torch.Tensor, ts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.inc(torch.cat((st, ts), 1))
+        x = torch.cat((st, ts), 1)
+        if self.unshuffle:
+            x = F.pixel_unshuffle(x, 2)
+        x = self.inc(x)
         skips = [x]
         for down in self.downs:
             x = down(x)
             skips.append(x)
-        for i in reversed(range(5)):
+        for i in reversed(range(len(self.ups))):
             x = F.interpolate(x, size=skips[i].shape[-2:], mode="bilinear", align_corners=False)
             x = self.ups[i](torch.cat((x, skips[i]), 1))
         logits = self.head(x)
+        if self.unshuffle:
+            logits = F.pixel_shuffle(logits, 2)
         if self.masks == 2:
             m = torch.sigmoid(logits)
         else:

@@ -1,0 +1,154 @@
+"""The networks themselves: cost volume, M_T, F's space-to-depth variant, DSFN config."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from vsdsfn.nets import DSFN, DSFNConfig, FusionUNet
+from vsdsfn.nets.common import backwarp
+from vsdsfn.nets.costflow import CostFlow, bilateral_cost
+from vsdsfn.nets.dsfn import register_temporal, TEMPORAL
+
+
+def test_bilateral_cost_matches_brute_force():
+    torch.manual_seed(0)
+    f0, f1 = torch.randn(2, 2, 3, 6, 7)
+    r = 2
+    cost = bilateral_cost(f0, f1, r)
+    assert cost.shape == (2, 25, 6, 7)
+
+    def at(f, y, x):
+        if 0 <= y < 6 and 0 <= x < 7:
+            return f[:, :, y, x]
+        return torch.zeros(2, 3)
+
+    k = 0
+    for dy in range(-r, r + 1):
+        for dx in range(-r, r + 1):
+            for y in range(6):
+                for x in range(7):
+                    want = (at(f0, y - dy, x - dx) * at(f1, y + dy, x + dx)).mean(1)
+                    torch.testing.assert_close(cost[:, k, y, x], want)
+            k += 1
+
+
+def test_bilateral_cost_finds_symmetric_motion():
+    """A pattern moving by +4 px between the frames peaks at d = +2 (half of it)."""
+    torch.manual_seed(1)
+    base = torch.randn(1, 4, 16, 24)
+    f0 = base[:, :, :, 2:18]
+    f1 = base[:, :, :, 6:22]  # content of f0 at x appears at x - 4 in f1: motion -4
+    cost = bilateral_cost(f0, f1, 2)
+    k = int(cost[0, :, 8, 8].argmax())
+    dy, dx = divmod(k, 5)
+    assert (dy - 2, dx - 2) == (0, -2)
+
+
+def test_costflow_untrained_is_the_frame_blend():
+    """Zero-initialised heads: zero flows, mask 0.5 — the net starts as frame averaging."""
+    torch.manual_seed(0)
+    net = CostFlow(widths=(8, 8), decoders=(8, 8), radii=(1, 2)).eval()
+    a, b = torch.rand(2, 1, 3, 20, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(net(a, b), (a + b) / 2)
+        torch.testing.assert_close(net(a, b, scale=0.5), (a + b) / 2)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (3, 5), (17, 31), (40, 24)])
+@pytest.mark.parametrize("scale", [1.0, 0.5])
+def test_costflow_any_size(size, scale):
+    torch.manual_seed(0)
+    net = CostFlow(widths=(4, 4, 4), decoders=(4, 4, 4), radii=(1, 1, 2))
+    for p in net.parameters():  # non-zero heads so every path runs for real
+        nn.init.normal_(p, std=0.1)
+    a, b = torch.rand(2, 2, 3, *size)
+    out, flow, mask = net(a, b, return_flow=True, scale=scale)
+    assert out.shape == a.shape and flow.shape == (2, 4, *size) and mask.shape == (2, 1, *size)
+    assert torch.isfinite(out).all()
+    out.mean().backward()
+    assert all(p.grad is not None for p in net.parameters())
+
+
+def test_costflow_warps_by_its_flows():
+    """The output is exactly the mask blend of both inputs warped by the returned flows."""
+    torch.manual_seed(0)
+    net = CostFlow(widths=(4, 4), decoders=(4, 4), radii=(1, 1))
+    for p in net.parameters():
+        nn.init.normal_(p, std=0.2)
+    a, b = torch.rand(2, 1, 3, 24, 32)
+    out, flow, mask = net(a, b, return_flow=True)
+    assert flow.abs().max() > 0.01
+    want = mask * backwarp(a, flow[:, :2]) + (1 - mask) * backwarp(b, flow[:, 2:])
+    torch.testing.assert_close(out, want)
+
+
+def test_costflow_level_lists_must_agree():
+    with pytest.raises(ValueError, match="one entry per level"):
+        CostFlow(widths=(8, 8), decoders=(8,), radii=(1, 1))
+
+
+def test_fusion_unshuffle_masks_are_per_pixel():
+    torch.manual_seed(0)
+    f = FusionUNet(widths=(4, 4, 4), unshuffle=True)
+    assert f.multiple == 8
+    nn.init.normal_(f.head.weight)
+    st, ts = torch.rand(2, 1, 3, 16, 24)
+    fused, m = f(st, ts)
+    assert m.shape == (1, 2, 16, 24)
+    # the four pixels of a 2x2 block get their own mask values
+    block = m[0, 0, :2, :2].flatten()
+    assert len(set(block.tolist())) == 4
+    torch.testing.assert_close(fused, m[:, :1] * st + m[:, 1:] * ts)
+
+
+def test_default_config_roundtrip_and_legacy_files():
+    d = DSFNConfig().to_dict()
+    assert DSFNConfig.from_dict(d) == DSFNConfig()
+    # a config written before fusion_unshuffle / st_scale existed keeps its old meaning
+    old = {k: v for k, v in d.items() if k not in ("fusion_unshuffle", "st_scale")}
+    old.update(temporal="flowinterp", temporal_args={}, fusion_widths=[16, 32, 48, 64, 96, 128])
+    cfg = DSFNConfig.from_dict(old)
+    assert cfg.fusion_unshuffle is False and cfg.st_scale == 1.0
+    net = DSFN(cfg)
+    assert net.multiple == 16
+    with pytest.raises(ValueError, match="unknown architecture fields"):
+        DSFNConfig.from_dict({**d, "colour": "blue"})
+
+
+class _Recorder(nn.Module):
+    """A plug-in M_T without a ``scale`` argument: the blend, recording its input sizes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: list[tuple[int, int]] = []
+
+    def forward(self, i0, i1):
+        self.sizes.append(tuple(i0.shape[-2:]))
+        return (i0 + i1) / 2
+
+
+def test_plugin_temporal_backbone_without_scale():
+    register_temporal("recorder", _Recorder)
+    try:
+        cfg = DSFNConfig(spatial_args={"channels": 4, "layers": 1}, temporal="recorder", temporal_args={},
+                         fusion_widths=(4, 4, 4, 4, 4), refine_channels=4, refine_blocks=1, st_scale=1.0)
+        net = DSFN(cfg)
+        out = net(torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16))
+        assert out["refined"].shape == (1, 3, 32, 32)
+        assert net.temporal.sizes == [(16, 16), (32, 32)]
+    finally:
+        TEMPORAL.pop("recorder")
+
+
+def test_st_scale_reaches_the_temporal_backbone(monkeypatch):
+    cfg = DSFNConfig(spatial_args={"channels": 4, "layers": 1},
+                     temporal_args={"widths": [4], "decoders": [4], "radii": [1]},
+                     fusion_widths=(4, 4, 4, 4, 4), refine_channels=4, refine_blocks=1, st_scale=0.5)
+    net = DSFN(cfg)
+    seen = []
+    orig = net.temporal.flows
+    monkeypatch.setattr(net.temporal, "flows", lambda a, b: seen.append(tuple(a.shape[-2:])) or orig(a, b))
+    net(torch.rand(1, 3, 16, 32), torch.rand(1, 3, 16, 32))
+    assert seen == [(16, 32), (16, 32)]  # L at full size, M_S(L) (32x64) at half
