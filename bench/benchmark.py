@@ -32,8 +32,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for _p in (str(ROOT), str(ROOT / "bench")):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
 
 METHODS = ("dsfn", "mvtools", "blend")
 
@@ -191,6 +192,8 @@ def main(argv=None) -> None:
     ap.add_argument("--vs-threads", type=int, default=0, help="core.num_threads (0: VapourSynth's default)")
     ap.add_argument("--fp16", action="store_true", help="RGBH input (fp16 on CUDA)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "RESULTS.md"))
+    ap.add_argument("--no-estimate", action="store_true",
+                    help="without a GPU, skip the profile-based CUDA estimate (bench/estimate.py)")
     ap.add_argument("--worker", choices=METHODS, help=argparse.SUPPRESS)
     ap.add_argument("--size", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -252,6 +255,14 @@ def main(argv=None) -> None:
     lines += ["", "FLOPs count convolutions and matrix products (torch.utils.flop_counter); "
               "warping, resizing and activations are not counted. Speed ratios are output "
               "frames/s of the method divided by DSFN's on the same input size.", ""]
+    if not cuda and not args.no_estimate:
+        from estimate import _model_factory, report
+
+        lines += ["## CUDA: estimate (no GPU on this machine)", "",
+                  "`python bench/estimate.py --size 1920x1080 --tile 960x544 --gpu h100-sxm` "
+                  "(see its docstring for the model):", ""]
+        lines += report(1920, 1080, (960, 544), "h100-sxm", 0.25, 0.7, 4.0, _model_factory("default"))
+        lines.append("")
     Path(args.out).write_text("\n".join(lines))
     print("\n".join(lines))
 
