@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vsdsfn.nets import DSFN, DSFNConfig, FusionUNet
 from vsdsfn.nets.common import backwarp
-from vsdsfn.nets.costflow import CostFlow, bilateral_cost
+from vsdsfn.nets.costflow import CostFlow, _cost_forward, bilateral_cost
 from vsdsfn.nets.dsfn import register_temporal, TEMPORAL
 
 
@@ -152,3 +153,15 @@ def test_st_scale_reaches_the_temporal_backbone(monkeypatch):
     monkeypatch.setattr(net.temporal, "flows", lambda a, b: seen.append(tuple(a.shape[-2:])) or orig(a, b))
     net(torch.rand(1, 3, 16, 32), torch.rand(1, 3, 16, 32))
     assert seen == [(16, 32), (16, 32)]  # L at full size, M_S(L) (32x64) at half
+
+
+def test_bilateral_cost_gradient():
+    torch.manual_seed(0)
+    f0, f1 = torch.randn(2, 2, 3, 5, 6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: bilateral_cost(a, b, 2), (f0, f1))
+    # and it equals autograd through the plain loop
+    g = torch.randn(2, 25, 5, 6, dtype=torch.float64)
+    want = torch.autograd.grad((_cost_forward(F.pad(f0, (2,) * 4), F.pad(f1, (2,) * 4), 2, 5, 6) * g).sum(), (f0, f1))
+    got = torch.autograd.grad((bilateral_cost(f0, f1, 2) * g).sum(), (f0, f1))
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)

@@ -25,6 +25,49 @@ from .common import backwarp, conv, resize_flow
 __all__ = ["CostFlow", "bilateral_cost"]
 
 
+def _shifts(radius: int):
+    return [(dy, dx) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)]
+
+
+def _cost_forward(p0: torch.Tensor, p1: torch.Tensor, r: int, h: int, w: int) -> torch.Tensor:
+    out = []
+    for dy, dx in _shifts(r):
+        a = p0[:, :, r - dy: r - dy + h, r - dx: r - dx + w]
+        b = p1[:, :, r + dy: r + dy + h, r + dx: r + dx + w]
+        out.append((a * b).mean(1, keepdim=True))
+    return torch.cat(out, 1)
+
+
+class _BilateralCost(torch.autograd.Function):
+    """Same values as the plain loop; the backward accumulates into two padded buffers in
+    place instead of autograd's one zero-filled full-size tensor per slice (~2x faster)."""
+
+    @staticmethod
+    def forward(ctx, f0, f1, r):
+        h, w = f0.shape[-2:]
+        p0 = F.pad(f0, (r, r, r, r))
+        p1 = F.pad(f1, (r, r, r, r))
+        ctx.save_for_backward(p0, p1)
+        ctx.r = r
+        return _cost_forward(p0, p1, r, h, w)
+
+    @staticmethod
+    def backward(ctx, grad):
+        p0, p1 = ctx.saved_tensors
+        r = ctx.r
+        h, w = p0.shape[-2] - 2 * r, p0.shape[-1] - 2 * r
+        grad = grad / p0.shape[1]
+        g0 = torch.zeros_like(p0)
+        g1 = torch.zeros_like(p1)
+        for k, (dy, dx) in enumerate(_shifts(r)):
+            g = grad[:, k:k + 1]
+            sa = (slice(None), slice(None), slice(r - dy, r - dy + h), slice(r - dx, r - dx + w))
+            sb = (slice(None), slice(None), slice(r + dy, r + dy + h), slice(r + dx, r + dx + w))
+            g0[sa].addcmul_(g, p1[sb])
+            g1[sb].addcmul_(g, p0[sa])
+        return g0[..., r:r + h, r:r + w], g1[..., r:r + h, r:r + w], None
+
+
 def bilateral_cost(f0: torch.Tensor, f1: torch.Tensor, radius: int) -> torch.Tensor:
     """Bilateral matching cost (B, (2r+1)^2, H, W): mean over channels of f0(x-d) * f1(x+d).
 
@@ -37,16 +80,10 @@ def bilateral_cost(f0: torch.Tensor, f1: torch.Tensor, radius: int) -> torch.Ten
     5
     """
     r = int(radius)
-    _, _, h, w = f0.shape
-    p0 = F.pad(f0, (r, r, r, r))
-    p1 = F.pad(f1, (r, r, r, r))
-    out = []
-    for dy in range(-r, r + 1):
-        for dx in range(-r, r + 1):
-            a = p0[:, :, r - dy: r - dy + h, r - dx: r - dx + w]
-            b = p1[:, :, r + dy: r + dy + h, r + dx: r + dx + w]
-            out.append((a * b).mean(1, keepdim=True))
-    return torch.cat(out, 1)
+    if torch.is_grad_enabled() and (f0.requires_grad or f1.requires_grad):
+        return _BilateralCost.apply(f0, f1, r)
+    h, w = f0.shape[-2:]
+    return _cost_forward(F.pad(f0, (r, r, r, r)), F.pad(f1, (r, r, r, r)), r, h, w)
 
 
 class _Decoder(nn.Module):
