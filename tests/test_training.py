@@ -29,7 +29,7 @@ from training import evaluate as ev  # noqa: E402
 from training import train as tr  # noqa: E402
 from training.augment import augment, center_crop, random_crop  # noqa: E402
 from training.datasets import TripletSet, downscale, vimeo_sequences  # noqa: E402
-from training.export import export  # noqa: E402
+from training.export import export, pick_best  # noqa: E402
 from training.losses import LOSS_NAMES, STAGE_LOSSES, dsfn_losses, total_loss  # noqa: E402
 from training.metrics import gaussian_window, psnr, ssim  # noqa: E402
 from vsdsfn.nets import DSFN, DSFNConfig  # noqa: E402
@@ -233,6 +233,24 @@ def test_export_loads_back(data, tmp_path):
 
     _, meta = read_config(path)
     assert meta["stage"] == "joint" and meta["step"] == "2"
+
+
+def test_export_picks_the_best_validated(data, tmp_path, monkeypatch):
+    run_stage(data, "fusion", tmp_path / "fusion", iters=2)
+    run_stage(data, "joint", tmp_path / "joint", iters=2)
+    a, b = tmp_path / "fusion" / "best.pt", tmp_path / "joint" / "best.pt"
+    for path, best in ((a, 30.0), (b, 31.0)):
+        ck = tr.load_checkpoint(path)
+        ck["best"] = best
+        tr.save_checkpoint(path, ck)
+    assert pick_best([a, b]) == b and pick_best([b, a]) == b
+    from training.export import main as export_main
+
+    export_main([str(a), str(b), str(tmp_path / "best.safetensors")])
+    from vsdsfn.weights import read_config
+
+    _, meta = read_config(tmp_path / "best.safetensors")
+    assert meta["stage"] == "joint" and meta["val_psnr"] == "31.0000"
 
 
 def test_exported_weights_run_in_upscale(data, tmp_path):

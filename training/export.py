@@ -1,6 +1,10 @@
 """Export a training checkpoint to a shipped weights file (safetensors + model card data).
 
-    python -m training.export runs/joint/best.pt models/NAME.safetensors [--card models/NAME.md]
+    python -m training.export runs/joint/best.pt models/NAME.safetensors
+    python -m training.export runs/fusion/best.pt runs/joint/best.pt models/NAME.safetensors
+
+Given several checkpoints (of stages validated on the same samples, e.g. stage 2 and
+stage 3), the one with the best validation PSNR is exported.
 
 The weights file stores the architecture config (so ``vsdsfn.upscale(weights=...)``
 builds the right network) and the training provenance (stage, step, validation PSNR).
@@ -18,7 +22,13 @@ from vsdsfn.weights import save_model
 
 from .train import load_checkpoint
 
-__all__ = ["export", "main"]
+__all__ = ["export", "pick_best", "main"]
+
+
+def pick_best(checkpoints: list[str | Path]) -> Path:
+    """The checkpoint with the highest validation PSNR (``best``); the first one on ties."""
+    scored = [(float(load_checkpoint(c).get("best", float("-inf"))), -i, Path(c)) for i, c in enumerate(checkpoints)]
+    return max(scored)[2]
 
 
 def export(checkpoint: str | Path, out: str | Path) -> Path:
@@ -37,11 +47,12 @@ def export(checkpoint: str | Path, out: str | Path) -> Path:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m training.export", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("checkpoint")
+    ap.add_argument("checkpoint", nargs="+", help="one or more checkpoints; the best validated is exported")
     ap.add_argument("out")
     args = ap.parse_args(argv)
-    path = export(args.checkpoint, args.out)
-    print(f"wrote {path}", file=sys.stderr)
+    best = pick_best(args.checkpoint)
+    path = export(best, args.out)
+    print(f"wrote {path} from {best}", file=sys.stderr)
 
 
 if __name__ == "__main__":

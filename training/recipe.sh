@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # The three-stage recipe that produced models/dsfn_default.safetensors (2 CPU cores).
+# The shipped file is the better validated of stage 2 and stage 3 (export picks it).
 # Usage: training/recipe.sh DATA_ROOT RUNS_DIR
 # Every stage resumes if its run folder already has last.pt, so the script can be
 # re-run after an interruption and continues where it stopped.
@@ -29,4 +30,4 @@ stage temporal
 stage fusion --init "$RUNS/spatial/best.pt:spatial" --init "$RUNS/temporal/best.pt:temporal"
 # stage 3: fine-tune everything on all six losses
 stage joint --init "$RUNS/fusion/best.pt"
-$PY -m training.export "$RUNS/joint/best.pt" models/dsfn_default.safetensors
+$PY -m training.export "$RUNS/fusion/best.pt" "$RUNS/joint/best.pt" models/dsfn_default.safetensors
