@@ -110,8 +110,10 @@ def test_default_config_roundtrip_and_legacy_files():
     # a config written before fusion_unshuffle / st_scale existed keeps its old meaning
     old = {k: v for k, v in d.items() if k not in ("fusion_unshuffle", "st_scale")}
     old.update(temporal="flowinterp", temporal_args={}, fusion_widths=[16, 32, 48, 64, 96, 128])
-    cfg = DSFNConfig.from_dict(old)
+    cfg = DSFNConfig.from_dict(old, legacy=True)
     assert cfg.fusion_unshuffle is False and cfg.st_scale == 1.0
+    # a training config (not a stored one) gets today's defaults
+    assert DSFNConfig.from_dict({}) == DSFNConfig()
     net = DSFN(cfg)
     assert net.multiple == 16
     with pytest.raises(ValueError, match="unknown architecture fields"):

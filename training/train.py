@@ -194,6 +194,8 @@ class Trainer:
             torch.set_num_threads(int(self.opt["threads"]))
         torch.manual_seed(self.opt["seed"])  # reproducible initial weights (--resume restores the RNG)
         self.model = DSFN(DSFNConfig.from_dict(cfg["model"])).to(self.device)
+        # store the resolved architecture: checkpoints must not depend on code defaults
+        cfg["model"] = self.model.config.to_dict()
         self.modules = STAGE_MODULES[stage]
         for name, mod in self.model.named_children():
             mod.requires_grad_(name in self.modules)

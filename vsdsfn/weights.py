@@ -94,7 +94,7 @@ def read_config(path: str | os.PathLike) -> tuple[DSFNConfig, dict[str, str]]:
         raise WeightsError(f"weights file {str(path)!r} has no vsdsfn architecture metadata "
                            f"(format {meta.get('format')!r}); export it with training.export")
     try:
-        config = DSFNConfig.from_dict(json.loads(meta["config"]))
+        config = DSFNConfig.from_dict(json.loads(meta["config"]), legacy=True)
     except (ValueError, TypeError) as exc:
         raise WeightsError(f"weights file {str(path)!r}: bad architecture config: {exc}") from None
     return config, meta

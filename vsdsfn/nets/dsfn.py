@@ -63,12 +63,15 @@ class DSFNConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "DSFNConfig":
+    def from_dict(cls, d: dict[str, Any], legacy: bool = False) -> "DSFNConfig":
+        """Build from a dict; missing fields take the defaults, or with ``legacy=True``
+        (stored configs: weights files, checkpoints) the values of :attr:`_LEGACY` for
+        fields that did not exist when the file was written."""
         known = set(cls.__dataclass_fields__)
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown architecture fields {sorted(unknown)}")
-        d = {**cls._LEGACY, **d}
+        d = {**cls._LEGACY, **d} if legacy else dict(d)
         if "fusion_widths" in d:
             d["fusion_widths"] = tuple(d["fusion_widths"])
         return cls(**d)
