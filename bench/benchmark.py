@@ -10,8 +10,8 @@ seen before, so no cache helps); the report gives medians. Methods:
 * ``blend`` -- bicubic 2x resize and frame blending (each new frame the mean of its
   neighbours).
 
-It also counts DSFN's FLOPs per output frame (torch's FLOP counter: convolutions and
-matrix products) and compares the achieved FLOP rate with a measured matmul peak of the
+It also counts DSFN's FLOPs per output frame (convolutions and matrix products, traced
+by ``bench/estimate.py``) and compares the achieved FLOP rate with a measured matmul peak of the
 device. Writes ``bench/RESULTS.md``.
 
     python bench/benchmark.py                      # CPU sizes; adds 1080p->4K on CUDA
@@ -120,28 +120,7 @@ def worker(args) -> dict:
     return res
 
 
-# ----------------------------------------------------------------------------- FLOPs and peak
-def dsfn_flops(w: int, h: int) -> float:
-    """DSFN FLOPs per output frame at input size w x h (half a pair + one M_S)."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from vsdsfn.weights import load_model
-
-    model = load_model()
-    m = model.multiple
-    hp, wp = -(-h // m) * m, -(-w // m) * m
-    x = torch.rand(1, 3, hp, wp)
-    with torch.inference_mode():
-        with FlopCounterMode(display=False) as fc:
-            hr = model.spatial(x)
-        f_s = fc.get_total_flops()
-        with FlopCounterMode(display=False) as fc:
-            model(x, x, hr, hr)
-        f_pair = fc.get_total_flops()
-    return (f_s + f_pair) / 2
-
-
+# ----------------------------------------------------------------------------- matmul peak
 def matmul_peak(device: str, threads: int) -> float:
     """Measured FLOP/s of a large matrix product (fp32 on CPU, fp16 on CUDA)."""
     import torch
@@ -206,6 +185,8 @@ def main(argv=None) -> None:
 
     from vsdsfn.sysinfo import describe_machine
 
+    from estimate import flops_per_frame, model_factory, report
+
     cuda = torch.cuda.is_available() and args.device != "cpu"
     sizes = args.sizes.split(",") if args.sizes else ["480x270", "960x540"] + (["1920x1080"] if cuda else [])
     methods = args.methods.split(",")
@@ -213,7 +194,7 @@ def main(argv=None) -> None:
     for size in sizes:
         results = {m: run_worker(m, size, args) for m in methods}
         w, h = (int(v) for v in size.split("x"))
-        flops = dsfn_flops(w, h) if "dsfn" in methods else None
+        flops = flops_per_frame(model_factory("default")(), w, h) if "dsfn" in methods else None
         rows.append((size, results, flops))
     peak = matmul_peak(args.device, args.threads)
 
@@ -252,16 +233,15 @@ def main(argv=None) -> None:
             util = f"{100 * flops * fps / peak:.1f}%" if (m == "dsfn" and flops) else ""
             cmb = f"{r['cuda_mb']:.0f}" if "cuda_mb" in r else ""
             lines.append(f"| {label} | {m} | {fps:.3f} | {med / r['frames']:.3f} | {r['rss_mb']:.0f} | {cmb} | {ratio} | {fl} | {util} |")
-    lines += ["", "FLOPs count convolutions and matrix products (torch.utils.flop_counter); "
-              "warping, resizing and activations are not counted. Speed ratios are output "
+    lines += ["", "FLOPs count convolutions and matrix products (a meta-device trace, bench/estimate.py; "
+              "the same count as torch.utils.flop_counter); warping, resizing and activations are not counted. Speed ratios are output "
               "frames/s of the method divided by DSFN's on the same input size.", ""]
     if not cuda and not args.no_estimate:
-        from estimate import _model_factory, report
 
         lines += ["## CUDA: estimate (no GPU on this machine)", "",
                   "`python bench/estimate.py --size 1920x1080 --tile 960x544 --gpu h100-sxm` "
                   "(see its docstring for the model):", ""]
-        lines += report(1920, 1080, (960, 544), "h100-sxm", 0.25, 0.7, 4.0, _model_factory("default"))
+        lines += report(1920, 1080, (960, 544), "h100-sxm", 0.25, 0.7, 4.0, model_factory("default"))
         lines.append("")
     Path(args.out).write_text("\n".join(lines))
     print("\n".join(lines))

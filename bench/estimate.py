@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-__all__ = ["GPUS", "Trace", "trace_pair", "estimate", "report"]
+__all__ = ["GPUS", "Trace", "trace_pair", "flops_per_frame", "estimate", "model_factory", "report"]
 
 #: name -> (dense fp16 tensor-core FLOP/s, memory bandwidth B/s), from NVIDIA's data sheets
 GPUS = {
@@ -138,6 +138,14 @@ def trace_pair(model, w: int, h: int, dtype: torch.dtype) -> tuple[Trace, Trace]
     return ts, tp
 
 
+def flops_per_frame(model, w: int, h: int) -> float:
+    """FLOPs per output frame at input size w x h (half a pair + one M_S), input padded
+    to the model's multiple as the engine does. ``model`` is moved to the meta device."""
+    m = model.multiple
+    ts, tp = trace_pair(model, -(-w // m) * m, -(-h // m) * m, torch.float32)
+    return sum(k.flops for k in ts.kernels + tp.kernels) / 2
+
+
 def estimate(trace: Trace, gpu: str, compute_eff: float, memory_eff: float, launch_us: float) -> float:
     """Seconds for the traced kernels on ``gpu`` by the roofline in the module docstring."""
     peak, bw = GPUS[gpu]
@@ -147,7 +155,7 @@ def estimate(trace: Trace, gpu: str, compute_eff: float, memory_eff: float, laun
     return total
 
 
-def _model_factory(weights: str | None):
+def model_factory(weights: str | None):
     """``weights``: a weights file, ``"default"`` (the shipped one) or ``"arch"`` (the current
     default architecture, untrained: timing and memory do not depend on weight values)."""
     def make():
@@ -220,7 +228,7 @@ def main(argv=None) -> None:
     w, h = (int(v) for v in args.size.split("x"))
     tile = tuple(int(v) for v in args.tile.split("x")) if args.tile else None
     print("\n".join(report(w, h, tile, args.gpu, args.compute_eff, args.memory_eff, args.launch_us,
-                           _model_factory(args.weights))))
+                           model_factory(args.weights))))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
 from conftest import TINY  # noqa: E402
-from estimate import GPUS, Trace, estimate, report, trace_pair  # noqa: E402
+from estimate import GPUS, Trace, estimate, flops_per_frame, report, trace_pair  # noqa: E402
 
 from vsdsfn.nets import DSFN  # noqa: E402
 
@@ -27,6 +27,18 @@ def test_trace_counts_the_same_flops_as_torch():
     ours = sum(k.flops for k in ts.kernels + tp.kernels)
     assert ours > 0
     assert abs(ours - fc.get_total_flops()) / fc.get_total_flops() < 0.02
+
+
+def test_flops_per_frame_pads_like_the_engine():
+    # an odd input size costs what the padded size costs (the engine pads to the multiple)
+    net = DSFN(TINY).eval()
+    m = net.multiple
+    x = torch.rand(1, 3, 2 * m, 3 * m)
+    with torch.inference_mode(), FlopCounterMode(display=False) as fc:
+        hr = net.spatial(x)
+        net(x, x, hr, hr)
+    ours = flops_per_frame(DSFN(TINY), 3 * m - 5, m + 1)
+    assert abs(ours - fc.get_total_flops() / 2) / ours < 0.02
 
 
 def test_trace_peak_counts_live_tensors():

@@ -19,6 +19,7 @@ Several GPUs: ``torchrun --nproc_per_node N -m training.train ...`` (DDP).
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import json
 import logging
@@ -181,8 +182,9 @@ class Trainer:
     """One stage of training; everything it needs to resume lives in its checkpoint."""
 
     def __init__(self, cfg: dict, stage: str, out: Path, device: str = "auto") -> None:
-        self.cfg, self.stage, self.out = cfg, stage, Path(out)
-        self.opt = stage_options(cfg, stage)
+        # a copy: the resolved architecture is written into it, not into the caller's dict
+        self.cfg, self.stage, self.out = copy.deepcopy(cfg), stage, Path(out)
+        self.opt = stage_options(self.cfg, stage)
         self.rank = int(os.environ.get("RANK", 0))
         self.world = int(os.environ.get("WORLD_SIZE", 1))
         if device == "auto":
@@ -193,9 +195,9 @@ class Trainer:
         if self.opt["threads"]:
             torch.set_num_threads(int(self.opt["threads"]))
         torch.manual_seed(self.opt["seed"])  # reproducible initial weights (--resume restores the RNG)
-        self.model = DSFN(DSFNConfig.from_dict(cfg["model"])).to(self.device)
+        self.model = DSFN(DSFNConfig.from_dict(self.cfg["model"])).to(self.device)
         # store the resolved architecture: checkpoints must not depend on code defaults
-        cfg["model"] = self.model.config.to_dict()
+        self.cfg["model"] = self.model.config.to_dict()
         self.modules = STAGE_MODULES[stage]
         for name, mod in self.model.named_children():
             mod.requires_grad_(name in self.modules)
