@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -167,3 +169,27 @@ def test_bilateral_cost_gradient():
     got = torch.autograd.grad((bilateral_cost(f0, f1, 2) * g).sum(), (f0, f1))
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b)
+
+
+def test_costflow_matching_sees_motion_at_any_feature_scale():
+    # untrained features of a texture moved 4 px right: on the 1/2 level the bilateral
+    # match is d = (+1, 0) cells, and the soft-argmax (sharpened, as training does) finds
+    # it however small the features are
+    torch.manual_seed(0)
+    net = CostFlow(widths=(16, 16), decoders=(8, 8), radii=(2, 2)).eval()
+    old = CostFlow(widths=(16, 16), decoders=(8, 8), radii=(2, 2), normalize=False).eval()
+    for n in (net, old):
+        n.decoders[0].log_temp.data.fill_(math.log(30.0))
+    tex = torch.rand(1, 3, 72, 88)
+    a, b = tex[..., 4:68, 4:76], tex[..., 4:68, 0:72]  # a(x) = b(x + 4)
+    inner = (slice(None), slice(None), slice(4, -4), slice(4, -4))
+    with torch.no_grad():
+        f0, f1 = (net._pyramid(x)[0] for x in (a, b))
+        for scale in (1.0, 1e-3):
+            cost, cand = net.decoders[0].match(f0 * scale, f1 * scale)
+            assert int(cost[inner].mean((0, 2, 3)).argmax()) == 13  # d = (dx=1, dy=0)
+            dx, dy = (float(cand[inner][:, k].mean()) for k in range(2))
+            assert abs(dx - 1.0) < 0.1 and abs(dy) < 0.1, (scale, dx, dy)
+        # the first shipped files' raw products: blind on small features (kept for them)
+        _, cand = old.decoders[0].match(f0 * 1e-3, f1 * 1e-3)
+        assert float(cand[inner].abs().max()) < 0.05

@@ -86,12 +86,18 @@ def bilateral_cost(f0: torch.Tensor, f1: torch.Tensor, radius: int) -> torch.Ten
     return _cost_forward(F.pad(f0, (r, r, r, r)), F.pad(f1, (r, r, r, r)), r, h, w)
 
 
+def _standardize(f: torch.Tensor) -> torch.Tensor:
+    """Per pixel: subtract the mean over channels, scale to unit L2 norm."""
+    return F.normalize(f - f.mean(1, keepdim=True), dim=1, eps=1e-6)
+
+
 class _Decoder(nn.Module):
     """One pyramid level: (cost, warped features, candidate, estimate) -> update."""
 
-    def __init__(self, feat: int, radius: int, channels: int) -> None:
+    def __init__(self, feat: int, radius: int, channels: int, normalize: bool = True) -> None:
         super().__init__()
         self.radius = radius
+        self.normalize = normalize
         n = (2 * radius + 1) ** 2
         d = torch.arange(-radius, radius + 1, dtype=torch.float32)
         dy, dx = torch.meshgrid(d, d, indexing="ij")
@@ -109,19 +115,31 @@ class _Decoder(nn.Module):
     def forward(self, f0, f1, flow, mask):
         f0w = backwarp(f0, flow[:, :2])
         f1w = backwarp(f1, flow[:, 2:])
-        cost = F.leaky_relu(bilateral_cost(f0w, f1w, self.radius), 0.1)
-        # soft-argmax over the window: a parameter-free symmetric displacement d
-        prob = torch.softmax(cost * torch.exp(self.log_temp) * 10.0, 1)
-        cand = torch.einsum("bkhw,kc->bchw", prob, self.disp.to(prob.dtype))
+        cost, cand = self.match(f0w, f1w)
         x = torch.cat((cost, f0w, f1w, cand, flow * 0.25, mask), 1)
         out = self.head(self.body(x))
         return out[:, :4], out[:, 4:5]
+
+    def match(self, f0w: torch.Tensor, f1w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cost volume of the (warped) features and its soft-argmax displacement (B, 2, h, w)."""
+        if self.normalize:
+            # correlation in [-1, 1] over channels, whatever the features' scale and offset
+            cost = bilateral_cost(_standardize(f0w), _standardize(f1w), self.radius) * f0w.shape[1]
+        else:  # files written before `normalize` existed (raw products: tiny on coarse levels)
+            cost = F.leaky_relu(bilateral_cost(f0w, f1w, self.radius), 0.1)
+        # soft-argmax over the window: a parameter-free symmetric displacement d
+        prob = torch.softmax(cost * torch.exp(self.log_temp) * 10.0, 1)
+        cand = torch.einsum("bkhw,kc->bchw", prob, self.disp.to(prob.dtype))
+        return cost, cand
 
 
 class CostFlow(nn.Module):
     """Synthesises the frame halfway between ``i0`` and ``i1`` (B, 3, H, W) in [0, 1].
 
     ``widths``/``decoders``/``radii`` list the pyramid levels from fine (1/2) to coarse.
+    ``normalize`` matches features centred and L2-normalised per pixel (a correlation in
+    [-1, 1], as the normalised correlation layers of optical-flow networks); ``False`` reproduces the first shipped files, whose raw
+    feature products were too small on the coarse levels for the soft-argmax to see.
     ``forward(..., scale=s)`` estimates the flows on inputs resized by ``s`` and warps
     at full size (RIFE's "scale": ``0.5`` for frames twice the training size). Any
     input size works.
@@ -137,6 +155,7 @@ class CostFlow(nn.Module):
         widths: tuple[int, ...] = (16, 32, 48, 64),
         decoders: tuple[int, ...] = (32, 48, 64, 96),
         radii: tuple[int, ...] = (2, 2, 2, 4),
+        normalize: bool = True,
     ) -> None:
         super().__init__()
         if not len(widths) == len(decoders) == len(radii):
@@ -146,7 +165,7 @@ class CostFlow(nn.Module):
             stages.append(nn.Sequential(conv(cin, w, 3, 2), conv(w, w)))
             cin = w
         self.encoder = nn.ModuleList(stages)
-        self.decoders = nn.ModuleList(_Decoder(w, r, c) for w, r, c in zip(widths, radii, decoders))
+        self.decoders = nn.ModuleList(_Decoder(w, r, c, normalize) for w, r, c in zip(widths, radii, decoders))
 
     def _pyramid(self, x: torch.Tensor) -> list[torch.Tensor]:
         feats = []

@@ -41,7 +41,7 @@ class DSFNConfig:
     spatial_args: dict[str, Any] = field(default_factory=lambda: {"channels": 32, "layers": 4})
     temporal: str = "costflow"
     temporal_args: dict[str, Any] = field(default_factory=lambda: {
-        "widths": [16, 32, 48, 64], "decoders": [32, 48, 64, 96], "radii": [2, 2, 2, 4]})
+        "widths": [16, 32, 48, 64], "decoders": [32, 48, 64, 96], "radii": [2, 2, 2, 4], "normalize": True})
     fusion_masks: int = 2
     fusion_widths: tuple[int, ...] = (16, 32, 48, 64, 96)
     #: F starts with a 2x space-to-depth (no convolution at full resolution)
@@ -56,6 +56,13 @@ class DSFNConfig:
     #: fields added after the first weights shipped, with the value that reproduces
     #: files written before them
     _LEGACY = {"fusion_unshuffle": False, "st_scale": 1.0}
+    #: the same for backbone arguments, per backbone: ``_ARGS_NOW`` is written into every
+    #: config (so stored files are explicit), ``_ARGS_LEGACY`` fills stored ones without them
+    _ARGS_NOW = {"costflow": {"normalize": True}}
+    _ARGS_LEGACY = {"costflow": {"normalize": False}}
+
+    def __post_init__(self) -> None:
+        self.temporal_args = {**self._ARGS_NOW.get(self.temporal, {}), **self.temporal_args}
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -72,6 +79,14 @@ class DSFNConfig:
         if unknown:
             raise ValueError(f"unknown architecture fields {sorted(unknown)}")
         d = {**cls._LEGACY, **d} if legacy else dict(d)
+        if legacy:
+            temporal = d.get("temporal", cls.temporal)
+            old = cls._ARGS_LEGACY.get(temporal, {})
+            if "temporal_args" in d:
+                d["temporal_args"] = {**old, **d["temporal_args"]}
+            else:  # the default backbone's arguments as they were before these keys
+                now = cls.__dataclass_fields__["temporal_args"].default_factory()
+                d["temporal_args"] = {**now, **old}
         if "fusion_widths" in d:
             d["fusion_widths"] = tuple(d["fusion_widths"])
         return cls(**d)
