@@ -122,6 +122,22 @@ def test_default_config_roundtrip_and_legacy_files():
         DSFNConfig.from_dict({**d, "colour": "blue"})
 
 
+def test_costflow_normalize_is_stored_and_old_files_keep_raw_matching():
+    # every config names it (a stored file never depends on the code's default) ...
+    assert DSFNConfig().to_dict()["temporal_args"]["normalize"] is True
+    partial = DSFNConfig(temporal_args={"widths": [8], "decoders": [8], "radii": [1]})
+    assert partial.temporal_args["normalize"] is True
+    # ... and a costflow file written before it existed loads with the raw products
+    d = DSFNConfig().to_dict()
+    d["temporal_args"] = {k: v for k, v in d["temporal_args"].items() if k != "normalize"}
+    old = DSFNConfig.from_dict(d, legacy=True)
+    assert old.temporal_args["normalize"] is False
+    assert DSFN(old).temporal.decoders[0].normalize is False
+    assert DSFNConfig.from_dict({}, legacy=True).temporal_args["normalize"] is False
+    # stored new files keep theirs
+    assert DSFNConfig.from_dict(DSFNConfig().to_dict(), legacy=True) == DSFNConfig()
+
+
 class _Recorder(nn.Module):
     """A plug-in M_T without a ``scale`` argument: the blend, recording its input sizes."""
 
