@@ -168,12 +168,16 @@ def model_factory(weights: str | None):
 
 
 def report(w: int, h: int, tile: tuple[int, int] | None, gpu: str, compute_eff: float, memory_eff: float,
-           launch_us: float, make_model, overlap: int = 64) -> list[str]:
+           launch_us: float, make_model, overlap: int | None = None) -> list[str]:
     """Markdown lines: estimated output frames/s and peak memory at w x h -> 2w x 2h.
 
     ``tile`` is (width, height) in input pixels, ``make_model()`` returns a fresh DSFN.
+    ``overlap`` defaults to the engine's ``DEFAULT_TILE_OVERLAP``.
     """
+    from vsdsfn.engine import DEFAULT_TILE_OVERLAP
     from vsdsfn.tiling import plan_tiles
+
+    overlap = DEFAULT_TILE_OVERLAP if overlap is None else overlap
 
     model = make_model()
     params = _params(model.half())
