@@ -11,8 +11,8 @@ seen before, so no cache helps); the report gives medians. Methods:
   neighbours).
 
 It also counts DSFN's FLOPs per output frame (convolutions and matrix products, traced
-by ``bench/estimate.py``) and compares the achieved FLOP rate with a measured matmul peak of the
-device. Writes ``bench/RESULTS.md``.
+by ``bench/estimate.py``) and compares the achieved FLOP rate with a measured matmul peak
+of the device. Writes ``bench/RESULTS.md``.
 
     python bench/benchmark.py                      # CPU sizes; adds 1080p->4K on CUDA
     python bench/benchmark.py --sizes 480x270 --frames 4 --runs 3 --out /tmp/r.md
@@ -234,10 +234,10 @@ def main(argv=None) -> None:
             cmb = f"{r['cuda_mb']:.0f}" if "cuda_mb" in r else ""
             lines.append(f"| {label} | {m} | {fps:.3f} | {med / r['frames']:.3f} | {r['rss_mb']:.0f} | {cmb} | {ratio} | {fl} | {util} |")
     lines += ["", "FLOPs count convolutions and matrix products (a meta-device trace, bench/estimate.py; "
-              "the same count as torch.utils.flop_counter); warping, resizing and activations are not counted. Speed ratios are output "
-              "frames/s of the method divided by DSFN's on the same input size.", ""]
+              "the same count as torch.utils.flop_counter); warping, resizing and activations are not "
+              "counted. Speed ratios are output frames/s of the method divided by DSFN's on the same "
+              "input size.", ""]
     if not cuda and not args.no_estimate:
-
         lines += ["## CUDA: estimate (no GPU on this machine)", "",
                   "`python bench/estimate.py --size 1920x1080 --tile 960x544 --gpu h100-sxm` "
                   "(see its docstring for the model):", ""]

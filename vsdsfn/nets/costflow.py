@@ -138,8 +138,9 @@ class CostFlow(nn.Module):
 
     ``widths``/``decoders``/``radii`` list the pyramid levels from fine (1/2) to coarse.
     ``normalize`` matches features centred and L2-normalised per pixel (a correlation in
-    [-1, 1], as the normalised correlation layers of optical-flow networks); ``False`` reproduces the first shipped files, whose raw
-    feature products were too small on the coarse levels for the soft-argmax to see.
+    [-1, 1], as the normalised correlation layers of optical-flow networks); ``False``
+    reproduces the first shipped files, whose raw feature products were too small on the
+    coarse levels for the soft-argmax to see.
     ``forward(..., scale=s)`` estimates the flows on inputs resized by ``s`` and warps
     at full size (RIFE's "scale": ``0.5`` for frames twice the training size). Any
     input size works.

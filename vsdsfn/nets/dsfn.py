@@ -41,7 +41,7 @@ class DSFNConfig:
     spatial_args: dict[str, Any] = field(default_factory=lambda: {"channels": 32, "layers": 4})
     temporal: str = "costflow"
     temporal_args: dict[str, Any] = field(default_factory=lambda: {
-        "widths": [16, 32, 48, 64], "decoders": [32, 48, 64, 96], "radii": [2, 2, 2, 4], "normalize": True})
+        "widths": [16, 32, 48, 64], "decoders": [32, 48, 64, 96], "radii": [2, 2, 2, 4]})
     fusion_masks: int = 2
     fusion_widths: tuple[int, ...] = (16, 32, 48, 64, 96)
     #: F starts with a 2x space-to-depth (no convolution at full resolution)
@@ -80,13 +80,9 @@ class DSFNConfig:
             raise ValueError(f"unknown architecture fields {sorted(unknown)}")
         d = {**cls._LEGACY, **d} if legacy else dict(d)
         if legacy:
-            temporal = d.get("temporal", cls.temporal)
-            old = cls._ARGS_LEGACY.get(temporal, {})
-            if "temporal_args" in d:
-                d["temporal_args"] = {**old, **d["temporal_args"]}
-            else:  # the default backbone's arguments as they were before these keys
-                now = cls.__dataclass_fields__["temporal_args"].default_factory()
-                d["temporal_args"] = {**now, **old}
+            old = cls._ARGS_LEGACY.get(d.get("temporal", cls.temporal), {})
+            args = d.get("temporal_args", cls.__dataclass_fields__["temporal_args"].default_factory())
+            d["temporal_args"] = {**old, **args}
         if "fusion_widths" in d:
             d["fusion_widths"] = tuple(d["fusion_widths"])
         return cls(**d)
