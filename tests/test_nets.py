@@ -106,6 +106,43 @@ def test_fusion_unshuffle_masks_are_per_pixel():
     torch.testing.assert_close(fused, m[:, :1] * st + m[:, 1:] * ts)
 
 
+def test_fusion_split_logits_are_common_plus_difference():
+    f = FusionUNet(widths=(4, 4, 4), split=True)
+    st, ts = torch.rand(2, 1, 3, 16, 16)
+    fused, m = f(st, ts)                        # zero-initialised head: both masks 0.5
+    torch.testing.assert_close(m, torch.full_like(m, 0.5))
+    with torch.no_grad():
+        f.head.bias.copy_(torch.tensor([0.5, 1.0]))     # c = 0.5, d = 1
+    fused, m = f(st, ts)
+    torch.testing.assert_close(m[:, 0], torch.full_like(m[:, 0], torch.sigmoid(torch.tensor(1.5)).item()))
+    torch.testing.assert_close(m[:, 1], torch.full_like(m[:, 1], torch.sigmoid(torch.tensor(-0.5)).item()))
+    torch.testing.assert_close(fused, m[:, :1] * st + m[:, 1:] * ts)
+    with pytest.raises(ValueError, match="split needs masks=2"):
+        FusionUNet(widths=(4, 4, 4), masks=1, split=True)
+    assert DSFN(DSFNConfig(fusion_split=True, fusion_widths=(4, 4, 4, 4, 4))).fusion.split
+
+
+def test_fusion_split_learns_to_prefer_the_better_stream():
+    """Two streams with a large shared error and different own noise: F moves its masks
+    towards the better stream (L1 on the fused frame, as stage 2)."""
+    torch.manual_seed(0)
+    f = FusionUNet(widths=(4, 4, 4), split=True)
+    opt = torch.optim.Adam(f.parameters(), lr=1e-2)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(60):
+        gt = torch.rand(4, 3, 16, 16, generator=g)
+        common = 0.1 * torch.randn(4, 1, 16, 16, generator=g)
+        st = gt + common + 0.01 * torch.randn(4, 3, 16, 16, generator=g)
+        ts = gt + common + 0.05 * torch.randn(4, 3, 16, 16, generator=g)
+        fused, m = f(st, ts)
+        loss = F.l1_loss(fused, gt)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    m_st, m_ts = m.detach().mean((0, 2, 3)).tolist()
+    assert m_st > 0.75 and m_ts < 0.25
+
+
 def test_default_config_roundtrip_and_legacy_files():
     d = DSFNConfig().to_dict()
     assert DSFNConfig.from_dict(d) == DSFNConfig()

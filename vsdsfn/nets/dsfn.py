@@ -46,6 +46,8 @@ class DSFNConfig:
     fusion_widths: tuple[int, ...] = (16, 32, 48, 64, 96)
     #: F starts with a 2x space-to-depth (no convolution at full resolution)
     fusion_unshuffle: bool = True
+    #: F's two mask logits predicted as common + difference (``FusionUNet(split=True)``)
+    fusion_split: bool = False
     refine_channels: int = 24
     refine_blocks: int = 3
     #: M_T in the S->T stream estimates its flows on the high-res frames resized by this
@@ -117,7 +119,8 @@ class DSFN(nn.Module):
             raise ValueError(f"unknown temporal backbone {config.temporal!r}; known: {sorted(TEMPORAL)}")
         self.spatial = SPATIAL[config.spatial](**config.spatial_args)
         self.temporal = TEMPORAL[config.temporal](**config.temporal_args)
-        self.fusion = FusionUNet(tuple(config.fusion_widths), config.fusion_masks, config.fusion_unshuffle)
+        self.fusion = FusionUNet(tuple(config.fusion_widths), config.fusion_masks, config.fusion_unshuffle,
+                                 config.fusion_split)
         #: low-res frame sizes must be multiples of this (F's strided stages at high res)
         self.multiple = max(1, self.fusion.multiple // 2)
         self.refine = Refine(config.refine_channels, config.refine_blocks)

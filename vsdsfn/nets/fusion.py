@@ -25,6 +25,12 @@ class FusionUNet(nn.Module):
     resolution (4x cheaper at the top, masks still per pixel). Input sizes must be
     multiples of ``2 ** (len(widths) - 1 + unshuffle)``.
 
+    ``split=True`` (two masks only) has the head predict a common logit ``c`` and a
+    difference ``d`` and uses the logits ``(c + d, c - d)``: the same two independent
+    sigmoid masks, re-parameterised so that the optimiser moves "how much of both" and
+    "which stream" separately. With two nearly equal streams the plain logits both get
+    the same (common-mode) gradient and F stays at 0.5/0.5; split ones leave it.
+
     >>> f = FusionUNet(widths=(4, 4, 4, 4, 4, 4))
     >>> st, ts = torch.rand(2, 1, 3, 32, 64)
     >>> fused, masks = f(st, ts)
@@ -35,14 +41,18 @@ class FusionUNet(nn.Module):
     """
 
     def __init__(
-        self, widths: tuple[int, ...] = (16, 32, 48, 64, 96, 128), masks: int = 2, unshuffle: bool = False
+        self, widths: tuple[int, ...] = (16, 32, 48, 64, 96, 128), masks: int = 2, unshuffle: bool = False,
+        split: bool = False,
     ) -> None:
         super().__init__()
         if len(widths) < 2:
             raise ValueError("FusionUNet: widths needs the top level and at least one stage")
         if masks not in (1, 2):
             raise ValueError("FusionUNet: masks must be 1 or 2")
+        if split and masks != 2:
+            raise ValueError("FusionUNet: split needs masks=2")
         self.masks = masks
+        self.split = bool(split)
         self.unshuffle = bool(unshuffle)
         self.multiple = 2 ** (len(widths) - 1 + self.unshuffle)
         f = 4 if self.unshuffle else 1
@@ -72,6 +82,9 @@ class FusionUNet(nn.Module):
         logits = self.head(x)
         if self.unshuffle:
             logits = F.pixel_shuffle(logits, 2)
+        if self.split:
+            c, d = logits[:, :1], logits[:, 1:]
+            logits = torch.cat((c + d, c - d), 1)
         if self.masks == 2:
             m = torch.sigmoid(logits)
         else:
