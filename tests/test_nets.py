@@ -143,6 +143,22 @@ def test_fusion_split_learns_to_prefer_the_better_stream():
     assert m_st > 0.75 and m_ts < 0.25
 
 
+def test_fusion_context_inputs():
+    f = FusionUNet(widths=(4, 4, 4), split=True, context=True)
+    assert f.inc[0].in_channels == 13 * 1
+    st, ts, h0, h1 = torch.rand(4, 1, 3, 16, 16)
+    with pytest.raises(ValueError, match="context=True needs hr0 and hr1"):
+        f(st, ts)
+    with torch.no_grad():
+        f.head.weight.normal_()
+    a = f(st, ts, h0, h1)[1]
+    assert not torch.allclose(a, f(st, ts, h0, torch.zeros_like(h1))[1])   # the masks see hr1
+    net = DSFN(DSFNConfig(fusion_split=True, fusion_context=True, fusion_widths=(4, 4, 4, 4, 4),
+                          spatial_args={"channels": 4, "layers": 1},
+                          temporal_args={"widths": [4], "decoders": [4], "radii": [1]}, refine_channels=4))
+    assert net.fusion.context and net(st[..., :8, :8], ts[..., :8, :8])["refined"].shape == st.shape
+
+
 def test_default_config_roundtrip_and_legacy_files():
     d = DSFNConfig().to_dict()
     assert DSFNConfig.from_dict(d) == DSFNConfig()

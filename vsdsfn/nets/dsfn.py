@@ -48,6 +48,8 @@ class DSFNConfig:
     fusion_unshuffle: bool = True
     #: F's two mask logits predicted as common + difference (``FusionUNet(split=True)``)
     fusion_split: bool = False
+    #: F also sees M_S(L-), M_S(L+) and |S->T - T->S| (``FusionUNet(context=True)``)
+    fusion_context: bool = False
     refine_channels: int = 24
     refine_blocks: int = 3
     #: M_T in the S->T stream estimates its flows on the high-res frames resized by this
@@ -120,7 +122,7 @@ class DSFN(nn.Module):
         self.spatial = SPATIAL[config.spatial](**config.spatial_args)
         self.temporal = TEMPORAL[config.temporal](**config.temporal_args)
         self.fusion = FusionUNet(tuple(config.fusion_widths), config.fusion_masks, config.fusion_unshuffle,
-                                 config.fusion_split)
+                                 config.fusion_split, config.fusion_context)
         #: low-res frame sizes must be multiples of this (F's strided stages at high res)
         self.multiple = max(1, self.fusion.multiple // 2)
         self.refine = Refine(config.refine_channels, config.refine_blocks)
@@ -146,7 +148,7 @@ class DSFN(nn.Module):
         else:
             st = self.temporal(hr0, hr1)
         ts = self.spatial(lt)
-        fused, masks = self.fusion(st, ts)
+        fused, masks = self.fusion(st, ts, hr0, hr1)
         refined = fused + self.refine(fused)
         return {
             "hr0": hr0, "hr1": hr1, "lt": lt, "st": st, "ts": ts,

@@ -31,6 +31,11 @@ class FusionUNet(nn.Module):
     "which stream" separately. With two nearly equal streams the plain logits both get
     the same (common-mode) gradient and F stays at 0.5/0.5; split ones leave it.
 
+    ``context=True`` also feeds F the neighbours' high-res frames M_S(L-), M_S(L+) and
+    the streams' disagreement ``|st - ts|`` (mean over RGB): where the streams differ
+    and which of them resembles its neighbours is what tells F which one to trust.
+    ``forward`` then needs ``hr0``/``hr1``.
+
     >>> f = FusionUNet(widths=(4, 4, 4, 4, 4, 4))
     >>> st, ts = torch.rand(2, 1, 3, 32, 64)
     >>> fused, masks = f(st, ts)
@@ -38,11 +43,14 @@ class FusionUNet(nn.Module):
     (torch.Size([1, 3, 32, 64]), torch.Size([1, 2, 32, 64]))
     >>> FusionUNet(widths=(4, 4, 4, 4, 4), unshuffle=True)(st, ts)[1].shape
     torch.Size([1, 2, 32, 64])
+    >>> ctx = FusionUNet(widths=(4, 4, 4, 4, 4), unshuffle=True, split=True, context=True)
+    >>> ctx(st, ts, hr0=st, hr1=ts)[1].shape
+    torch.Size([1, 2, 32, 64])
     """
 
     def __init__(
         self, widths: tuple[int, ...] = (16, 32, 48, 64, 96, 128), masks: int = 2, unshuffle: bool = False,
-        split: bool = False,
+        split: bool = False, context: bool = False,
     ) -> None:
         super().__init__()
         if len(widths) < 2:
@@ -53,11 +61,12 @@ class FusionUNet(nn.Module):
             raise ValueError("FusionUNet: split needs masks=2")
         self.masks = masks
         self.split = bool(split)
+        self.context = bool(context)
         self.unshuffle = bool(unshuffle)
         self.multiple = 2 ** (len(widths) - 1 + self.unshuffle)
         f = 4 if self.unshuffle else 1
         n = len(widths) - 1
-        self.inc = conv(6 * f, widths[0])
+        self.inc = conv((13 if self.context else 6) * f, widths[0])
         self.downs = nn.ModuleList(
             nn.Sequential(conv(widths[i], widths[i + 1], 3, 2), conv(widths[i + 1], widths[i + 1]))
             for i in range(n)
@@ -67,8 +76,15 @@ class FusionUNet(nn.Module):
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
-    def forward(self, st: torch.Tensor, ts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = torch.cat((st, ts), 1)
+    def forward(
+        self, st: torch.Tensor, ts: torch.Tensor, hr0: torch.Tensor | None = None, hr1: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.context:
+            if hr0 is None or hr1 is None:
+                raise ValueError("FusionUNet: context=True needs hr0 and hr1")
+            x = torch.cat((st, ts, hr0, hr1, (st - ts).abs().mean(1, keepdim=True)), 1)
+        else:
+            x = torch.cat((st, ts), 1)
         if self.unshuffle:
             x = F.pixel_unshuffle(x, 2)
         x = self.inc(x)
