@@ -55,6 +55,25 @@ def test_bad_arguments(net):
         Engine(object(), device="cpu")
 
 
+def test_st_scale_override(net):
+    a, b = (chw(n, w=32, h=32).transpose(1, 2, 0).copy() for n in (0, 2))   # 32x32 HWC frames
+    own = Engine(net, device="cpu").interpolate([(a, b)], output="st")[0]
+    assert Engine(net, device="cpu").st_scale == net.config.st_scale
+    same = Engine(net, device="cpu", st_scale=net.config.st_scale).interpolate([(a, b)], output="st")[0]
+    np.testing.assert_array_equal(own, same)
+    other = 0.25 if net.config.st_scale != 0.25 else 1.0
+    eng = Engine(net, device="cpu", st_scale=other)
+    got = eng.interpolate([(a, b)], output="st")[0]
+    with torch.no_grad():
+        l0, l1 = (torch.from_numpy(x).permute(2, 0, 1)[None] for x in (a, b))
+        want = net(l0, l1, st_scale=other)["st"][0].permute(1, 2, 0).clamp(0, 1).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert np.abs(got - own).max() > 1e-3                 # the override reaches the S->T stream
+    for bad in (0, -0.5, 1.5, True, "0.5"):
+        with pytest.raises(ValueError, match="st_scale must be None"):
+            Engine(net, device="cpu", st_scale=bad)
+
+
 def test_fp16_on_cpu_falls_back_to_fp32(net, caplog):
     with caplog.at_level(logging.WARNING, logger="vsdsfn"):
         eng = Engine(net, device="cpu", fp16=True)

@@ -163,6 +163,8 @@ def test_option_errors(tiny_weights):
         upscale(clip, weights=tiny_weights, device="gpu")
     with pytest.raises(vs.Error, match="num_threads"):
         upscale(clip, weights=tiny_weights, num_threads=0)
+    with pytest.raises(vs.Error, match=r"upscale: st_scale must be None .* e.g. st_scale=0.5"):
+        upscale(clip, weights=tiny_weights, st_scale=2)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="machine has CUDA")

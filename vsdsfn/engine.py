@@ -15,6 +15,7 @@ This module does not import VapourSynth; it takes and returns numpy frames (RGB 
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import os
@@ -177,6 +178,9 @@ class Engine:
     ``channels_last``: NHWC memory format (``None``: on for CUDA, off on CPU).
     ``compile``: run the networks through ``torch.compile`` (compiled on first use; if
     compiling fails, a warning is logged and the engine continues uncompiled).
+    ``st_scale``: ``None`` (the weights file's) or a factor in (0, 1] at which the S->T
+    stream's M_T estimates its flows on the high-res frames (smaller is faster; see
+    :attr:`DSFNConfig.st_scale`).
 
     Inputs may have any size (they are replicate-padded to :attr:`DSFN.multiple` and the
     output cropped back); NaN becomes 0, +Inf 1, -Inf 0, and inputs and outputs are
@@ -200,6 +204,7 @@ class Engine:
         oom_fallback: bool = True,
         channels_last: bool | None = None,
         compile: bool = False,
+        st_scale: float | None = None,
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, not {batch_size!r}")
@@ -218,6 +223,10 @@ class Engine:
         for name, flag in (("channels_last", channels_last), ("compile", compile), ("oom_fallback", oom_fallback)):
             if flag is not None and not isinstance(flag, bool):
                 raise ValueError(f"{name} must be True or False, not {flag!r}")
+        if st_scale is not None and (isinstance(st_scale, bool) or not isinstance(st_scale, (int, float))
+                                     or not 0 < st_scale <= 1):
+            raise ValueError(f"st_scale must be None (the weights file's) or a number in (0, 1], not {st_scale!r}; "
+                             "e.g. st_scale=0.5")
         self.out_dtype = np.dtype(out_dtype)
         if self.out_dtype not in (np.float32, np.float16):
             raise ValueError(f"out_dtype must be float32 or float16, not {self.out_dtype}")
@@ -226,6 +235,11 @@ class Engine:
         if not isinstance(model, DSFN):
             raise ValueError(f"model must be a DSFN, a weights path or None, not {type(model).__name__}")
         self.multiple = model.multiple
+        if st_scale is not None and "scale" not in inspect.signature(model.temporal.forward).parameters:
+            raise ValueError(f"st_scale: the temporal backbone {model.config.temporal!r} takes no scale; "
+                             "leave st_scale=None")
+        #: scale of the S->T stream's flow estimation (the file's unless overridden)
+        self.st_scale = float(model.config.st_scale if st_scale is None else st_scale)
         if self.tile is not None:
             aligned(self.tile, tile_overlap, self.multiple)  # validates
         if num_threads is not None:
@@ -350,7 +364,7 @@ class Engine:
         self.compile = False
         self._compiled.clear()
 
-    def _call(self, which: str, *args: torch.Tensor):
+    def _call(self, which: str, *args: torch.Tensor, **kwargs):
         """Run ``"spatial"`` (M_S) or ``"pair"`` (the whole DSFN), compiled when asked."""
         eager = self.model.spatial if which == "spatial" else self.model
         fn = eager
@@ -363,14 +377,14 @@ class Engine:
                     self._compile_failed(exc)
                     fn = eager
         if fn is eager:
-            return eager(*args)
+            return eager(*args, **kwargs)
         try:
-            return fn(*args)
+            return fn(*args, **kwargs)
         except Exception as exc:
             if _is_oom(exc):
                 raise
             self._compile_failed(exc)
-        return eager(*args)
+        return eager(*args, **kwargs)
 
     def _layout(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=self._fmt)
@@ -397,7 +411,8 @@ class Engine:
         return out
 
     def _pair_forward(self, l0, l1, h0, h1, output: str) -> torch.Tensor:
-        out = self._call("pair", self._layout(l0), self._layout(l1), self._layout(h0), self._layout(h1))
+        out = self._call("pair", self._layout(l0), self._layout(l1), self._layout(h0), self._layout(h1),
+                         st_scale=self.st_scale)
         y = out[output]
         if output == "masks":
             y = torch.cat((y, torch.zeros_like(y[:, :1])), 1)

@@ -38,7 +38,7 @@ if not log.handlers:  # stderr only: stdout may carry video (vspipe)
 
 #: upscale's options (besides the clip)
 OPTIONS = ("weights", "device", "fp16", "batch_size", "scene_detect", "scene_threshold",
-           "debug", "num_threads", "cache_size", "tile", "tile_overlap", "channels_last", "compile")
+           "debug", "num_threads", "cache_size", "tile", "tile_overlap", "channels_last", "compile", "st_scale")
 
 _PROP_INTERP = "DSFNInterpolated"
 _PROP_SCORE = "DSFNSceneScore"
@@ -203,6 +203,7 @@ def upscale(
     tile_overlap: int = DEFAULT_TILE_OVERLAP,
     channels_last: bool | None = None,
     compile: bool = False,
+    st_scale: float | None = None,
     **unknown,
 ) -> vs.VideoNode:
     """Double the frame rate, width and height of an RGBS/RGBH clip with DSFN.
@@ -225,6 +226,8 @@ def upscale(
         automatically, with smaller batches first, when memory runs out).
     tile_overlap: context in input pixels kept around the used part of each tile.
     channels_last: NHWC memory format (None: on for CUDA). compile: use torch.compile.
+    st_scale: None (the weights file's) or a factor in (0, 1]: the S->T stream estimates
+        its flows on the high-res frames resized by it; smaller is faster.
     """
     if unknown:
         names = sorted(unknown)
@@ -261,7 +264,7 @@ def upscale(
         engine = Engine(model, device=dev, fp16=fp16, batch_size=batch_size, layout="chw",
                         out_dtype=np.float16 if is_half else np.float32, num_threads=num_threads,
                         cache_size=2 * batch_size + 4, tile=tile, tile_overlap=tile_overlap,
-                        channels_last=channels_last, compile=compile)
+                        channels_last=channels_last, compile=compile, st_scale=st_scale)
     except ValueError as exc:
         raise _err(f"{exc}") from None
     log.info("DSFN on %s (%s), batch %d, %dx%d -> %dx%d, %d -> %d frames", engine.device,

@@ -133,18 +133,22 @@ class DSFN(nn.Module):
         l1: torch.Tensor,
         hr0: torch.Tensor | None = None,
         hr1: torch.Tensor | None = None,
+        st_scale: float | None = None,
     ) -> dict[str, torch.Tensor]:
         """Run both streams, fusion and refinement.
 
         ``hr0``/``hr1`` may pass M_S(l0)/M_S(l1) computed earlier (the engine computes
         M_S once per source frame and reuses it for both neighbouring pairs).
+        ``st_scale`` overrides :attr:`DSFNConfig.st_scale` for this call (a speed/quality
+        trade-off at inference: F and R were trained on streams made with the stored one).
         """
         if hr0 is None or hr1 is None:
             hr = self.spatial(torch.cat((l0, l1), 0))
             hr0, hr1 = hr.chunk(2, 0)
         lt = self.temporal(l0, l1)
-        if self.config.st_scale != 1.0:
-            st = self.temporal(hr0, hr1, scale=self.config.st_scale)
+        scale = self.config.st_scale if st_scale is None else st_scale
+        if scale != 1.0:
+            st = self.temporal(hr0, hr1, scale=scale)
         else:
             st = self.temporal(hr0, hr1)
         ts = self.spatial(lt)
