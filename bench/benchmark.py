@@ -70,7 +70,8 @@ def _pipeline(method: str, clip, args):
         import vsdsfn
 
         return vsdsfn.upscale(clip, device=args.device, batch_size=args.batch_size,
-                              num_threads=args.threads or None, fp16=args.fp16 or None)
+                              num_threads=args.threads or None, fp16=args.fp16 or None,
+                              st_scale=args.st_scale)
     if method == "blend":
         up = core.resize.Bicubic(clip, w, h)
         mid = core.std.Merge(up, up[1:] + up[-1], 0.5)
@@ -151,6 +152,8 @@ def run_worker(method: str, size: str, args) -> dict:
            "--threads", str(args.threads), "--vs-threads", str(args.vs_threads)]
     if args.fp16:
         cmd.append("--fp16")
+    if args.st_scale is not None:
+        cmd += ["--st-scale", str(args.st_scale)]
     print(f"bench: {method} {size} ...", file=sys.stderr, flush=True)
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode:
@@ -170,6 +173,7 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--vs-threads", type=int, default=0, help="core.num_threads (0: VapourSynth's default)")
     ap.add_argument("--fp16", action="store_true", help="RGBH input (fp16 on CUDA)")
+    ap.add_argument("--st-scale", type=float, help="upscale(st_scale=...) for dsfn (default: the weights file's)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "RESULTS.md"))
     ap.add_argument("--no-estimate", action="store_true",
                     help="without a GPU, skip the profile-based CUDA estimate (bench/estimate.py)")

@@ -472,6 +472,8 @@ def main(argv: list[str] | None = None) -> int:
     src.add_argument("--data-root", help="folder the config's data paths are relative to")
     ap.add_argument("--weights", help="two-mask (default) model, .safetensors (default: the shipped weights)")
     ap.add_argument("--one-mask-weights", help="a fusion_masks=1 model for the 'F one-mask' row (ablation)")
+    ap.add_argument("--st-scale", type=float,
+                    help="override the models' st_scale (S->T flow scale, as upscale(st_scale=...))")
     ap.add_argument("--no-model", action="store_true", help="baselines only")
     ap.add_argument("--max", type=int, help="at most N triplets, evenly spaced")
     ap.add_argument("--stride", type=int, default=1, help="triplets (i, i+s, i+2s)")
@@ -520,6 +522,12 @@ def main(argv: list[str] | None = None) -> int:
                                  "model as --weights, or drop --one-mask-weights")
     except WeightsError as exc:
         raise SystemExit(f"evaluate: {exc}") from None
+    if args.st_scale is not None:
+        if not 0 < args.st_scale <= 1:
+            ap.error("--st-scale must be in (0, 1]")
+        for m in (model, one):
+            if m is not None:
+                m.config.st_scale = args.st_scale
     res = evaluate(triplets, model, one, mvtools=not args.no_mvtools, panels=args.panels,
                    progress=not args.quiet)
     if not res.names:
