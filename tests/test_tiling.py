@@ -140,14 +140,14 @@ def _oom_above(model, max_numel: int, kind: str = "cuda"):
     real = model.forward
     calls = []
 
-    def forward(l0, l1, hr0=None, hr1=None):
+    def forward(l0, l1, hr0=None, hr1=None, **kw):
         calls.append(tuple(l0.shape))
         if l0.numel() > max_numel:
             if kind == "cuda":
                 raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
             raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: "
                                "can't allocate memory: you tried to allocate 123456789 bytes.")
-        return real(l0, l1, hr0, hr1)
+        return real(l0, l1, hr0, hr1, **kw)
 
     model.forward = forward
     return calls

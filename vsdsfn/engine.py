@@ -234,12 +234,12 @@ class Engine:
             model = load_model(model)
         if not isinstance(model, DSFN):
             raise ValueError(f"model must be a DSFN, a weights path or None, not {type(model).__name__}")
-        self.multiple = model.multiple
         if st_scale is not None and "scale" not in inspect.signature(model.temporal.forward).parameters:
             raise ValueError(f"st_scale: the temporal backbone {model.config.temporal!r} takes no scale; "
                              "leave st_scale=None")
         #: scale of the S->T stream's flow estimation (the file's unless overridden)
         self.st_scale = float(model.config.st_scale if st_scale is None else st_scale)
+        self.multiple = model.multiple_for(self.st_scale)
         if self.tile is not None:
             aligned(self.tile, tile_overlap, self.multiple)  # validates
         if num_threads is not None:

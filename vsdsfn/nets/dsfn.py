@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from fractions import Fraction
 from typing import Any, Callable
 
 import torch
@@ -123,9 +124,27 @@ class DSFN(nn.Module):
         self.temporal = TEMPORAL[config.temporal](**config.temporal_args)
         self.fusion = FusionUNet(tuple(config.fusion_widths), config.fusion_masks, config.fusion_unshuffle,
                                  config.fusion_split, config.fusion_context)
-        #: low-res frame sizes must be multiples of this (F's strided stages at high res)
-        self.multiple = max(1, self.fusion.multiple // 2)
+        #: low-res frame sizes must be multiples of this (F's strided stages at high res,
+        #: and the S->T stream's resized frames on the same grid; see :meth:`multiple_for`)
+        self.multiple = self.multiple_for(config.st_scale)
         self.refine = Refine(config.refine_channels, config.refine_blocks)
+
+    def multiple_for(self, st_scale: float) -> int:
+        """Low-res size multiple for a given ``st_scale``: a multiple ``m`` of F's (half
+        of its high-res multiple) for which the S->T stream's resized high-res size
+        ``2 * m * st_scale`` is again a multiple of F's, so that tiles (whose origins are
+        multiples of ``m``) land on the same pyramid grid as the whole frame.
+
+        >>> net = DSFN(DSFNConfig(fusion_widths=(4, 4, 4, 4, 4)))
+        >>> [net.multiple_for(s) for s in (0.5, 0.75, 1.0)]
+        [16, 32, 16]
+        """
+        base = max(1, self.fusion.multiple // 2)
+        s = Fraction(st_scale).limit_denominator(64)
+        for k in range(1, 65):
+            if (2 * k * base * s) % base == 0:
+                return k * base
+        return base
 
     def forward(
         self,
