@@ -68,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--tile", type=_tile_arg, metavar="N|WxH",
                    help="run the network on tiles of at most N (or W x H) input pixels to bound memory")
     g.add_argument("--tile-overlap", type=int, default=None, metavar="N",
-                   help="context pixels around each tile's used part (default: vsdsfn's default, 64)")
+                   help="context pixels around each tile's used part (default: upscale's tile_overlap default)")
     g.add_argument("--compile", action="store_true", help="use torch.compile (falls back if it fails)")
     g.add_argument("--st-scale", type=float, default=None, metavar="S",
                    help="S->T stream's flow scale in (0, 1] (default: the weights file's; smaller is faster)")
