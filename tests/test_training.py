@@ -550,3 +550,16 @@ def test_distributed_training_two_processes(data, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     ck = tr.load_checkpoint(out / "last.pt")
     assert ck["step"] == 2 and [int(r["step"]) for r in read_log(out)] == [1, 2]
+
+
+def test_evaluate_st_scale_override_reaches_only_the_st_stream():
+    from conftest import tiny_model
+
+    net = tiny_model()
+    l0, l1 = torch.rand(2, 1, 3, 20, 28)
+    with torch.no_grad():
+        own = ev.run_model(net, l0, l1)
+        other = ev.run_model(net, l0, l1, st_scale=0.25 if net.config.st_scale != 0.25 else 1.0)
+    assert own["st"].shape == other["st"].shape == (1, 3, 40, 56)
+    torch.testing.assert_close(own["ts"], other["ts"])
+    assert (own["st"] - other["st"]).abs().max() > 1e-4

@@ -225,16 +225,17 @@ def select(triplets: list[Triplet], max_n: int | None) -> list[Triplet]:
 
 
 # ----------------------------------------------------------------------------- methods
-def run_model(model, l0: torch.Tensor, l1: torch.Tensor) -> dict[str, torch.Tensor]:
+def run_model(model, l0: torch.Tensor, l1: torch.Tensor, st_scale: float | None = None) -> dict[str, torch.Tensor]:
     """All DSFN outputs for (1, 3, h, w) low-res frames of any size: replicate-padded to
-    ``model.multiple``, high-res outputs cropped back to (2h, 2w)."""
+    ``model.multiple_for(st_scale)``, high-res outputs cropped back to (2h, 2w).
+    ``st_scale``: ``None`` (the model's) or an override, as ``upscale(st_scale=...)``."""
     h, w = l0.shape[-2:]
-    m = model.multiple
+    m = model.multiple_for(model.config.st_scale if st_scale is None else st_scale)
     ph, pw = -h % m, -w % m
     if ph or pw:
         l0 = F.pad(l0, (0, pw, 0, ph), mode="replicate")
         l1 = F.pad(l1, (0, pw, 0, ph), mode="replicate")
-    out = model(l0, l1)
+    out = model(l0, l1, st_scale=st_scale)
     return {k: (v[..., : 2 * h, : 2 * w] if k != "lt" else v[..., :h, :w]) for k, v in out.items()}
 
 
@@ -285,8 +286,10 @@ class Result:
 
 
 def evaluate(triplets: Sequence[Triplet], model=None, one_mask_model=None, mvtools: bool = True,
-             panels: str | os.PathLike | None = None, progress: bool = True) -> Result:
-    """Score every method on every triplet (one triplet at a time, CPU-friendly)."""
+             panels: str | os.PathLike | None = None, progress: bool = True,
+             st_scale: float | None = None) -> Result:
+    """Score every method on every triplet (one triplet at a time, CPU-friendly);
+    ``st_scale`` overrides the models' (see :func:`run_model`)."""
     res = Result()
     mv_reason = None if mvtools else "skipped (--no-mvtools)"
     if mv_reason is None:
@@ -326,13 +329,13 @@ def evaluate(triplets: Sequence[Triplet], model=None, one_mask_model=None, mvtoo
         with torch.inference_mode():
             out = None
             if model is not None:
-                out = run_model(model, l0, l2)
+                out = run_model(model, l0, l2, st_scale)
                 res.add(ST, g, out["st"], h1)
                 res.add(TS, g, out["ts"], h1)
                 res.add(F1 if model.config.fusion_masks == 1 else F2, g, out["fused"], h1)
                 line.append(f"R {res.add(R, g, out['refined'], h1)[0]:.2f}")
             if one_mask_model is not None:
-                out1 = run_model(one_mask_model, l0, l2)
+                out1 = run_model(one_mask_model, l0, l2, st_scale)
                 res.add(F1, g, out1["fused"], h1)
                 res.add(R1, g, out1["refined"], h1)
             up = lambda x: F.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False).clamp(0, 1)  # noqa: E731
@@ -522,14 +525,10 @@ def main(argv: list[str] | None = None) -> int:
                                  "model as --weights, or drop --one-mask-weights")
     except WeightsError as exc:
         raise SystemExit(f"evaluate: {exc}") from None
-    if args.st_scale is not None:
-        if not 0 < args.st_scale <= 1:
-            ap.error("--st-scale must be in (0, 1]")
-        for m in (model, one):
-            if m is not None:
-                m.config.st_scale = args.st_scale
+    if args.st_scale is not None and not 0 < args.st_scale <= 1:
+        ap.error("--st-scale must be in (0, 1]")
     res = evaluate(triplets, model, one, mvtools=not args.no_mvtools, panels=args.panels,
-                   progress=not args.quiet)
+                   progress=not args.quiet, st_scale=args.st_scale)
     if not res.names:
         raise SystemExit("evaluate: no triplet could be read")
     command = "python -m training.evaluate " + shlex.join(argv)
