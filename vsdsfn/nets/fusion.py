@@ -66,7 +66,8 @@ class FusionUNet(nn.Module):
         self.multiple = 2 ** (len(widths) - 1 + self.unshuffle)
         f = 4 if self.unshuffle else 1
         n = len(widths) - 1
-        self.inc = conv((13 if self.context else 6) * f, widths[0])
+        cin = 6 + (3 + 3 + 1 if self.context else 0)     # st, ts (+ hr0, hr1, |st - ts|)
+        self.inc = conv(cin * f, widths[0])
         self.downs = nn.ModuleList(
             nn.Sequential(conv(widths[i], widths[i + 1], 3, 2), conv(widths[i + 1], widths[i + 1]))
             for i in range(n)
