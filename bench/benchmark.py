@@ -71,7 +71,7 @@ def _pipeline(method: str, clip, args):
 
         return vsdsfn.upscale(clip, device=args.device, batch_size=args.batch_size,
                               num_threads=args.threads or None, fp16=args.fp16 or None,
-                              st_scale=args.st_scale)
+                              st_scale=args.st_scale, channels_last=_flag(args.channels_last))
     if method == "blend":
         up = core.resize.Bicubic(clip, w, h)
         mid = core.std.Merge(up, up[1:] + up[-1], 0.5)
@@ -84,6 +84,10 @@ def _pipeline(method: str, clip, args):
         out = core.mv.FlowFPS(up, sup, bv, fv, num=clip.fps_num * 2, den=clip.fps_den)
         return core.resize.Spline36(out, format=vs.RGBS, matrix_in_s="709")
     raise ValueError(method)
+
+
+def _flag(value: str) -> bool | None:
+    return {"auto": None, "on": True, "off": False}[value]
 
 
 def worker(args) -> dict:
@@ -154,6 +158,7 @@ def run_worker(method: str, size: str, args) -> dict:
         cmd.append("--fp16")
     if args.st_scale is not None:
         cmd += ["--st-scale", str(args.st_scale)]
+    cmd += ["--channels-last", args.channels_last]
     print(f"bench: {method} {size} ...", file=sys.stderr, flush=True)
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode:
@@ -174,6 +179,8 @@ def main(argv=None) -> None:
     ap.add_argument("--vs-threads", type=int, default=0, help="core.num_threads (0: VapourSynth's default)")
     ap.add_argument("--fp16", action="store_true", help="RGBH input (fp16 on CUDA)")
     ap.add_argument("--st-scale", type=float, help="upscale(st_scale=...) for dsfn (default: the weights file's)")
+    ap.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto",
+                    help="upscale(channels_last=...) for dsfn (auto: the engine's default)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "RESULTS.md"))
     ap.add_argument("--no-estimate", action="store_true",
                     help="without a GPU, skip the profile-based CUDA estimate (bench/estimate.py)")

@@ -11,11 +11,15 @@ from torch import nn
 
 from vsdsfn.nets import DSFN, DSFNConfig, FusionUNet
 from vsdsfn.nets.common import backwarp
+from vsdsfn.nets import costflow
 from vsdsfn.nets.costflow import CostFlow, _cost_forward, bilateral_cost
 from vsdsfn.nets.dsfn import register_temporal, TEMPORAL
 
 
-def test_bilateral_cost_matches_brute_force():
+@pytest.mark.parametrize("block_bytes", [1 << 20, 4 * (2 * 3 * 7 * 4)])
+def test_bilateral_cost_matches_brute_force(monkeypatch, block_bytes):
+    """Whole frame in one block, and in blocks of 4 rows (then 2: the last one shorter)."""
+    monkeypatch.setattr(costflow, "_BLOCK_BYTES", block_bytes)
     torch.manual_seed(0)
     f0, f1 = torch.randn(2, 2, 3, 6, 7)
     r = 2

@@ -19,9 +19,10 @@ def frames(n=3, w=40, h=24):
 def test_channels_last_matches():
     f = frames()
     pairs = [(f[0], f[1]), (f[1], f[2])]
-    ref = Engine(tiny_model(), device="cpu", batch_size=2)
-    eng = Engine(tiny_model(), device="cpu", batch_size=2, channels_last=True)
-    assert ref.channels_last is False  # default off on CPU
+    ref = Engine(tiny_model(), device="cpu", batch_size=2, channels_last=False)
+    eng = Engine(tiny_model(), device="cpu", batch_size=2)
+    assert eng.channels_last is True  # the default, on CPU too
+    assert ref.model.fusion.inc[0].weight.is_contiguous()
     assert eng.model.fusion.inc[0].weight.is_contiguous(memory_format=torch.channels_last)
     for a, b in zip(eng.interpolate(pairs), ref.interpolate(pairs)):
         np.testing.assert_allclose(a, b, atol=1e-5)

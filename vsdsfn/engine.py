@@ -175,7 +175,8 @@ class Engine:
     :mod:`vsdsfn.tiling`), which bounds memory. ``oom_fallback``: on out-of-memory,
     retry with smaller batches, then with tiles of halving size (sticky for later calls),
     and raise :class:`OutOfMemory` only when even the smallest tile does not fit.
-    ``channels_last``: NHWC memory format (``None``: on for CUDA, off on CPU).
+    ``channels_last``: NHWC memory format for the convolutions (``None``: on; on 2 CPU cores it
+    made a 960x540 -> 1080p frame 30 % faster, see ``bench/RESULTS.md``).
     ``compile``: run the networks through ``torch.compile`` (compiled on first use; if
     compiling fails, a warning is logged and the engine continues uncompiled).
     ``st_scale``: ``None`` (the weights file's) or a factor in (0, 1] at which the S->T
@@ -254,7 +255,7 @@ class Engine:
         self.cache_size = cache_size if cache_size is not None else 2 * batch_size + 4
         self.oom_fallback = oom_fallback
         cuda = self.device.type == "cuda"
-        self.channels_last = cuda if channels_last is None else channels_last
+        self.channels_last = True if channels_last is None else channels_last
         self._fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         model = model.eval().to(self.device, self.dtype)
         if self.channels_last:

@@ -225,7 +225,7 @@ def upscale(
         height): run the network on overlapping tiles to bound memory (also used
         automatically, with smaller batches first, when memory runs out).
     tile_overlap: context in input pixels kept around the used part of each tile.
-    channels_last: NHWC memory format (None: on for CUDA). compile: use torch.compile.
+    channels_last: NHWC memory format (None: on). compile: use torch.compile.
     st_scale: None (the weights file's) or a factor in (0, 1]: the S->T stream estimates
         its flows on the high-res frames resized by it; smaller is faster.
     """

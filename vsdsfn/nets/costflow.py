@@ -29,13 +29,23 @@ def _shifts(radius: int):
     return [(dy, dx) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)]
 
 
+#: rows of the output computed together: small enough that a block's products stay in
+#: the CPU cache (the loop over whole frames was memory-bound, ~2x slower at 1080p)
+_BLOCK_BYTES = 1 << 20
+
+
 def _cost_forward(p0: torch.Tensor, p1: torch.Tensor, r: int, h: int, w: int) -> torch.Tensor:
-    out = []
-    for dy, dx in _shifts(r):
-        a = p0[:, :, r - dy: r - dy + h, r - dx: r - dx + w]
-        b = p1[:, :, r + dy: r + dy + h, r + dx: r + dx + w]
-        out.append((a * b).mean(1, keepdim=True))
-    return torch.cat(out, 1)
+    b, c = p0.shape[:2]
+    shifts = _shifts(r)
+    out = p0.new_empty(b, len(shifts), h, w)
+    rows = max(1, min(h, _BLOCK_BYTES // max(1, b * c * w * p0.element_size())))
+    for y0 in range(0, h, rows):
+        y1 = min(h, y0 + rows)
+        for k, (dy, dx) in enumerate(shifts):
+            a = p0[:, :, r - dy + y0: r - dy + y1, r - dx: r - dx + w]
+            bb = p1[:, :, r + dy + y0: r + dy + y1, r + dx: r + dx + w]
+            out[:, k, y0:y1].copy_((a * bb).sum(1))
+    return out.div_(c)
 
 
 class _BilateralCost(torch.autograd.Function):
