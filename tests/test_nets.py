@@ -14,6 +14,7 @@ from vsdsfn.nets.common import backwarp
 from vsdsfn.nets import costflow
 from vsdsfn.nets.costflow import CostFlow, _cost_forward, bilateral_cost
 from vsdsfn.nets.dsfn import register_temporal, TEMPORAL
+from vsdsfn.nets.flowinterp import FlowInterp
 
 
 @pytest.mark.parametrize("block_bytes", [1 << 20, 4 * (2 * 3 * 7 * 4)])
@@ -161,6 +162,65 @@ def test_fusion_context_inputs():
                           spatial_args={"channels": 4, "layers": 1},
                           temporal_args={"widths": [4], "decoders": [4], "radii": [1]}, refine_channels=4))
     assert net.fusion.context and net(st[..., :8, :8], ts[..., :8, :8])["refined"].shape == st.shape
+
+
+@pytest.mark.parametrize("backbone", ["costflow", "flowinterp"])
+def test_temporal_return_warps(backbone):
+    """return_warps gives the two warped neighbours that the output blends (per pixel
+    between them) and that the returned flows make."""
+    torch.manual_seed(0)
+    net = (CostFlow(widths=(4, 4), decoders=(4, 4), radii=(1, 1)) if backbone == "costflow"
+           else FlowInterp(channels=(4, 4), scales=(2, 1), depth=1))
+    for p in net.parameters():
+        nn.init.normal_(p, std=0.2)
+    a, b = torch.rand(2, 1, 3, 24, 32)
+    out, w0, w1 = net(a, b, return_warps=True)
+    _, flow, mask = net(a, b, return_flow=True)
+    torch.testing.assert_close(w0, backwarp(a, flow[:, :2]))
+    torch.testing.assert_close(w1, backwarp(b, flow[:, 2:]))
+    torch.testing.assert_close(out, mask * w0 + (1 - mask) * w1)
+    with pytest.raises(ValueError, match="exclusive"):
+        net(a, b, return_flow=True, return_warps=True)
+
+
+def test_fusion_cues():
+    f = FusionUNet(widths=(4, 4, 4), context=True, cues=2)
+    assert f.inc[0].in_channels == 15
+    st, ts, h0, h1 = torch.rand(4, 1, 3, 16, 16)
+    with pytest.raises(ValueError, match="cues=2 needs"):
+        f(st, ts, h0, h1)
+    with torch.no_grad():
+        f.head.weight.normal_()
+    c = torch.rand(1, 2, 16, 16)
+    assert not torch.allclose(f(st, ts, h0, h1, cues=c)[1], f(st, ts, h0, h1, cues=c * 0)[1])
+    args = dict(fusion_split=True, fusion_context=True, fusion_cues=True, fusion_widths=(4, 4, 4, 4, 4),
+                spatial_args={"channels": 4, "layers": 1}, refine_channels=4, st_scale=0.75,
+                temporal_args={"widths": [4], "decoders": [4], "radii": [1]})
+    net = DSFN(DSFNConfig(**args))
+    assert net.fusion.cues == 2
+    l0, l1 = torch.rand(2, 1, 3, 16, 16)
+    with torch.no_grad():
+        net.fusion.head.weight.normal_()
+        for p in net.temporal.parameters():
+            p.normal_(std=0.2)
+    seen = {}
+    net.fusion.register_forward_hook(lambda m, inp, kw, out: seen.update(kw), with_kwargs=True)
+    assert net(l0, l1)["refined"].shape == (1, 3, 32, 32)
+    cues = seen["cues"]
+    assert cues.shape == (1, 2, 32, 32) and cues.abs().sum() > 0
+    _, b0, b1 = net.temporal(net.spatial(l0), net.spatial(l1), return_warps=True, scale=0.75)
+    torch.testing.assert_close(cues[:, :1], (b0 - b1).abs().mean(1, keepdim=True))
+
+    class NoWarps(nn.Module):
+        def forward(self, i0, i1):
+            return (i0 + i1) / 2
+
+    register_temporal("nowarps_test", NoWarps)
+    try:
+        with pytest.raises(ValueError, match="no return_warps"):
+            DSFN(DSFNConfig(**{**args, "temporal": "nowarps_test", "temporal_args": {}, "st_scale": 1.0}))
+    finally:
+        TEMPORAL.pop("nowarps_test")
 
 
 def test_default_config_roundtrip_and_legacy_files():

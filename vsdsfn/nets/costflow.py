@@ -203,7 +203,12 @@ class CostFlow(nn.Module):
             flow, mask = flow + dflow, mask + dmask
         return flow, mask
 
-    def forward(self, i0: torch.Tensor, i1: torch.Tensor, return_flow: bool = False, scale: float = 1.0):
+    def forward(self, i0: torch.Tensor, i1: torch.Tensor, return_flow: bool = False, scale: float = 1.0,
+                return_warps: bool = False):
+        """The middle frame; with ``return_flow`` also the full-size flows (B, 4, H, W) and
+        mask, with ``return_warps`` (instead) the two warped neighbours it blends."""
+        if return_flow and return_warps:
+            raise ValueError("CostFlow: return_flow and return_warps are exclusive")
         h, w = i0.shape[-2:]
         a, b = i0, i1
         if scale != 1.0:
@@ -218,4 +223,6 @@ class CostFlow(nn.Module):
         out = mask * w0 + (1 - mask) * w1
         if return_flow:
             return out, flow, mask
+        if return_warps:
+            return out, w0, w1
         return out

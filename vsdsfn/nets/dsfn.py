@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from typing import Any, Callable
@@ -51,6 +52,11 @@ class DSFNConfig:
     fusion_split: bool = False
     #: F also sees M_S(L-), M_S(L+) and |S->T - T->S| (``FusionUNet(context=True)``)
     fusion_context: bool = False
+    #: F also sees each stream's warp disagreement ``|w0 - w1|`` (mean over RGB): how
+    #: much the two neighbours M_T warped to time t differ, i.e. where its flows are
+    #: wrong or a pixel is occluded (the T->S one bilinearly upsampled); needs a temporal
+    #: backbone with ``forward(..., return_warps=True)``
+    fusion_cues: bool = False
     refine_channels: int = 24
     refine_blocks: int = 3
     #: M_T in the S->T stream estimates its flows on the high-res frames resized by this
@@ -122,8 +128,10 @@ class DSFN(nn.Module):
             raise ValueError(f"unknown temporal backbone {config.temporal!r}; known: {sorted(TEMPORAL)}")
         self.spatial = SPATIAL[config.spatial](**config.spatial_args)
         self.temporal = TEMPORAL[config.temporal](**config.temporal_args)
+        if config.fusion_cues and "return_warps" not in inspect.signature(self.temporal.forward).parameters:
+            raise ValueError(f"fusion_cues: the temporal backbone {config.temporal!r} has no return_warps")
         self.fusion = FusionUNet(tuple(config.fusion_widths), config.fusion_masks, config.fusion_unshuffle,
-                                 config.fusion_split, config.fusion_context)
+                                 config.fusion_split, config.fusion_context, 2 if config.fusion_cues else 0)
         #: low-res frame sizes must be multiples of this (F's strided stages at high res,
         #: and the S->T stream's resized frames on the same grid; see :meth:`multiple_for`)
         self.multiple = self.multiple_for(config.st_scale)
@@ -164,14 +172,20 @@ class DSFN(nn.Module):
         if hr0 is None or hr1 is None:
             hr = self.spatial(torch.cat((l0, l1), 0))
             hr0, hr1 = hr.chunk(2, 0)
-        lt = self.temporal(l0, l1)
         scale = self.config.st_scale if st_scale is None else st_scale
-        if scale != 1.0:
-            st = self.temporal(hr0, hr1, scale=scale)
+        kw = {"scale": scale} if scale != 1.0 else {}
+        cues = None
+        if self.config.fusion_cues:
+            lt, a0, a1 = self.temporal(l0, l1, return_warps=True)
+            st, b0, b1 = self.temporal(hr0, hr1, return_warps=True, **kw)
+            cue_ts = F.interpolate((a0 - a1).abs().mean(1, keepdim=True), size=st.shape[-2:],
+                                   mode="bilinear", align_corners=False)
+            cues = torch.cat(((b0 - b1).abs().mean(1, keepdim=True), cue_ts), 1)
         else:
-            st = self.temporal(hr0, hr1)
+            lt = self.temporal(l0, l1)
+            st = self.temporal(hr0, hr1, **kw)
         ts = self.spatial(lt)
-        fused, masks = self.fusion(st, ts, hr0, hr1)
+        fused, masks = self.fusion(st, ts, hr0, hr1, cues=cues)
         refined = fused + self.refine(fused)
         return {
             "hr0": hr0, "hr1": hr1, "lt": lt, "st": st, "ts": ts,

@@ -64,7 +64,10 @@ class FlowInterp(nn.Module):
             _FlowBlock(6 if i == 0 else 17, c, depth) for i, c in enumerate(channels)
         )
 
-    def forward(self, i0: torch.Tensor, i1: torch.Tensor, return_flow: bool = False):
+    def forward(self, i0: torch.Tensor, i1: torch.Tensor, return_flow: bool = False, return_warps: bool = False):
+        """As :meth:`CostFlow.forward <vsdsfn.nets.costflow.CostFlow.forward>` (without ``scale``)."""
+        if return_flow and return_warps:
+            raise ValueError("FlowInterp: return_flow and return_warps are exclusive")
         flow = mask = None
         w0, w1 = i0, i1
         for block, scale in zip(self.blocks, self.scales):
@@ -79,4 +82,6 @@ class FlowInterp(nn.Module):
         out = m * w0 + (1 - m) * w1
         if return_flow:
             return out, flow, m
+        if return_warps:
+            return out, w0, w1
         return out

@@ -36,6 +36,9 @@ class FusionUNet(nn.Module):
     and which of them resembles its neighbours is what tells F which one to trust.
     ``forward`` then needs ``hr0``/``hr1``.
 
+    ``cues=n`` adds ``n`` more input channels, passed as ``forward(..., cues=)``: the
+    DSFN passes each stream's warp disagreement (see :attr:`DSFNConfig.fusion_cues`).
+
     >>> f = FusionUNet(widths=(4, 4, 4, 4, 4, 4))
     >>> st, ts = torch.rand(2, 1, 3, 32, 64)
     >>> fused, masks = f(st, ts)
@@ -50,7 +53,7 @@ class FusionUNet(nn.Module):
 
     def __init__(
         self, widths: tuple[int, ...] = (16, 32, 48, 64, 96, 128), masks: int = 2, unshuffle: bool = False,
-        split: bool = False, context: bool = False,
+        split: bool = False, context: bool = False, cues: int = 0,
     ) -> None:
         super().__init__()
         if len(widths) < 2:
@@ -62,11 +65,12 @@ class FusionUNet(nn.Module):
         self.masks = masks
         self.split = bool(split)
         self.context = bool(context)
+        self.cues = int(cues)
         self.unshuffle = bool(unshuffle)
         self.multiple = 2 ** (len(widths) - 1 + self.unshuffle)
         f = 4 if self.unshuffle else 1
         n = len(widths) - 1
-        cin = 6 + (3 + 3 + 1 if self.context else 0)     # st, ts (+ hr0, hr1, |st - ts|)
+        cin = 6 + (3 + 3 + 1 if self.context else 0) + self.cues   # st, ts (+ hr0, hr1, |st - ts|) (+ cues)
         self.inc = conv(cin * f, widths[0])
         self.downs = nn.ModuleList(
             nn.Sequential(conv(widths[i], widths[i + 1], 3, 2), conv(widths[i + 1], widths[i + 1]))
@@ -79,6 +83,7 @@ class FusionUNet(nn.Module):
 
     def forward(
         self, st: torch.Tensor, ts: torch.Tensor, hr0: torch.Tensor | None = None, hr1: torch.Tensor | None = None,
+        cues: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if self.context:
             if hr0 is None or hr1 is None:
@@ -86,6 +91,10 @@ class FusionUNet(nn.Module):
             x = torch.cat((st, ts, hr0, hr1, (st - ts).abs().mean(1, keepdim=True)), 1)
         else:
             x = torch.cat((st, ts), 1)
+        if self.cues:
+            if cues is None or cues.shape[1] != self.cues:
+                raise ValueError(f"FusionUNet: cues={self.cues} needs a ({self.cues}-channel) cues tensor")
+            x = torch.cat((x, cues), 1)
         if self.unshuffle:
             x = F.pixel_unshuffle(x, 2)
         x = self.inc(x)
