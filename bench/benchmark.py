@@ -86,6 +86,17 @@ def _pipeline(method: str, clip, args):
     raise ValueError(method)
 
 
+def _traced_model(st_scale: float | None):
+    """The default model as ``upscale(st_scale=st_scale)`` runs it (for the FLOP count)."""
+    from estimate import model_factory
+
+    model = model_factory("default")()
+    if st_scale is not None:
+        model.config.st_scale = st_scale
+        model.multiple = model.multiple_for(st_scale)
+    return model
+
+
 def _flag(value: str) -> bool | None:
     return {"auto": None, "on": True, "off": False}[value]
 
@@ -205,7 +216,7 @@ def main(argv=None) -> None:
     for size in sizes:
         results = {m: run_worker(m, size, args) for m in methods}
         w, h = (int(v) for v in size.split("x"))
-        flops = flops_per_frame(model_factory("default")(), w, h) if "dsfn" in methods else None
+        flops = flops_per_frame(_traced_model(args.st_scale), w, h) if "dsfn" in methods else None
         rows.append((size, results, flops))
     peak = matmul_peak(args.device, args.threads)
 
