@@ -156,6 +156,19 @@ def test_stage_runs_end_to_end(data, tmp_path, stage):
     assert changed <= set(tr.STAGE_MODULES[stage]) and changed
 
 
+def test_lr_scale_per_module(data, tmp_path):
+    """stages.X.lr_scale gives a sub-network its own learning rate (0 freezes it)."""
+    ck = run_stage(data, "fusion", tmp_path / "f", iters=3, extra=[("stages.fusion.lr_scale", "{refine = 0.0}")])
+    torch.manual_seed(0)
+    fresh = DSFN(DSFNConfig.from_dict(TINY_MODEL)).state_dict()
+    changed = {k.split(".", 1)[0] for k, v in ck["model"].items() if not torch.equal(v, fresh[k])}
+    assert changed == {"fusion"}
+    groups = ck["optim"]["param_groups"]
+    assert [g["scale"] for g in groups] == [1.0, 0.0] and groups[1]["lr"] == 0.0 < groups[0]["lr"]
+    with pytest.raises(SystemExit, match="not trained in stage .fusion."):
+        run_stage(data, "fusion", tmp_path / "g", iters=1, extra=[("stages.fusion.lr_scale", "{temporal = 0.5}")])
+
+
 def test_fusion_init_from_pretrained_stages(data, tmp_path):
     sp = run_stage(data, "spatial", tmp_path / "spatial", iters=2)
     tp = run_stage(data, "temporal", tmp_path / "temporal", iters=2)

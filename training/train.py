@@ -201,8 +201,7 @@ class Trainer:
         self.modules = STAGE_MODULES[stage]
         for name, mod in self.model.named_children():
             mod.requires_grad_(name in self.modules)
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optim = torch.optim.RAdam(params, lr=self.opt["lr"])
+        self.optim = torch.optim.RAdam(self._param_groups(), lr=self.opt["lr"])
         self.amp = bool(self.opt["amp"]) and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.step = 0
@@ -281,10 +280,27 @@ class Trainer:
             frames = [downscale(f) for f in frames]
         return frames
 
+    def _param_groups(self) -> list[dict]:
+        """The trained sub-networks' parameters: one group, or with ``lr_scale`` (e.g.
+        ``{refine = 0.25}``) one group per scaled sub-network with its factor."""
+        scales = self.opt.get("lr_scale") or {}
+        if not isinstance(scales, dict):
+            raise ValueError(f"lr_scale must be a table {{module = factor}}, not {scales!r}")
+        bad = sorted(set(scales) - set(self.modules))
+        if bad:
+            raise ValueError(f"lr_scale: {bad} not trained in stage {self.stage!r} (it trains {list(self.modules)})")
+        groups = [{"params": [p for n in self.modules if n not in scales
+                              for p in getattr(self.model, n).parameters()], "scale": 1.0}]
+        for name, factor in sorted(scales.items()):
+            if isinstance(factor, bool) or not isinstance(factor, (int, float)) or factor < 0:
+                raise ValueError(f"lr_scale.{name} must be a number >= 0, not {factor!r}")
+            groups.append({"params": list(getattr(self.model, name).parameters()), "scale": float(factor)})
+        return [g for g in groups if g["params"]]
+
     def train_step(self) -> dict[str, float]:
         frames = self.make_batch(self.step)
         for g in self.optim.param_groups:
-            g["lr"] = self.lr_at(self.step)
+            g["lr"] = self.lr_at(self.step) * g.get("scale", 1.0)
         self.net.train()
         with torch.autocast("cuda", torch.float16, enabled=self.amp):
             losses, pred, target = self.compute(frames)
