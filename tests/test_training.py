@@ -576,3 +576,44 @@ def test_evaluate_st_scale_override_reaches_only_the_st_stream():
     assert own["st"].shape == other["st"].shape == (1, 3, 40, 56)
     torch.testing.assert_close(own["ts"], other["ts"])
     assert (own["st"] - other["st"]).abs().max() > 1e-4
+
+
+def write_gray_y4m(path: Path, levels: list[int], w: int = 32, h: int = 16) -> None:
+    """A 4:4:4 YUV4MPEG2 file whose frame i is flat gray with luma ``levels[i]``."""
+    head = f"YUV4MPEG2 W{w} H{h} F25:1 Ip A1:1 C444\n".encode()
+    body = b"".join(b"FRAME\n" + bytes([y]) * (w * h) + bytes([128]) * (2 * w * h) for y in levels)
+    path.write_bytes(head + body)
+
+
+def test_video_sequence_cache(tmp_path, monkeypatch):
+    pytest.importorskip("vapoursynth")
+    from training.datasets import VideoSequence
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("VSDSFN_CACHE", str(cache))
+    video = tmp_path / "a" / "clip.y4m"
+    video.parent.mkdir()
+    write_gray_y4m(video, [16, 126, 235])
+    seq = VideoSequence(video, start=1)
+    assert len(seq) == 2 and seq.name == "clip.y4m[1:]"
+    # limited-range luma 126 -> about (126 - 16) * 255 / 219 = 128; 235 -> 255
+    assert abs(float(seq.frame(0).mean()) - 128) < 2 and seq.frame(1).min() >= 253
+    first = sorted(cache.glob("*.npy"))
+    assert len(first) == 1
+    # the same file again: the cache is reused, not decoded again
+    VideoSequence(video)
+    assert sorted(cache.glob("*.npy")) == first
+    # a video with the same name elsewhere gets its own cache
+    other = tmp_path / "b" / "clip.y4m"
+    other.parent.mkdir()
+    write_gray_y4m(other, [16, 16])
+    assert len(VideoSequence(other)) == 2
+    assert len(list(cache.glob("*.npy"))) == 2
+    # a changed file is decoded again and its stale cache removed; the other one stays
+    write_gray_y4m(video, [235, 16])
+    os.utime(video, ns=(1, 1))
+    seq = VideoSequence(video)
+    assert len(seq) == 2 and seq.frame(0).min() >= 253
+    files = list(cache.glob("*.npy"))
+    assert len(files) == 2 and first[0] not in files
+    assert not list(cache.glob("*.tmp*"))

@@ -84,16 +84,30 @@ def _cache_dir() -> Path:
     return path
 
 
+def _short_hash(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()[:10]
+
+
 class VideoSequence:
-    """A video decoded once through VapourSynth into a uint8 .npy cache (memory-mapped)."""
+    """A video decoded once through VapourSynth into a uint8 .npy cache (memory-mapped).
+
+    The cache file is ``STEM-PATHKEY-STATEKEY.npy`` in ``$VSDSFN_CACHE`` (default
+    ``~/.cache/vsdsfn``): PATHKEY names the source file, STATEKEY its size and mtime.
+    A changed (or re-copied) video is decoded again and its stale caches are removed.
+    """
 
     def __init__(self, path: str | os.PathLike, start: int = 0, stop: int | None = None) -> None:
         self.path = Path(path)
         st = self.path.stat()
-        key = hashlib.sha1(f"{self.path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:12]
-        cache = _cache_dir() / f"{self.path.stem}-{key}.npy"
+        path_key = _short_hash(str(self.path.resolve()))
+        state_key = _short_hash(f"{st.st_size}:{st.st_mtime_ns}")
+        cache = _cache_dir() / f"{self.path.stem}-{path_key}-{state_key}.npy"
         if not cache.exists():
             self._decode(cache)
+            for stale in cache.parent.glob(f"{self.path.stem}-{path_key}-*.npy"):
+                if stale != cache and ".tmp" not in stale.name:
+                    stale.unlink(missing_ok=True)
+                    log.info("removed stale cache %s", stale)
         frames = np.load(cache, mmap_mode="r")
         self.frames = frames[start:stop]
         self.name = f"{self.path.name}[{start}:{'' if stop is None else stop}]"
@@ -108,7 +122,8 @@ class VideoSequence:
             clip = core.resize.Bicubic(clip, format=vs.RGB24, matrix_in_s=matrix)
         else:
             clip = core.resize.Point(clip, format=vs.RGB24)
-        tmp = cache.with_name(cache.name + ".tmp.npy")
+        # per-process temp name: two trainings started together may decode the same video
+        tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp.npy")
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
                                         shape=(clip.num_frames, clip.height, clip.width, 3))
         for i, frame in enumerate(clip.frames()):

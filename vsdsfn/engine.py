@@ -43,7 +43,7 @@ _OUTPUTS = ("refined",) + DEBUG_OUTPUTS
 Layout = Literal["hwc", "chw"]
 
 #: Default context (low-res pixels) kept around each tile's core; see README (tiling).
-DEFAULT_TILE_OVERLAP = 160
+DEFAULT_TILE_OVERLAP = 192
 #: Context around M_S tiles: ESPCN sees +-6 px (and bicubic +-2), so 16 is exact.
 _SPATIAL_CONTEXT = 16
 
