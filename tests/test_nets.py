@@ -125,6 +125,9 @@ def test_fusion_split_logits_are_common_plus_difference():
     with pytest.raises(ValueError, match="split needs masks=2"):
         FusionUNet(widths=(4, 4, 4), masks=1, split=True)
     assert DSFN(DSFNConfig(fusion_split=True, fusion_widths=(4, 4, 4, 4, 4))).fusion.split
+    # the one-mask ablation of a split model: split is ignored, one logit
+    one = DSFN(DSFNConfig(fusion_split=True, fusion_masks=1, fusion_widths=(4, 4, 4, 4, 4)))
+    assert not one.fusion.split and one.fusion.masks == 1
 
 
 def test_fusion_split_learns_to_prefer_the_better_stream():

@@ -44,7 +44,7 @@ run temporal_ft4 temporal --init "$RUNS/temporal_ft3/best.pt:temporal" \
 run fusion fusion --init "$RUNS/spatial/best.pt:spatial" --init "$RUNS/temporal_ft4/best.pt:temporal"
 # the one-mask ablation of stage 2 (the "F one-mask" row of the model card's table)
 run fusion1 fusion --init "$RUNS/spatial/best.pt:spatial" --init "$RUNS/temporal_ft4/best.pt:temporal" \
-  --set model.fusion_masks=1 --set model.fusion_split=false
+  --set model.fusion_masks=1
 # stage 3: fine-tune everything on all six losses
 run joint joint --init "$RUNS/fusion/best.pt"
 $PY -m training.export "$RUNS/fusion/best.pt" "$RUNS/joint/best.pt" models/dsfn_default.safetensors

@@ -48,7 +48,9 @@ class DSFNConfig:
     fusion_widths: tuple[int, ...] = (16, 32, 48, 64, 96)
     #: F starts with a 2x space-to-depth (no convolution at full resolution)
     fusion_unshuffle: bool = True
-    #: F's two mask logits predicted as common + difference (``FusionUNet(split=True)``)
+    #: F's two mask logits predicted as common + difference (``FusionUNet(split=True)``);
+    #: ignored with ``fusion_masks=1`` (one logit), so the one-mask ablation of a split
+    #: model only changes ``fusion_masks``
     fusion_split: bool = False
     #: F also sees M_S(L-), M_S(L+) and |S->T - T->S| (``FusionUNet(context=True)``)
     fusion_context: bool = False
@@ -131,7 +133,8 @@ class DSFN(nn.Module):
         if config.fusion_cues and "return_warps" not in inspect.signature(self.temporal.forward).parameters:
             raise ValueError(f"fusion_cues: the temporal backbone {config.temporal!r} has no return_warps")
         self.fusion = FusionUNet(tuple(config.fusion_widths), config.fusion_masks, config.fusion_unshuffle,
-                                 config.fusion_split, config.fusion_context, 2 if config.fusion_cues else 0)
+                                 config.fusion_split and config.fusion_masks == 2, config.fusion_context,
+                                 2 if config.fusion_cues else 0)
         #: low-res frame sizes must be multiples of this (F's strided stages at high res,
         #: and the S->T stream's resized frames on the same grid; see :meth:`multiple_for`)
         self.multiple = self.multiple_for(config.st_scale)
