@@ -208,9 +208,11 @@ def test_fusion_cues():
             p.normal_(std=0.2)
     seen = {}
     net.fusion.register_forward_hook(lambda m, inp, kw, out: seen.update(kw), with_kwargs=True)
-    assert net(l0, l1)["refined"].shape == (1, 3, 32, 32)
+    out = net(l0, l1)
+    assert out["refined"].shape == (1, 3, 32, 32)
     cues = seen["cues"]
     assert cues.shape == (1, 2, 32, 32) and cues.abs().sum() > 0
+    assert out["cues"] is cues  # returned for panels and analysis
     _, b0, b1 = net.temporal(net.spatial(l0), net.spatial(l1), return_warps=True, scale=0.75)
     torch.testing.assert_close(cues[:, :1], (b0 - b1).abs().mean(1, keepdim=True))
 

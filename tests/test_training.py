@@ -617,3 +617,15 @@ def test_video_sequence_cache(tmp_path, monkeypatch):
     files = list(cache.glob("*.npy"))
     assert len(files) == 2 and first[0] not in files
     assert not list(cache.glob("*.tmp*"))
+
+
+@pytest.mark.parametrize("masks,cues,rows", [(2, False, 2), (1, False, 2), (2, True, 3)])
+def test_save_panel_layouts(tmp_path, masks, cues, rows):
+    """Panels of a two-mask model, of the one-mask ablation and with fusion_cues maps."""
+    rng = torch.Generator().manual_seed(0)
+    img = lambda c=3: torch.rand(1, c, 24, 40, generator=rng)  # noqa: E731
+    out = {"st": img(), "ts": img(), "fused": img(), "refined": img(), "masks": img(masks)}
+    if cues:
+        out["cues"] = img(2)
+    ev.save_panel(tmp_path / "p.png", img(), out)
+    assert Image.open(tmp_path / "p.png").size == (5 * 40, rows * 24)

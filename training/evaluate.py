@@ -392,13 +392,18 @@ def save_panel(path: Path, gt: torch.Tensor, out: dict[str, torch.Tensor], max_t
     for key, label in (("st", "|S→T − GT|"), ("ts", "|T→S − GT|"), ("refined", "|R − GT|")):
         tiles.append((label, _heat(np.abs(np.clip(_np(out[key]), 0, 1) - g).mean(-1))))
     masks = out["masks"][0].float().cpu().numpy()
-    for i, label in enumerate(("M S→T", "M T→S")):
-        tiles.append((label, np.repeat(masks[i][..., None], 3, -1)))
+    labels = ("M S→T", "M T→S") if len(masks) == 2 else ("M (S→T; T→S gets 1 − M)",)
+    maps = list(zip(labels, masks))
+    if "cues" in out:  # fusion_cues: each stream's warp disagreement, x5 as a heat map
+        cues = out["cues"][0].float().cpu().numpy()
+        maps += [("cue S→T", _heat(cues[0])), ("cue T→S", _heat(cues[1]))]
+    for label, m in maps:
+        tiles.append((label, m if m.ndim == 3 else np.repeat(m[..., None], 3, -1)))
     h, w = g.shape[:2]
     s = min(1.0, max_tile / w)
     tw, th = max(1, int(w * s)), max(1, int(h * s))
     cols = 5
-    canvas = Image.new("RGB", (cols * tw, 2 * th), (0, 0, 0))
+    canvas = Image.new("RGB", (cols * tw, -(-len(tiles) // cols) * th), (0, 0, 0))
     draw = ImageDraw.Draw(canvas)
     for i, (label, img) in enumerate(tiles):
         im = Image.fromarray((np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8))

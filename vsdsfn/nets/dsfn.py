@@ -190,10 +190,13 @@ class DSFN(nn.Module):
         ts = self.spatial(lt)
         fused, masks = self.fusion(st, ts, hr0, hr1, cues=cues)
         refined = fused + self.refine(fused)
-        return {
+        out = {
             "hr0": hr0, "hr1": hr1, "lt": lt, "st": st, "ts": ts,
             "masks": masks, "fused": fused, "refined": refined,
         }
+        if cues is not None:
+            out["cues"] = cues  # (N, 2, H, W): S->T's and T->S's warp disagreement
+        return out
 
     def inference(self, l0: torch.Tensor, l1: torch.Tensor, **kw) -> torch.Tensor:
         """H_R only, clamped to [0, 1]; sizes need not be multiples (padded here)."""
