@@ -591,11 +591,11 @@ def test_video_sequence_cache(tmp_path, monkeypatch):
 
     cache = tmp_path / "cache"
     monkeypatch.setenv("VSDSFN_CACHE", str(cache))
-    video = tmp_path / "a" / "clip.y4m"
+    video = tmp_path / "a" / "clip[1].y4m"  # glob characters in the name
     video.parent.mkdir()
     write_gray_y4m(video, [16, 126, 235])
     seq = VideoSequence(video, start=1)
-    assert len(seq) == 2 and seq.name == "clip.y4m[1:]"
+    assert len(seq) == 2 and seq.name == "clip[1].y4m[1:]"
     # limited-range luma 126 -> about (126 - 16) * 255 / 219 = 128; 235 -> 255
     assert abs(float(seq.frame(0).mean()) - 128) < 2 and seq.frame(1).min() >= 253
     first = sorted(cache.glob("*.npy"))
@@ -604,7 +604,7 @@ def test_video_sequence_cache(tmp_path, monkeypatch):
     VideoSequence(video)
     assert sorted(cache.glob("*.npy")) == first
     # a video with the same name elsewhere gets its own cache
-    other = tmp_path / "b" / "clip.y4m"
+    other = tmp_path / "b" / "clip[1].y4m"
     other.parent.mkdir()
     write_gray_y4m(other, [16, 16])
     assert len(VideoSequence(other)) == 2

@@ -23,6 +23,7 @@ A file that cannot be read is skipped with a warning and counted in ``skipped``.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import logging
 import os
@@ -104,7 +105,7 @@ class VideoSequence:
         cache = _cache_dir() / f"{self.path.stem}-{path_key}-{state_key}.npy"
         if not cache.exists():
             self._decode(cache)
-            for stale in cache.parent.glob(f"{self.path.stem}-{path_key}-*.npy"):
+            for stale in cache.parent.glob(f"{glob.escape(self.path.stem)}-{path_key}-*.npy"):
                 if stale != cache and ".tmp" not in stale.name:
                     stale.unlink(missing_ok=True)
                     log.info("removed stale cache %s", stale)
