@@ -167,6 +167,26 @@ def test_fusion_context_inputs():
     assert net.fusion.context and net(st[..., :8, :8], ts[..., :8, :8])["refined"].shape == st.shape
 
 
+def test_refine_context_inputs():
+    net = DSFN(DSFNConfig(refine_context=True, fusion_widths=(4, 4, 4, 4, 4), spatial_args={"channels": 4, "layers": 1},
+                          temporal_args={"widths": [4], "decoders": [4], "radii": [1]}, refine_channels=4))
+    assert net.refine.head[0].in_channels == 4 * 15     # H_F, S->T, T->S, M_S(L-), M_S(L+), unshuffled
+    l0, l1 = torch.rand(2, 1, 3, 16, 16)
+    out = net(l0, l1)
+    assert torch.equal(out["refined"], out["fused"])    # untrained R is the identity
+    with torch.no_grad():
+        net.refine.tail.weight.normal_()
+    r = net.refine
+    x, extra = out["fused"], torch.cat((out["st"], out["ts"], out["hr0"], out["hr1"]), 1)
+    assert torch.allclose(net(l0, l1)["refined"], x + r(x, extra))
+    moved = extra.clone()
+    moved[:, 9:] = 0                                     # R sees M_S(L+)
+    assert not torch.allclose(r(x, extra), r(x, moved))
+    with pytest.raises(ValueError, match="extra=12 needs"):
+        r(x)
+    assert DSFNConfig.from_dict(net.config.to_dict()).refine_context
+
+
 @pytest.mark.parametrize("backbone", ["costflow", "flowinterp"])
 def test_temporal_return_warps(backbone):
     """return_warps gives the two warped neighbours that the output blends (per pixel

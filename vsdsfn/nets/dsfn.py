@@ -61,6 +61,8 @@ class DSFNConfig:
     fusion_cues: bool = False
     refine_channels: int = 24
     refine_blocks: int = 3
+    #: R also sees both streams and M_S(L-), M_S(L+), not only H_F (``Refine(extra=12)``)
+    refine_context: bool = False
     #: M_T in the S->T stream estimates its flows on the high-res frames resized by this
     #: factor (``forward(..., scale=)``; 0.5 = at the low-res size, as RIFE does for 4K);
     #: only for temporal backbones that take ``scale``.
@@ -138,7 +140,7 @@ class DSFN(nn.Module):
         #: low-res frame sizes must be multiples of this (F's strided stages at high res,
         #: and the S->T stream's resized frames on the same grid; see :meth:`multiple_for`)
         self.multiple = self.multiple_for(config.st_scale)
-        self.refine = Refine(config.refine_channels, config.refine_blocks)
+        self.refine = Refine(config.refine_channels, config.refine_blocks, 12 if config.refine_context else 0)
 
     def multiple_for(self, st_scale: float) -> int:
         """Low-res size multiple for a given ``st_scale``: a multiple ``m`` of F's (half
@@ -189,7 +191,8 @@ class DSFN(nn.Module):
             st = self.temporal(hr0, hr1, **kw)
         ts = self.spatial(lt)
         fused, masks = self.fusion(st, ts, hr0, hr1, cues=cues)
-        refined = fused + self.refine(fused)
+        extra = torch.cat((st, ts, hr0, hr1), 1) if self.config.refine_context else None
+        refined = fused + self.refine(fused, extra)
         out = {
             "hr0": hr0, "hr1": hr1, "lt": lt, "st": st, "ts": ts,
             "masks": masks, "fused": fused, "refined": refined,

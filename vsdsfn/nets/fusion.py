@@ -136,21 +136,32 @@ class Refine(nn.Module):
     quadruples its receptive field for the same cost. The last layer starts at zero, so
     an untrained R is the identity.
 
+    ``extra=n`` adds ``n`` more full-resolution input channels, passed as
+    ``forward(x, extra=)`` (the DSFN passes both streams and M_S(L-), M_S(L+) with
+    :attr:`DSFNConfig.refine_context`).
+
     >>> r = Refine(channels=8)
     >>> x = torch.rand(1, 3, 32, 32)
     >>> bool((x + r(x) == x).all())
     True
+    >>> Refine(channels=8, extra=6)(x, extra=torch.rand(1, 6, 32, 32)).shape
+    torch.Size([1, 3, 32, 32])
     """
 
-    def __init__(self, channels: int = 32, blocks: int = 3) -> None:
+    def __init__(self, channels: int = 32, blocks: int = 3, extra: int = 0) -> None:
         super().__init__()
+        self.extra = int(extra)
         self.unshuffle = nn.PixelUnshuffle(2)
-        self.head = conv(12, channels)
+        self.head = conv(4 * (3 + self.extra), channels)
         self.blocks = nn.Sequential(*[_ResBlock(channels) for _ in range(blocks)])
         self.tail = nn.Conv2d(channels, 12, 3, padding=1)
         self.shuffle = nn.PixelShuffle(2)
         nn.init.zeros_(self.tail.weight)
         nn.init.zeros_(self.tail.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
+        if self.extra:
+            if extra is None or extra.shape[1] != self.extra:
+                raise ValueError(f"Refine: extra={self.extra} needs a ({self.extra}-channel) extra tensor")
+            x = torch.cat((x, extra), 1)
         return self.shuffle(self.tail(self.blocks(self.head(self.unshuffle(x)))))
