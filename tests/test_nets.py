@@ -179,11 +179,14 @@ def test_refine_context_inputs():
     r = net.refine
     x, extra = out["fused"], torch.cat((out["st"], out["ts"], out["hr0"], out["hr1"]), 1)
     assert torch.allclose(net(l0, l1)["refined"], x + r(x, extra))
+    assert torch.equal(r(x, extra), r(x, (out["st"], out["ts"], out["hr0"], out["hr1"])))  # a stack or its parts
     moved = extra.clone()
     moved[:, 9:] = 0                                     # R sees M_S(L+)
     assert not torch.allclose(r(x, extra), r(x, moved))
     with pytest.raises(ValueError, match="extra=12 needs"):
         r(x)
+    with pytest.raises(ValueError, match="extra=12 needs"):
+        r(x, (out["st"], out["ts"]))
     assert DSFNConfig.from_dict(net.config.to_dict()).refine_context
 
 

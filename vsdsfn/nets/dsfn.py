@@ -191,8 +191,7 @@ class DSFN(nn.Module):
             st = self.temporal(hr0, hr1, **kw)
         ts = self.spatial(lt)
         fused, masks = self.fusion(st, ts, hr0, hr1, cues=cues)
-        extra = torch.cat((st, ts, hr0, hr1), 1) if self.config.refine_context else None
-        refined = fused + self.refine(fused, extra)
+        refined = fused + self.refine(fused, (st, ts, hr0, hr1) if self.config.refine_context else None)
         out = {
             "hr0": hr0, "hr1": hr1, "lt": lt, "st": st, "ts": ts,
             "masks": masks, "fused": fused, "refined": refined,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -137,8 +139,9 @@ class Refine(nn.Module):
     an untrained R is the identity.
 
     ``extra=n`` adds ``n`` more full-resolution input channels, passed as
-    ``forward(x, extra=)`` (the DSFN passes both streams and M_S(L-), M_S(L+) with
-    :attr:`DSFNConfig.refine_context`).
+    ``forward(x, extra=)``: one tensor or a sequence of them (the DSFN passes both
+    streams and M_S(L-), M_S(L+) with :attr:`DSFNConfig.refine_context`). Each is
+    space-to-depth'ed on its own, so no full-size stack of them is ever built.
 
     >>> r = Refine(channels=8)
     >>> x = torch.rand(1, 3, 32, 32)
@@ -159,9 +162,12 @@ class Refine(nn.Module):
         nn.init.zeros_(self.tail.weight)
         nn.init.zeros_(self.tail.bias)
 
-    def forward(self, x: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, extra: torch.Tensor | Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+        parts = [x]
         if self.extra:
-            if extra is None or extra.shape[1] != self.extra:
-                raise ValueError(f"Refine: extra={self.extra} needs a ({self.extra}-channel) extra tensor")
-            x = torch.cat((x, extra), 1)
-        return self.shuffle(self.tail(self.blocks(self.head(self.unshuffle(x)))))
+            parts += [extra] if isinstance(extra, torch.Tensor) else list(extra or ())
+            if sum(p.shape[1] for p in parts[1:]) != self.extra:
+                raise ValueError(f"Refine: extra={self.extra} needs {self.extra} extra channels")
+        # unshuffle(cat(a, b)) == cat(unshuffle(a), unshuffle(b)): the same channel order
+        x = torch.cat([self.unshuffle(p) for p in parts], 1) if len(parts) > 1 else self.unshuffle(x)
+        return self.shuffle(self.tail(self.blocks(self.head(x))))
