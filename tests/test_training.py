@@ -221,6 +221,32 @@ def test_resume_continues_exactly(data, tmp_path, monkeypatch):
             assert torch.equal(torch.as_tensor(v), torch.as_tensor(s_res[i][name])), (i, name)
 
 
+def test_worker_processes_make_the_same_batches(data, tmp_path, monkeypatch):
+    """train.workers > 0 makes the batches ahead in other processes: the run is the same
+    (temporal: the half-resolution draw too), also when cut and resumed with another
+    worker count."""
+    one = run_stage(data, "temporal", tmp_path / "w0", iters=4)
+    two = run_stage(data, "temporal", tmp_path / "w2", iters=4, extra=[("train.workers", "2")])
+    for k, v in one["model"].items():
+        assert torch.equal(v, two["model"][k]), k
+    assert [r["loss"] for r in read_log(tmp_path / "w0")] == [r["loss"] for r in read_log(tmp_path / "w2")]
+
+    real_step = tr.Trainer.train_step
+
+    def interrupted(self):
+        if self.step == 3:
+            raise KeyboardInterrupt
+        return real_step(self)
+
+    monkeypatch.setattr(tr.Trainer, "train_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_stage(data, "temporal", tmp_path / "cut", iters=4, extra=[("train.workers", "2")])
+    monkeypatch.setattr(tr.Trainer, "train_step", real_step)
+    resumed = run_stage(data, "temporal", tmp_path / "cut", iters=4, extra=[("train.workers", "1")], more=["--resume"])
+    for k, v in one["model"].items():
+        assert torch.equal(v, resumed["model"][k]), k
+
+
 def test_resume_with_different_config_refuses(data, tmp_path):
     run_stage(data, "temporal", tmp_path / "t", iters=2)
     with pytest.raises(SystemExit, match="different config"):
@@ -407,6 +433,10 @@ def test_broken_image_is_skipped_and_counted(data, tmp_path, caplog):
     # a training run over the broken tree completes
     ck = run_stage(root, "fusion", tmp_path / "run", iters=3, extra=[("train.batch", "4")])
     assert ck["step"] == 3
+    # ... also when worker processes read the files: the count reaches the main process
+    caplog.clear()
+    ck = run_stage(root, "fusion", tmp_path / "run2", iters=3, extra=[("train.batch", "8"), ("train.workers", "2")])
+    assert ck["step"] == 3 and "unreadable samples were skipped" in caplog.text
 
 
 def test_nan_loss_step_is_skipped(data, tmp_path, monkeypatch):

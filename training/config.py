@@ -19,7 +19,7 @@ DEFAULTS: dict[str, Any] = {
     "train": {
         "lr": 5e-5, "batch": 24, "crop": 128, "iters": 10000, "schedule": "constant",
         "warmup": 0, "val_every": 500, "ckpt_every": 250, "log_every": 20, "seed": 0,
-        "threads": 0, "amp": True, "grad_clip": 0.0,
+        "threads": 0, "workers": 0, "amp": True, "grad_clip": 0.0,
         "lr_scale": {},             # {module = factor}: that sub-network's lr is lr * factor
     },
     "stages": {

@@ -141,7 +141,7 @@ def build_datasets(cfg: dict, stage: str, crop: int) -> tuple[object, list[list[
 
 # ----------------------------------------------------------------------------- trainer
 #: options that do not change what a run computes (may differ on --resume)
-RUNTIME_KEYS = ("threads", "log_every", "ckpt_every")
+RUNTIME_KEYS = ("threads", "workers", "log_every", "ckpt_every")
 
 
 def _trajectory(cfg: dict) -> str:
@@ -151,6 +151,33 @@ def _trajectory(cfg: dict) -> str:
         for k in RUNTIME_KEYS:
             section.pop(k, None)
     return json.dumps(cfg, sort_keys=True)
+
+
+class StepBatches(torch.utils.data.Dataset):
+    """Item ``step`` is the training batch of that step: a pure function of the step.
+
+    So batches can be made ahead in worker processes (``train.workers``) and a resumed
+    run draws the same ones; the frames are CPU tensors (B, 3, H, W), ``half`` says
+    whether the stage trains this step at half resolution (M_T on low-res frames).
+    """
+
+    def __init__(self, train_set, batch: int, seed: int, rank: int, half_res: float = 0.0) -> None:
+        self.train_set, self.batch, self.seed, self.rank, self.half_res = train_set, batch, seed, rank, half_res
+
+    def __len__(self) -> int:
+        return 2 ** 62
+
+    def __getitem__(self, step: int) -> dict:
+        rng = np.random.default_rng([self.seed, step, self.rank])
+        before = getattr(self.train_set, "skipped", 0)
+        frames = to_batch([self.train_set.sample(rng) for _ in range(self.batch)])
+        half = bool(self.half_res) and rng.random() < self.half_res
+        return {"step": step, "frames": frames, "half": half,
+                "skipped": getattr(self.train_set, "skipped", 0) - before}
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)
 
 
 class StageForward(torch.nn.Module):
@@ -207,6 +234,10 @@ class Trainer:
         self.step = 0
         self.best = -math.inf
         self.skipped_steps = 0
+        self.data_skipped = 0  # unreadable training samples (counted in whichever process read them)
+        self._batch_iter = None
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed crop sizes: pick the fastest kernels once
         self.net: torch.nn.Module = StageForward(self.model, stage)
         if self.world > 1:
             self.net = torch.nn.parallel.DistributedDataParallel(
@@ -264,18 +295,33 @@ class Trainer:
             return lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * t)))
         return lr
 
-    def batch_rng(self, step: int) -> np.random.Generator:
-        return np.random.default_rng([self.opt["seed"], step, self.rank])
-
     def compute(self, frames: list[torch.Tensor]) -> tuple[dict, torch.Tensor, torch.Tensor]:
         """Losses, the stage's main output and its target for a batch (through DDP when
         distributed, so gradients are synchronised in every stage)."""
         return self.net(frames)
 
+    def _batches(self):
+        """The batches from the current step on: made here (``workers = 0``) or ahead by
+        ``workers`` processes, identical either way."""
+        maker = StepBatches(self.train_set, self.opt["batch"], self.opt["seed"], self.rank,
+                            self.opt.get("half_res", 0.0) if self.stage == "temporal" else 0.0)
+        steps = range(self.step, self.opt["iters"])
+        workers = int(self.opt.get("workers") or 0)
+        if not workers:
+            return (maker[s] for s in steps)
+        return iter(torch.utils.data.DataLoader(
+            maker, batch_size=None, sampler=steps, num_workers=workers, worker_init_fn=_worker_init,
+            pin_memory=self.device.type == "cuda", prefetch_factor=4))
+
     def make_batch(self, step: int) -> list[torch.Tensor]:
-        rng = self.batch_rng(step)
-        frames = to_batch([self.train_set.sample(rng) for _ in range(self.opt["batch"])], self.device)
-        if self.stage == "temporal" and rng.random() < self.opt.get("half_res", 0.0):
+        if getattr(self, "_batch_iter", None) is None:
+            self._batch_iter = self._batches()
+        item = next(self._batch_iter)
+        if item["step"] != step:
+            raise RuntimeError(f"batch of step {item['step']} drawn at step {step}")
+        self.data_skipped += item["skipped"]
+        frames = [f.to(self.device, non_blocking=True) for f in item["frames"]]
+        if item["half"]:
             # M_T runs on low-res frames in the T->S stream: train on both resolutions
             frames = [downscale(f) for f in frames]
         return frames
@@ -420,7 +466,7 @@ class Trainer:
                       file=sys.stderr, flush=True)
         if fcsv:
             fcsv.close()
-        skipped = getattr(self.train_set, "skipped", 0)
+        skipped = self.data_skipped
         if skipped:
             log.warning("%d unreadable samples were skipped", skipped)
 
