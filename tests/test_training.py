@@ -190,23 +190,29 @@ def test_existing_run_without_resume_refuses(data, tmp_path):
 
 
 # ----------------------------------------------------------------------------- resume
+def interrupt_at_step(monkeypatch, step: int):
+    """Make training raise KeyboardInterrupt when it reaches ``step``; returns the undo."""
+    real_step = tr.Trainer.train_step
+
+    def interrupted(self):
+        if self.step == step:
+            raise KeyboardInterrupt
+        return real_step(self)
+
+    monkeypatch.setattr(tr.Trainer, "train_step", interrupted)
+    return lambda: monkeypatch.setattr(tr.Trainer, "train_step", real_step)
+
+
 def test_resume_continues_exactly(data, tmp_path, monkeypatch):
     """A run interrupted after step 3 (checkpoint at 2) and resumed ends with the same
     weights and optimizer state as an uninterrupted run."""
     full = run_stage(data, "joint", tmp_path / "full", iters=4)
 
-    real_step = tr.Trainer.train_step
-
-    def interrupted(self):
-        if self.step == 3:
-            raise KeyboardInterrupt
-        return real_step(self)
-
-    monkeypatch.setattr(tr.Trainer, "train_step", interrupted)
+    restore = interrupt_at_step(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         run_stage(data, "joint", tmp_path / "cut", iters=4)
     assert tr.load_checkpoint(tmp_path / "cut" / "last.pt")["step"] == 2
-    monkeypatch.setattr(tr.Trainer, "train_step", real_step)
+    restore()
     resumed = run_stage(data, "joint", tmp_path / "cut", iters=4, more=["--resume"])
     assert resumed["step"] == 4
     steps = [int(r["step"]) for r in read_log(tmp_path / "cut")]
@@ -231,17 +237,10 @@ def test_worker_processes_make_the_same_batches(data, tmp_path, monkeypatch):
         assert torch.equal(v, two["model"][k]), k
     assert [r["loss"] for r in read_log(tmp_path / "w0")] == [r["loss"] for r in read_log(tmp_path / "w2")]
 
-    real_step = tr.Trainer.train_step
-
-    def interrupted(self):
-        if self.step == 3:
-            raise KeyboardInterrupt
-        return real_step(self)
-
-    monkeypatch.setattr(tr.Trainer, "train_step", interrupted)
+    restore = interrupt_at_step(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         run_stage(data, "temporal", tmp_path / "cut", iters=4, extra=[("train.workers", "2")])
-    monkeypatch.setattr(tr.Trainer, "train_step", real_step)
+    restore()
     resumed = run_stage(data, "temporal", tmp_path / "cut", iters=4, extra=[("train.workers", "1")], more=["--resume"])
     for k, v in one["model"].items():
         assert torch.equal(v, resumed["model"][k]), k
