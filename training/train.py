@@ -314,7 +314,7 @@ class Trainer:
             pin_memory=self.device.type == "cuda", prefetch_factor=4))
 
     def make_batch(self, step: int) -> list[torch.Tensor]:
-        if getattr(self, "_batch_iter", None) is None:
+        if self._batch_iter is None:
             self._batch_iter = self._batches()
         item = next(self._batch_iter)
         if item["step"] != step:
