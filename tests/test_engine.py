@@ -55,6 +55,20 @@ def test_bad_arguments(net):
         Engine(object(), device="cpu")
 
 
+def test_callers_network_is_left_as_it_is():
+    """The engine converts a copy (eval, no gradients, channels_last, device/dtype)."""
+    model = tiny_model().train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    eng = Engine(model, device="cpu", channels_last=True)
+    assert eng.model is not model and model.training
+    assert all(p.requires_grad for p in model.parameters())
+    for k, v in model.state_dict().items():
+        assert v.dtype == torch.float32 and torch.equal(v, before[k]), k
+        if v.dim() == 4:
+            assert v.is_contiguous(), k          # not converted to channels_last
+    assert not any(p.requires_grad for p in eng.model.parameters())
+
+
 def test_st_scale_override(net):
     a, b = (chw(n, w=32, h=32).transpose(1, 2, 0).copy() for n in (0, 2))   # 32x32 HWC frames
     own = Engine(net, device="cpu").interpolate([(a, b)], output="st")[0]

@@ -15,6 +15,7 @@ This module does not import VapourSynth; it takes and returns numpy frames (RGB 
 
 from __future__ import annotations
 
+import copy
 import inspect
 import logging
 import math
@@ -159,8 +160,8 @@ def scene_score(a: np.ndarray, b: np.ndarray, layout: Layout = "hwc") -> float:
 class Engine:
     """Runs a DSFN on numpy frames.
 
-    ``model``: a :class:`DSFN`, a weights-file path, or ``None`` for the shipped default
-    weights. ``device``: see :func:`select_device`. ``fp16``: ``None`` uses fp32 (the
+    ``model``: a :class:`DSFN` (the engine runs a copy: the caller's network is left as it
+    is), a weights-file path, or ``None`` for the shipped default weights. ``device``: see :func:`select_device`. ``fp16``: ``None`` uses fp32 (the
     VapourSynth filter passes ``True`` for RGBH clips on CUDA); fp16 is only used on CUDA
     (asking for it on CPU logs a warning and runs fp32). ``batch_size``: frame pairs per
     forward pass. ``cache_size``: how many source frames' padded input and M_S result
@@ -231,7 +232,8 @@ class Engine:
         self.out_dtype = np.dtype(out_dtype)
         if self.out_dtype not in (np.float32, np.float16):
             raise ValueError(f"out_dtype must be float32 or float16, not {self.out_dtype}")
-        if model is None or isinstance(model, (str, os.PathLike)):
+        loaded = model is None or isinstance(model, (str, os.PathLike))
+        if loaded:
             model = load_model(model)
         if not isinstance(model, DSFN):
             raise ValueError(f"model must be a DSFN, a weights path or None, not {type(model).__name__}")
@@ -257,6 +259,10 @@ class Engine:
         cuda = self.device.type == "cuda"
         self.channels_last = True if channels_last is None else channels_last
         self._fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        if not loaded:
+            # everything below changes the network in place (device, dtype, memory format,
+            # eval mode, no gradients): work on a copy, so the caller's network stays as it was
+            model = copy.deepcopy(model)
         model = model.eval().to(self.device, self.dtype)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
