@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from training.metrics import psnr  # noqa: E402
 from vsdsfn.engine import Engine  # noqa: E402
 from vsdsfn.sysinfo import describe_machine  # noqa: E402
 from vsdsfn.weights import load_model  # noqa: E402
@@ -67,11 +68,6 @@ def run_pairs(engine: Engine, frames: list[np.ndarray], first_key: int) -> list[
     return out
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(1 / mse)
-
-
 def check_against_cpu(model, device: str, size: tuple[int, int]) -> list[str]:
     w, h = size
     frames = texture_frames(w, h, 3)
@@ -82,7 +78,7 @@ def check_against_cpu(model, device: str, size: tuple[int, int]) -> list[str]:
             eng = Engine(model, device=device, fp16=fp16, batch_size=2, tile=tile)
             got = run_pairs(eng, frames, 0)
             diff = max(float(np.abs(g - r).max()) for g, r in zip(got, ref))
-            worst = min(psnr(g, r) for g, r in zip(got, ref))
+            worst = min(float(psnr(torch.from_numpy(g), torch.from_numpy(r))) for g, r in zip(got, ref))
             rows.append(f"| {w}x{h} | {'fp16' if fp16 else 'fp32'} | {tile or '-'} | {diff:.2e} | {worst:.1f} |")
     return rows
 
@@ -134,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
         f"- Weights: {args.weights or 'shipped default'}",
         f"- Command: `python bench/engine_cuda.py {' '.join(shlex.quote(a) for a in (argv or sys.argv[1:]))}`",
         "", f"## Output against the CPU's ({args.check_size} input, 2 pairs; tile = longest tile side)", "",
-        "| input | precision | tile | max abs diff | worst PSNR vs CPU (dB) |", "|---|---|---|---|---|",
+        "| input | precision | tile | max abs diff | worst PSNR vs CPU (dB, 100 = identical) |", "|---|---|---|---|---|",
     ]
     lines += check_against_cpu(model, args.device, tuple(int(v) for v in args.check_size.split("x")))
     print("\n".join(lines), file=sys.stderr, flush=True)

@@ -161,9 +161,10 @@ class Engine:
     """Runs a DSFN on numpy frames.
 
     ``model``: a :class:`DSFN` (the engine runs a copy: the caller's network is left as it
-    is), a weights-file path, or ``None`` for the shipped default weights. ``device``: see :func:`select_device`. ``fp16``: ``None`` uses fp32 (the
-    VapourSynth filter passes ``True`` for RGBH clips on CUDA); fp16 is only used on CUDA
-    (asking for it on CPU logs a warning and runs fp32). ``batch_size``: frame pairs per
+    is), a weights-file path, or ``None`` for the shipped default weights. ``device``: see
+    :func:`select_device`. ``fp16``: ``None`` uses fp32 (the VapourSynth filter passes
+    ``True`` for RGBH clips on CUDA); fp16 is only used on CUDA (asking for it on CPU logs
+    a warning and runs fp32). ``batch_size``: frame pairs per
     forward pass. ``cache_size``: how many source frames' padded input and M_S result
     are kept (LRU, keyed by the caller's key, e.g. the source frame number).
     ``layout``: frames are ``"hwc"`` (H, W, 3) or ``"chw"`` (3, H, W, planar like
