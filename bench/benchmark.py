@@ -177,6 +177,30 @@ def run_worker(method: str, size: str, args) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def measured_cuda(path: Path) -> list[str]:
+    """The speed rows of an earlier GPU measurement (``bench/engine_cuda.py``'s report), to
+    print beside the estimate: the roofline model leaves out per-kernel host overhead and
+    has overstated the measured speed. Empty when there is no such report."""
+    if not path.is_file():
+        return []
+    text = path.read_text().splitlines()
+    head = [ln for ln in text if ln.startswith(("- Date:", "- Device:", "- Weights:", "- Command:"))]
+    try:
+        start = next(i for i, ln in enumerate(text) if ln.startswith("## Speed"))
+    except StopIteration:
+        return []
+    table = []
+    for ln in text[start + 1:]:
+        if ln.startswith("## "):
+            break
+        if ln.startswith("|"):
+            table.append(ln)
+    if len(table) < 3:
+        return []
+    return ["## CUDA: measured earlier (bench/" + path.name + ", engine without VapourSynth)", "",
+            "Not re-measured by this run; compare with the estimate above.", "", *head, "", *table, ""]
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", help="comma-separated input sizes WxH (default: 480x270,960x540, "
@@ -265,6 +289,7 @@ def main(argv=None) -> None:
                   "(see its docstring for the model):", ""]
         lines += report(1920, 1080, (960, 544), "h100-sxm", 0.25, 0.7, 4.0, model_factory("default"))
         lines.append("")
+        lines += measured_cuda(ROOT / "bench" / "CUDA.md")
     Path(args.out).write_text("\n".join(lines))
     print("\n".join(lines))
 

@@ -67,3 +67,17 @@ def test_roofline_and_report():
     lines = report(64, 32, (48, 48), "h100-sxm", 0.25, 0.7, 4.0, lambda: DSFN(TINY), overlap=16)
     text = "\n".join(lines)
     assert "estimate" in text and "64x32 → 128x64" in text and "untiled" in text and "tiles of" in text
+
+
+def test_measured_cuda_rows_come_from_the_report(tmp_path):
+    from benchmark import measured_cuda
+
+    assert measured_cuda(tmp_path / "missing.md") == []
+    report = tmp_path / "CUDA.md"
+    report.write_text("# t\n\n- Date: 2026-01-01\n- Device: GPU X\n- Other: no\n\n## Output\n\n| a |\n|---|\n| 1 |\n\n"
+                      "## Speed (median)\n\n| input | fps |\n|---|---|\n| 1920x1080 -> 3840x2160 | 20.5 |\n\n## Memory\n| m |\n")
+    lines = measured_cuda(report)
+    assert "- Date: 2026-01-01" in lines and "- Device: GPU X" in lines and "- Other: no" not in lines
+    assert "| 1920x1080 -> 3840x2160 | 20.5 |" in lines and "| 1 |" not in lines and "| m |" not in lines
+    report.write_text("# t\n\nno speed section\n")
+    assert measured_cuda(report) == []
