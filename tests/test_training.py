@@ -655,6 +655,63 @@ def test_video_sequence_cache(tmp_path, monkeypatch):
     assert not list(cache.glob("*.tmp*"))
 
 
+def write_flat_y4m(path: Path, yuv: list[tuple[int, int, int]], w: int = 32, h: int = 16) -> None:
+    """A 4:4:4 YUV4MPEG2 file whose frame i is flat with (Y, U, V) = ``yuv[i]``."""
+    head = f"YUV4MPEG2 W{w} H{h} F25:1 Ip A1:1 C444\n".encode()
+    body = b"".join(b"FRAME\n" + bytes([y]) * (w * h) + bytes([u]) * (w * h) + bytes([v]) * (w * h)
+                    for y, u, v in yuv)
+    path.write_bytes(head + body)
+
+
+def test_video_sequence_ffmpeg_decoder(tmp_path, monkeypatch):
+    """Without VapourSynth, videos are decoded by the ffmpeg command, to the same RGB."""
+    import shutil
+
+    from training import datasets
+
+    if not (shutil.which("ffmpeg") and shutil.which("ffprobe")):
+        pytest.skip("ffmpeg/ffprobe not installed")
+    monkeypatch.setenv("VSDSFN_CACHE", str(tmp_path / "cache"))
+    video = tmp_path / "c.y4m"
+    yuv = [(16, 128, 128), (126, 128, 128), (235, 128, 128), (100, 90, 170), (150, 170, 60)]
+    write_flat_y4m(video, yuv)
+    monkeypatch.setattr(datasets, "_vapoursynth_source", lambda: False)  # "auto" falls back
+    seq = datasets.VideoSequence(video, start=1)
+    assert len(seq) == 4 and seq.frame(0).shape == (16, 32, 3) and seq.frame(0).dtype == np.uint8
+    assert abs(float(seq.frame(0).mean()) - 128) < 2 and seq.frame(1).min() >= 253
+    # BT.601 limited range (16 lines), as the VapourSynth path: Y 100, U 90, V 170
+    y, u, v = 1.164 * (100 - 16), 90 - 128, 170 - 128
+    expect = np.array([y + 1.596 * v, y - 0.392 * u - 0.813 * v, y + 2.017 * u]).clip(0, 255)
+    assert np.abs(seq.frame(2).reshape(-1, 3).mean(0) - expect).max() < 3
+    # neither decoder: a clear error that names both
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.setenv("VSDSFN_CACHE", str(tmp_path / "cache2"))
+    with pytest.raises(RuntimeError, match="VapourSynth.*ffmpeg"):
+        datasets.VideoSequence(video)
+    with pytest.raises(ValueError, match="decoder"):
+        datasets.VideoSequence(video, decoder="opencv")
+
+
+def test_video_decoders_agree(tmp_path, monkeypatch):
+    """The VapourSynth and ffmpeg decoders give the same frames within rounding."""
+    import shutil
+
+    pytest.importorskip("vapoursynth")
+    from training import datasets
+
+    if not (shutil.which("ffmpeg") and shutil.which("ffprobe")) or not datasets._vapoursynth_source():
+        pytest.skip("needs both VapourSynth with BestSource and ffmpeg")
+    video = tmp_path / "c.y4m"
+    write_flat_y4m(video, [(60, 200, 100), (180, 70, 140), (100, 90, 170)])
+    monkeypatch.setenv("VSDSFN_CACHE", str(tmp_path / "a"))
+    a = datasets.VideoSequence(video, decoder="vapoursynth")
+    monkeypatch.setenv("VSDSFN_CACHE", str(tmp_path / "b"))
+    b = datasets.VideoSequence(video, decoder="ffmpeg")
+    assert len(a) == len(b) == 3
+    for i in range(3):
+        assert np.abs(a.frame(i).astype(int) - b.frame(i).astype(int)).max() <= 2
+
+
 @pytest.mark.parametrize("masks,cues,rows", [(2, False, 2), (1, False, 2), (2, True, 3)])
 def test_save_panel_layouts(tmp_path, masks, cues, rows):
     """Panels of a two-mask model, of the one-mask ablation and with fusion_cues maps."""

@@ -4,7 +4,8 @@ Frame sources (each one sequence of RGB frames, optionally a ``start:stop`` slic
 
 * :class:`FolderSequence` -- a folder of image files (name order is time order);
 * :class:`VideoSequence` -- a video file decoded once through VapourSynth
-  (``core.bs.VideoSource``) into a uint8 memory-mapped cache;
+  (``core.bs.VideoSource``; the ffmpeg command where VapourSynth is missing) into a
+  uint8 memory-mapped cache;
 * :func:`vimeo_sequences` -- the Vimeo-90K triplet (``im1..im3``) and septuplet
   (``im1..im7``) layouts with their ``tri_/sep_ trainlist/testlist`` files.
 
@@ -94,15 +95,34 @@ def _short_hash(text: str) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
+def _vapoursynth_source() -> bool:
+    """Whether VapourSynth with the BestSource plugin (``core.bs``) can be used here."""
+    try:
+        import vapoursynth as vs
+    except ImportError:
+        return False
+    return hasattr(vs.core, "bs")
+
+
 class VideoSequence:
-    """A video decoded once through VapourSynth into a uint8 .npy cache (memory-mapped).
+    """A video decoded once into a uint8 .npy cache (memory-mapped).
+
+    ``decoder``: ``"vapoursynth"`` (``core.bs.VideoSource``), ``"ffmpeg"`` (the ``ffmpeg``
+    and ``ffprobe`` commands, for machines without VapourSynth such as a rented GPU box)
+    or ``"auto"``: VapourSynth where it has BestSource, else ffmpeg. Both convert YUV with
+    BT.709 above 576 lines and BT.601 below, limited range; their frames differ by
+    rounding and chroma-upsampling details only.
 
     The cache file is ``STEM-PATHKEY-STATEKEY.npy`` in ``$VSDSFN_CACHE`` (default
     ``~/.cache/vsdsfn``): PATHKEY names the source file, STATEKEY its size and mtime.
     A changed (or re-copied) video is decoded again and its stale caches are removed.
     """
 
-    def __init__(self, path: str | os.PathLike, start: int = 0, stop: int | None = None) -> None:
+    def __init__(self, path: str | os.PathLike, start: int = 0, stop: int | None = None,
+                 decoder: str = "auto") -> None:
+        if decoder not in ("auto", "vapoursynth", "ffmpeg"):
+            raise ValueError(f"VideoSequence: decoder must be auto, vapoursynth or ffmpeg, not {decoder!r}")
+        self.decoder = decoder
         self.path = Path(path)
         st = self.path.stat()
         path_key = _short_hash(str(self.path.resolve()))
@@ -125,6 +145,46 @@ class VideoSequence:
         self.name = f"{self.path.name}[{start}:{'' if stop is None else stop}]"
 
     def _decode(self, cache: Path) -> None:
+        # per-process temp name: two trainings started together may decode the same video
+        tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp.npy")
+        decoder = self.decoder
+        if decoder == "auto":
+            decoder = "vapoursynth" if _vapoursynth_source() else "ffmpeg"
+        n = self._decode_vapoursynth(tmp) if decoder == "vapoursynth" else self._decode_ffmpeg(tmp)
+        os.replace(tmp, cache)
+        log.info("decoded %s (%s): %d frames -> %s", self.path, decoder, n, cache)
+
+    def _decode_ffmpeg(self, tmp: Path) -> int:
+        import shutil
+        import subprocess
+
+        if not (shutil.which("ffmpeg") and shutil.which("ffprobe")):
+            raise RuntimeError(f"cannot decode {self.path}: neither VapourSynth with BestSource "
+                               "(pip install vapoursynth vapoursynth-bestsource) nor the ffmpeg and "
+                               "ffprobe commands are available")
+        probe = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
+                                "stream=width,height", "-of", "csv=p=0", str(self.path)],
+                               capture_output=True, text=True, check=True)
+        w, h = (int(v) for v in probe.stdout.strip().split(",")[:2])
+        matrix = "bt709" if h > 576 else "bt601"
+        raw = tmp.with_name(tmp.name + ".rgb")
+        try:
+            subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-i", str(self.path), "-map", "0:v:0",
+                            "-vf", f"scale=in_color_matrix={matrix}:in_range=tv,format=rgb24",
+                            "-f", "rawvideo", "-y", str(raw)], check=True)
+            size = w * h * 3
+            n = raw.stat().st_size // size
+            src = np.memmap(raw, dtype=np.uint8, mode="r", shape=(n, h, w, 3))
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, h, w, 3))
+            for i in range(0, n, 64):
+                out[i:i + 64] = src[i:i + 64]
+            out.flush()
+            del out, src
+        finally:
+            raw.unlink(missing_ok=True)
+        return n
+
+    def _decode_vapoursynth(self, tmp: Path) -> int:
         import vapoursynth as vs
 
         core = vs.core
@@ -134,8 +194,6 @@ class VideoSequence:
             clip = core.resize.Bicubic(clip, format=vs.RGB24, matrix_in_s=matrix)
         else:
             clip = core.resize.Point(clip, format=vs.RGB24)
-        # per-process temp name: two trainings started together may decode the same video
-        tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp.npy")
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
                                         shape=(clip.num_frames, clip.height, clip.width, 3))
         for i, frame in enumerate(clip.frames()):
@@ -143,8 +201,7 @@ class VideoSequence:
                 out[i, :, :, p] = np.asarray(frame[p])
         out.flush()
         del out
-        os.replace(tmp, cache)
-        log.info("decoded %s: %d frames -> %s", self.path, clip.num_frames, cache)
+        return clip.num_frames
 
     def __len__(self) -> int:
         return len(self.frames)
