@@ -19,6 +19,15 @@ from vsdsfn.weights import save_model  # noqa: E402
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
+@pytest.fixture(autouse=True)
+def _no_gpu_unless_marked(request, monkeypatch):
+    """Tests compare ``upscale()`` (device "auto") with CPU references: outside tests
+    marked ``cuda`` (tests/test_cuda.py), CUDA is hidden so that "auto" means the CPU
+    on a GPU machine too (there, "auto" would otherwise pick the GPU and its rounding)."""
+    if request.node.get_closest_marker("cuda") is None:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
 TINY = DSFNConfig(
     spatial_args={"channels": 8, "layers": 2},
     temporal_args={"widths": [8, 8], "decoders": [8, 8], "radii": [1, 2]},

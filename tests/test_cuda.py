@@ -2,7 +2,8 @@
 
 The same clip through the filter on CUDA and on the CPU: fp32 (RGBS) and fp16 (RGBH)
 outputs match the CPU's, batching and tiles change nothing beyond rounding, and frame
-props, fps and durations are the same as on the CPU.
+props, fps and durations are the same as on the CPU. (Every other test module sees no
+GPU: tests/conftest.py hides CUDA from tests not marked ``cuda``.)
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ vs = pytest.importorskip("vapoursynth")
 from conftest import all_frames, make_clip  # noqa: E402
 from vsdsfn import upscale  # noqa: E402
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -27,7 +28,7 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 @pytest.fixture(scope="module")
 def cpu_out():
     clip = make_clip(4, 352, 192, props=lambda i: {"Name": f"f{i}"})
-    return clip, all_frames(upscale(clip))  # shipped default weights
+    return clip, all_frames(upscale(clip, device="cpu"))  # shipped default weights
 
 
 @pytest.mark.parametrize("fmt,batch,tile,min_psnr", [
