@@ -683,33 +683,39 @@ def test_video_sequence_ffmpeg_decoder(tmp_path, monkeypatch):
     y, u, v = 1.164 * (100 - 16), 90 - 128, 170 - 128
     expect = np.array([y + 1.596 * v, y - 0.392 * u - 0.813 * v, y + 2.017 * u]).clip(0, 255)
     assert np.abs(seq.frame(2).reshape(-1, 3).mean(0) - expect).max() < 3
-    # neither decoder: a clear error that names both
+    # no decoder at all: a clear error that names every way to get one
     monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.setattr(datasets, "_opencv", lambda: False)
     monkeypatch.setenv("VSDSFN_CACHE", str(tmp_path / "cache2"))
-    with pytest.raises(RuntimeError, match="VapourSynth.*ffmpeg"):
+    with pytest.raises(RuntimeError, match="VapourSynth.*ffmpeg.*OpenCV"):
         datasets.VideoSequence(video)
+    with pytest.raises(RuntimeError, match="ffmpeg and ffprobe commands are not on PATH"):
+        datasets.VideoSequence(video, decoder="ffmpeg")
     with pytest.raises(ValueError, match="decoder"):
-        datasets.VideoSequence(video, decoder="opencv")
+        datasets.VideoSequence(video, decoder="pyav")
 
 
 def test_video_decoders_agree(tmp_path, monkeypatch):
-    """The VapourSynth and ffmpeg decoders give the same frames within rounding."""
-    import shutil
-
-    pytest.importorskip("vapoursynth")
+    """Every installed decoder (VapourSynth, ffmpeg, OpenCV) gives the same frames within
+    rounding (a BT.601 video: OpenCV's matrix is the others' there)."""
     from training import datasets
 
-    if not (shutil.which("ffmpeg") and shutil.which("ffprobe")) or not datasets._vapoursynth_source():
-        pytest.skip("needs both VapourSynth with BestSource and ffmpeg")
+    have = [d for d in datasets.DECODERS
+            if {"vapoursynth": datasets._vapoursynth_source, "ffmpeg": datasets._ffmpeg,
+                "opencv": datasets._opencv}[d]()]
+    if len(have) < 2:
+        pytest.skip(f"needs two decoders, has {have}")
     video = tmp_path / "c.y4m"
     write_flat_y4m(video, [(60, 200, 100), (180, 70, 140), (100, 90, 170)])
-    monkeypatch.setenv("VSDSFN_CACHE", str(tmp_path / "a"))
-    a = datasets.VideoSequence(video, decoder="vapoursynth")
-    monkeypatch.setenv("VSDSFN_CACHE", str(tmp_path / "b"))
-    b = datasets.VideoSequence(video, decoder="ffmpeg")
-    assert len(a) == len(b) == 3
-    for i in range(3):
-        assert np.abs(a.frame(i).astype(int) - b.frame(i).astype(int)).max() <= 2
+    seqs = []
+    for d in have:
+        monkeypatch.setenv("VSDSFN_CACHE", str(tmp_path / d))
+        seqs.append(datasets.VideoSequence(video, decoder=d))
+    for d, seq in zip(have[1:], seqs[1:]):
+        assert len(seq) == 3, d
+        for i in range(3):
+            diff = np.abs(seq.frame(i).astype(int) - seqs[0].frame(i).astype(int)).max()
+            assert diff <= 2, f"{d} vs {have[0]}, frame {i}: {diff}"
 
 
 @pytest.mark.parametrize("masks,cues,rows", [(2, False, 2), (1, False, 2), (2, True, 3)])
@@ -722,3 +728,48 @@ def test_save_panel_layouts(tmp_path, masks, cues, rows):
         out["cues"] = img(2)
     ev.save_panel(tmp_path / "p.png", img(), out)
     assert Image.open(tmp_path / "p.png").size == (5 * 40, rows * 24)
+
+
+def test_pack_writes_a_compact_copy_that_trains(data, tmp_path, monkeypatch):
+    """training.pack: every sequence once as an RGB H.264 video, stills as JPEG, and a
+    config whose [data] points at them with the same slices; the copy decodes close to
+    the originals and builds the training sets."""
+    import shutil
+
+    from training.config import load_config
+    from training.datasets import FolderSequence, open_sequence
+    from training.pack import pack
+
+    if not shutil.which("ffmpeg"):
+        pytest.skip("ffmpeg not installed")
+    monkeypatch.setenv("VSDSFN_CACHE", str(tmp_path / "cache"))
+    write_flat_y4m(tmp_path / "flat.y4m", [(60, 200, 100)] * 4)  # a video given by absolute path
+    cfg = tmp_path / "my.toml"
+    cfg.write_text(
+        "# my config\n[model]\nrefine_channels = 4  # kept\n\n[data]\n"
+        f'sequences = [{{path = "frames/seq", stop = 5}}, {{path = "{tmp_path / "flat.y4m"}"}}]\n'
+        'val_sequences = [{path = "frames/seq", start = 3}]\n'
+        'sr_images = ["images"]\nsr_val = ["images"]\nstrides = [1, 2]\n\n[train]\nbatch = 3\n')
+    out = tmp_path / "packed"
+    path = pack(cfg, data, out, crf=12, jpeg=95)
+    packed = load_config(path)
+    d = packed["data"]
+    assert packed["model"]["refine_channels"] == 4 and packed["train"]["batch"] == 3
+    assert d["strides"] == [1, 2] and d["sr_images"] == d["sr_val"] == ["images"]
+    assert d["sequences"] == [{"path": "seq/seq.mkv", "stop": 5}, {"path": "seq/flat.y4m"}]
+    assert d["val_sequences"] == [{"path": "seq/seq.mkv", "start": 3}]
+    assert sorted(p.name for p in (out / "seq").iterdir()) == ["flat.y4m", "seq.mkv"]
+    assert len(list((out / "images").glob("*.jpg"))) == 4
+    orig, copy = FolderSequence(data / "frames" / "seq"), open_sequence(out / "seq" / "seq.mkv")
+    assert len(copy) == len(orig) == 6
+    for i in range(6):
+        mse = np.mean((copy.frame(i).astype(float) - orig.frame(i).astype(float)) ** 2)
+        assert 10 * np.log10(255 ** 2 / mse) > 35
+    packed["data"]["root"] = str(out)
+    train, val = tr.build_datasets(packed, "temporal", 32)
+    assert len(val) > 0 and len(train.sample(np.random.default_rng(0))) == 3
+    # --videos encode: the video re-encoded as RGB H.264 too, decoding to the same colours
+    path2 = pack(cfg, data, tmp_path / "packed2", crf=12, videos="encode")
+    assert load_config(path2)["data"]["sequences"][1] == {"path": "seq/flat.mkv"}
+    a, b = open_sequence(tmp_path / "flat.y4m"), open_sequence(tmp_path / "packed2" / "seq" / "flat.mkv")
+    assert len(a) == len(b) == 4 and np.abs(a.frame(3).astype(int) - b.frame(3).astype(int)).max() <= 3

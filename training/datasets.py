@@ -104,14 +104,39 @@ def _vapoursynth_source() -> bool:
     return hasattr(vs.core, "bs")
 
 
+def _ffmpeg() -> bool:
+    import shutil
+
+    return bool(shutil.which("ffmpeg") and shutil.which("ffprobe"))
+
+
+def _opencv() -> bool:
+    try:
+        import cv2  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+#: video decoders in the order ``decoder="auto"`` tries them
+DECODERS = ("vapoursynth", "ffmpeg", "opencv")
+
+
+def _available_decoder() -> str | None:
+    checks = {"vapoursynth": _vapoursynth_source, "ffmpeg": _ffmpeg, "opencv": _opencv}
+    return next((name for name in DECODERS if checks[name]()), None)
+
+
 class VideoSequence:
     """A video decoded once into a uint8 .npy cache (memory-mapped).
 
     ``decoder``: ``"vapoursynth"`` (``core.bs.VideoSource``), ``"ffmpeg"`` (the ``ffmpeg``
-    and ``ffprobe`` commands, for machines without VapourSynth such as a rented GPU box)
-    or ``"auto"``: VapourSynth where it has BestSource, else ffmpeg. Both convert YUV with
-    BT.709 above 576 lines and BT.601 below, limited range; their frames differ by
-    rounding and chroma-upsampling details only.
+    and ``ffprobe`` commands, for machines without VapourSynth such as a rented GPU box),
+    ``"opencv"`` (``cv2.VideoCapture``) or ``"auto"``: the first of these that is
+    installed. VapourSynth and ffmpeg convert YUV with BT.709 above 576 lines and BT.601
+    below, limited range, so their frames differ by rounding and chroma upsampling only;
+    OpenCV always uses BT.601, which shifts the colours of BT.709 video slightly (RGB-coded
+    video, such as ``python -m training.pack`` writes, decodes the same everywhere).
 
     The cache file is ``STEM-PATHKEY-STATEKEY.npy`` in ``$VSDSFN_CACHE`` (default
     ``~/.cache/vsdsfn``): PATHKEY names the source file, STATEKEY its size and mtime.
@@ -120,8 +145,8 @@ class VideoSequence:
 
     def __init__(self, path: str | os.PathLike, start: int = 0, stop: int | None = None,
                  decoder: str = "auto") -> None:
-        if decoder not in ("auto", "vapoursynth", "ffmpeg"):
-            raise ValueError(f"VideoSequence: decoder must be auto, vapoursynth or ffmpeg, not {decoder!r}")
+        if decoder not in ("auto",) + DECODERS:
+            raise ValueError(f"VideoSequence: decoder must be auto, {', '.join(DECODERS)}, not {decoder!r}")
         self.decoder = decoder
         self.path = Path(path)
         st = self.path.stat()
@@ -147,21 +172,21 @@ class VideoSequence:
     def _decode(self, cache: Path) -> None:
         # per-process temp name: two trainings started together may decode the same video
         tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp.npy")
-        decoder = self.decoder
-        if decoder == "auto":
-            decoder = "vapoursynth" if _vapoursynth_source() else "ffmpeg"
-        n = self._decode_vapoursynth(tmp) if decoder == "vapoursynth" else self._decode_ffmpeg(tmp)
+        decoder = self.decoder if self.decoder != "auto" else _available_decoder()
+        if decoder is None:
+            raise RuntimeError(f"cannot decode {self.path}: none of VapourSynth with BestSource "
+                               "(pip install vapoursynth vapoursynth-bestsource), the ffmpeg and ffprobe "
+                               "commands or OpenCV (pip install opencv-python-headless) is available")
+        n = getattr(self, f"_decode_{decoder}")(tmp)
         os.replace(tmp, cache)
         log.info("decoded %s (%s): %d frames -> %s", self.path, decoder, n, cache)
 
     def _decode_ffmpeg(self, tmp: Path) -> int:
-        import shutil
         import subprocess
 
-        if not (shutil.which("ffmpeg") and shutil.which("ffprobe")):
-            raise RuntimeError(f"cannot decode {self.path}: neither VapourSynth with BestSource "
-                               "(pip install vapoursynth vapoursynth-bestsource) nor the ffmpeg and "
-                               "ffprobe commands are available")
+        if not _ffmpeg():
+            raise RuntimeError(f"cannot decode {self.path} with ffmpeg: the ffmpeg and ffprobe commands "
+                               "are not on PATH")
         probe = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
                                 "stream=width,height", "-of", "csv=p=0", str(self.path)],
                                capture_output=True, text=True, check=True)
@@ -183,6 +208,28 @@ class VideoSequence:
         finally:
             raw.unlink(missing_ok=True)
         return n
+
+    def _decode_opencv(self, tmp: Path) -> int:
+        import cv2
+
+        cap = cv2.VideoCapture(str(self.path))
+        if not cap.isOpened():
+            raise RuntimeError(f"OpenCV cannot open {self.path}")
+        frames = []
+        while True:
+            ok, bgr = cap.read()
+            if not ok:
+                break
+            frames.append(np.ascontiguousarray(bgr[:, :, ::-1]))
+        cap.release()
+        if not frames:
+            raise RuntimeError(f"OpenCV decoded no frames from {self.path}")
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(frames),) + frames[0].shape)
+        for i, f in enumerate(frames):
+            out[i] = f
+        out.flush()
+        del out
+        return len(frames)
 
     def _decode_vapoursynth(self, tmp: Path) -> int:
         import vapoursynth as vs
