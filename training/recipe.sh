@@ -55,6 +55,11 @@ run temporal_ft7 temporal --init "$RUNS/temporal_ft6/best.pt:temporal" "${CROP32
   --set stages.temporal.lr=6e-5 --set stages.temporal.iters=2500
 run temporal_ft8 temporal --init "$RUNS/temporal_ft7/best.pt:temporal" "${CROP320[@]}" "${GPU[@]}" \
   --set stages.temporal.lr=3e-5 --set stages.temporal.iters=1200
+# ... and a tenth on the H100 (session 11: 2,800 steps in 4.8 min; crop-val on the packed
+# copy 31.01 at step 500 -> 31.03). Such a copy is what `python -m training.pack` writes (see
+# training/README.md); train there with --config PACK/config.toml --data-root PACK.
+run temporal_ft9 temporal --init "$RUNS/temporal_ft8/best.pt:temporal" "${CROP320[@]}" "${GPU[@]}" \
+  --set stages.temporal.lr=4e-5 --set stages.temporal.iters=2800
 # stage 2: freeze M_S, M_T; train F and R on L_F + L_R. A first cycle with the former
 # plain R (H_F only) ...
 PLAIN_R=(--set model.refine_context=false)
@@ -69,6 +74,9 @@ run fusion4 fusion --init "$RUNS/fusion3/best.pt:spatial,fusion,refine" --init "
   --set stages.fusion.lr=1e-3
 # ... and a fifth at lr 5e-4 (R 29.77)
 run fusion5 fusion --init "$RUNS/fusion4/best.pt" --set stages.fusion.lr=5e-4
+# ... and a sixth beside the tenth M_T cycle, at lr 5e-4 (best at step 250; R 29.79)
+run fusion6 fusion --init "$RUNS/fusion5/best.pt:spatial,fusion,refine" --init "$RUNS/temporal_ft9/best.pt:temporal" \
+  --set stages.fusion.lr=5e-4
 # the one-mask ablation of stage 2 (the "F one-mask" row of the model card's table), the same five cycles
 ONE=(--set model.fusion_masks=1)
 run fusion1 fusion --init "$RUNS/spatial/best.pt:spatial" --init "$RUNS/temporal_ft4/best.pt:temporal" \
@@ -78,7 +86,16 @@ run fusion1c fusion --init "$RUNS/fusion1b/best.pt" "${ONE[@]}" --set stages.fus
 run fusion1d fusion --init "$RUNS/fusion1c/best.pt:spatial,fusion,refine" --init "$RUNS/temporal_ft8/best.pt:temporal" \
   "${ONE[@]}" --set stages.fusion.lr=1e-3
 run fusion1e fusion --init "$RUNS/fusion1d/best.pt" "${ONE[@]}" --set stages.fusion.lr=5e-4
+# session 11 restarted the one-mask model on the tenth M_T cycle: F and R from scratch,
+# two cycles on the H100 (packed copy, batch 16, 7 workers, ~15 it/s), then one on the
+# CPU on the original data (R of the one-mask model 29.72)
+GPU_F=(--set stages.fusion.batch=16 --set train.workers=7 --set train.amp=false --set train.val_every=500)
+run fusion1f fusion --init "$RUNS/spatial/best.pt:spatial" --init "$RUNS/temporal_ft9/best.pt:temporal" \
+  "${ONE[@]}" "${GPU_F[@]}" --set stages.fusion.iters=2000
+run fusion1g fusion --init "$RUNS/fusion1f/best.pt" "${ONE[@]}" "${GPU_F[@]}" --set stages.fusion.lr=1e-3 \
+  --set stages.fusion.iters=1500
+run fusion1h fusion --init "$RUNS/fusion1g/best.pt" "${ONE[@]}" --set stages.fusion.lr=5e-4
 # stage 3: fine-tune everything on all six losses
-run joint joint --init "$RUNS/fusion5/best.pt"
-$PY -m training.export "$RUNS/fusion5/best.pt" "$RUNS/joint/best.pt" models/dsfn_default.safetensors
-$PY -m training.export "$RUNS/fusion1e/best.pt" "$RUNS/one_mask.safetensors"
+run joint joint --init "$RUNS/fusion6/best.pt"
+$PY -m training.export "$RUNS/fusion6/best.pt" "$RUNS/joint/best.pt" models/dsfn_default.safetensors
+$PY -m training.export "$RUNS/fusion1h/best.pt" "$RUNS/one_mask.safetensors"
