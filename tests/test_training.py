@@ -691,6 +691,7 @@ def test_video_sequence_ffmpeg_decoder(tmp_path, monkeypatch):
         datasets.VideoSequence(video)
     with pytest.raises(RuntimeError, match="ffmpeg and ffprobe commands are not on PATH"):
         datasets.VideoSequence(video, decoder="ffmpeg")
+    assert not list((tmp_path / "cache2").glob("*"))  # a failed decode leaves no file behind
     with pytest.raises(ValueError, match="decoder"):
         datasets.VideoSequence(video, decoder="pyav")
 

@@ -4,8 +4,8 @@ Frame sources (each one sequence of RGB frames, optionally a ``start:stop`` slic
 
 * :class:`FolderSequence` -- a folder of image files (name order is time order);
 * :class:`VideoSequence` -- a video file decoded once through VapourSynth
-  (``core.bs.VideoSource``; the ffmpeg command where VapourSynth is missing) into a
-  uint8 memory-mapped cache;
+  (``core.bs.VideoSource``; the ffmpeg command or OpenCV where VapourSynth is missing)
+  into a uint8 memory-mapped cache;
 * :func:`vimeo_sequences` -- the Vimeo-90K triplet (``im1..im3``) and septuplet
   (``im1..im7``) layouts with their ``tri_/sep_ trainlist/testlist`` files.
 
@@ -177,7 +177,11 @@ class VideoSequence:
             raise RuntimeError(f"cannot decode {self.path}: none of VapourSynth with BestSource "
                                "(pip install vapoursynth vapoursynth-bestsource), the ffmpeg and ffprobe "
                                "commands or OpenCV (pip install opencv-python-headless) is available")
-        n = getattr(self, f"_decode_{decoder}")(tmp)
+        try:
+            n = getattr(self, f"_decode_{decoder}")(tmp)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # no half-written cache left behind
+            raise
         os.replace(tmp, cache)
         log.info("decoded %s (%s): %d frames -> %s", self.path, decoder, n, cache)
 
