@@ -691,7 +691,15 @@ def test_video_sequence_ffmpeg_decoder(tmp_path, monkeypatch):
         datasets.VideoSequence(video)
     with pytest.raises(RuntimeError, match="ffmpeg and ffprobe commands are not on PATH"):
         datasets.VideoSequence(video, decoder="ffmpeg")
-    assert not list((tmp_path / "cache2").glob("*"))  # a failed decode leaves no file behind
+
+    def half_written(self, tmp):  # a decoder that dies after writing part of the cache
+        tmp.write_bytes(b"partial")
+        raise RuntimeError("decoder died")
+
+    monkeypatch.setattr(datasets.VideoSequence, "_decode_ffmpeg", half_written)
+    with pytest.raises(RuntimeError, match="decoder died"):
+        datasets.VideoSequence(video, decoder="ffmpeg")
+    assert not list((tmp_path / "cache2").glob("*"))  # no half-written cache left behind
     with pytest.raises(ValueError, match="decoder"):
         datasets.VideoSequence(video, decoder="pyav")
 
