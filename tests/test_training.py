@@ -479,10 +479,16 @@ def test_evaluate_prints_all_rows(data, tmp_path, tiny_weights, capsys):
     report_path = tmp_path / "report.md"
     ev.main(["--data", str(data / "frames"), "--layout", "frames", "--weights", str(two),
              "--one-mask-weights", str(one), "--out", str(report_path), "--panels", str(tmp_path / "panels"),
-             "--quiet"])
+             "--quiet", "--json", str(tmp_path / "scores.json")])
     printed = capsys.readouterr().out
     report = report_path.read_text()
     assert report.strip() in printed
+    scores = json.loads((tmp_path / "scores.json").read_text())
+    for row in (ev.ST, ev.TS, ev.F1, ev.F2, ev.R, ev.R1, ev.BLEND):
+        r = scores["rows"][row]  # full precision, rounding to the report's numbers
+        assert r["n"] == 4 and len(scores["per_triplet"][row]) == 4
+        assert [round(r["psnr"], 2), round(r["ssim"], 4)] == _numbers(report, row)
+    assert len(scores["triplets"]) == 4 and scores["command"].startswith("python -m training.evaluate")
     for row in (ev.ST, ev.TS, ev.F1, ev.F2, ev.R, ev.R1, ev.BLEND, ev.SPLINE_FLOW, ev.FLOW_SPLINE):
         p, s = _numbers(report, row)
         assert 5 < p < 100 and -1 <= s <= 1, row

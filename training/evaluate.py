@@ -486,6 +486,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max", type=int, help="at most N triplets, evenly spaced")
     ap.add_argument("--stride", type=int, default=1, help="triplets (i, i+s, i+2s)")
     ap.add_argument("--out", help="write the markdown report here")
+    ap.add_argument("--json", help="also write the scores here: every row's mean PSNR/SSIM at full "
+                    "precision, per sequence and per triplet")
     ap.add_argument("--panels", help="save a picture panel per triplet in this folder")
     ap.add_argument("--no-mvtools", action="store_true", help="skip the mvtools baselines")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -546,7 +548,24 @@ def main(argv: list[str] | None = None) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(report)
         print(f"wrote {out}", file=sys.stderr)
+    if args.json:
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result_dict(res, command), indent=1))
+        print(f"wrote {out}", file=sys.stderr)
     return 0
+
+
+def result_dict(res: Result, command: str = "") -> dict:
+    """The scores of :func:`evaluate` as plain data (what ``--json`` writes)."""
+    rows = {}
+    for row, v in res.scores.items():
+        psnr_mean, ssim_mean = res.mean(row)
+        rows[row] = {"psnr": psnr_mean, "ssim": ssim_mean, "n": len(v)}
+    groups = {g: {row: float(np.mean(v)) for row, v in by_row.items()} for g, by_row in res.groups.items()}
+    return {"command": command, "rows": rows, "not_run": dict(res.notes), "per_sequence_psnr": groups,
+            "triplets": list(res.names), "per_triplet": {row: [list(x) for x in v] for row, v in res.scores.items()},
+            "skipped": list(res.skipped), "seconds": res.seconds}
 
 
 if __name__ == "__main__":
