@@ -89,32 +89,13 @@ def _encode(seq, out: Path, crf: int, fps: int = 25) -> int:
             if frame.shape[:2] != (h, w):
                 raise ValueError(f"pack: {seq.name}: frame {i} is {frame.shape[1]}x{frame.shape[0]}, "
                                  f"not {w}x{h} like frame 0")
-            proc.stdin.write(frame.astype(np.uint8, copy=False).tobytes())
+            proc.stdin.write(frame.tobytes())  # sequences give uint8 RGB frames
     finally:
         proc.stdin.close()
         rc = proc.wait()
     if rc:
         raise RuntimeError(f"pack: ffmpeg failed ({rc}) writing {out}")
     return len(seq)
-
-
-def _as_uint8(frame: np.ndarray) -> np.ndarray:
-    if frame.dtype == np.uint8:
-        return frame
-    return (np.clip(frame, 0, 1) * 255 + 0.5).astype(np.uint8)
-
-
-class _Uint8:
-    """A sequence view whose frames are uint8 (folders load as float32)."""
-
-    def __init__(self, seq) -> None:
-        self.seq, self.name = seq, seq.name
-
-    def __len__(self) -> int:
-        return len(self.seq)
-
-    def frame(self, i: int) -> np.ndarray:
-        return _as_uint8(self.seq.frame(i))
 
 
 def pack(config: str | Path | None, data_root: str | Path, out: str | Path, crf: int = 18,
@@ -150,7 +131,7 @@ def pack(config: str | Path | None, data_root: str | Path, out: str | Path, crf:
                 shutil.copyfile(src, out / name)
                 what = "copied"
             else:
-                n = _encode(_Uint8(open_sequence(src)), out / name, crf)
+                n = _encode(open_sequence(src), out / name, crf)
                 what = f"{n} frames"
             log.info("packed %s: %s -> %s (%.1f MB)", src, what, out / name, (out / name).stat().st_size / 1e6)
             names[path] = name
