@@ -127,6 +127,18 @@ def _available_decoder() -> str | None:
     return next((name for name in DECODERS if checks[name]()), None)
 
 
+def _raw_to_npy(raw: Path, out_path: Path, h: int, w: int) -> int:
+    """Copy a file of packed RGB24 frames into a .npy array (N, h, w, 3); returns N."""
+    n = raw.stat().st_size // (w * h * 3)
+    src = np.memmap(raw, dtype=np.uint8, mode="r", shape=(n, h, w, 3))
+    out = np.lib.format.open_memmap(out_path, mode="w+", dtype=np.uint8, shape=(n, h, w, 3))
+    for i in range(0, n, 64):
+        out[i:i + 64] = src[i:i + 64]
+    out.flush()
+    del out, src
+    return n
+
+
 class VideoSequence:
     """A video decoded once into a uint8 .npy cache (memory-mapped).
 
@@ -201,17 +213,9 @@ class VideoSequence:
             subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-i", str(self.path), "-map", "0:v:0",
                             "-vf", f"scale=in_color_matrix={matrix}:in_range=tv,format=rgb24",
                             "-f", "rawvideo", "-y", str(raw)], check=True)
-            size = w * h * 3
-            n = raw.stat().st_size // size
-            src = np.memmap(raw, dtype=np.uint8, mode="r", shape=(n, h, w, 3))
-            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, h, w, 3))
-            for i in range(0, n, 64):
-                out[i:i + 64] = src[i:i + 64]
-            out.flush()
-            del out, src
+            return _raw_to_npy(raw, tmp, h, w)
         finally:
             raw.unlink(missing_ok=True)
-        return n
 
     def _decode_opencv(self, tmp: Path) -> int:
         import cv2
@@ -219,21 +223,21 @@ class VideoSequence:
         cap = cv2.VideoCapture(str(self.path))
         if not cap.isOpened():
             raise RuntimeError(f"OpenCV cannot open {self.path}")
-        frames = []
-        while True:
-            ok, bgr = cap.read()
-            if not ok:
-                break
-            frames.append(np.ascontiguousarray(bgr[:, :, ::-1]))
-        cap.release()
-        if not frames:
-            raise RuntimeError(f"OpenCV decoded no frames from {self.path}")
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(frames),) + frames[0].shape)
-        for i, f in enumerate(frames):
-            out[i] = f
-        out.flush()
-        del out
-        return len(frames)
+        raw, shape = tmp.with_name(tmp.name + ".rgb"), None
+        try:
+            with open(raw, "wb") as f:  # frames streamed to disk, not held in memory
+                while True:
+                    ok, bgr = cap.read()
+                    if not ok:
+                        break
+                    shape = shape or bgr.shape
+                    f.write(np.ascontiguousarray(bgr[:, :, ::-1]).tobytes())
+            cap.release()
+            if shape is None:
+                raise RuntimeError(f"OpenCV decoded no frames from {self.path}")
+            return _raw_to_npy(raw, tmp, shape[0], shape[1])
+        finally:
+            raw.unlink(missing_ok=True)
 
     def _decode_vapoursynth(self, tmp: Path) -> int:
         import vapoursynth as vs
