@@ -8,21 +8,16 @@ GPU: tests/conftest.py hides CUDA from tests not marked ``cuda``.)
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
 vs = pytest.importorskip("vapoursynth")
 
 from conftest import all_frames, make_clip  # noqa: E402
+from training.metrics import psnr  # noqa: E402
 from vsdsfn import upscale  # noqa: E402
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]
-
-
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +36,7 @@ def test_cuda_matches_cpu(cpu_out, fmt, batch, tile, min_psnr):
     out = upscale(src, device="cuda", batch_size=batch, tile=tile, tile_overlap=128)
     assert out.format.id == getattr(vs, fmt) and out.num_frames == len(ref) and out.fps == clip.fps * 2
     got = all_frames(out)
-    worst = min(_psnr(g, r) for g, r in zip(got, ref))
+    worst = min(float(psnr(torch.from_numpy(g), torch.from_numpy(r))) for g, r in zip(got, ref))
     assert worst >= min_psnr, f"{fmt} batch {batch} tile {tile}: worst PSNR vs CPU {worst:.1f} dB"
     for k in range(out.num_frames):
         p = out.get_frame(k).props

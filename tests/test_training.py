@@ -615,9 +615,7 @@ def test_evaluate_st_scale_override_reaches_only_the_st_stream():
 
 def write_gray_y4m(path: Path, levels: list[int], w: int = 32, h: int = 16) -> None:
     """A 4:4:4 YUV4MPEG2 file whose frame i is flat gray with luma ``levels[i]``."""
-    head = f"YUV4MPEG2 W{w} H{h} F25:1 Ip A1:1 C444\n".encode()
-    body = b"".join(b"FRAME\n" + bytes([y]) * (w * h) + bytes([128]) * (2 * w * h) for y in levels)
-    path.write_bytes(head + body)
+    write_flat_y4m(path, [(y, 128, 128) for y in levels], w, h)
 
 
 def test_video_sequence_cache(tmp_path, monkeypatch):
