@@ -28,6 +28,15 @@ def _no_gpu_unless_marked(request, monkeypatch):
         monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread while a test runs (the trainer sets the count process-wide)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 TINY = DSFNConfig(
     spatial_args={"channels": 8, "layers": 2},
     temporal_args={"widths": [8, 8], "decoders": [8, 8], "radii": [1, 2]},

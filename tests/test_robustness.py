@@ -467,14 +467,6 @@ def test_long_run_memory_is_flat(tmp_path, tiny_weights):
 
 
 # ----------------------------------------------------------------------------- training
-@pytest.fixture(autouse=False)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_checkpoint_with_an_object_is_refused(tmp_path, one_thread):
     """Training checkpoints are read with weights_only=True: one holding an arbitrary object
     is refused (by --resume, --init and export alike) and the object is never built."""

@@ -45,12 +45,8 @@ TINY_MODEL = {
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread while these tests run (the trainer sets it process-wide)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def _one_thread(one_thread):
+    """Every test here runs with one torch thread (conftest's ``one_thread``)."""
 
 
 # ----------------------------------------------------------------------------- data
