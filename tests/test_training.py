@@ -485,7 +485,7 @@ def test_evaluate_prints_all_rows(data, tmp_path, tiny_weights, capsys):
         assert r["n"] == 4 and len(scores["per_triplet"][row]) == 4
         assert [round(r["psnr"], 2), round(r["ssim"], 4)] == _numbers(report, row)
     assert len(scores["triplets"]) == 4 and scores["command"].startswith("python -m training.evaluate")
-    for row in (ev.ST, ev.TS, ev.F1, ev.F2, ev.R, ev.R1, ev.BLEND, ev.SPLINE_FLOW, ev.FLOW_SPLINE):
+    for row in (ev.ST, ev.TS, ev.F1, ev.F2, ev.R, ev.R1, ev.BLEND, ev.SPLINE_FLOW, ev.FLOW_SPLINE, ev.MS_FLOW):
         p, s = _numbers(report, row)
         assert 5 < p < 100 and -1 <= s <= 1, row
     # an untrained fusion head gives masks 0.5: F = (S->T + T->S) / 2, R = F (zero-initialised R)
@@ -573,12 +573,17 @@ def test_evaluate_config_split(data, tmp_path):
 
 def test_mvtools_baseline_interpolates_motion():
     pytest.importorskip("vapoursynth")
-    from training.mvbaseline import clip_from_frames, flowfps_middle, frames_from_clip
+    from training.mvbaseline import clip_from_frames, flowfps_middle, flowfps_of, frames_from_clip
 
     f = [x.astype(np.float32) / 255 for x in moving_frames(np.random.default_rng(2), 3, size=64, step=(3, 0))]
     mid = frames_from_clip(flowfps_middle(clip_from_frames([f[0], f[2]])))[0]
     t = lambda a: torch.from_numpy(a).permute(2, 0, 1)  # noqa: E731
-    assert float(psnr(t(mid), t(f[1]))[0]) > float(psnr(t((f[0] + f[2]) / 2), t(f[1]))[0]) + 3
+    blend = float(psnr(t((f[0] + f[2]) / 2), t(f[1]))[0])
+    assert float(psnr(t(mid), t(f[1]))[0]) > blend + 3
+    # the same on given (e.g. M_S's high-res) frames, clamped to [0, 1]
+    mid2 = flowfps_of(f[0], f[2])
+    assert mid2.shape == f[1].shape and 0 <= mid2.min() and mid2.max() <= 1
+    assert float(psnr(t(mid2), t(f[1]))[0]) > blend + 3
 
 
 @pytest.mark.slow

@@ -19,7 +19,10 @@ Rows: the two streams S->T and T->S, the fused frame F (two-mask model; one-mask
 ``--one-mask-weights``, the paper's ablation), the refined output R, and the baselines
 "bicubic + frame blend" (PyTorch bicubic 2x of both low-res frames, averaged),
 "Spline36 -> FlowFPS" and "FlowFPS -> Spline36" (VapourSynth resize.Spline36 and
-mvtools ``Super/Analyse/FlowFPS`` doubling the frame rate; :mod:`training.mvbaseline`).
+mvtools ``Super/Analyse/FlowFPS`` doubling the frame rate; :mod:`training.mvbaseline`),
+and the hybrid "M_S -> FlowFPS" (the model's M_S(L-), M_S(L+), then FlowFPS as an
+off-the-shelf M_T: compare it with S->T to see how far the model's M_T is from mvtools'
+on the same frames).
 
 Layouts (``--data DIR --layout ...``):
 
@@ -73,8 +76,12 @@ log = logging.getLogger("vsdsfn.training")
 ST, TS, F1, F2, R = "S→T", "T→S", "F one-mask", "F two-mask", "R"
 R1 = "R (one-mask model)"
 BLEND, SPLINE_FLOW, FLOW_SPLINE = "bicubic + frame blend", "Spline36 → FlowFPS", "FlowFPS → Spline36"
+#: a hybrid: the model's M_S, then mvtools FlowFPS as M_T (how far the model's own M_T is
+#: from mvtools' on the same frames)
+MS_FLOW = "M_S → FlowFPS"
 #: the table's rows, in order (R1 is only shown when a one-mask model is evaluated)
-ROWS = (ST, TS, F1, F2, R, R1, BLEND, SPLINE_FLOW, FLOW_SPLINE)
+ROWS = (ST, TS, F1, F2, R, R1, BLEND, SPLINE_FLOW, FLOW_SPLINE, MS_FLOW)
+MV_ROWS = (SPLINE_FLOW, FLOW_SPLINE, MS_FLOW)
 
 
 # ----------------------------------------------------------------------------- triplets
@@ -295,11 +302,11 @@ def evaluate(triplets: Sequence[Triplet], model=None, one_mask_model=None, mvtoo
     if mv_reason is None:
         mv_reason = _mvtools_available()
     if mv_reason:
-        res.notes[SPLINE_FLOW] = res.notes[FLOW_SPLINE] = mv_reason
+        res.notes.update(dict.fromkeys(MV_ROWS, mv_reason))
     else:
         from . import mvbaseline
     if model is None:
-        for row in (ST, TS, F1, F2, R):
+        for row in (ST, TS, F1, F2, R, MS_FLOW):
             res.notes[row] = "n/a (no model)"
     else:
         if model.config.fusion_masks == 1:
@@ -345,16 +352,20 @@ def evaluate(triplets: Sequence[Triplet], model=None, one_mask_model=None, mvtoo
                 try:
                     p_sf = mvbaseline.spline36_then_flowfps(a0, a2)
                     p_fs = mvbaseline.flowfps_then_spline36(a0, a2)
+                    p_mf = None if out is None else mvbaseline.flowfps_of(
+                        _np(out["hr0"].clamp(0, 1)), _np(out["hr1"].clamp(0, 1)))
                 except ValueError as exc:  # frames too small for mvtools: no mvtools rows at all
                     mv_reason = f"n/a ({exc})"
-                    res.notes[SPLINE_FLOW] = res.notes[FLOW_SPLINE] = mv_reason
-                    for row in (SPLINE_FLOW, FLOW_SPLINE):
+                    res.notes.update(dict.fromkeys(MV_ROWS, mv_reason))
+                    for row in MV_ROWS:
                         res.scores.pop(row, None)
                         for grp in res.groups.values():
                             grp.pop(row, None)
                 else:
                     line.append(f"mv {res.add(SPLINE_FLOW, g, _t(p_sf), h1)[0]:.2f}")
                     res.add(FLOW_SPLINE, g, _t(p_fs), h1)
+                    if p_mf is not None:
+                        res.add(MS_FLOW, g, _t(p_mf), h1)
             if panels and out is not None:
                 save_panel(Path(panels) / f"{k:04d}_{_safe(trip.name)}.png", h1, out)
         if progress:

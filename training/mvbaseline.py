@@ -119,6 +119,12 @@ def spline36_then_flowfps(l0: np.ndarray, l1: np.ndarray, settings: MVSettings =
     return np.clip(frames_from_clip(flowfps_middle(clip, settings))[0], 0, 1)
 
 
+def flowfps_of(h0: np.ndarray, h1: np.ndarray, settings: MVSettings = MVSettings()) -> np.ndarray:
+    """FlowFPS's middle frame of two given frames, e.g. of DSFN's M_S(L-), M_S(L+): mvtools
+    as an off-the-shelf M_T on our M_S's output (the evaluation's "M_S → FlowFPS" row)."""
+    return np.clip(frames_from_clip(flowfps_middle(clip_from_frames([h0, h1]), settings))[0], 0, 1)
+
+
 def flowfps_then_spline36(l0: np.ndarray, l1: np.ndarray, settings: MVSettings = MVSettings()) -> np.ndarray:
     """"FlowFPS -> Spline36": interpolate the low-res middle frame, then upscale it."""
     mid = flowfps_middle(clip_from_frames([l0, l1]), settings)
