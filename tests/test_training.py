@@ -44,9 +44,8 @@ TINY_MODEL = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(one_thread):
-    """Every test here runs with one torch thread (conftest's ``one_thread``)."""
+#: every test here runs with one torch thread (the trainer sets the count process-wide)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ----------------------------------------------------------------------------- data
