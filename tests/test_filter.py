@@ -334,3 +334,54 @@ def test_each_group_and_each_ms_computed_once(tiny_weights, monkeypatch):
     assert sorted(calls) == [(0, 1, 2, 3), (3, 4, 5, 6), (6,)]  # one computation per group
     (eng,) = engines
     assert eng.stats["spatial"] == 7 and eng.stats["pairs"] == 6
+
+
+# ----------------------------------------------------------------------------- mvtools=True
+def _needs_mvtools():
+    if not hasattr(core, "mv"):
+        pytest.skip("vapoursynth-mvtools not installed")
+
+
+def test_mvtools_mix_frames_and_props(tiny_weights):
+    """mvtools=True: even frames and cut/last frames unchanged; interpolated odd frames are
+    (1 - w) * DSFN + w * mean(FlowFPS of the even frames under each HYBRID setting)."""
+    _needs_mvtools()
+    from training.mvbaseline import flowfps_of
+    from vsdsfn.flowfps import HYBRID
+
+    clip = make_clip(5, 32, 24, props=lambda i: {"_SceneChangeNext": int(i == 2), "Name": f"f{i}"})
+    plain = upscale(clip, weights=tiny_weights)
+    for w in (0.5, 0.25):
+        mixed = upscale(clip, weights=tiny_weights, mvtools=True, mvtools_weight=w)
+        a, b = all_frames(plain), all_frames(mixed)
+        hwc = lambda x: np.ascontiguousarray(x.transpose(1, 2, 0))  # noqa: E731
+        for k in range(10):
+            pa, pb = dict(plain.get_frame(k).props), dict(mixed.get_frame(k).props)
+            assert pa == pb, k
+            if not pb["DSFNInterpolated"]:   # even frames, the cut after source 2 (frame 5), the last
+                np.testing.assert_array_equal(a[k], b[k])
+                continue
+            ff = np.mean([flowfps_of(hwc(a[k - 1]), hwc(a[k + 1]), s) for s in HYBRID], 0).transpose(2, 0, 1)
+            np.testing.assert_allclose(b[k], (1 - w) * a[k] + w * ff, atol=2e-4)
+            assert np.abs(b[k] - a[k]).max() > 1e-3
+        assert [k for k in range(10) if not np.array_equal(a[k], b[k])] == [1, 3, 7]
+    # weight 0 is DSFN alone; RGBH works
+    zero = all_frames(upscale(clip, weights=tiny_weights, mvtools=True, mvtools_weight=0))
+    np.testing.assert_allclose(zero[1], all_frames(plain)[1], atol=1e-6)
+    half = upscale(core.resize.Point(clip, format=vs.RGBH), weights=tiny_weights, mvtools=True)
+    assert half.format.id == vs.RGBH and half.get_frame(1).props["DSFNInterpolated"] == 1
+
+
+def test_mvtools_option_errors(tiny_weights, monkeypatch):
+    clip = make_clip(3, 32, 24)
+    with pytest.raises(vs.Error, match="upscale: mvtools must be True or False"):
+        upscale(clip, weights=tiny_weights, mvtools="yes")
+    for bad in (-0.1, 1.5, "half", True):
+        with pytest.raises(vs.Error, match=r"upscale: mvtools_weight must be a number in \[0, 1\]"):
+            upscale(clip, weights=tiny_weights, mvtools=True, mvtools_weight=bad)
+    from vsdsfn import flowfps
+
+    monkeypatch.setattr(flowfps, "available", lambda: False)
+    with pytest.raises(vs.Error, match="pip install vapoursynth-mvtools"):
+        upscale(clip, weights=tiny_weights, mvtools=True)
+    upscale(clip, weights=tiny_weights)   # mvtools=False needs no mvtools

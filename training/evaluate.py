@@ -66,6 +66,7 @@ import torch.nn.functional as F
 from .datasets import (FolderSequence, VIDEO_EXTS, downscale, list_images, load_image,
                        open_sequence, vimeo_sequences)
 from .metrics import psnr, ssim
+from vsdsfn.flowfps import HYBRID as HYBRID_SETTINGS, HYBRID_WEIGHT
 from vsdsfn.sysinfo import describe_machine
 
 __all__ = ["Triplet", "list_triplets", "config_triplets", "evaluate", "format_report", "main", "ROWS",
@@ -79,9 +80,15 @@ BLEND, SPLINE_FLOW, FLOW_SPLINE = "bicubic + frame blend", "Spline36 → FlowFPS
 #: a hybrid: the model's M_S, then mvtools FlowFPS as M_T (how far the model's own M_T is
 #: from mvtools' on the same frames)
 MS_FLOW = "M_S → FlowFPS"
+#: what ``vsdsfn.upscale(mvtools=True)`` outputs: R mixed with FlowFPS on the M_S frames
+#: (:func:`vsdsfn.flowfps.mix`, :func:`training.mvbaseline.hybrid_of`)
+HYBRID = "R + FlowFPS (mvtools=True)"
+#: the classic pipeline with the mvtools part of HYBRID (quarter-pel, the mean of two block
+#: sizes): the better mvtools baseline, and what DSFN's frames add to that part
+SPLINE_FLOW_HY = "Spline36 → FlowFPS (mvtools=True's settings)"
 #: the table's rows, in order (R1 is only shown when a one-mask model is evaluated)
-ROWS = (ST, TS, F1, F2, R, R1, BLEND, SPLINE_FLOW, FLOW_SPLINE, MS_FLOW)
-MV_ROWS = (SPLINE_FLOW, FLOW_SPLINE, MS_FLOW)
+ROWS = (ST, TS, F1, F2, R, R1, HYBRID, BLEND, SPLINE_FLOW, SPLINE_FLOW_HY, FLOW_SPLINE, MS_FLOW)
+MV_ROWS = (SPLINE_FLOW, SPLINE_FLOW_HY, FLOW_SPLINE, MS_FLOW, HYBRID)
 
 
 # ----------------------------------------------------------------------------- triplets
@@ -306,7 +313,7 @@ def evaluate(triplets: Sequence[Triplet], model=None, one_mask_model=None, mvtoo
     else:
         from . import mvbaseline
     if model is None:
-        for row in (ST, TS, F1, F2, R, MS_FLOW):
+        for row in (ST, TS, F1, F2, R, MS_FLOW, HYBRID):
             res.notes[row] = "n/a (no model)"
     else:
         if model.config.fusion_masks == 1:
@@ -351,9 +358,13 @@ def evaluate(triplets: Sequence[Triplet], model=None, one_mask_model=None, mvtoo
                 a0, a2 = _np(l0), _np(l2)
                 try:
                     p_sf = mvbaseline.spline36_then_flowfps(a0, a2)
+                    p_sfh = np.mean([mvbaseline.spline36_then_flowfps(a0, a2, s) for s in HYBRID_SETTINGS], 0)
                     p_fs = mvbaseline.flowfps_then_spline36(a0, a2)
-                    p_mf = None if out is None else mvbaseline.flowfps_of(
-                        _np(out["hr0"].clamp(0, 1)), _np(out["hr1"].clamp(0, 1)))
+                    p_mf = p_hy = None
+                    if out is not None:
+                        m0, m1 = _np(out["hr0"].clamp(0, 1)), _np(out["hr1"].clamp(0, 1))
+                        p_mf = mvbaseline.flowfps_of(m0, m1)
+                        p_hy = mvbaseline.hybrid_of(_np(out["refined"].clamp(0, 1)), m0, m1)
                 except ValueError as exc:  # frames too small for mvtools: no mvtools rows at all
                     mv_reason = f"n/a ({exc})"
                     res.notes.update(dict.fromkeys(MV_ROWS, mv_reason))
@@ -363,9 +374,11 @@ def evaluate(triplets: Sequence[Triplet], model=None, one_mask_model=None, mvtoo
                             grp.pop(row, None)
                 else:
                     line.append(f"mv {res.add(SPLINE_FLOW, g, _t(p_sf), h1)[0]:.2f}")
+                    res.add(SPLINE_FLOW_HY, g, _t(p_sfh), h1)
                     res.add(FLOW_SPLINE, g, _t(p_fs), h1)
                     if p_mf is not None:
                         res.add(MS_FLOW, g, _t(p_mf), h1)
+                        line.append(f"R+mv {res.add(HYBRID, g, _t(p_hy), h1)[0]:.2f}")
             if panels and out is not None:
                 save_panel(Path(panels) / f"{k:04d}_{_safe(trip.name)}.png", h1, out)
         if progress:
@@ -440,6 +453,12 @@ def _weights_desc(path: Path | None) -> str:
     return f"`{path}` (sha256 {h}{', ' + info if info else ''})"
 
 
+def _hybrid_desc() -> str:
+    return (f"{1 - HYBRID_WEIGHT:g} R + {HYBRID_WEIGHT:g} × the mean of FlowFPS on M_S(L±) with "
+            + " and ".join(f"pel={s.pel}, blksize={s.blksize}, overlap={s.overlap}, searchparam={s.searchparam}"
+                           for s in HYBRID_SETTINGS))
+
+
 def format_report(res: Result, dataset: str, command: str, weights: str, one_mask: str,
                   mvtools_note: str = "") -> str:
     rows = [r for r in ROWS if r != R1 or r in res.scores]
@@ -461,7 +480,8 @@ def format_report(res: Result, dataset: str, command: str, weights: str, one_mas
               "averaged over triplets",
               f"- Weights: {weights}", f"- One-mask weights: {one_mask}",
               "- mvtools: " + (mvtools_note or "Super(pel=2, sharp=2), Analyse(blksize=16, overlap=8, search=3, "
-                               "truemotion) forward+backward, FlowFPS(num=2x fps) on YUV444P16 (BT.709)"),
+                               "truemotion) forward+backward, FlowFPS(num=2x fps) on YUV444P16 (BT.709); "
+                               f"{HYBRID}: {_hybrid_desc()}"),
               f"- Command: `{command}`",
               f"- Date: {_dt.datetime.now().astimezone().isoformat(timespec='seconds')}",
               f"- Machine: {describe_machine()}",

@@ -15,33 +15,18 @@ well under 0.001 dB (16-bit quantisation). Resizing is done in float RGB.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
+from vsdsfn.flowfps import HYBRID, HYBRID_WEIGHT, MVSettings, flowfps
+
 __all__ = ["MVSettings", "clip_from_frames", "frames_from_clip", "flowfps_middle",
-           "spline36_then_flowfps", "flowfps_then_spline36", "spline36_2x"]
+           "spline36_then_flowfps", "flowfps_then_spline36", "spline36_2x", "flowfps_of", "hybrid_of"]
 
 
 def _vs():
     import vapoursynth as vs
 
     return vs, vs.core
-
-
-@dataclass(frozen=True)
-class MVSettings:
-    """mvtools parameters (``blksize`` is halved for frames narrower than 6 blocks)."""
-
-    pel: int = 2
-    sharp: int = 2
-    blksize: int = 16
-    overlap: int = 8
-    search: int = 3
-    searchparam: int = 2
-    truemotion: bool = True
-    mask: int = 2       # FlowFPS occlusion mask mode (the default)
-    ml: float = 100.0   # FlowFPS mask scale (the default)
 
 
 def clip_from_frames(frames: list[np.ndarray], fps: tuple[int, int] = (1, 1)):
@@ -67,18 +52,8 @@ def frames_from_clip(clip) -> list[np.ndarray]:
     """Every frame of a clip (converted to RGBS if needed) as (H, W, 3) float32 arrays."""
     vs, core = _vs()
     if clip.format.id != vs.RGBS:
-        clip = _to_rgbs(clip)
+        clip = core.resize.Point(clip, format=vs.RGBS, matrix_in_s="709", range_in_s="limited")
     return [np.stack([np.asarray(f[p]) for p in range(3)], -1).copy() for f in clip.frames()]
-
-
-def _to_yuv(clip):
-    vs, core = _vs()
-    return core.resize.Point(clip, format=vs.YUV444P16, matrix_s="709", range_s="limited")
-
-
-def _to_rgbs(clip):
-    vs, core = _vs()
-    return core.resize.Point(clip, format=vs.RGBS, matrix_in_s="709", range_in_s="limited")
 
 
 def spline36_2x(clip):
@@ -90,27 +65,7 @@ def spline36_2x(clip):
 def flowfps_middle(clip, settings: MVSettings = MVSettings()):
     """The frame FlowFPS interpolates half-way between the two frames of an RGBS clip
     (returned as a one-frame RGBS clip)."""
-    _, core = _vs()
-    s = settings
-    # mvtools (R81-era, v29) crashes (segfault) on frames only a few blocks wide, e.g.
-    # 64 px with 16-px blocks: use smaller blocks for narrow frames, refuse tiny ones
-    blk = s.blksize
-    while blk > 4 and clip.width < 6 * blk:
-        blk //= 2
-    if clip.width < 6 * blk:
-        raise ValueError(f"mvtools: frames {clip.width} px wide are too narrow (need >= {6 * blk})")
-    ovl = min(s.overlap, blk // 2)
-    yuv = _to_yuv(clip)
-    sup = core.mv.Super(yuv, pel=s.pel, sharp=s.sharp)
-    common = dict(blksize=blk, overlap=ovl, search=s.search, searchparam=s.searchparam,
-                  truemotion=int(s.truemotion))
-    bv = core.mv.Analyse(sup, isb=True, **common)
-    fv = core.mv.Analyse(sup, isb=False, **common)
-    fps = yuv.fps if yuv.fps.numerator else None
-    num, den = (2 * fps.numerator, fps.denominator) if fps else (2, 1)
-    out = core.mv.FlowFPS(yuv, sup, bv, fv, num=num, den=den, mask=s.mask, ml=s.ml)
-    # output frame 2k is source frame k; frame 1 lies at t = 0.5
-    return _to_rgbs(out[1])
+    return flowfps(clip, settings)[1]
 
 
 def spline36_then_flowfps(l0: np.ndarray, l1: np.ndarray, settings: MVSettings = MVSettings()) -> np.ndarray:
@@ -123,6 +78,15 @@ def flowfps_of(h0: np.ndarray, h1: np.ndarray, settings: MVSettings = MVSettings
     """FlowFPS's middle frame of two given frames, e.g. of DSFN's M_S(L-), M_S(L+): mvtools
     as an off-the-shelf M_T on our M_S's output (the evaluation's "M_S → FlowFPS" row)."""
     return np.clip(frames_from_clip(flowfps_middle(clip_from_frames([h0, h1]), settings))[0], 0, 1)
+
+
+def hybrid_of(mid: np.ndarray, h0: np.ndarray, h1: np.ndarray, settings: tuple[MVSettings, ...] = HYBRID,
+              weight: float = HYBRID_WEIGHT) -> np.ndarray:
+    """What ``vsdsfn.upscale(mvtools=True)`` makes of DSFN's middle frame ``mid`` between
+    M_S(L-) = ``h0`` and M_S(L+) = ``h1``: mixed with the mean of FlowFPS's middle frames
+    under each of ``settings`` (:func:`vsdsfn.flowfps.mix`; the evaluation's "R + FlowFPS")."""
+    ff = np.mean([flowfps_of(h0, h1, s) for s in settings], 0)
+    return np.clip((1 - weight) * mid + weight * ff, 0, 1)
 
 
 def flowfps_then_spline36(l0: np.ndarray, l1: np.ndarray, settings: MVSettings = MVSettings()) -> np.ndarray:

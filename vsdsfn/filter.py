@@ -22,6 +22,7 @@ from fractions import Fraction
 import numpy as np
 import vapoursynth as vs
 
+from . import flowfps
 from .engine import DEBUG_OUTPUTS, DEFAULT_TILE_OVERLAP, Engine, scene_score, select_device
 from .weights import WeightsError, load_model
 
@@ -38,7 +39,8 @@ if not log.handlers:  # stderr only: stdout may carry video (vspipe)
 
 #: upscale's options (besides the clip)
 OPTIONS = ("weights", "device", "fp16", "batch_size", "scene_detect", "scene_threshold",
-           "debug", "num_threads", "cache_size", "tile", "tile_overlap", "channels_last", "compile", "st_scale")
+           "debug", "num_threads", "cache_size", "tile", "tile_overlap", "channels_last", "compile", "st_scale",
+           "mvtools", "mvtools_weight")
 
 _PROP_INTERP = "DSFNInterpolated"
 _PROP_SCORE = "DSFNSceneScore"
@@ -204,6 +206,8 @@ def upscale(
     channels_last: bool | None = None,
     compile: bool = False,
     st_scale: float | None = None,
+    mvtools: bool = False,
+    mvtools_weight: float = flowfps.HYBRID_WEIGHT,
     **unknown,
 ) -> vs.VideoNode:
     """Double the frame rate, width and height of an RGBS/RGBH clip with DSFN.
@@ -228,6 +232,16 @@ def upscale(
     channels_last: NHWC memory format (None: on). compile: use torch.compile.
     st_scale: None (the weights file's) or a factor in (0, 1]: the S->T stream estimates
         its flows on the high-res frames resized by it; smaller is faster.
+    mvtools: also interpolate the M_S frames with mvtools FlowFPS (an off-the-shelf M_T,
+        see :mod:`vsdsfn.flowfps`) and mix its middle frames into DSFN's ones; scene cuts
+        and the last frame stay M_S(L_n). Needs vapoursynth-mvtools; ignored with debug.
+    mvtools_weight: the mvtools frames' weight in that mix, in [0, 1].
+
+    >>> import vapoursynth as vs
+    >>> clip = vs.core.std.BlankClip(format=vs.RGBS, width=64, height=48, length=3)
+    >>> up = upscale(clip, mvtools=True)
+    >>> up.num_frames, up.width, up.height
+    (6, 128, 96)
     """
     if unknown:
         names = sorted(unknown)
@@ -248,6 +262,13 @@ def upscale(
     if weights is not None and not isinstance(weights, (str, os.PathLike)):
         raise _err(f"weights must be a path to a .safetensors file or None (the shipped weights), "
                    f"not {type(weights).__name__}")
+    if not isinstance(mvtools, bool):
+        raise _err(f"mvtools must be True or False, not {mvtools!r}")
+    if isinstance(mvtools_weight, bool) or not isinstance(mvtools_weight, (int, float)) or not 0 <= mvtools_weight <= 1:
+        raise _err(f"mvtools_weight must be a number in [0, 1], not {mvtools_weight!r}; e.g. 0.5")
+    if mvtools and not flowfps.available():
+        raise _err("mvtools=True needs vapoursynth-mvtools (core.mv); install it with "
+                   "'pip install vapoursynth-mvtools', or pass mvtools=False")
 
     try:
         dev = select_device(device or "auto")
@@ -287,4 +308,10 @@ def upscale(
         srcs.append(rep)
     max_groups = cache_size or max(4, 2 * core.num_threads)
     state = _Upscaler(clip, engine, b, debug or "refined", bool(scene_detect), float(scene_threshold), max_groups)
-    return core.std.ModifyFrame(template, [template] + srcs, state)
+    out = core.std.ModifyFrame(template, [template] + srcs, state)
+    if not mvtools or debug is not None or n < 2:
+        return out
+    # FlowFPS on the M_S frames (the even ones), mixed into the interpolated odd frames only
+    mixed = flowfps.mix(out, core.std.SelectEvery(out, cycle=2, offsets=[0]), weight=float(mvtools_weight))
+    return core.std.FrameEval(out, lambda n, f: mixed if f.props.get(_PROP_INTERP, 0) else out, prop_src=out,
+                              clip_src=[out, mixed])

@@ -1,0 +1,114 @@
+"""mvtools ``FlowFPS`` as an off-the-shelf M_T (VapourSynth glue).
+
+The DSFN is built so that any temporal upsampler can be plugged in. This module runs
+vapoursynth-mvtools' block-matching interpolator on a clip: :func:`flowfps` doubles its
+frame rate. ``vsdsfn.upscale(clip, mvtools=True)`` runs it on the M_S frames (the even
+output frames) with each of :data:`HYBRID` and mixes the mean of those middle frames into
+DSFN's with weight :data:`HYBRID_WEIGHT` (:func:`mix`): the two interpolators fail in
+different places, so the mix is better than either (see the model card). The evaluation
+(:mod:`training.evaluate`) and its mvtools baselines use the same functions.
+
+mvtools only accepts integer GRAY/YUV clips of up to 16 bits (no RGB, no float), so frames
+travel RGB -> YUV444P16 (BT.709 matrix, limited range, no chroma subsampling) -> mvtools
+-> RGB with the same matrix and range; the round trip loses well under 0.001 dB. VapourSynth is imported on first use only, so
+the settings can be read where it is not installed.
+
+>>> import vapoursynth as vs
+>>> clip = vs.core.std.BlankClip(format=vs.RGBS, width=128, height=96, length=3, color=[0.2, 0.4, 0.6])
+>>> out = flowfps(clip)
+>>> out.num_frames, out.format.name, out.fps
+(6, 'RGBS', Fraction(48, 1))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import vapoursynth as vs
+
+__all__ = ["MVSettings", "HYBRID", "HYBRID_WEIGHT", "available", "flowfps", "mix"]
+
+
+@dataclass(frozen=True)
+class MVSettings:
+    """mvtools parameters (``blksize`` is halved for frames narrower than 6 blocks).
+
+    The defaults are the classic pipeline's (the evaluation's baselines); see
+    :data:`HYBRID` for the ones ``upscale(mvtools=True)`` uses.
+    """
+
+    pel: int = 2
+    sharp: int = 2
+    blksize: int = 16
+    overlap: int = 8
+    search: int = 3
+    searchparam: int = 2
+    truemotion: bool = True
+    mask: int = 2       # FlowFPS occlusion mask mode (the default)
+    ml: float = 100.0   # FlowFPS mask scale (the default)
+
+
+#: The FlowFPS settings whose middle frames ``upscale(mvtools=True)`` averages (quarter-pel
+#: search with 16- and 8-pixel blocks): chosen on the validation split of the model card,
+#: where each alone beats the default settings on M_S frames by about 0.2 dB.
+HYBRID: tuple[MVSettings, ...] = (MVSettings(pel=4, searchparam=4), MVSettings(pel=4, blksize=8, overlap=4))
+#: weight of the mvtools frames in the mix (1 - this for DSFN's)
+HYBRID_WEIGHT: float = 0.5
+
+
+def _vs():
+    import vapoursynth
+
+    return vapoursynth
+
+
+def available() -> bool:
+    """Whether vapoursynth-mvtools is loaded (``core.mv``)."""
+    return hasattr(_vs().core, "mv")
+
+
+def flowfps(clip: vs.VideoNode, settings: MVSettings = MVSettings()) -> vs.VideoNode:
+    """Double an RGB clip's frame rate with mvtools FlowFPS: output frame 2n is source frame
+    n, frame 2n+1 lies half-way between n and n+1 (the last repeats n). The clip's format
+    is kept; a clip without a frame rate is treated as 1 fps."""
+    vs = _vs()
+    core = vs.core
+    if not available():
+        raise vs.Error("flowfps: vapoursynth-mvtools is not loaded; install it with "
+                       "'pip install vapoursynth-mvtools'")
+    s = settings
+    # mvtools (R81-era, v29) crashes (segfault) on frames only a few blocks wide, e.g.
+    # 64 px with 16-px blocks: use smaller blocks for narrow frames, refuse tiny ones
+    blk = s.blksize
+    while blk > 4 and clip.width < 6 * blk:
+        blk //= 2
+    if clip.width < 6 * blk:
+        raise ValueError(f"mvtools: frames {clip.width} px wide are too narrow (need >= {6 * blk})")
+    ovl = min(s.overlap, blk // 2)
+    yuv = core.resize.Point(clip, format=vs.YUV444P16, matrix_s="709", range_s="limited")
+    if not yuv.fps.numerator:
+        yuv = core.std.AssumeFPS(yuv, fpsnum=1, fpsden=1)
+    sup = core.mv.Super(yuv, pel=s.pel, sharp=s.sharp)
+    common = dict(blksize=blk, overlap=ovl, search=s.search, searchparam=s.searchparam,
+                  truemotion=int(s.truemotion))
+    bv = core.mv.Analyse(sup, isb=True, **common)
+    fv = core.mv.Analyse(sup, isb=False, **common)
+    out = core.mv.FlowFPS(yuv, sup, bv, fv, num=2 * yuv.fps.numerator, den=yuv.fps.denominator,
+                          mask=s.mask, ml=s.ml)
+    return core.resize.Point(out, format=clip.format.id, matrix_in_s="709", range_in_s="limited")
+
+
+def mix(dsfn: vs.VideoNode, clip: vs.VideoNode, settings: tuple[MVSettings, ...] = HYBRID,
+        weight: float = HYBRID_WEIGHT) -> vs.VideoNode:
+    """``(1 - weight) * dsfn + weight * mean(flowfps(clip, s) for s in settings)``, frame
+    by frame: ``dsfn`` and ``clip`` must have the same format, size and frame count
+    (``clip`` holds the frames FlowFPS doubles, at half ``dsfn``'s frame rate, as
+    ``flowfps`` returns them, cut to ``dsfn``'s length). Props are ``dsfn``'s."""
+    core = _vs().core
+    streams = [flowfps(clip, s)[: dsfn.num_frames] for s in settings]
+    mean = streams[0]
+    for k, s in enumerate(streams[1:], 2):   # running mean: mean_k = mean_{k-1} + (s - mean_{k-1}) / k
+        mean = core.std.Merge(mean, s, 1 / k)
+    return core.std.Merge(dsfn, mean, weight)
