@@ -17,8 +17,9 @@ from conftest import ROOT
 pytestmark = pytest.mark.slow
 
 
-def parse_y4m(data: bytes) -> tuple[dict[str, str], int]:
-    """Header fields (W, H, F, C, ...) and the number of frames of a YUV4MPEG2 stream."""
+def parse_y4m(data: bytes, keep: bool = False) -> tuple[dict[str, str], int | list[bytes]]:
+    """Header fields (W, H, F, C, ...) and the number of frames of a YUV4MPEG2 stream
+    (with ``keep``, the frames' bytes instead)."""
     end = data.index(b"\n")
     head = data[:end].decode().split()
     assert head[0] == "YUV4MPEG2", head
@@ -27,14 +28,14 @@ def parse_y4m(data: bytes) -> tuple[dict[str, str], int]:
     chroma = fields.get("C", "420jpeg")
     bps = 2 if "p1" in chroma else 1  # C420p10, C444p16 ...
     per = {"420": w * h * 3 // 2, "444": w * h * 3}[chroma[:3]] * bps
-    pos, frames = end + 1, 0
+    pos, frames = end + 1, []
     while pos < len(data):
         nl = data.index(b"\n", pos)
         assert data[pos:nl].startswith(b"FRAME"), data[pos:pos + 20]
+        frames.append(data[nl + 1: nl + 1 + per])
         pos = nl + 1 + per
-        frames += 1
     assert pos == len(data), "trailing bytes / short frame"
-    return fields, frames
+    return fields, frames if keep else len(frames)
 
 
 def _env(**extra) -> dict[str, str]:
@@ -108,8 +109,18 @@ def test_cli_in_process_and_errors(tmp_path, tiny_weights, monkeypatch, capsys):
     fields, frames = parse_y4m((tmp_path / "clip_2x.y4m").read_bytes())
     assert (fields["W"], fields["H"], fields["C"], frames) == ("352", "288", "444p16", 4)
     assert sorted(p.name for p in src_dir.iterdir()) == ["clip.y4m"]
+    import vapoursynth as vs
+
+    if hasattr(vs.core, "mv"):   # --mvtools changes the new frame only
+        assert cli.main([str(src), "--frames", "2", "--weights", str(tiny_weights), "--pix-fmt", "yuv444p16", "-q",
+                         "--mvtools", "--mvtools-weight", "0.5", "-o", "mv.y4m"]) == 0
+        _, mixed = parse_y4m((tmp_path / "mv.y4m").read_bytes(), keep=True)
+        _, plain = parse_y4m((tmp_path / "clip_2x.y4m").read_bytes(), keep=True)
+        assert [a == b for a, b in zip(mixed, plain)] == [True, False, True, True]
 
     capsys.readouterr()
+    assert cli.main(["--sample", "--frames", "2", "--mvtools-weight", "3", "-o", "x.y4m"]) == 1
+    assert "mvtools_weight must be a number in [0, 1]" in capsys.readouterr().err
     assert cli.main([str(tmp_path / "missing.mkv"), "-o", "x.y4m"]) == 1
     assert "does not exist" in capsys.readouterr().err
     assert cli.main(["--sample", "--frames", "2", "--device", "gpu", "-o", "x.y4m"]) == 1

@@ -72,6 +72,10 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--compile", action="store_true", help="use torch.compile (falls back if it fails)")
     g.add_argument("--st-scale", type=float, default=None, metavar="S",
                    help="S->T stream's flow scale in (0, 1] (default: the weights file's; smaller is faster)")
+    g.add_argument("--mvtools", action="store_true",
+                   help="mix mvtools FlowFPS (on the upscaled frames) into the new frames; needs vapoursynth-mvtools")
+    g.add_argument("--mvtools-weight", type=float, default=None, metavar="W",
+                   help="mvtools' weight in that mix, 0..1 (default: upscale's)")
     io = p.add_argument_group("input/output")
     io.add_argument("--frames", type=int, help="only the first N input frames")
     io.add_argument("--matrix", choices=sorted(_MATRICES),
@@ -178,7 +182,8 @@ def run(args: argparse.Namespace) -> int:
         up = upscale(rgb, weights=args.weights, device=args.device, fp16=args.fp16,
                      batch_size=args.batch_size, scene_detect=args.scene_detect,
                      scene_threshold=args.scene_threshold, debug=args.debug, num_threads=args.threads,
-                     tile=args.tile, compile=args.compile, st_scale=args.st_scale,
+                     tile=args.tile, compile=args.compile, st_scale=args.st_scale, mvtools=args.mvtools,
+                     **({} if args.mvtools_weight is None else {"mvtools_weight": args.mvtools_weight}),
                      **({} if args.tile_overlap is None else {"tile_overlap": args.tile_overlap}))
     except vs.Error as exc:
         raise CliError(str(exc)) from None
