@@ -35,6 +35,7 @@ setup(
         "test": ["pytest>=7", "pillow", "vapoursynth-mvtools"],  # pillow, mvtools: the training tests
         "train": ["pillow", "vapoursynth-mvtools"],
         "bench": ["vapoursynth-mvtools"],
+        "mvtools": ["vapoursynth-mvtools"],  # upscale(mvtools=True)
     },
     entry_points={"console_scripts": ["vsdsfn=vsdsfn.cli:main"]},
     classifiers=[
