@@ -6,6 +6,7 @@ in a fresh worker process (so peak memory belongs to one configuration): a warm-
 seen before, so no cache helps); the report gives medians. Methods:
 
 * ``dsfn`` -- ``vsdsfn.upscale`` (default weights);
+* ``dsfn-mvtools`` -- ``vsdsfn.upscale(mvtools=True)`` (FlowFPS mixed in);
 * ``mvtools`` -- Spline36 2x resize, then mvtools FlowFPS to twice the frame rate;
 * ``blend`` -- bicubic 2x resize and frame blending (each new frame the mean of its
   neighbours).
@@ -36,7 +37,7 @@ for _p in (str(ROOT), str(ROOT / "bench")):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-METHODS = ("dsfn", "mvtools", "blend")
+METHODS = ("dsfn", "dsfn-mvtools", "mvtools", "blend")
 
 
 # ----------------------------------------------------------------------------- worker
@@ -66,12 +67,13 @@ def _pipeline(method: str, clip, args):
 
     core = vs.core
     w, h = clip.width * 2, clip.height * 2
-    if method == "dsfn":
+    if method in ("dsfn", "dsfn-mvtools"):
         import vsdsfn
 
         return vsdsfn.upscale(clip, device=args.device, batch_size=args.batch_size,
                               num_threads=args.threads or None, fp16=args.fp16 or None,
-                              st_scale=args.st_scale, channels_last=_flag(args.channels_last))
+                              st_scale=args.st_scale, channels_last=_flag(args.channels_last),
+                              mvtools=method == "dsfn-mvtools")
     if method == "blend":
         up = core.resize.Bicubic(clip, w, h)
         mid = core.std.Merge(up, up[1:] + up[-1], 0.5)
@@ -129,7 +131,7 @@ def worker(args) -> dict:
     try:
         import torch
 
-        if torch.cuda.is_available() and args.method == "dsfn":
+        if torch.cuda.is_available() and args.method.startswith("dsfn"):
             res["cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
     except ImportError:
         pass
