@@ -576,7 +576,7 @@ def test_evaluate_config_split(data, tmp_path):
 def test_mvtools_baseline_interpolates_motion():
     pytest.importorskip("vapoursynth")
     from training.mvbaseline import clip_from_frames, flowfps_middle, flowfps_of, frames_from_clip, hybrid_of
-    from vsdsfn.flowfps import HYBRID, MVSettings
+    from vsdsfn.flowfps import HYBRID, HYBRID_WEIGHT, MVSettings
 
     f = [x.astype(np.float32) / 255 for x in moving_frames(np.random.default_rng(2), 3, size=64, step=(3, 0))]
     mid = frames_from_clip(flowfps_middle(clip_from_frames([f[0], f[2]])))[0]
@@ -593,7 +593,8 @@ def test_mvtools_baseline_interpolates_motion():
     ffs = [flowfps_of(f[0], f[2], s) for s in HYBRID]
     assert not np.array_equal(ffs[0], mid2)   # pel 4, not 2
     np.testing.assert_allclose(hybrid_of(dsfn, f[0], f[2], weight=1.0), (ffs[0] + ffs[1]) / 2, atol=1e-6)
-    np.testing.assert_allclose(hybrid_of(dsfn, f[0], f[2]), (dsfn + (ffs[0] + ffs[1]) / 2) / 2, atol=1e-6)
+    w = HYBRID_WEIGHT
+    np.testing.assert_allclose(hybrid_of(dsfn, f[0], f[2]), (1 - w) * dsfn + w * (ffs[0] + ffs[1]) / 2, atol=1e-6)
     one = hybrid_of(dsfn, f[0], f[2], (MVSettings(),), 0.5)
     np.testing.assert_allclose(one, (dsfn + mid2) / 2, atol=1e-6)
 
