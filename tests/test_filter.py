@@ -385,3 +385,21 @@ def test_mvtools_option_errors(tiny_weights, monkeypatch):
     with pytest.raises(vs.Error, match="pip install vapoursynth-mvtools"):
         upscale(clip, weights=tiny_weights, mvtools=True)
     upscale(clip, weights=tiny_weights)   # mvtools=False needs no mvtools
+
+
+def test_mvtools_computes_each_group_once(tiny_weights, monkeypatch):
+    """mvtools reads the even frames again (Super/Analyse/FlowFPS): no group is recomputed
+    when the output is read in order by several threads, as vspipe does."""
+    _needs_mvtools()
+    calls = []
+    orig = Engine.upscale_group
+
+    def spy(self, frames, keys, interp, output="refined"):
+        calls.append(tuple(keys))
+        return orig(self, frames, keys, interp, output)
+
+    monkeypatch.setattr(Engine, "upscale_group", spy)
+    out = upscale(make_clip(12, 32, 24), weights=tiny_weights, batch_size=2, mvtools=True)
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda k: out.get_frame(k), range(out.num_frames)))
+    assert sorted(calls) == [tuple(range(k, min(k + 3, 12))) for k in range(0, 12, 2)]
