@@ -365,6 +365,7 @@ def test_mvtools_mix_frames_and_props(tiny_weights):
             np.testing.assert_allclose(b[k], (1 - w) * a[k] + w * ff, atol=2e-4)
             assert np.abs(b[k] - a[k]).max() > 1e-3
         assert [k for k in range(10) if not np.array_equal(a[k], b[k])] == [1, 3, 7]
+        assert min(x.min() for x in b) >= 0 and max(x.max() for x in b) <= 1
     # weight 0 is DSFN alone; RGBH works
     zero = all_frames(upscale(clip, weights=tiny_weights, mvtools=True, mvtools_weight=0))
     np.testing.assert_allclose(zero[1], all_frames(plain)[1], atol=1e-6)

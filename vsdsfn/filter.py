@@ -5,7 +5,9 @@ Frame-numbering contract (N source frames L_0 .. L_{N-1}, 2N output frames):
 * frame ``2n``   = M_S(L_n), the spatially upscaled source frame;
 * frame ``2n+1`` = the DSFN frame between L_n and L_{n+1}; where there is a scene cut
   after n (``_SceneChangeNext`` on n, ``_SceneChangePrev`` on n+1, or the built-in
-  detector) it is M_S(L_n) instead; the last one (2N-1) repeats frame 2N-2.
+  detector) it is M_S(L_n) instead; the last one (2N-1) repeats frame 2N-2. With
+  ``mvtools=True`` the interpolated odd frames are mixed with mvtools FlowFPS's
+  (:func:`vsdsfn.flowfps.mix`).
 
 All tensor work lives in :mod:`vsdsfn.engine`; this module maps frames and props.
 """
@@ -84,7 +86,8 @@ class _Upscaler:
     """State of one ``upscale`` call: the engine and a bounded cache of batch groups."""
 
     def __init__(self, clip: vs.VideoNode, engine: Engine, batch_size: int, output: str,
-                 scene_detect: bool, scene_threshold: float, max_groups: int) -> None:
+                 scene_detect: bool, scene_threshold: float, max_groups: int,
+                 drop_delivered: bool = True) -> None:
         self.n = clip.num_frames
         self.engine = engine
         self.b = batch_size
@@ -92,6 +95,7 @@ class _Upscaler:
         self.scene_detect = scene_detect
         self.scene_threshold = scene_threshold
         self.max_groups = max_groups
+        self.drop_delivered = drop_delivered
         self._lock = threading.Lock()
         self._groups: OrderedDict[int, tuple] = OrderedDict()
         self._pending: dict[int, threading.Event] = {}
@@ -148,7 +152,10 @@ class _Upscaler:
 
     def _delivered(self, g: int, r: int, res: tuple) -> None:
         """Drop a group from the cache once each of its output frames was delivered once
-        (VapourSynth caches frames itself; a later re-request recomputes identically)."""
+        (VapourSynth caches frames itself; a later re-request recomputes identically). Off
+        when the even frames have a second reader (``mvtools=True``): the LRU bound alone."""
+        if not self.drop_delivered:
+            return
         with self._lock:
             done = res[-1]
             done.add(r)
@@ -307,9 +314,11 @@ def upscale(
         rep = core.std.Interleave([sel] * (2 * b), modify_duration=False)[: 2 * n]
         srcs.append(rep)
     max_groups = cache_size or max(4, 2 * core.num_threads)
-    state = _Upscaler(clip, engine, b, debug or "refined", bool(scene_detect), float(scene_threshold), max_groups)
+    use_mix = bool(mvtools) and debug is None and n >= 2
+    state = _Upscaler(clip, engine, b, debug or "refined", bool(scene_detect), float(scene_threshold), max_groups,
+                      drop_delivered=not use_mix)
     out = core.std.ModifyFrame(template, [template] + srcs, state)
-    if not mvtools or debug is not None or n < 2:
+    if not use_mix:
         return out
     # FlowFPS on the M_S frames (the even ones), mixed into the interpolated odd frames only
     mixed = flowfps.mix(out, core.std.SelectEvery(out, cycle=2, offsets=[0]), weight=float(mvtools_weight))

@@ -72,35 +72,46 @@ def available() -> bool:
     return hasattr(_vs().core, "mv")
 
 
-def flowfps(clip: vs.VideoNode, settings: MVSettings = MVSettings()) -> vs.VideoNode:
-    """Double an RGB clip's frame rate with mvtools FlowFPS: output frame 2n is source frame
-    n, frame 2n+1 lies half-way between n and n+1 (the last repeats n). The clip's format
-    is kept; a clip without a frame rate is treated as 1 fps."""
+def _to_yuv(clip: vs.VideoNode) -> vs.VideoNode:
     vs = _vs()
-    core = vs.core
     if not available():
         raise vs.Error("flowfps: vapoursynth-mvtools is not loaded; install it with "
                        "'pip install vapoursynth-mvtools'")
-    s = settings
+    yuv = vs.core.resize.Point(clip, format=vs.YUV444P16, matrix_s="709", range_s="limited")
+    return yuv if yuv.fps.numerator else vs.core.std.AssumeFPS(yuv, fpsnum=1, fpsden=1)
+
+
+def _double(yuv: vs.VideoNode, fmt: int, s: MVSettings, supers: dict | None = None) -> vs.VideoNode:
+    """FlowFPS to twice ``yuv``'s frame rate, back in format ``fmt``; ``supers`` shares
+    one ``mv.Super`` clip between settings with the same ``pel`` and ``sharp`` (a pel-4
+    Super of a 1080p frame takes about 200 MB)."""
+    core = _vs().core
     # mvtools (R81-era, v29) crashes (segfault) on frames only a few blocks wide, e.g.
     # 64 px with 16-px blocks: use smaller blocks for narrow frames, refuse tiny ones
     blk = s.blksize
-    while blk > 4 and clip.width < 6 * blk:
+    while blk > 4 and yuv.width < 6 * blk:
         blk //= 2
-    if clip.width < 6 * blk:
-        raise ValueError(f"mvtools: frames {clip.width} px wide are too narrow (need >= {6 * blk})")
+    if yuv.width < 6 * blk:
+        raise ValueError(f"mvtools: frames {yuv.width} px wide are too narrow (need >= {6 * blk})")
     ovl = min(s.overlap, blk // 2)
-    yuv = core.resize.Point(clip, format=vs.YUV444P16, matrix_s="709", range_s="limited")
-    if not yuv.fps.numerator:
-        yuv = core.std.AssumeFPS(yuv, fpsnum=1, fpsden=1)
-    sup = core.mv.Super(yuv, pel=s.pel, sharp=s.sharp)
+    supers = {} if supers is None else supers
+    sup = supers.get((s.pel, s.sharp))
+    if sup is None:
+        sup = supers[(s.pel, s.sharp)] = core.mv.Super(yuv, pel=s.pel, sharp=s.sharp)
     common = dict(blksize=blk, overlap=ovl, search=s.search, searchparam=s.searchparam,
                   truemotion=int(s.truemotion))
     bv = core.mv.Analyse(sup, isb=True, **common)
     fv = core.mv.Analyse(sup, isb=False, **common)
     out = core.mv.FlowFPS(yuv, sup, bv, fv, num=2 * yuv.fps.numerator, den=yuv.fps.denominator,
                           mask=s.mask, ml=s.ml)
-    return core.resize.Point(out, format=clip.format.id, matrix_in_s="709", range_in_s="limited")
+    return core.resize.Point(out, format=fmt, matrix_in_s="709", range_in_s="limited")
+
+
+def flowfps(clip: vs.VideoNode, settings: MVSettings = MVSettings()) -> vs.VideoNode:
+    """Double an RGB clip's frame rate with mvtools FlowFPS: output frame 2n is source frame
+    n, frame 2n+1 lies half-way between n and n+1 (the last repeats n). The clip's format
+    is kept; a clip without a frame rate is treated as 1 fps."""
+    return _double(_to_yuv(clip), clip.format.id, settings)
 
 
 def mix(dsfn: vs.VideoNode, clip: vs.VideoNode, settings: tuple[MVSettings, ...] = HYBRID,
@@ -108,9 +119,13 @@ def mix(dsfn: vs.VideoNode, clip: vs.VideoNode, settings: tuple[MVSettings, ...]
     """``(1 - weight) * dsfn + weight * mean(flowfps(clip, s) for s in settings)``, frame
     by frame: ``dsfn`` and ``clip`` must have the same format, size and frame count
     (``clip`` holds the frames FlowFPS doubles, at half ``dsfn``'s frame rate, as
-    ``flowfps`` returns them, cut to ``dsfn``'s length). Props are ``dsfn``'s."""
+    ``flowfps`` returns them, cut to ``dsfn``'s length). Each FlowFPS clip is clamped to
+    [0, 1] first. Props are ``dsfn``'s."""
     core = _vs().core
-    streams = [flowfps(clip, s)[: dsfn.num_frames] for s in settings]
+    yuv, supers = _to_yuv(clip), {}
+    # each clamped to [0, 1] (the YUV round trip can overshoot a little), so the mix is too
+    streams = [core.std.Expr(_double(yuv, clip.format.id, s, supers)[: dsfn.num_frames], "x 0 max 1 min")
+               for s in settings]
     mean = streams[0]
     for k, s in enumerate(streams[1:], 2):   # running mean: mean_k = mean_{k-1} + (s - mean_{k-1}) / k
         mean = core.std.Merge(mean, s, 1 / k)
