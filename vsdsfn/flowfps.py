@@ -56,8 +56,8 @@ class MVSettings:
 HYBRID: tuple[MVSettings, ...] = (MVSettings(pel=4, searchparam=4), MVSettings(pel=4, blksize=8, overlap=4))
 #: weight of the mvtools frames in the mix (1 - this for DSFN's): the best of 0, 0.3, 0.4,
 #: 0.5, 0.55, 0.6, 0.65, 0.7, 0.8 and 1 on 60 stride-1 triplets of the TRAINING sequences
-#: with the session-13 weights (0.5: -0.05 dB, 0.6 and 0.7: -0.01 dB; DSFN alone -0.75,
-#: mvtools alone -0.23)
+#: with the shipped (session-13) weights: 0.6 -0.001 dB, 0.7 -0.01, 0.5 -0.03, DSFN alone
+#: -0.66, mvtools alone -0.25 (the same best with a 48 x 6 M_S variant)
 HYBRID_WEIGHT: float = 0.65
 
 
