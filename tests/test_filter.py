@@ -386,6 +386,10 @@ def test_mvtools_option_errors(tiny_weights, monkeypatch):
     with pytest.raises(vs.Error, match="pip install vapoursynth-mvtools"):
         upscale(clip, weights=tiny_weights, mvtools=True)
     upscale(clip, weights=tiny_weights)   # mvtools=False needs no mvtools
+    monkeypatch.undo()
+    if hasattr(core, "mv"):   # frames too narrow for mvtools' smallest blocks
+        with pytest.raises(vs.Error, match="upscale: mvtools=True: .*too narrow.*pass mvtools=False"):
+            upscale(make_clip(3, 8, 8), weights=tiny_weights, mvtools=True)
 
 
 def test_mvtools_computes_each_group_once(tiny_weights, monkeypatch):

@@ -321,6 +321,9 @@ def upscale(
     if not use_mix:
         return out
     # FlowFPS on the M_S frames (the even ones), mixed into the interpolated odd frames only
-    mixed = flowfps.mix(out, core.std.SelectEvery(out, cycle=2, offsets=[0]), weight=float(mvtools_weight))
+    try:
+        mixed = flowfps.mix(out, core.std.SelectEvery(out, cycle=2, offsets=[0]), weight=float(mvtools_weight))
+    except ValueError as exc:   # frames too narrow for mvtools' blocks
+        raise _err(f"mvtools=True: {exc} (output width {out.width}); pass mvtools=False for such small clips") from None
     return core.std.FrameEval(out, lambda n, f: mixed if f.props.get(_PROP_INTERP, 0) else out, prop_src=out,
                               clip_src=[out, mixed])

@@ -10,8 +10,8 @@ different places, so the mix is better than either (see the model card). The eva
 
 mvtools only accepts integer GRAY/YUV clips of up to 16 bits (no RGB, no float), so frames
 travel RGB -> YUV444P16 (BT.709 matrix, limited range, no chroma subsampling) -> mvtools
--> RGB with the same matrix and range; the round trip loses well under 0.001 dB. VapourSynth is imported on first use only, so
-the settings can be read where it is not installed.
+-> RGB with the same matrix and range; the round trip loses well under 0.001 dB.
+VapourSynth is imported on first use only, so the settings can be read without it.
 
 >>> import vapoursynth as vs
 >>> clip = vs.core.std.BlankClip(format=vs.RGBS, width=128, height=96, length=3, color=[0.2, 0.4, 0.6])
