@@ -258,6 +258,27 @@ def test_shipped_weights_are_safetensors():
     assert '"vsdsfn.models": ["*.safetensors", "*.md"]' in setup
 
 
+def test_named_weights_are_shipped_with_cards():
+    """Every name upscale(weights=...) accepts is a shipped file with its model card; the
+    names resolve before paths; the quality model is the larger one."""
+    from vsdsfn.weights import (NAMED_WEIGHTS, WeightsError, default_weights_path, load_model,
+                                resolve_weights)
+
+    assert resolve_weights(None) == resolve_weights("default") == default_weights_path()
+    for name, filename in NAMED_WEIGHTS.items():
+        path = resolve_weights(name)
+        assert path.name == filename and path.is_file(), name
+        assert (ROOT / "models" / filename).with_suffix(".md").is_file(), name
+    size = {n: sum(p.numel() for p in load_model(n).parameters()) for n in NAMED_WEIGHTS}
+    assert size["quality"] > size["default"]
+    assert load_model("quality").config.spatial_args == {"channels": 48, "layers": 6}
+    assert resolve_weights("runs/x.safetensors") == Path("runs/x.safetensors")
+    with pytest.raises(WeightsError, match="'default', 'quality'"):
+        resolve_weights("qualty")
+    with pytest.raises(WeightsError, match="does not exist"):
+        load_model("no/such.safetensors")
+
+
 # ----------------------------------------------------------------------------- concurrency
 def _capture_upscalers(monkeypatch) -> list:
     from vsdsfn import filter as flt

@@ -509,7 +509,8 @@ def main(argv: list[str] | None = None) -> int:
     src.add_argument("--config", help="training config whose split to evaluate")
     src.add_argument("--split", default="val", help="config split (val: data.val_sequences)")
     src.add_argument("--data-root", help="folder the config's data paths are relative to")
-    ap.add_argument("--weights", help="two-mask (default) model, .safetensors (default: the shipped weights)")
+    ap.add_argument("--weights", help="two-mask model: a .safetensors file or a shipped name, default or quality "
+                    "(default: the shipped default)")
     ap.add_argument("--one-mask-weights", help="a fusion_masks=1 model for the 'F one-mask' row (ablation)")
     ap.add_argument("--st-scale", type=float,
                     help="override the models' st_scale (S->T flow scale, as upscale(st_scale=...))")
@@ -544,16 +545,16 @@ def main(argv: list[str] | None = None) -> int:
     if len(triplets) < total:
         dataset += f", {len(triplets)} of {total} triplets evenly spaced (--max)"
 
-    from vsdsfn.weights import WeightsError, default_weights_path, load_model
+    from vsdsfn.weights import WeightsError, load_model, resolve_weights
 
     model = one = None
     wpath = opath = None
     try:
         if not args.no_model:
-            wpath = Path(args.weights) if args.weights else default_weights_path()
+            wpath = resolve_weights(args.weights)
             model = load_model(wpath)
         if args.one_mask_weights:
-            opath = Path(args.one_mask_weights)
+            opath = resolve_weights(args.one_mask_weights)
             one = load_model(opath)
             if one.config.fusion_masks != 1:
                 raise SystemExit(f"evaluate: --one-mask-weights {opath}: the model has "

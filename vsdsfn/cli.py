@@ -55,7 +55,8 @@ def _parser() -> argparse.ArgumentParser:
                                           "default: INPUTNAME_2x.y4m in the current folder")
     p.add_argument("--sample", action="store_true", help="use the shipped sample clip as INPUT")
     g = p.add_argument_group("upscale options (see vsdsfn.upscale)")
-    g.add_argument("--weights", help="weights file (.safetensors); default: the shipped weights")
+    g.add_argument("--weights", help="'default' (the shipped weights; the default), 'quality' (the shipped "
+                   "larger model, about 1.35x slower) or a weights file (.safetensors)")
     g.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     g.add_argument("--fp16", action=argparse.BooleanOptionalAction, default=None,
                    help="half precision on CUDA (default: fp32)")

@@ -161,7 +161,8 @@ class Engine:
     """Runs a DSFN on numpy frames.
 
     ``model``: a :class:`DSFN` (the engine runs a copy: the caller's network is left as it
-    is), a weights-file path, or ``None`` for the shipped default weights. ``device``: see
+    is), a weights-file path, a shipped model's name (``"default"``, ``"quality"``), or
+    ``None`` for the shipped default weights. ``device``: see
     :func:`select_device`. ``fp16``: ``None`` uses fp32 (the VapourSynth filter passes
     ``True`` for RGBH clips on CUDA); fp16 is only used on CUDA (asking for it on CPU logs
     a warning and runs fp32). ``batch_size``: frame pairs per

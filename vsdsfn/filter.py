@@ -224,7 +224,9 @@ def upscale(
     the fused, refined frame between L_n and L_{n+1} (M_S(L_n) at scene cuts and for the
     last frame).
 
-    weights: a .safetensors file from training/ (default: the shipped weights).
+    weights: None/"default" (the shipped weights, sized for CPUs), "quality" (the shipped
+        larger model: +0.12 dB, about 1.35x the time; models/dsfn_quality.md), or a
+        .safetensors file from training/.
     device: "auto"/None (CUDA if available), "cpu", "cuda" or "cuda:N".
     fp16: half precision on CUDA; None = fp16 for RGBH clips on CUDA, fp32 otherwise.
     batch_size: frame pairs per forward pass (output is the same for every value).
@@ -267,7 +269,7 @@ def upscale(
     if fp16 is not None and not isinstance(fp16, bool):
         raise _err(f"fp16 must be True, False or None, not {fp16!r}")
     if weights is not None and not isinstance(weights, (str, os.PathLike)):
-        raise _err(f"weights must be a path to a .safetensors file or None (the shipped weights), "
+        raise _err(f"weights must be None/'default', 'quality' or a path to a .safetensors file, "
                    f"not {type(weights).__name__}")
     if not isinstance(mvtools, bool):
         raise _err(f"mvtools must be True or False, not {mvtools!r}")
