@@ -70,7 +70,7 @@ def _pipeline(method: str, clip, args):
     if method in ("dsfn", "dsfn-mvtools"):
         import vsdsfn
 
-        return vsdsfn.upscale(clip, device=args.device, batch_size=args.batch_size,
+        return vsdsfn.upscale(clip, weights=args.weights, device=args.device, batch_size=args.batch_size,
                               num_threads=args.threads or None, fp16=args.fp16 or None,
                               st_scale=args.st_scale, channels_last=_flag(args.channels_last),
                               mvtools=method == "dsfn-mvtools")
@@ -88,11 +88,11 @@ def _pipeline(method: str, clip, args):
     raise ValueError(method)
 
 
-def _traced_model(st_scale: float | None):
-    """The default model as ``upscale(st_scale=st_scale)`` runs it (for the FLOP count)."""
+def _traced_model(st_scale: float | None, weights: str | None = None):
+    """The model as ``upscale(weights=weights, st_scale=st_scale)`` runs it (for the FLOP count)."""
     from estimate import model_factory
 
-    model = model_factory("default")()
+    model = model_factory(weights or "default")()
     if st_scale is not None:
         model.config.st_scale = st_scale
         model.multiple = model.multiple_for(st_scale)
@@ -171,6 +171,8 @@ def run_worker(method: str, size: str, args) -> dict:
         cmd.append("--fp16")
     if args.st_scale is not None:
         cmd += ["--st-scale", str(args.st_scale)]
+    if args.weights:
+        cmd += ["--weights", args.weights]
     cmd += ["--channels-last", args.channels_last]
     print(f"bench: {method} {size} ...", file=sys.stderr, flush=True)
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -215,6 +217,8 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--vs-threads", type=int, default=0, help="core.num_threads (0: VapourSynth's default)")
     ap.add_argument("--fp16", action="store_true", help="RGBH input (fp16 on CUDA)")
+    ap.add_argument("--weights", help="upscale(weights=...) for dsfn: default, quality or a .safetensors file "
+                    "(default: the shipped default)")
     ap.add_argument("--st-scale", type=float, help="upscale(st_scale=...) for dsfn (default: the weights file's)")
     ap.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto",
                     help="upscale(channels_last=...) for dsfn (auto: the engine's default)")
@@ -242,7 +246,7 @@ def main(argv=None) -> None:
     for size in sizes:
         results = {m: run_worker(m, size, args) for m in methods}
         w, h = (int(v) for v in size.split("x"))
-        flops = flops_per_frame(_traced_model(args.st_scale), w, h) if "dsfn" in methods else None
+        flops = flops_per_frame(_traced_model(args.st_scale, args.weights), w, h) if "dsfn" in methods else None
         rows.append((size, results, flops))
     peak = matmul_peak(args.device, args.threads)
 
@@ -254,6 +258,7 @@ def main(argv=None) -> None:
         f"- device: {'cuda' if cuda else 'cpu'}; batch_size {args.batch_size}; "
         f"{'RGBH/fp16' if args.fp16 else 'RGBS/fp32'}; torch threads {args.threads or 'default'}",
         f"- command: `{cmd.strip()}`",
+        f"- weights (dsfn methods): {args.weights or 'default'}",
         f"- method: frames pulled from the output clip through VapourSynth (as vspipe does), "
         f"{args.frames} output frames per run, median of {args.runs} runs after a warm-up run; "
         "each configuration in its own process. Peak memory: process RSS high-water mark "

@@ -81,3 +81,14 @@ def test_measured_cuda_rows_come_from_the_report(tmp_path):
     assert "| 1920x1080 -> 3840x2160 | 20.5 |" in lines and "| 1 |" not in lines and "| m |" not in lines
     report.write_text("# t\n\nno speed section\n")
     assert measured_cuda(report) == []
+
+
+def test_benchmark_weights_option_traces_that_model():
+    """`benchmark.py --weights quality` counts the FLOPs of the model it times (the shipped
+    quality file's larger M_S), not the default's."""
+    from benchmark import _traced_model
+
+    default = flops_per_frame(_traced_model(None), 96, 64)
+    quality = flops_per_frame(_traced_model(None, "quality"), 96, 64)
+    assert quality > 1.3 * default
+    assert flops_per_frame(_traced_model(None, "default"), 96, 64) == default
