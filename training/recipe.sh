@@ -118,8 +118,9 @@ run fusion1i fusion --init "$RUNS/fusion1h/best.pt" "${ONE[@]}" "${ST1[@]}" --se
 run fusion1j fusion --init "$RUNS/fusion1i/best.pt" "${ONE[@]}" "${ST1[@]}" --set stages.fusion.lr=5e-4
 run fusion1k fusion --init "$RUNS/fusion1j/best.pt:temporal,fusion,refine" --init "$RUNS/spatial2/best.pt:spatial" \
   "${ONE[@]}" "${ST1[@]}" --set stages.fusion.lr=1e-3
-# stage 3: fine-tune everything on all six losses (tried on fusion7 and earlier cycles, never
-# validated better than stage 2; not tried on fusion8)
+# stage 3: fine-tune everything on all six losses (tried on fusion7 and earlier cycles on the
+# CPU, and on fusion8's file on one H100 in session 14 for up to 2,000 steps at batch 16-24:
+# never validated better than stage 2)
 run joint joint --init "$RUNS/fusion8/best.pt" "${ST1[@]}"
 $PY -m training.export "$RUNS/fusion8/best.pt" "$RUNS/joint/best.pt" models/dsfn_default.safetensors
 $PY -m training.export "$RUNS/fusion1k/best.pt" "$RUNS/one_mask.safetensors"
