@@ -55,8 +55,8 @@ def resolve_weights(weights: str | os.PathLike | None) -> Path:
 
     >>> resolve_weights("quality").name
     'dsfn_quality.safetensors'
-    >>> resolve_weights("runs/my.safetensors")
-    PosixPath('runs/my.safetensors')
+    >>> resolve_weights("runs/my.safetensors") == Path("runs/my.safetensors")
+    True
     """
     if weights is None:
         return default_weights_path()
