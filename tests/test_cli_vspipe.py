@@ -46,7 +46,10 @@ def _env(**extra) -> dict[str, str]:
 
 
 def _vspipe() -> str:
-    exe = shutil.which("vspipe") or str(Path(sys.executable).with_name("vspipe"))
+    # the vspipe of the interpreter under test first: a vspipe earlier on PATH may belong to
+    # another Python (e.g. a pyenv shim of a global install that the active version lacks)
+    own = Path(sys.executable).with_name("vspipe")
+    exe = str(own) if own.exists() else shutil.which("vspipe") or str(own)
     if not Path(exe).exists():
         pytest.skip("vspipe not found")
     return exe
