@@ -120,6 +120,12 @@ def test_cli_in_process_and_errors(tmp_path, tiny_weights, monkeypatch, capsys):
         _, mixed = parse_y4m((tmp_path / "mv.y4m").read_bytes(), keep=True)
         _, plain = parse_y4m((tmp_path / "clip_2x.y4m").read_bytes(), keep=True)
         assert [a == b for a, b in zip(mixed, plain)] == [True, False, True, True]
+    # --ensemble reaches upscale: every frame changes
+    assert cli.main([str(src), "--frames", "2", "--weights", str(tiny_weights), "--pix-fmt", "yuv444p16", "-q",
+                     "--ensemble", "-o", "ens.y4m"]) == 0
+    _, ens = parse_y4m((tmp_path / "ens.y4m").read_bytes(), keep=True)
+    _, plain = parse_y4m((tmp_path / "clip_2x.y4m").read_bytes(), keep=True)
+    assert len(ens) == 4 and not any(a == b for a, b in zip(ens, plain))
 
     capsys.readouterr()
     assert cli.main(["--sample", "--frames", "2", "--mvtools-weight", "3", "-o", "x.y4m"]) == 1

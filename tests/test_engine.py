@@ -88,6 +88,30 @@ def test_st_scale_override(net):
             Engine(net, device="cpu", st_scale=bad)
 
 
+def test_flip_ensemble(net):
+    """ensemble=True: even frames are the flip-ensembled M_S, odd frames the flip-ensembled
+    network on the frames and those M_S results (what training.evaluate --ensemble runs)."""
+    from vsdsfn.nets import flip_ensemble
+
+    a, b = (chw(n, w=32, h=32).transpose(1, 2, 0).copy() for n in (0, 2))   # 32x32 HWC, no padding
+    eng = Engine(net, device="cpu", ensemble=True)
+    even, odd = (x[0] for x in eng.upscale_group([a, b], ["a", "b"], [True]))
+    with torch.no_grad():
+        l0, l1 = (torch.from_numpy(x).permute(2, 0, 1)[None] for x in (a, b))
+        hr0, hr1 = flip_ensemble(net.spatial)(torch.cat((l0, l1))).chunk(2)
+        want = flip_ensemble(net)(l0, l1, hr0, hr1)["refined"]
+    hwc = lambda t: t[0].permute(1, 2, 0).clamp(0, 1).numpy()  # noqa: E731
+    np.testing.assert_allclose(even, hwc(hr0), atol=1e-5)
+    np.testing.assert_allclose(odd, hwc(want), atol=1e-5)
+    plain = Engine(net, device="cpu").upscale_group([a, b], ["a", "b"], [True])
+    assert np.abs(plain[0][0] - even).max() > 1e-4 and np.abs(plain[1][0] - odd).max() > 1e-4
+    # any size: padded like the plain engine, output cropped back
+    c = chw(1, w=27, h=19).transpose(1, 2, 0).copy()
+    assert eng.interpolate([(c, c)])[0].shape == (38, 54, 3)
+    with pytest.raises(ValueError, match="ensemble must be True or False"):
+        Engine(net, device="cpu", ensemble="yes")
+
+
 def test_fp16_on_cpu_falls_back_to_fp32(net, caplog):
     with caplog.at_level(logging.WARNING, logger="vsdsfn"):
         eng = Engine(net, device="cpu", fp16=True)

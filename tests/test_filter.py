@@ -315,6 +315,20 @@ def test_default_weights_end_to_end():
     assert all(np.isfinite(f).all() for f in fr)
 
 
+def test_ensemble_option(tiny_weights):
+    """ensemble=True: every output frame is the engine's flip ensemble; a bad value is a vs.Error."""
+    clip = make_clip(3, 24, 20)
+    plain = all_frames(upscale(clip, weights=tiny_weights))
+    ens = all_frames(upscale(clip, weights=tiny_weights, ensemble=True))
+    eng = Engine(tiny_weights, device="cpu", layout="chw", ensemble=True)
+    src = [pattern(i, 24, 20) for i in range(3)]
+    np.testing.assert_allclose(ens[0], eng.spatial([src[0]])[0], atol=1e-6)
+    np.testing.assert_allclose(ens[1], eng.interpolate([(src[0], src[1])])[0], atol=1e-6)
+    assert not np.allclose(ens[1], plain[1], atol=1e-4) and not np.allclose(ens[0], plain[0], atol=1e-4)
+    with pytest.raises(vs.Error, match="upscale: ensemble must be True or False"):
+        upscale(clip, weights=tiny_weights, ensemble=1)
+
+
 def test_named_weights_end_to_end():
     """weights="quality" runs the shipped larger model (a different network than the
     default); "default" is the same as None; an unknown name is a vs.Error naming both."""

@@ -627,6 +627,22 @@ def test_evaluate_st_scale_override_reaches_only_the_st_stream():
     assert (own["st"] - other["st"]).abs().max() > 1e-4
 
 
+def test_evaluate_ensemble_is_the_filters():
+    """evaluate --ensemble scores what upscale(ensemble=True) outputs (the engine's frames)."""
+    from conftest import tiny_model
+    from vsdsfn.engine import Engine
+
+    net = tiny_model()
+    l0, l1 = torch.rand(2, 1, 3, 20, 28)
+    with torch.no_grad():
+        got = ev.run_model(net, l0, l1, ensemble=True)
+        plain = ev.run_model(net, l0, l1)
+    frames = [x[0].numpy() for x in (l0, l1)]
+    want = Engine(net, device="cpu", layout="chw", ensemble=True).interpolate([tuple(frames)])[0]
+    np.testing.assert_allclose(got["refined"][0].clamp(0, 1).numpy(), want, atol=1e-5)
+    assert (got["refined"] - plain["refined"]).abs().max() > 1e-4
+
+
 def write_gray_y4m(path: Path, levels: list[int], w: int = 32, h: int = 16) -> None:
     """A 4:4:4 YUV4MPEG2 file whose frame i is flat gray with luma ``levels[i]``."""
     write_flat_y4m(path, [(y, 128, 128) for y in levels], w, h)

@@ -67,6 +67,7 @@ from .datasets import (FolderSequence, VIDEO_EXTS, downscale, list_images, load_
                        open_sequence, vimeo_sequences)
 from .metrics import psnr, ssim
 from vsdsfn.flowfps import HYBRID as HYBRID_SETTINGS, HYBRID_WEIGHT
+from vsdsfn.nets import flip_ensemble
 from vsdsfn.sysinfo import describe_machine
 
 __all__ = ["Triplet", "list_triplets", "config_triplets", "evaluate", "format_report", "main", "ROWS",
@@ -239,17 +240,24 @@ def select(triplets: list[Triplet], max_n: int | None) -> list[Triplet]:
 
 
 # ----------------------------------------------------------------------------- methods
-def run_model(model, l0: torch.Tensor, l1: torch.Tensor, st_scale: float | None = None) -> dict[str, torch.Tensor]:
+def run_model(model, l0: torch.Tensor, l1: torch.Tensor, st_scale: float | None = None,
+              ensemble: bool = False) -> dict[str, torch.Tensor]:
     """All DSFN outputs for (1, 3, h, w) low-res frames of any size: replicate-padded to
     ``model.multiple_for(st_scale)``, high-res outputs cropped back to (2h, 2w).
-    ``st_scale``: ``None`` (the model's) or an override, as ``upscale(st_scale=...)``."""
+    ``st_scale``: ``None`` (the model's) or an override, as ``upscale(st_scale=...)``.
+    ``ensemble``: as ``upscale(ensemble=True)`` (the engine's order: the flip-ensembled
+    M_S of each frame, then the flip-ensembled network on the frames and those)."""
     h, w = l0.shape[-2:]
     m = model.multiple_for(model.config.st_scale if st_scale is None else st_scale)
     ph, pw = -h % m, -w % m
     if ph or pw:
         l0 = F.pad(l0, (0, pw, 0, ph), mode="replicate")
         l1 = F.pad(l1, (0, pw, 0, ph), mode="replicate")
-    out = model(l0, l1, st_scale=st_scale)
+    if ensemble:
+        hr0, hr1 = flip_ensemble(model.spatial)(torch.cat((l0, l1))).chunk(2)
+        out = flip_ensemble(model)(l0, l1, hr0, hr1, st_scale=st_scale)
+    else:
+        out = model(l0, l1, st_scale=st_scale)
     return {k: (v[..., : 2 * h, : 2 * w] if k != "lt" else v[..., :h, :w]) for k, v in out.items()}
 
 
@@ -301,9 +309,10 @@ class Result:
 
 def evaluate(triplets: Sequence[Triplet], model=None, one_mask_model=None, mvtools: bool = True,
              panels: str | os.PathLike | None = None, progress: bool = True,
-             st_scale: float | None = None) -> Result:
+             st_scale: float | None = None, ensemble: bool = False) -> Result:
     """Score every method on every triplet (one triplet at a time, CPU-friendly);
-    ``st_scale`` overrides the models' (see :func:`run_model`)."""
+    ``st_scale`` overrides the models' and ``ensemble`` runs them as
+    ``upscale(ensemble=True)`` (see :func:`run_model`)."""
     res = Result()
     mv_reason = None if mvtools else "skipped (--no-mvtools)"
     if mv_reason is None:
@@ -343,13 +352,13 @@ def evaluate(triplets: Sequence[Triplet], model=None, one_mask_model=None, mvtoo
         with torch.inference_mode():
             out = None
             if model is not None:
-                out = run_model(model, l0, l2, st_scale)
+                out = run_model(model, l0, l2, st_scale, ensemble)
                 res.add(ST, g, out["st"], h1)
                 res.add(TS, g, out["ts"], h1)
                 res.add(F1 if model.config.fusion_masks == 1 else F2, g, out["fused"], h1)
                 line.append(f"R {res.add(R, g, out['refined'], h1)[0]:.2f}")
             if one_mask_model is not None:
-                out1 = run_model(one_mask_model, l0, l2, st_scale)
+                out1 = run_model(one_mask_model, l0, l2, st_scale, ensemble)
                 res.add(F1, g, out1["fused"], h1)
                 res.add(R1, g, out1["refined"], h1)
             up = lambda x: F.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False).clamp(0, 1)  # noqa: E731
@@ -514,6 +523,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--one-mask-weights", help="a fusion_masks=1 model for the 'F one-mask' row (ablation)")
     ap.add_argument("--st-scale", type=float,
                     help="override the models' st_scale (S->T flow scale, as upscale(st_scale=...))")
+    ap.add_argument("--ensemble", action="store_true",
+                    help="run the models with the flip ensemble of upscale(ensemble=True) (twice the time)")
     ap.add_argument("--no-model", action="store_true", help="baselines only")
     ap.add_argument("--max", type=int, help="at most N triplets, evenly spaced")
     ap.add_argument("--stride", type=int, default=1, help="triplets (i, i+s, i+2s)")
@@ -567,12 +578,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.st_scale is not None and not 0 < args.st_scale <= 1:
         ap.error("--st-scale must be in (0, 1]")
     res = evaluate(triplets, model, one, mvtools=not args.no_mvtools, panels=args.panels,
-                   progress=not args.quiet, st_scale=args.st_scale)
+                   progress=not args.quiet, st_scale=args.st_scale, ensemble=args.ensemble)
     if not res.names:
         raise SystemExit("evaluate: no triplet could be read")
     command = "python -m training.evaluate " + shlex.join(argv)
-    report = format_report(res, dataset, command, _weights_desc(wpath),
-                           _weights_desc(opath) if opath else "none",
+    tta = ", run with the flip ensemble (--ensemble)" if args.ensemble else ""
+    report = format_report(res, dataset, command, _weights_desc(wpath) + tta,
+                           _weights_desc(opath) + tta if opath else "none",
                            res.notes.get(SPLINE_FLOW, ""))
     print(report)
     if args.out:

@@ -71,6 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--tile-overlap", type=int, default=None, metavar="N",
                    help="context pixels around each tile's used part (default: upscale's tile_overlap default)")
     g.add_argument("--compile", action="store_true", help="use torch.compile (falls back if it fails)")
+    g.add_argument("--ensemble", action="store_true",
+                   help="average with a pass on the frames flipped upside down: a little better, twice the time")
     g.add_argument("--st-scale", type=float, default=None, metavar="S",
                    help="S->T stream's flow scale in (0, 1] (default: the weights file's; smaller is faster)")
     g.add_argument("--mvtools", action="store_true",
@@ -184,6 +186,7 @@ def run(args: argparse.Namespace) -> int:
                      batch_size=args.batch_size, scene_detect=args.scene_detect,
                      scene_threshold=args.scene_threshold, debug=args.debug, num_threads=args.threads,
                      tile=args.tile, compile=args.compile, st_scale=args.st_scale, mvtools=args.mvtools,
+                     ensemble=args.ensemble,
                      **({} if args.mvtools_weight is None else {"mvtools_weight": args.mvtools_weight}),
                      **({} if args.tile_overlap is None else {"tile_overlap": args.tile_overlap}))
     except vs.Error as exc:

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .nets import DSFN
+from .nets import DSFN, flip_ensemble
 from .tiling import aligned, parse_tile, plan_tiles
 from .weights import load_model
 
@@ -184,7 +184,10 @@ class Engine:
     compiling fails, a warning is logged and the engine continues uncompiled).
     ``st_scale``: ``None`` (the weights file's) or a factor in (0, 1] at which the S->T
     stream's M_T estimates its flows on the high-res frames (smaller is faster; see
-    :attr:`DSFNConfig.st_scale`).
+    :attr:`DSFNConfig.st_scale`). ``ensemble``: run M_S and the whole network a second
+    time on the frames flipped upside down and average (:func:`flip_ensemble`): both
+    output frames improve (about +0.08 dB on the validation split, see the README) for
+    twice the time.
 
     Inputs may have any size (they are replicate-padded to :attr:`DSFN.multiple` and the
     output cropped back); NaN becomes 0, +Inf 1, -Inf 0, and inputs and outputs are
@@ -209,6 +212,7 @@ class Engine:
         channels_last: bool | None = None,
         compile: bool = False,
         st_scale: float | None = None,
+        ensemble: bool = False,
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, not {batch_size!r}")
@@ -224,7 +228,8 @@ class Engine:
                              f"e.g. tile_overlap={DEFAULT_TILE_OVERLAP}")
         self.tile = parse_tile(tile)
         self.tile_overlap = tile_overlap
-        for name, flag in (("channels_last", channels_last), ("compile", compile), ("oom_fallback", oom_fallback)):
+        for name, flag in (("channels_last", channels_last), ("compile", compile), ("oom_fallback", oom_fallback),
+                           ("ensemble", ensemble)):
             if flag is not None and not isinstance(flag, bool):
                 raise ValueError(f"{name} must be True or False, not {flag!r}")
         if st_scale is not None and (isinstance(st_scale, bool) or not isinstance(st_scale, (int, float))
@@ -271,6 +276,7 @@ class Engine:
         for p in model.parameters():
             p.requires_grad_(False)
         self.model = model
+        self.ensemble = ensemble
         self.compile = compile
         self._compiled: dict[str, torch.nn.Module] = {}
         self._auto_batch: int | None = None              # sub-batch limit after an OOM
@@ -376,6 +382,8 @@ class Engine:
     def _call(self, which: str, *args: torch.Tensor, **kwargs):
         """Run ``"spatial"`` (M_S) or ``"pair"`` (the whole DSFN), compiled when asked."""
         eager = self.model.spatial if which == "spatial" else self.model
+        if self.ensemble:
+            eager = flip_ensemble(eager)
         fn = eager
         if self.compile:
             fn = self._compiled.get(which)

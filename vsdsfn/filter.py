@@ -42,7 +42,7 @@ if not log.handlers:  # stderr only: stdout may carry video (vspipe)
 #: upscale's options (besides the clip)
 OPTIONS = ("weights", "device", "fp16", "batch_size", "scene_detect", "scene_threshold",
            "debug", "num_threads", "cache_size", "tile", "tile_overlap", "channels_last", "compile", "st_scale",
-           "mvtools", "mvtools_weight")
+           "mvtools", "mvtools_weight", "ensemble")
 
 _PROP_INTERP = "DSFNInterpolated"
 _PROP_SCORE = "DSFNSceneScore"
@@ -215,6 +215,7 @@ def upscale(
     st_scale: float | None = None,
     mvtools: bool = False,
     mvtools_weight: float = flowfps.HYBRID_WEIGHT,
+    ensemble: bool = False,
     **unknown,
 ) -> vs.VideoNode:
     """Double the frame rate, width and height of an RGBS/RGBH clip with DSFN.
@@ -245,6 +246,8 @@ def upscale(
         see :mod:`vsdsfn.flowfps`) and mix its middle frames into DSFN's ones; scene cuts
         and the last frame stay M_S(L_n). Needs vapoursynth-mvtools; ignored with debug.
     mvtools_weight: the mvtools frames' weight in that mix, in [0, 1].
+    ensemble: also run the network on the frames flipped upside down and average (a
+        test-time ensemble): every output frame improves a little, for twice the time.
 
     >>> import vapoursynth as vs
     >>> clip = vs.core.std.BlankClip(format=vs.RGBS, width=64, height=48, length=3)
@@ -294,7 +297,7 @@ def upscale(
         engine = Engine(model, device=dev, fp16=fp16, batch_size=batch_size, layout="chw",
                         out_dtype=np.float16 if is_half else np.float32, num_threads=num_threads,
                         cache_size=2 * batch_size + 4, tile=tile, tile_overlap=tile_overlap,
-                        channels_last=channels_last, compile=compile, st_scale=st_scale)
+                        channels_last=channels_last, compile=compile, st_scale=st_scale, ensemble=ensemble)
     except ValueError as exc:
         raise _err(f"{exc}") from None
     log.info("DSFN on %s (%s), batch %d, %dx%d -> %dx%d, %d -> %d frames", engine.device,

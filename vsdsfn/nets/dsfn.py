@@ -16,7 +16,7 @@ from .espcn import ESPCN
 from .flowinterp import FlowInterp
 from .fusion import FusionUNet, Refine
 
-__all__ = ["DSFN", "DSFNConfig", "SPATIAL", "TEMPORAL", "register_spatial", "register_temporal"]
+__all__ = ["DSFN", "DSFNConfig", "SPATIAL", "TEMPORAL", "flip_ensemble", "register_spatial", "register_temporal"]
 
 #: Backbone registries: name -> constructor taking keyword arguments. Any module with
 #: ``forward(l) -> 2x upscaled`` (spatial) or ``forward(i0, i1) -> middle`` (temporal)
@@ -209,3 +209,25 @@ class DSFN(nn.Module):
             l1 = F.pad(l1, (0, pw, 0, ph), mode="replicate")
         out = self.forward(l0, l1, **kw)["refined"]
         return out[..., : 2 * h, : 2 * w].clamp(0, 1)
+
+
+def flip_ensemble(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A test-time ensemble of ``fn`` (``model.spatial``, or the whole ``model``): the mean
+    of ``fn`` on the inputs and of ``fn`` on the inputs flipped upside down, flipped back.
+    Tensor outputs and dicts of tensors are averaged; twice the work.
+
+    >>> import torch
+    >>> net = DSFN(DSFNConfig(spatial_args={"channels": 4, "layers": 2}))
+    >>> x = torch.rand(1, 3, 32, 32)
+    >>> y = flip_ensemble(net.spatial)(x)
+    >>> bool(torch.allclose(y, (net.spatial(x) + net.spatial(x.flip(-2)).flip(-2)) / 2))
+    True
+    """
+    def run(*xs: torch.Tensor, **kw: Any) -> Any:
+        a = fn(*xs, **kw)
+        b = fn(*(x.flip(-2) for x in xs), **kw)
+        if isinstance(a, dict):
+            return {k: (v + b[k].flip(-2)) / 2 for k, v in a.items()}
+        return (a + b.flip(-2)) / 2
+
+    return run
