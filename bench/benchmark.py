@@ -73,7 +73,7 @@ def _pipeline(method: str, clip, args):
         return vsdsfn.upscale(clip, weights=args.weights, device=args.device, batch_size=args.batch_size,
                               num_threads=args.threads or None, fp16=args.fp16 or None,
                               st_scale=args.st_scale, channels_last=_flag(args.channels_last),
-                              mvtools=method == "dsfn-mvtools")
+                              mvtools=method == "dsfn-mvtools", ensemble=args.ensemble)
     if method == "blend":
         up = core.resize.Bicubic(clip, w, h)
         mid = core.std.Merge(up, up[1:] + up[-1], 0.5)
@@ -173,6 +173,8 @@ def run_worker(method: str, size: str, args) -> dict:
         cmd += ["--st-scale", str(args.st_scale)]
     if args.weights:
         cmd += ["--weights", args.weights]
+    if args.ensemble:
+        cmd.append("--ensemble")
     cmd += ["--channels-last", args.channels_last]
     print(f"bench: {method} {size} ...", file=sys.stderr, flush=True)
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -219,6 +221,7 @@ def main(argv=None) -> None:
     ap.add_argument("--fp16", action="store_true", help="RGBH input (fp16 on CUDA)")
     ap.add_argument("--weights", help="upscale(weights=...) for dsfn: default, quality or a .safetensors file "
                     "(default: the shipped default)")
+    ap.add_argument("--ensemble", action="store_true", help="upscale(ensemble=True) for dsfn (the flip ensemble)")
     ap.add_argument("--st-scale", type=float, help="upscale(st_scale=...) for dsfn (default: the weights file's)")
     ap.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto",
                     help="upscale(channels_last=...) for dsfn (auto: the engine's default)")
@@ -246,7 +249,9 @@ def main(argv=None) -> None:
     for size in sizes:
         results = {m: run_worker(m, size, args) for m in methods}
         w, h = (int(v) for v in size.split("x"))
-        flops = flops_per_frame(_traced_model(args.st_scale, args.weights), w, h) if "dsfn" in methods else None
+        flops = None
+        if "dsfn" in methods:   # the flip ensemble runs every network call twice
+            flops = flops_per_frame(_traced_model(args.st_scale, args.weights), w, h) * (2 if args.ensemble else 1)
         rows.append((size, results, flops))
     peak = matmul_peak(args.device, args.threads)
 
@@ -258,7 +263,7 @@ def main(argv=None) -> None:
         f"- device: {'cuda' if cuda else 'cpu'}; batch_size {args.batch_size}; "
         f"{'RGBH/fp16' if args.fp16 else 'RGBS/fp32'}; torch threads {args.threads or 'default'}",
         f"- command: `{cmd.strip()}`",
-        f"- weights (dsfn methods): {args.weights or 'default'}",
+        f"- weights (dsfn methods): {args.weights or 'default'}{', flip ensemble (ensemble=True)' if args.ensemble else ''}",
         f"- method: frames pulled from the output clip through VapourSynth (as vspipe does), "
         f"{args.frames} output frames per run, median of {args.runs} runs after a warm-up run; "
         "each configuration in its own process. Peak memory: process RSS high-water mark "
