@@ -258,6 +258,22 @@ def test_shipped_weights_are_safetensors():
     assert '"vsdsfn.models": ["*.safetensors", "*.md"]' in setup
 
 
+def test_readme_documents_every_upscale_option():
+    """The README's signature line is upscale's, and its option table has a row per option."""
+    import inspect
+
+    from vsdsfn import filter as flt
+
+    text = (ROOT / "README.md").read_text()
+    params = [p for p in inspect.signature(flt.upscale).parameters.values()
+              if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    assert [p.name for p in params] == list(flt.OPTIONS)
+    line = "vsdsfn.upscale(clip, *, " + ", ".join(f"{p.name}={p.default!r}" for p in params) + ")"
+    assert line in text
+    for name in flt.OPTIONS:
+        assert f"| `{name}` |" in text, name
+
+
 def test_named_weights_are_shipped_with_cards():
     """Every name upscale(weights=...) accepts is a shipped file with its model card; the
     names resolve before paths; the quality model is the larger one."""
