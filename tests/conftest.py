@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from vsdsfn.flowfps import clip_from_frames
+from vsdsfn.nets import DSFN, DSFNConfig
+from vsdsfn.weights import save_model
 
-from vsdsfn.nets import DSFN, DSFNConfig  # noqa: E402
-from vsdsfn.weights import save_model  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
@@ -39,7 +37,7 @@ def one_thread():
 
 TINY = DSFNConfig(
     spatial_args={"channels": 8, "layers": 2},
-    temporal_args={"widths": [8, 8], "decoders": [8, 8], "radii": [1, 2]},
+    temporal_args={"widths": [8, 8, 8, 8], "refine": True, "large_motion": True},
     fusion_widths=(4, 4, 4, 4, 4),
     refine_channels=4,
     refine_blocks=1,
@@ -74,30 +72,23 @@ def pattern(n: int, w: int, h: int, shift: float = 1.5, kind: int = 0) -> np.nda
 
 
 def make_clip(n=5, w=24, h=20, fmt=None, fps=(30000, 1001), frames=None, props=None):
-    """A clip whose frame i is ``frames(i)`` (default: moving pattern) with props ``props(i)``.
+    """A clip whose frame i is ``frames(i)`` (a (3, H, W) array; default: moving pattern)
+    with props ``props(i)``.
 
     Every frame also gets prop ``Src`` = i.
     """
     import vapoursynth as vs
 
-    core = vs.core
-    fmt = fmt or vs.RGBS
-    blank = core.std.BlankClip(format=fmt, width=w, height=h, length=n, fpsnum=fps[0], fpsden=fps[1], keep=True)
     get = frames or (lambda i: pattern(i, w, h))
+    clip = clip_from_frames([get(i).transpose(1, 2, 0) for i in range(n)], fps, fmt)
 
-    def fill(n, f):
-        i = n
+    def tag(n, f):
         out = f.copy()
-        arr = get(i)
-        for p in range(3):
-            np.copyto(np.asarray(out[p]), arr[p], casting="unsafe")
-        out.props["Src"] = i
-        if props:
-            for k, v in props(i).items():
-                out.props[k] = v
+        out.props["Src"] = n
+        out.props.update(props(n) if props else {})
         return out
 
-    return core.std.ModifyFrame(blank, blank, fill)
+    return vs.core.std.ModifyFrame(clip, clip, tag)
 
 
 def planes(frame) -> np.ndarray:

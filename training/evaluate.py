@@ -15,9 +15,13 @@ Gaussian, sigma 1.5, averaged over channels; :mod:`training.metrics`). Scores ar
 averaged over triplets. The network runs on the low-res frames padded (replicate) to a
 multiple of ``DSFN.multiple``; its outputs are cropped back.
 
-Rows: the two streams S->T and T->S, the fused frame F (two-mask model; one-mask from
-``--one-mask-weights``, the paper's ablation), the refined output R, and the baselines
-"bicubic + frame blend" (PyTorch bicubic 2x of both low-res frames, averaged),
+Rows: the two streams S->T = M_T(M_S(L-), M_S(L+)) and T->S = M_S(M_T(L-, L+)) (with
+the shipped weights M_T is the pretrained RIFE: these are "M_S -> RIFE" and "RIFE ->
+M_S"), the fused frame F (two-mask model; one-mask from ``--one-mask-weights``, the
+paper's ablation), the refined output R, and the baselines "bicubic + frame blend"
+(PyTorch bicubic 2x of both low-res frames, averaged), "Spline36 -> RIFE" and "RIFE ->
+Spline36" with the model's own RIFE weights (as vs-rife runs it: ``fastmode``, flows at
+full size; and with RIFE's refinement), 
 "Spline36 -> FlowFPS" and "FlowFPS -> Spline36" (VapourSynth resize.Spline36 and
 mvtools ``Super/Analyse/FlowFPS`` doubling the frame rate; :mod:`training.mvbaseline`),
 and the hybrid "M_S -> FlowFPS" (the model's M_S(L-), M_S(L+), then FlowFPS as an
@@ -67,11 +71,10 @@ from .datasets import (FolderSequence, VIDEO_EXTS, downscale, list_images, load_
                        open_sequence, vimeo_sequences)
 from .metrics import psnr, ssim
 from vsdsfn.flowfps import HYBRID as HYBRID_SETTINGS, HYBRID_WEIGHT
-from vsdsfn.nets import flip_ensemble
+from vsdsfn.nets import RIFE as _RIFE
 from vsdsfn.sysinfo import describe_machine
 
-__all__ = ["Triplet", "list_triplets", "config_triplets", "evaluate", "format_report", "main", "ROWS",
-           "run_model"]
+__all__ = ["Triplet", "list_triplets", "config_triplets", "evaluate", "format_report", "main", "ROWS"]
 
 log = logging.getLogger("vsdsfn.training")
 
@@ -87,9 +90,15 @@ HYBRID = "R + FlowFPS (mvtools=True)"
 #: the classic pipeline with the mvtools part of HYBRID (quarter-pel, the mean of two block
 #: sizes): the better mvtools baseline, and what DSFN's frames add to that part
 SPLINE_FLOW_HY = "Spline36 → FlowFPS (mvtools=True's settings)"
+#: the cascades users run with RIFE (the model's own M_T weights): as vs-rife runs it
+#: (Practical-RIFE's fastmode), and with RIFE's refinement
+SPLINE_RIFE, SPLINE_RIFE_R, RIFE_SPLINE = ("Spline36 → RIFE (as vs-rife)", "Spline36 → RIFE (refined)",
+                                           "RIFE → Spline36 (as vs-rife)")
 #: the table's rows, in order (R1 is only shown when a one-mask model is evaluated)
-ROWS = (ST, TS, F1, F2, R, R1, HYBRID, BLEND, SPLINE_FLOW, SPLINE_FLOW_HY, FLOW_SPLINE, MS_FLOW)
+ROWS = (ST, TS, F1, F2, R, R1, HYBRID, BLEND, SPLINE_RIFE, SPLINE_RIFE_R, RIFE_SPLINE, SPLINE_FLOW, SPLINE_FLOW_HY,
+        FLOW_SPLINE, MS_FLOW)
 MV_ROWS = (SPLINE_FLOW, SPLINE_FLOW_HY, FLOW_SPLINE, MS_FLOW, HYBRID)
+RIFE_ROWS = (SPLINE_RIFE, SPLINE_RIFE_R, RIFE_SPLINE)
 
 
 # ----------------------------------------------------------------------------- triplets
@@ -240,27 +249,6 @@ def select(triplets: list[Triplet], max_n: int | None) -> list[Triplet]:
 
 
 # ----------------------------------------------------------------------------- methods
-def run_model(model, l0: torch.Tensor, l1: torch.Tensor, st_scale: float | None = None,
-              ensemble: bool = False) -> dict[str, torch.Tensor]:
-    """All DSFN outputs for (1, 3, h, w) low-res frames of any size: replicate-padded to
-    ``model.multiple_for(st_scale)``, high-res outputs cropped back to (2h, 2w).
-    ``st_scale``: ``None`` (the model's) or an override, as ``upscale(st_scale=...)``.
-    ``ensemble``: as ``upscale(ensemble=True)`` (the engine's order: the flip-ensembled
-    M_S of each frame, then the flip-ensembled network on the frames and those)."""
-    h, w = l0.shape[-2:]
-    m = model.multiple_for(model.config.st_scale if st_scale is None else st_scale)
-    ph, pw = -h % m, -w % m
-    if ph or pw:
-        l0 = F.pad(l0, (0, pw, 0, ph), mode="replicate")
-        l1 = F.pad(l1, (0, pw, 0, ph), mode="replicate")
-    if ensemble:
-        hr0, hr1 = flip_ensemble(model.spatial)(torch.cat((l0, l1))).chunk(2)
-        out = flip_ensemble(model)(l0, l1, hr0, hr1, st_scale=st_scale)
-    else:
-        out = model(l0, l1, st_scale=st_scale)
-    return {k: (v[..., : 2 * h, : 2 * w] if k != "lt" else v[..., :h, :w]) for k, v in out.items()}
-
-
 def _mvtools_available() -> str | None:
     """None when mvtools works, else the reason it does not."""
     try:
@@ -312,7 +300,7 @@ def evaluate(triplets: Sequence[Triplet], model=None, one_mask_model=None, mvtoo
              st_scale: float | None = None, ensemble: bool = False) -> Result:
     """Score every method on every triplet (one triplet at a time, CPU-friendly);
     ``st_scale`` overrides the models' and ``ensemble`` runs them as
-    ``upscale(ensemble=True)`` (see :func:`run_model`)."""
+    ``upscale(ensemble=True)`` (see :meth:`vsdsfn.nets.DSFN.run`)."""
     res = Result()
     mv_reason = None if mvtools else "skipped (--no-mvtools)"
     if mv_reason is None:
@@ -321,6 +309,11 @@ def evaluate(triplets: Sequence[Triplet], model=None, one_mask_model=None, mvtoo
         res.notes.update(dict.fromkeys(MV_ROWS, mv_reason))
     else:
         from . import mvbaseline
+    rife = model.temporal if model is not None and isinstance(model.temporal, _RIFE) else None
+    if rife is None:
+        res.notes.update(dict.fromkeys(RIFE_ROWS, "n/a (the model's M_T is not RIFE)"))
+    else:
+        from . import mvbaseline as mvb
     if model is None:
         for row in (ST, TS, F1, F2, R, MS_FLOW, HYBRID):
             res.notes[row] = "n/a (no model)"
@@ -352,17 +345,23 @@ def evaluate(triplets: Sequence[Triplet], model=None, one_mask_model=None, mvtoo
         with torch.inference_mode():
             out = None
             if model is not None:
-                out = run_model(model, l0, l2, st_scale, ensemble)
+                out = model.run(l0, l2, st_scale=st_scale, ensemble=ensemble)
                 res.add(ST, g, out["st"], h1)
                 res.add(TS, g, out["ts"], h1)
                 res.add(F1 if model.config.fusion_masks == 1 else F2, g, out["fused"], h1)
                 line.append(f"R {res.add(R, g, out['refined'], h1)[0]:.2f}")
             if one_mask_model is not None:
-                out1 = run_model(one_mask_model, l0, l2, st_scale, ensemble)
+                out1 = one_mask_model.run(l0, l2, st_scale=st_scale, ensemble=ensemble)
                 res.add(F1, g, out1["fused"], h1)
                 res.add(R1, g, out1["refined"], h1)
             up = lambda x: F.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False).clamp(0, 1)  # noqa: E731
             line.append(f"blend {res.add(BLEND, g, (up(l0) + up(l2)) / 2, h1)[0]:.2f}")
+            if rife is not None:
+                s0, s2 = (_t(a) for a in mvb.frames_from_clip(mvb.spline36_2x(mvb.clip_from_frames([_np(l0), _np(l2)]))))
+                line.append(f"S36→RIFE {res.add(SPLINE_RIFE, g, rife(s0, s2, fast=True).clamp(0, 1), h1)[0]:.2f}")
+                res.add(SPLINE_RIFE_R, g, rife(s0, s2).clamp(0, 1), h1)
+                mid = mvb.clip_from_frames([_np(rife(l0, l2, fast=True).clamp(0, 1))])
+                res.add(RIFE_SPLINE, g, _t(mvb.frames_from_clip(mvb.spline36_2x(mid))[0]).clamp(0, 1), h1)
             if not mv_reason:
                 a0, a2 = _np(l0), _np(l2)
                 try:
@@ -518,8 +517,7 @@ def main(argv: list[str] | None = None) -> int:
     src.add_argument("--config", help="training config whose split to evaluate")
     src.add_argument("--split", default="val", help="config split (val: data.val_sequences)")
     src.add_argument("--data-root", help="folder the config's data paths are relative to")
-    ap.add_argument("--weights", help="two-mask model: a .safetensors file or a shipped name, default or quality "
-                    "(default: the shipped default)")
+    ap.add_argument("--weights", help="two-mask model: a .safetensors file (default: the shipped default)")
     ap.add_argument("--one-mask-weights", help="a fusion_masks=1 model for the 'F one-mask' row (ablation)")
     ap.add_argument("--st-scale", type=float,
                     help="override the models' st_scale (S->T flow scale, as upscale(st_scale=...))")
@@ -575,8 +573,8 @@ def main(argv: list[str] | None = None) -> int:
                                  "model as --weights, or drop --one-mask-weights")
     except WeightsError as exc:
         raise SystemExit(f"evaluate: {exc}") from None
-    if args.st_scale is not None and not 0 < args.st_scale <= 1:
-        ap.error("--st-scale must be in (0, 1]")
+    if args.st_scale is not None and args.st_scale not in (1.0, 0.5, 0.25):
+        ap.error("--st-scale must be 1, 0.5 or 0.25")
     res = evaluate(triplets, model, one, mvtools=not args.no_mvtools, panels=args.panels,
                    progress=not args.quiet, st_scale=args.st_scale, ensemble=args.ensemble)
     if not res.names:

@@ -35,7 +35,7 @@ def export(checkpoint: str | Path, out: str | Path) -> Path:
     """Write the model of a training checkpoint to ``out`` (safetensors)."""
     ck = load_checkpoint(checkpoint)
     cfg = json.loads(ck["config"])
-    model = DSFN(DSFNConfig.from_dict(cfg.get("model", {}), legacy=True))
+    model = DSFN(DSFNConfig.from_dict(cfg.get("model", {})))
     model.load_state_dict(ck["model"])
     extra = {
         "stage": str(ck.get("stage")), "step": str(ck.get("step")),

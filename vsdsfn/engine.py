@@ -5,7 +5,7 @@ This module does not import VapourSynth; it takes and returns numpy frames (RGB 
 
 >>> from vsdsfn.nets import DSFN, DSFNConfig
 >>> net = DSFN(DSFNConfig(spatial_args={"channels": 4, "layers": 1},
-...                       temporal_args={"widths": [4], "decoders": [4], "radii": [1]},
+...                       temporal_args={"widths": [4, 4, 4, 4], "refine": False},
 ...                       fusion_widths=(4, 4, 4, 4, 4), refine_channels=4, refine_blocks=1))
 >>> eng = Engine(net, device="cpu")
 >>> a, b = np.random.rand(2, 5, 7, 3).astype(np.float32)     # two 7x5 RGB frames (HWC)
@@ -16,21 +16,19 @@ This module does not import VapourSynth; it takes and returns numpy frames (RGB 
 from __future__ import annotations
 
 import copy
-import inspect
 import logging
 import math
 import os
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
-from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from .nets import DSFN, flip_ensemble
+from .nets import DSFN
 from .tiling import aligned, parse_tile, plan_tiles
+from .transfer import Layout, Transfer, select_device
 from .weights import load_model
 
 __all__ = ["Engine", "DEBUG_OUTPUTS", "DEFAULT_TILE_OVERLAP", "OutOfMemory", "select_device", "scene_score"]
@@ -40,8 +38,6 @@ log = logging.getLogger("vsdsfn")
 #: Intermediate outputs :meth:`Engine.interpolate` can return instead of the refined frame.
 DEBUG_OUTPUTS = ("st", "ts", "fused", "masks")
 _OUTPUTS = ("refined",) + DEBUG_OUTPUTS
-
-Layout = Literal["hwc", "chw"]
 
 #: Default context (low-res pixels) kept around each tile's core; see README (tiling).
 DEFAULT_TILE_OVERLAP = 192
@@ -61,75 +57,6 @@ def _is_oom(exc: BaseException) -> bool:
         msg = str(exc)
         return "out of memory" in msg or "DefaultCPUAllocator: can't allocate" in msg
     return False
-
-
-class _PinnedPool:
-    """Reusable page-locked host buffers (CUDA only), keyed by shape and dtype.
-
-    A buffer handed out is returned with :meth:`release` together with the CUDA event
-    after which it is free again; it is reused only once that event has completed.
-    """
-
-    def __init__(self, keep: int = 4) -> None:
-        self.keep = keep
-        self._free: dict[tuple, list[torch.Tensor]] = {}
-        self._busy: list[tuple[torch.cuda.Event, torch.Tensor]] = []
-
-    def get(self, shape, dtype: torch.dtype) -> torch.Tensor:
-        still = []
-        for ev, buf in self._busy:
-            if ev.query():
-                self._put(buf)
-            else:
-                still.append((ev, buf))
-        self._busy = still
-        lst = self._free.get((tuple(shape), dtype))
-        if lst:
-            return lst.pop()
-        return torch.empty(tuple(shape), dtype=dtype, pin_memory=True)
-
-    def _put(self, buf: torch.Tensor) -> None:
-        lst = self._free.setdefault((tuple(buf.shape), buf.dtype), [])
-        if len(lst) < self.keep:
-            lst.append(buf)
-
-    def release(self, buf: torch.Tensor, event: torch.cuda.Event | None = None) -> None:
-        if event is None:
-            self._put(buf)
-        else:
-            self._busy.append((event, buf))
-
-
-def select_device(device: str | torch.device | None = "auto") -> torch.device:
-    """Resolve ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-
-    Raises :class:`ValueError` for unknown strings and for CUDA devices that do not exist.
-    """
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if isinstance(device, torch.device):
-        device = str(device)
-    if not isinstance(device, str):
-        raise ValueError(f"device must be a string such as 'auto', 'cpu', 'cuda' or 'cuda:0', not {device!r}")
-    name = device.strip().lower()
-    if name == "cpu":
-        return torch.device("cpu")
-    if name == "cuda" or name.startswith("cuda:"):
-        index = 0
-        if name != "cuda":
-            tail = name[5:]
-            if not tail.isdigit():
-                raise ValueError(f"device {device!r} is not valid; use 'cuda' or 'cuda:N' with N a GPU number")
-            index = int(tail)
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} was requested but CUDA is not available "
-                             "(no NVIDIA GPU/driver, or a CPU-only torch build); use device='cpu' or 'auto'")
-        count = torch.cuda.device_count()
-        if index >= count:
-            raise ValueError(f"device {device!r} does not exist: this machine has {count} CUDA device(s) "
-                             f"(cuda:0 .. cuda:{count - 1})")
-        return torch.device("cuda", index)
-    raise ValueError(f"unknown device {device!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
 
 
 def _luma_small(frame: np.ndarray, layout: Layout, size: int = 64) -> np.ndarray:
@@ -161,8 +88,8 @@ class Engine:
     """Runs a DSFN on numpy frames.
 
     ``model``: a :class:`DSFN` (the engine runs a copy: the caller's network is left as it
-    is), a weights-file path, a shipped model's name (``"default"``, ``"quality"``), or
-    ``None`` for the shipped default weights. ``device``: see
+    is), a weights-file path, a shipped model's name (``"default"``), or ``None`` for the
+    shipped default weights. ``device``: see
     :func:`select_device`. ``fp16``: ``None`` uses fp32 (the VapourSynth filter passes
     ``True`` for RGBH clips on CUDA); fp16 is only used on CUDA (asking for it on CPU logs
     a warning and runs fp32). ``batch_size``: frame pairs per
@@ -178,18 +105,18 @@ class Engine:
     :mod:`vsdsfn.tiling`), which bounds memory. ``oom_fallback``: on out-of-memory,
     retry with smaller batches, then with tiles of halving size (sticky for later calls),
     and raise :class:`OutOfMemory` only when even the smallest tile does not fit.
-    ``channels_last``: NHWC memory format for the convolutions (``None``: on; on 2 CPU cores a
-    960x540 -> 1080p output frame takes 2.3 s with it and 3.5 s without, see the README).
+    ``channels_last``: NHWC memory format for the convolutions (``None``: on).
     ``compile``: run the networks through ``torch.compile`` (compiled on first use; if
     compiling fails, a warning is logged and the engine continues uncompiled).
-    ``st_scale``: ``None`` (the weights file's) or a factor in (0, 1] at which the S->T
-    stream's M_T estimates its flows on the high-res frames (smaller is faster; see
+    ``st_scale``: ``None`` (the weights file's) or the factor at which the S->T stream's
+    M_T estimates its flows on the high-res frames (1, 0.5, 0.25; smaller is faster; see
     :attr:`DSFNConfig.st_scale`). ``ensemble``: run M_S and the whole network a second
-    time on the frames flipped upside down and average (:func:`flip_ensemble`): the
-    interpolated frames improve (+0.11 dB on the validation split with the default weights,
-    see the README) for twice the work.
+    time on the frames flipped upside down and average (:meth:`DSFN.run`), for twice the
+    work.
 
-    Inputs may have any size (they are replicate-padded to :attr:`DSFN.multiple` and the
+    The networks run through :meth:`DSFN.run` / :meth:`DSFN.upscale`; this class schedules
+    them (M_S cache, batches, tiles, out-of-memory fallback) and :class:`Transfer` moves
+    the frames. Inputs may have any size (they are replicate-padded to :meth:`DSFN.multiple_for` and the
     output cropped back); NaN becomes 0, +Inf 1, -Inf 0, and inputs and outputs are
     clamped to [0, 1]. All methods are thread-safe: the model and caches are guarded by
     one lock, and a cached M_S is computed once however many threads ask for it.
@@ -236,20 +163,19 @@ class Engine:
                                      or not 0 < st_scale <= 1):
             raise ValueError(f"st_scale must be None (the weights file's) or a number in (0, 1], not {st_scale!r}; "
                              "e.g. st_scale=0.5")
-        self.out_dtype = np.dtype(out_dtype)
-        if self.out_dtype not in (np.float32, np.float16):
-            raise ValueError(f"out_dtype must be float32 or float16, not {self.out_dtype}")
+        if np.dtype(out_dtype) not in (np.float32, np.float16):
+            raise ValueError(f"out_dtype must be float32 or float16, not {np.dtype(out_dtype)}")
         loaded = model is None or isinstance(model, (str, os.PathLike))
         if loaded:
             model = load_model(model)
         if not isinstance(model, DSFN):
             raise ValueError(f"model must be a DSFN, a weights path or None, not {type(model).__name__}")
-        if st_scale is not None and "scale" not in inspect.signature(model.temporal.forward).parameters:
-            raise ValueError(f"st_scale: the temporal backbone {model.config.temporal!r} takes no scale; "
-                             "leave st_scale=None")
         #: scale of the S->T stream's flow estimation (the file's unless overridden)
         self.st_scale = float(model.config.st_scale if st_scale is None else st_scale)
-        self.multiple = model.multiple_for(self.st_scale)
+        try:
+            self.multiple = model.multiple_for(self.st_scale)
+        except ValueError as exc:
+            raise ValueError(f"st_scale={st_scale!r}: {exc}; e.g. st_scale=0.5") from None
         if self.tile is not None:
             aligned(self.tile, tile_overlap, self.multiple)  # validates
         if num_threads is not None:
@@ -260,7 +186,7 @@ class Engine:
             fp16 = False
         self.dtype = torch.float16 if fp16 else torch.float32
         self.batch_size = batch_size
-        self.layout: Layout = layout
+        self.io = Transfer(self.device, self.dtype, layout, out_dtype, self.multiple)
         self.cache_size = cache_size if cache_size is not None else 2 * batch_size + 4
         self.oom_fallback = oom_fallback
         cuda = self.device.type == "cuda"
@@ -284,92 +210,9 @@ class Engine:
         self._oom_warned = False
         if cuda:
             torch.backends.cudnn.benchmark = True        # fixed shapes: pick the fastest kernels once
-            self._up_stream = torch.cuda.Stream(self.device)
-            self._down_stream = torch.cuda.Stream(self.device)
-            self._pinned = _PinnedPool()
         self._lock = threading.RLock()
         self._cache: OrderedDict[Hashable, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
         self.stats = {"spatial": 0, "pairs": 0, "cache_hits": 0, "tiles": 0, "oom_retries": 0}
-
-    # ------------------------------------------------------------------ tensors
-
-    def _check(self, frames: Sequence[np.ndarray]) -> tuple[int, int]:
-        if not len(frames):
-            raise ValueError("no frames given")
-        shapes = {np.shape(f) for f in frames}
-        if len(shapes) != 1:
-            raise ValueError(f"all frames of one call must have the same shape, got {sorted(shapes)}")
-        shape = shapes.pop()
-        if len(shape) != 3 or (shape[-1] if self.layout == "hwc" else shape[0]) != 3:
-            want = "(H, W, 3)" if self.layout == "hwc" else "(3, H, W)"
-            raise ValueError(f"frames must be RGB arrays of shape {want} (layout {self.layout!r}), got {shape}")
-        h, w = (shape[0], shape[1]) if self.layout == "hwc" else (shape[1], shape[2])
-        if h < 1 or w < 1:
-            raise ValueError(f"frames must be at least 1x1, got {w}x{h}")
-        return h, w
-
-    def _to_device(self, x: torch.Tensor) -> torch.Tensor:
-        """Host tensor -> device. On CUDA: through a reused pinned buffer, copied on the
-        upload stream (so it overlaps compute already queued), then handed to the
-        compute stream."""
-        if self.device.type != "cuda":
-            return x.to(self.device)
-        buf = self._pinned.get(x.shape, x.dtype)
-        buf.copy_(x)
-        main = torch.cuda.current_stream(self.device)
-        with torch.cuda.stream(self._up_stream):
-            d = buf.to(self.device, non_blocking=True)
-            ev = torch.cuda.Event()
-            ev.record(self._up_stream)
-        main.wait_event(ev)
-        d.record_stream(main)
-        self._pinned.release(buf, ev)
-        return d
-
-    def _upload(self, frames: Sequence[np.ndarray]) -> torch.Tensor:
-        """numpy frames -> (B, 3, Hp, Wp) on the device, sanitised, clamped and padded."""
-        h, w = self._check(frames)
-        x = self._to_device(torch.from_numpy(np.stack([np.asarray(f) for f in frames])))
-        if self.layout == "hwc":
-            x = x.permute(0, 3, 1, 2)
-        x = x.to(torch.float32)
-        x = torch.nan_to_num(x, nan=0.0, posinf=1.0, neginf=0.0).clamp_(0.0, 1.0)
-        ph, pw = -h % self.multiple, -w % self.multiple
-        if ph or pw:
-            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
-        return x.to(self.dtype).contiguous()
-
-    def _download_async(self, x: torch.Tensor, h: int, w: int):
-        """Start copying a (B, C, Hp, Wp) high-res tensor to the host (cropped, clamped, in
-        the output layout and dtype); returns a function that waits and gives the frames.
-
-        On CUDA the copy runs on the download stream into a pinned buffer, so it overlaps
-        the compute queued after it; the returned arrays never alias a reused buffer."""
-        x = x[..., : 2 * h, : 2 * w].float().clamp(0.0, 1.0)
-        x = torch.nan_to_num(x, nan=0.0)
-        if self.layout == "hwc":
-            x = x.permute(0, 2, 3, 1)
-        x = x.to(torch.float16 if self.out_dtype == np.float16 else torch.float32).contiguous()
-        if self.device.type != "cuda":
-            return lambda: list(x.numpy())
-        buf = self._pinned.get(x.shape, x.dtype)
-        self._down_stream.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(self._down_stream):
-            buf.copy_(x, non_blocking=True)
-            ev = torch.cuda.Event()
-            ev.record(self._down_stream)
-        x.record_stream(self._down_stream)
-
-        def finish() -> list[np.ndarray]:
-            ev.synchronize()
-            arr = buf.numpy().copy()
-            self._pinned.release(buf)
-            return list(arr)
-
-        return finish
-
-    def _download(self, x: torch.Tensor, h: int, w: int) -> list[np.ndarray]:
-        return self._download_async(x, h, w)()
 
     # ------------------------------------------------------------------ running the networks
 
@@ -379,11 +222,13 @@ class Engine:
         self.compile = False
         self._compiled.clear()
 
-    def _call(self, which: str, *args: torch.Tensor, **kwargs):
-        """Run ``"spatial"`` (M_S) or ``"pair"`` (the whole DSFN), compiled when asked."""
-        eager = self.model.spatial if which == "spatial" else self.model
-        if self.ensemble:
-            eager = flip_ensemble(eager)
+    def _call(self, which: str, *args: torch.Tensor):
+        """Run ``"spatial"`` (:meth:`DSFN.upscale`) or ``"pair"`` (:meth:`DSFN.run`),
+        compiled when asked."""
+        if which == "spatial":
+            eager = lambda lr: self.model.upscale(lr, ensemble=self.ensemble)  # noqa: E731
+        else:
+            eager = lambda *x: self.model.run(*x, st_scale=self.st_scale, ensemble=self.ensemble)  # noqa: E731
         fn = eager
         if self.compile:
             fn = self._compiled.get(which)
@@ -394,14 +239,14 @@ class Engine:
                     self._compile_failed(exc)
                     fn = eager
         if fn is eager:
-            return eager(*args, **kwargs)
+            return eager(*args)
         try:
-            return fn(*args, **kwargs)
+            return fn(*args)
         except Exception as exc:
             if _is_oom(exc):
                 raise
             self._compile_failed(exc)
-        return eager(*args, **kwargs)
+        return eager(*args)
 
     def _layout(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=self._fmt)
@@ -428,8 +273,7 @@ class Engine:
         return out
 
     def _pair_forward(self, l0, l1, h0, h1, output: str) -> torch.Tensor:
-        out = self._call("pair", self._layout(l0), self._layout(l1), self._layout(h0), self._layout(h1),
-                         st_scale=self.st_scale)
+        out = self._call("pair", self._layout(l0), self._layout(l1), self._layout(h0), self._layout(h1))
         y = out[output]
         if output == "masks":
             y = torch.cat((y, torch.zeros_like(y[:, :1])), 1)
@@ -530,7 +374,7 @@ class Engine:
         # order (and from however many threads) frames are requested. M_S is the light
         # part of the network; the pair batches (fixed per group) carry the heavy work.
         for i in todo:
-            lr = self._upload([frames[i]])
+            lr = self.io.upload([frames[i]])
             hr = self._with_oom_fallback(lambda tile, bmax: self._spatial_run(lr, tile), tuple(lr.shape), "M_S")
             out[i] = (lr, hr)
             self.stats["spatial"] += 1
@@ -544,11 +388,6 @@ class Engine:
 
     # ------------------------------------------------------------------ public API
 
-    def clear_cache(self) -> None:
-        """Forget all cached M_S results."""
-        with self._lock:
-            self._cache.clear()
-
     @torch.inference_mode()
     def spatial(self, frames: Sequence[np.ndarray], keys: Sequence[Hashable] | None = None) -> list[np.ndarray]:
         """M_S: each frame upscaled x2. With ``keys``, results are cached and reused."""
@@ -556,9 +395,9 @@ class Engine:
             return self._spatial_async(frames, keys)()
 
     def _spatial_async(self, frames, keys):
-        h, w = self._check(frames)
+        h, w = self.io.check(frames)
         ent = self._spatial_tensors(frames, keys)
-        return self._download_async(torch.cat([e[1] for e in ent]), h, w)
+        return self.io.download_async(torch.cat([e[1] for e in ent]), h, w)
 
     @torch.inference_mode()
     def interpolate(
@@ -587,7 +426,7 @@ class Engine:
         if keys is not None and len(keys) != len(pairs):
             raise ValueError("keys must have one (key0, key1) per pair")
         frames = [f for p in pairs for f in p]
-        h, w = self._check(frames)
+        h, w = self.io.check(frames)
         flat_keys = [k for kk in keys for k in kk] if keys is not None else None
         ent = self._spatial_tensors(frames, flat_keys)
         pending = []
@@ -601,7 +440,7 @@ class Engine:
                 lambda tile, bmax: self._pairs_run(l0, l1, h0, h1, output, tile, bmax),
                 tuple(l0.shape), "DSFN")
             self.stats["pairs"] += stop - start
-            pending.append(self._download_async(y, h, w))
+            pending.append(self.io.download_async(y, h, w))
             del y, l0, l1, h0, h1
         return pending
 

@@ -20,12 +20,15 @@ from .nets import DSFN, DSFNConfig
 __all__ = ["WeightsError", "NAMED_WEIGHTS", "default_weights_path", "resolve_weights", "load_model",
            "save_model", "read_config"]
 
-FORMAT = "vsdsfn-1"
+#: the weights format this version reads and writes (1.x wrote "vsdsfn-1": another architecture)
+FORMAT = "vsdsfn-2"
 DEFAULT_NAME = "dsfn_default.safetensors"
-# The shipped weights files, by the names ``upscale(weights=...)`` accepts (model cards
-# beside them in models/): "default" is sized for 2 CPU cores; "quality" has a larger M_S
-# (48 x 6) that validates 0.12 dB better and takes about 1.35x the time.
-NAMED_WEIGHTS = {"default": DEFAULT_NAME, "quality": "dsfn_quality.safetensors"}
+#: The shipped weights files, by the names ``upscale(weights=...)`` accepts (model cards
+#: beside them in models/).
+NAMED_WEIGHTS = {"default": DEFAULT_NAME}
+#: tensors stored in half precision (M_T, the pretrained interpolator: half the file size;
+#: they are loaded as float32, and the output changes by less than the model card states)
+HALF_PREFIXES = ("temporal.",)
 
 
 class WeightsError(ValueError):
@@ -49,12 +52,12 @@ def default_weights_path() -> Path:
 
 
 def resolve_weights(weights: str | os.PathLike | None) -> Path:
-    """The file that ``weights`` names: ``None`` or ``"default"`` the shipped default,
-    ``"quality"`` the shipped larger model (:data:`NAMED_WEIGHTS`), anything else a path
-    (write ``./quality`` for a file that has a shipped file's name).
+    """The file that ``weights`` names: ``None`` or ``"default"`` the shipped default
+    (:data:`NAMED_WEIGHTS`), anything else a path (write ``./default`` for a file of
+    that name).
 
-    >>> resolve_weights("quality").name
-    'dsfn_quality.safetensors'
+    >>> resolve_weights("default").name
+    'dsfn_default.safetensors'
     >>> resolve_weights("runs/my.safetensors") == Path("runs/my.safetensors")
     True
     """
@@ -75,7 +78,8 @@ def save_model(model: DSFN, path: str | os.PathLike, extra: dict[str, str] | Non
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"format": FORMAT, "config": json.dumps(model.config.to_dict())}
     meta.update(extra or {})
-    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
+    tensors = {k: v.detach().to("cpu", torch.float16 if k.startswith(HALF_PREFIXES) else torch.float32).contiguous()
+               for k, v in model.state_dict().items()}
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata=meta)
     os.chmod(tmp, 0o644)  # readable by everyone, like any installed package data
@@ -122,11 +126,14 @@ def read_config(path: str | os.PathLike) -> tuple[DSFNConfig, dict[str, str]]:
     model's name, see :func:`resolve_weights`)."""
     path = resolve_weights(path)
     meta = _open(path).metadata() or {}
+    if meta.get("format") == "vsdsfn-1":
+        raise WeightsError(f"weights file {str(path)!r} is for vsdsfn 1.x (format 'vsdsfn-1', another M_T); "
+                           "this version reads 'vsdsfn-2' files: use the shipped weights or retrain with training/")
     if meta.get("format") != FORMAT or "config" not in meta:
         raise WeightsError(f"weights file {str(path)!r} has no vsdsfn architecture metadata "
                            f"(format {meta.get('format')!r}); export it with training.export")
     try:
-        config = DSFNConfig.from_dict(json.loads(meta["config"]), legacy=True)
+        config = DSFNConfig.from_dict(json.loads(meta["config"]))
     except (ValueError, TypeError) as exc:
         raise WeightsError(f"weights file {str(path)!r}: bad architecture config: {exc}") from None
     return config, meta
@@ -162,5 +169,5 @@ def load_model(path: str | os.PathLike | None = None) -> DSFN:
             parts.append(f"{len(wrong)} tensors of the wrong shape (e.g. {k}: file "
                          f"{tuple(state[k].shape)}, network {tuple(expected[k].shape)})")
         raise WeightsError(f"weights file {str(path)!r} does not match its architecture: " + "; ".join(parts))
-    model.load_state_dict(state)
+    model.load_state_dict({k: v.float() for k, v in state.items()})
     return model.eval()

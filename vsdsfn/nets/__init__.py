@@ -1,11 +1,8 @@
 """Networks of vsdsfn: pure PyTorch modules shared by the runtime and training/."""
 
-from .dsfn import DSFN, SPATIAL, TEMPORAL, DSFNConfig, flip_ensemble, register_spatial, register_temporal
+from .dsfn import DSFN, SPATIAL, TEMPORAL, DSFNConfig, flip_ensemble
 from .espcn import ESPCN
-from .flowinterp import FlowInterp
 from .fusion import FusionUNet, Refine
+from .rife import RIFE
 
-__all__ = [
-    "DSFN", "DSFNConfig", "ESPCN", "FlowInterp", "FusionUNet", "Refine",
-    "SPATIAL", "TEMPORAL", "flip_ensemble", "register_spatial", "register_temporal",
-]
+__all__ = ["DSFN", "DSFNConfig", "ESPCN", "FusionUNet", "RIFE", "Refine", "SPATIAL", "TEMPORAL", "flip_ensemble"]

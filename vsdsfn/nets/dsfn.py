@@ -2,82 +2,54 @@
 
 from __future__ import annotations
 
-import inspect
+import math
 from dataclasses import asdict, dataclass, field
-from fractions import Fraction
 from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .costflow import CostFlow
 from .espcn import ESPCN
-from .flowinterp import FlowInterp
 from .fusion import FusionUNet, Refine
+from .rife import RIFE
 
-__all__ = ["DSFN", "DSFNConfig", "SPATIAL", "TEMPORAL", "flip_ensemble", "register_spatial", "register_temporal"]
+__all__ = ["DSFN", "DSFNConfig", "SPATIAL", "TEMPORAL", "flip_ensemble"]
 
 #: Backbone registries: name -> constructor taking keyword arguments. Any module with
-#: ``forward(l) -> 2x upscaled`` (spatial) or ``forward(i0, i1) -> middle`` (temporal)
-#: can be plugged in; its name and arguments are stored in the weights file.
+#: ``forward(l) -> 2x upscaled`` (spatial) or ``forward(i0, i1, scale=) -> middle``
+#: (temporal) can be plugged in by adding it here (``TEMPORAL["mine"] = MyNet``); its name
+#: and arguments are stored in the weights file. A temporal backbone may also have
+#: ``multiple(scale)``: the size its inputs must be a multiple of.
 SPATIAL: dict[str, Callable[..., nn.Module]] = {"espcn": ESPCN}
-TEMPORAL: dict[str, Callable[..., nn.Module]] = {"flowinterp": FlowInterp, "costflow": CostFlow}
-
-
-def register_spatial(name: str, ctor: Callable[..., nn.Module]) -> None:
-    """Make a x2 super-resolution backbone available to :class:`DSFNConfig` by name."""
-    SPATIAL[name] = ctor
-
-
-def register_temporal(name: str, ctor: Callable[..., nn.Module]) -> None:
-    """Make a frame-interpolation backbone available to :class:`DSFNConfig` by name."""
-    TEMPORAL[name] = ctor
+TEMPORAL: dict[str, Callable[..., nn.Module]] = {"rife": RIFE}
 
 
 @dataclass
 class DSFNConfig:
-    """Architecture of a DSFN; stored as JSON in every weights file."""
+    """Architecture of a DSFN; stored as JSON in every weights file. The defaults are the
+    shipped architecture."""
 
     spatial: str = "espcn"
     spatial_args: dict[str, Any] = field(default_factory=lambda: {"channels": 32, "layers": 4})
-    temporal: str = "costflow"
+    temporal: str = "rife"
     temporal_args: dict[str, Any] = field(default_factory=lambda: {
-        "widths": [16, 32, 48, 64], "decoders": [32, 48, 64, 96], "radii": [2, 2, 2, 4]})
+        "widths": [192, 128, 96, 64], "refine": True, "large_motion": True})
     fusion_masks: int = 2
     fusion_widths: tuple[int, ...] = (16, 32, 48, 64, 96)
-    #: F starts with a 2x space-to-depth (no convolution at full resolution)
-    fusion_unshuffle: bool = True
     #: F's two mask logits predicted as common + difference (``FusionUNet(split=True)``);
     #: ignored with ``fusion_masks=1`` (one logit), so the one-mask ablation of a split
     #: model only changes ``fusion_masks``
-    fusion_split: bool = False
+    fusion_split: bool = True
     #: F also sees M_S(L-), M_S(L+) and |S->T - T->S| (``FusionUNet(context=True)``)
-    fusion_context: bool = False
-    #: F also sees each stream's warp disagreement ``|w0 - w1|`` (mean over RGB): how
-    #: much the two neighbours M_T warped to time t differ, i.e. where its flows are
-    #: wrong or a pixel is occluded (the T->S one bilinearly upsampled); needs a temporal
-    #: backbone with ``forward(..., return_warps=True)``
-    fusion_cues: bool = False
+    fusion_context: bool = True
     refine_channels: int = 24
     refine_blocks: int = 3
     #: R also sees both streams and M_S(L-), M_S(L+), not only H_F (``Refine(extra=12)``)
-    refine_context: bool = False
+    refine_context: bool = True
     #: M_T in the S->T stream estimates its flows on the high-res frames resized by this
-    #: factor (``forward(..., scale=)``; 0.5 = at the low-res size, as RIFE does for 4K);
-    #: only for temporal backbones that take ``scale``.
-    st_scale: float = 0.5
-
-    #: fields added after the first weights shipped, with the value that reproduces
-    #: files written before them
-    _LEGACY = {"fusion_unshuffle": False, "st_scale": 1.0}
-    #: the same for backbone arguments, per backbone: ``_ARGS_NOW`` is written into every
-    #: config (so stored files are explicit), ``_ARGS_LEGACY`` fills stored ones without them
-    _ARGS_NOW = {"costflow": {"normalize": True}}
-    _ARGS_LEGACY = {"costflow": {"normalize": False}}
-
-    def __post_init__(self) -> None:
-        self.temporal_args = {**self._ARGS_NOW.get(self.temporal, {}), **self.temporal_args}
+    #: factor (``forward(..., scale=)``; 0.5 = at the low-res size)
+    st_scale: float = 1.0
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -85,19 +57,12 @@ class DSFNConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], legacy: bool = False) -> "DSFNConfig":
-        """Build from a dict; missing fields take the defaults, or with ``legacy=True``
-        (stored configs: weights files, checkpoints) the values of :attr:`_LEGACY` for
-        fields that did not exist when the file was written."""
-        known = set(cls.__dataclass_fields__)
-        unknown = set(d) - known
+    def from_dict(cls, d: dict[str, Any]) -> "DSFNConfig":
+        """Build from a dict; missing fields take the defaults, unknown ones are refused."""
+        unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"unknown architecture fields {sorted(unknown)}")
-        d = {**cls._LEGACY, **d} if legacy else dict(d)
-        if legacy:
-            old = cls._ARGS_LEGACY.get(d.get("temporal", cls.temporal), {})
-            args = d.get("temporal_args", cls.__dataclass_fields__["temporal_args"].default_factory())
-            d["temporal_args"] = {**old, **args}
+        d = dict(d)
         if "fusion_widths" in d:
             d["fusion_widths"] = tuple(d["fusion_widths"])
         return cls(**d)
@@ -116,11 +81,13 @@ class DSFN(nn.Module):
     in [0, 1].
 
     >>> net = DSFN(DSFNConfig(spatial_args={"channels": 8, "layers": 2},
-    ...                       temporal_args={"widths": [8], "decoders": [8], "radii": [1]},
+    ...                       temporal_args={"widths": [8, 8, 8, 8], "refine": False},
     ...                       fusion_widths=(4, 4, 4, 4, 4), refine_channels=4))
-    >>> out = net(torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16))
+    >>> out = net(torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64))
     >>> out["refined"].shape
-    torch.Size([1, 3, 32, 32])
+    torch.Size([1, 3, 128, 128])
+    >>> net.run(torch.rand(1, 3, 20, 30), torch.rand(1, 3, 20, 30))["refined"].shape
+    torch.Size([1, 3, 40, 60])
     """
 
     def __init__(self, config: DSFNConfig | None = None) -> None:
@@ -132,32 +99,29 @@ class DSFN(nn.Module):
             raise ValueError(f"unknown temporal backbone {config.temporal!r}; known: {sorted(TEMPORAL)}")
         self.spatial = SPATIAL[config.spatial](**config.spatial_args)
         self.temporal = TEMPORAL[config.temporal](**config.temporal_args)
-        if config.fusion_cues and "return_warps" not in inspect.signature(self.temporal.forward).parameters:
-            raise ValueError(f"fusion_cues: the temporal backbone {config.temporal!r} has no return_warps")
-        self.fusion = FusionUNet(tuple(config.fusion_widths), config.fusion_masks, config.fusion_unshuffle,
-                                 config.fusion_split and config.fusion_masks == 2, config.fusion_context,
-                                 2 if config.fusion_cues else 0)
+        self.fusion = FusionUNet(tuple(config.fusion_widths), config.fusion_masks,
+                                 config.fusion_split and config.fusion_masks == 2, config.fusion_context)
         #: low-res frame sizes must be multiples of this (F's strided stages at high res,
-        #: and the S->T stream's resized frames on the same grid; see :meth:`multiple_for`)
+        #: M_T's at low and high res; see :meth:`multiple_for`)
         self.multiple = self.multiple_for(config.st_scale)
         self.refine = Refine(config.refine_channels, config.refine_blocks, 12 if config.refine_context else 0)
 
     def multiple_for(self, st_scale: float) -> int:
-        """Low-res size multiple for a given ``st_scale``: a multiple ``m`` of F's (half
-        of its high-res multiple) for which the S->T stream's resized high-res size
-        ``2 * m * st_scale`` is again a multiple of F's, so that tiles (whose origins are
-        multiples of ``m``) land on the same pyramid grid as the whole frame.
+        """Low-res size multiple for a given ``st_scale``: F's (half of its high-res
+        multiple) and M_T's on the low-res frames (T->S) and on the high-res frames
+        resized by ``st_scale`` (S->T), so that the padded frame and every tile (whose
+        origins are multiples of it) land on the same grids as the whole frame.
 
         >>> net = DSFN(DSFNConfig(fusion_widths=(4, 4, 4, 4, 4)))
-        >>> [net.multiple_for(s) for s in (0.5, 0.75, 1.0)]
-        [16, 32, 16]
+        >>> [net.multiple_for(s) for s in (0.5, 1.0)]
+        [64, 64]
         """
         base = max(1, self.fusion.multiple // 2)
-        s = Fraction(st_scale).limit_denominator(64)
-        for k in range(1, 65):
-            if (2 * k * base * s) % base == 0:
-                return k * base
-        return base
+        tm = getattr(self.temporal, "multiple", None)
+        if tm is None:
+            return base
+        # T->S: M_T on the low-res frames; S->T: on the high-res ones (2x the low-res size)
+        return math.lcm(base, tm(1.0), -(-tm(st_scale) // 2))
 
     def forward(
         self,
@@ -167,48 +131,59 @@ class DSFN(nn.Module):
         hr1: torch.Tensor | None = None,
         st_scale: float | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Run both streams, fusion and refinement.
+        """Run both streams, fusion and refinement (training; :meth:`run` serves).
 
-        ``hr0``/``hr1`` may pass M_S(l0)/M_S(l1) computed earlier (the engine computes
-        M_S once per source frame and reuses it for both neighbouring pairs).
-        ``st_scale`` overrides :attr:`DSFNConfig.st_scale` for this call (a speed/quality
-        trade-off at inference: F and R were trained on streams made with the stored one).
+        Frame sizes must be multiples of :meth:`multiple_for`. ``hr0``/``hr1`` may pass
+        M_S(l0)/M_S(l1) computed earlier (the engine computes M_S once per source frame
+        and reuses it for both neighbouring pairs). ``st_scale`` overrides
+        :attr:`DSFNConfig.st_scale` for this call (a speed/quality trade-off at inference:
+        F and R were trained on streams made with the stored one).
         """
         if hr0 is None or hr1 is None:
-            hr = self.spatial(torch.cat((l0, l1), 0))
-            hr0, hr1 = hr.chunk(2, 0)
+            hr0, hr1 = self.spatial(torch.cat((l0, l1), 0)).chunk(2, 0)
         scale = self.config.st_scale if st_scale is None else st_scale
-        kw = {"scale": scale} if scale != 1.0 else {}
-        cues = None
-        if self.config.fusion_cues:
-            lt, a0, a1 = self.temporal(l0, l1, return_warps=True)
-            st, b0, b1 = self.temporal(hr0, hr1, return_warps=True, **kw)
-            cue_ts = F.interpolate((a0 - a1).abs().mean(1, keepdim=True), size=st.shape[-2:],
-                                   mode="bilinear", align_corners=False)
-            cues = torch.cat(((b0 - b1).abs().mean(1, keepdim=True), cue_ts), 1)
-        else:
-            lt = self.temporal(l0, l1)
-            st = self.temporal(hr0, hr1, **kw)
+        lt = self.temporal(l0, l1)
+        st = self.temporal(hr0, hr1, scale=scale)
         ts = self.spatial(lt)
-        fused, masks = self.fusion(st, ts, hr0, hr1, cues=cues)
+        fused, masks = self.fusion(st, ts, hr0, hr1)
         refined = fused + self.refine(fused, (st, ts, hr0, hr1) if self.config.refine_context else None)
-        out = {
-            "hr0": hr0, "hr1": hr1, "lt": lt, "st": st, "ts": ts,
-            "masks": masks, "fused": fused, "refined": refined,
-        }
-        if cues is not None:
-            out["cues"] = cues  # (N, 2, H, W): S->T's and T->S's warp disagreement
-        return out
+        return {"hr0": hr0, "hr1": hr1, "lt": lt, "st": st, "ts": ts, "masks": masks, "fused": fused,
+                "refined": refined}
 
-    def inference(self, l0: torch.Tensor, l1: torch.Tensor, **kw) -> torch.Tensor:
-        """H_R only, clamped to [0, 1]; sizes need not be multiples (padded here)."""
+    def run(
+        self,
+        l0: torch.Tensor,
+        l1: torch.Tensor,
+        hr0: torch.Tensor | None = None,
+        hr1: torch.Tensor | None = None,
+        *,
+        st_scale: float | None = None,
+        ensemble: bool = False,
+    ) -> dict[str, torch.Tensor]:
+        """Every output of :meth:`forward` for frames of any size: the one inference path
+        (the engine, per frame or tile, and ``training.evaluate`` call it).
+
+        The low-res frames (and ``hr0``/``hr1``, when given) are replicate-padded to
+        :meth:`multiple_for`, the outputs cropped back; ``ensemble``: M_S (unless given)
+        and the network also run on the frames flipped upside down and are averaged
+        (:func:`flip_ensemble`). Nothing is clamped: callers clamp what they show.
+        """
         h, w = l0.shape[-2:]
-        ph, pw = -h % self.multiple, -w % self.multiple
+        m = self.multiple_for(self.config.st_scale if st_scale is None else st_scale)
+        ph, pw = -h % m, -w % m
         if ph or pw:
-            l0 = F.pad(l0, (0, pw, 0, ph), mode="replicate")
-            l1 = F.pad(l1, (0, pw, 0, ph), mode="replicate")
-        out = self.forward(l0, l1, **kw)["refined"]
-        return out[..., : 2 * h, : 2 * w].clamp(0, 1)
+            l0, l1 = (F.pad(x, (0, pw, 0, ph), mode="replicate") for x in (l0, l1))
+            if hr0 is not None and hr1 is not None:
+                hr0, hr1 = (F.pad(x, (0, 2 * pw, 0, 2 * ph), mode="replicate") for x in (hr0, hr1))
+        if hr0 is None or hr1 is None:
+            hr0, hr1 = self.upscale(torch.cat((l0, l1)), ensemble=ensemble).chunk(2)
+        net = flip_ensemble(self) if ensemble else self
+        out = net(l0, l1, hr0, hr1, st_scale=st_scale)
+        return {k: v[..., :h, :w] if k == "lt" else v[..., : 2 * h, : 2 * w] for k, v in out.items()}
+
+    def upscale(self, lr: torch.Tensor, *, ensemble: bool = False) -> torch.Tensor:
+        """M_S of (B, 3, H, W) frames of any size (``ensemble``: see :meth:`run`)."""
+        return (flip_ensemble(self.spatial) if ensemble else self.spatial)(lr)
 
 
 def flip_ensemble(fn: Callable[..., Any]) -> Callable[..., Any]:

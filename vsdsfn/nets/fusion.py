@@ -21,11 +21,10 @@ class FusionUNet(nn.Module):
     ablation). Returns (fused, masks) where masks has two channels (M_S->T, M_T->S) in
     both modes.
 
-    ``widths`` has one entry for the top level and one per strided stage. With
-    ``unshuffle=True`` the first downsampling is a 2x space-to-depth of the input and
-    the masks come back through a 2x depth-to-space, so no convolution runs at full
-    resolution (4x cheaper at the top, masks still per pixel). Input sizes must be
-    multiples of ``2 ** (len(widths) - 1 + unshuffle)``.
+    ``widths`` has one entry for the top level and one per strided stage. The first
+    downsampling is a 2x space-to-depth of the input and the masks come back through a
+    2x depth-to-space, so no convolution runs at full resolution (masks still per
+    pixel). Input sizes must be multiples of ``2 ** len(widths)``.
 
     ``split=True`` (two masks only) has the head predict a common logit ``c`` and a
     difference ``d`` and uses the logits ``(c + d, c - d)``: the same two independent
@@ -38,24 +37,19 @@ class FusionUNet(nn.Module):
     and which of them resembles its neighbours is what tells F which one to trust.
     ``forward`` then needs ``hr0``/``hr1``.
 
-    ``cues=n`` adds ``n`` more input channels, passed as ``forward(..., cues=)``: the
-    DSFN passes each stream's warp disagreement (see :attr:`DSFNConfig.fusion_cues`).
-
-    >>> f = FusionUNet(widths=(4, 4, 4, 4, 4, 4))
+    >>> f = FusionUNet(widths=(4, 4, 4, 4, 4))
     >>> st, ts = torch.rand(2, 1, 3, 32, 64)
     >>> fused, masks = f(st, ts)
     >>> fused.shape, masks.shape
     (torch.Size([1, 3, 32, 64]), torch.Size([1, 2, 32, 64]))
-    >>> FusionUNet(widths=(4, 4, 4, 4, 4), unshuffle=True)(st, ts)[1].shape
-    torch.Size([1, 2, 32, 64])
-    >>> ctx = FusionUNet(widths=(4, 4, 4, 4, 4), unshuffle=True, split=True, context=True)
+    >>> ctx = FusionUNet(widths=(4, 4, 4, 4, 4), split=True, context=True)
     >>> ctx(st, ts, hr0=st, hr1=ts)[1].shape
     torch.Size([1, 2, 32, 64])
     """
 
     def __init__(
-        self, widths: tuple[int, ...] = (16, 32, 48, 64, 96, 128), masks: int = 2, unshuffle: bool = False,
-        split: bool = False, context: bool = False, cues: int = 0,
+        self, widths: tuple[int, ...] = (16, 32, 48, 64, 96), masks: int = 2, split: bool = False,
+        context: bool = False,
     ) -> None:
         super().__init__()
         if len(widths) < 2:
@@ -67,25 +61,21 @@ class FusionUNet(nn.Module):
         self.masks = masks
         self.split = bool(split)
         self.context = bool(context)
-        self.cues = int(cues)
-        self.unshuffle = bool(unshuffle)
-        self.multiple = 2 ** (len(widths) - 1 + self.unshuffle)
-        f = 4 if self.unshuffle else 1
+        self.multiple = 2 ** len(widths)
         n = len(widths) - 1
-        cin = 6 + (3 + 3 + 1 if self.context else 0) + self.cues   # st, ts (+ hr0, hr1, |st - ts|) (+ cues)
-        self.inc = conv(cin * f, widths[0])
+        cin = 6 + (3 + 3 + 1 if self.context else 0)   # st, ts (+ hr0, hr1, |st - ts|)
+        self.inc = conv(cin * 4, widths[0])
         self.downs = nn.ModuleList(
             nn.Sequential(conv(widths[i], widths[i + 1], 3, 2), conv(widths[i + 1], widths[i + 1]))
             for i in range(n)
         )
         self.ups = nn.ModuleList(conv(widths[i + 1] + widths[i], widths[i]) for i in range(n))
-        self.head = nn.Conv2d(widths[0], masks * f, 3, padding=1)
+        self.head = nn.Conv2d(widths[0], masks * 4, 3, padding=1)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
     def forward(
         self, st: torch.Tensor, ts: torch.Tensor, hr0: torch.Tensor | None = None, hr1: torch.Tensor | None = None,
-        cues: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if self.context:
             if hr0 is None or hr1 is None:
@@ -93,13 +83,7 @@ class FusionUNet(nn.Module):
             x = torch.cat((st, ts, hr0, hr1, (st - ts).abs().mean(1, keepdim=True)), 1)
         else:
             x = torch.cat((st, ts), 1)
-        if self.cues:
-            if cues is None or cues.shape[1] != self.cues:
-                raise ValueError(f"FusionUNet: cues={self.cues} needs a ({self.cues}-channel) cues tensor")
-            x = torch.cat((x, cues), 1)
-        if self.unshuffle:
-            x = F.pixel_unshuffle(x, 2)
-        x = self.inc(x)
+        x = self.inc(F.pixel_unshuffle(x, 2))
         skips = [x]
         for down in self.downs:
             x = down(x)
@@ -107,9 +91,7 @@ class FusionUNet(nn.Module):
         for i in reversed(range(len(self.ups))):
             x = F.interpolate(x, size=skips[i].shape[-2:], mode="bilinear", align_corners=False)
             x = self.ups[i](torch.cat((x, skips[i]), 1))
-        logits = self.head(x)
-        if self.unshuffle:
-            logits = F.pixel_shuffle(logits, 2)
+        logits = F.pixel_shuffle(self.head(x), 2)
         if self.split:
             c, d = logits[:, :1], logits[:, 1:]
             logits = torch.cat((c + d, c - d), 1)
