@@ -4,7 +4,7 @@
 >>> clip = vsdsfn.upscale(clip)                     # RGBS/RGBH in, 2x fps and size out
 """
 
-__version__ = "0.1.0"
+__version__ = "1.0.0"
 
 __all__ = ["upscale", "Engine", "WeightsError", "default_weights_path", "load_model", "__version__"]
 

@@ -20,7 +20,7 @@ from .nets import DSFN, DSFNConfig
 __all__ = ["WeightsError", "NAMED_WEIGHTS", "default_weights_path", "resolve_weights", "load_model",
            "save_model", "read_config"]
 
-#: the weights format this version reads and writes (1.x wrote "vsdsfn-1": another architecture)
+#: the weights format this version reads and writes (0.1 wrote "vsdsfn-1": another M_T)
 FORMAT = "vsdsfn-2"
 DEFAULT_NAME = "dsfn_default.safetensors"
 #: The shipped weights files, by the names ``upscale(weights=...)`` accepts (model cards
@@ -127,7 +127,7 @@ def read_config(path: str | os.PathLike) -> tuple[DSFNConfig, dict[str, str]]:
     path = resolve_weights(path)
     meta = _open(path).metadata() or {}
     if meta.get("format") == "vsdsfn-1":
-        raise WeightsError(f"weights file {str(path)!r} is for vsdsfn 1.x (format 'vsdsfn-1', another M_T); "
+        raise WeightsError(f"weights file {str(path)!r} is for vsdsfn 0.1 (format 'vsdsfn-1', another M_T); "
                            "this version reads 'vsdsfn-2' files: use the shipped weights or retrain with training/")
     if meta.get("format") != FORMAT or "config" not in meta:
         raise WeightsError(f"weights file {str(path)!r} has no vsdsfn architecture metadata "
