@@ -95,7 +95,7 @@ def test_cli_on_sample(tmp_path, tiny_weights):
     assert frames == 6
     assert "3 frames 176x144 @ 29.970 fps -> 6 frames 352x288 @ 59.940 fps" in err
     assert "frame 6/6" in err
-    assert not list(tmp_path.glob("*.part"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "out.y4m"]  # no partial file left
 
 
 def test_cli_in_process_and_errors(tmp_path, tiny_weights, monkeypatch, capsys):
@@ -128,19 +128,96 @@ def test_cli_in_process_and_errors(tmp_path, tiny_weights, monkeypatch, capsys):
     assert len(ens) == 4 and not any(a == b for a, b in zip(ens, plain))
 
     capsys.readouterr()
-    assert cli.main(["--sample", "--frames", "2", "--mvtools-weight", "3", "-o", "x.y4m"]) == 1
-    assert "mvtools_weight must be a number in [0, 1]" in capsys.readouterr().err
-    assert cli.main([str(tmp_path / "missing.mkv"), "-o", "x.y4m"]) == 1
-    assert "does not exist" in capsys.readouterr().err
-    assert cli.main(["--sample", "--frames", "2", "--device", "gpu", "-o", "x.y4m"]) == 1
-    assert "unknown device 'gpu'" in capsys.readouterr().err
-    assert cli.main(["--sample", "--frames", "2", "--weights", str(tmp_path / "no.safetensors"), "-o", "x.y4m"]) == 1
-    assert "does not exist" in capsys.readouterr().err
+    _fails(capsys, ["--sample", "--frames", "2", "--mvtools-weight", "3", "-o", "x.y4m"],
+           "--mvtools-weight must be a number in [0, 1], not 3.0; e.g. --mvtools-weight 0.5")
+    _fails(capsys, ["--sample", "--frames", "2", "--device", "gpu", "-o", "x.y4m"], "unknown device 'gpu'")
     monkeypatch.setattr(cli.shutil, "which", lambda name: None)
-    assert cli.main(["--sample", "-o", "x.mkv"]) == 1
-    assert "needs ffmpeg" in capsys.readouterr().err
+    _fails(capsys, ["--sample", "-o", "x.mkv"], "needs ffmpeg")
     with pytest.raises(SystemExit):
         cli.main(["--sample", "--bogus"])
+    assert not list(tmp_path.glob("x*"))
+
+
+def _fails(capsys, argv: list[str], *words: str) -> None:
+    """``vsdsfn ARGV`` in-process exits 1 with exactly one line ``vsdsfn: error: <problem>; <fix>``
+    on stderr that contains ``words``."""
+    from vsdsfn import cli
+
+    capsys.readouterr()
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("vsdsfn: error: ") and err.count("\n") == 1 and "; " in err, err
+    assert all(w in err for w in words), err
+
+
+def test_cli_bad_paths_fail_before_any_work(tmp_path, monkeypatch, capsys):
+    """Unwritable, missing-folder or folder outputs and missing, non-file or unreadable inputs:
+    one error line, exit 1, nothing written, and nothing read or computed first."""
+    from vsdsfn import cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli, "_write", lambda *a: pytest.fail("the work started"))
+    _fails(capsys, ["--sample", "-o", "/proc/x.y4m"], "cannot create the output '/proc/x.y4m'")
+    _fails(capsys, ["--sample", "-o", str(tmp_path / "no" / "x.y4m")], "does not exist; create it")
+    _fails(capsys, ["--sample", "-o", str(tmp_path)], "is a folder")
+    _fails(capsys, [str(tmp_path / "missing.mkv"), "-o", "x.y4m"], "does not exist")
+    _fails(capsys, [str(tmp_path), "-o", "x.y4m"], "is not a file")
+    _fails(capsys, ["--sample", "--batch-size", "0"], "--batch-size must be a positive integer")
+    locked = tmp_path / "locked.y4m"
+    locked.write_bytes(b"")
+    locked.chmod(0)
+    if os.geteuid() == 0:  # root reads any file: play a user who may not
+        monkeypatch.setattr(cli.os, "access", lambda path, mode: False)
+    _fails(capsys, [str(locked), "-o", "x.y4m"], "is not readable")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["locked.y4m"]
+
+
+def test_cli_bad_output_in_a_fresh_process(tmp_path):
+    """The command itself: no traceback, and it fails before VapourSynth or torch are loaded."""
+    code = ("import sys; from vsdsfn.cli import main; rc = main(sys.argv[1:]); "
+            "assert not {'torch', 'vapoursynth'} & set(sys.modules); sys.exit(rc)")
+    proc = subprocess.run([sys.executable, "-c", code, "--sample", "-o", "/proc/x.y4m"], capture_output=True,
+                          text=True, env=_env(), cwd=tmp_path, timeout=60)
+    assert proc.returncode == 1 and proc.stdout == "", proc.stderr
+    assert proc.stderr.startswith("vsdsfn: error: cannot create the output") and proc.stderr.count("\n") == 1
+
+
+def test_cli_failing_later_removes_the_output(tmp_path, tiny_weights, monkeypatch, capsys):
+    """A run that fails once the output file exists (input not a video, missing weights, ffmpeg
+    failing, a frame failing while the output is written) leaves neither the output nor a
+    partial file."""
+    from vsdsfn import cli
+    from vsdsfn import filter as flt
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    junk = tmp_path / "junk.mkv"
+    junk.write_bytes(b"not a video\n" * 100)
+    _fails(capsys, [str(junk), "-o", "a.y4m"], "cannot read")
+    _fails(capsys, ["--sample", "--frames", "2", "--weights", str(tmp_path / "no.safetensors"), "-o", "b.y4m"],
+           "does not exist")
+    fake = tmp_path / "bin" / "ffmpeg"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\necho fake ffmpeg gives up >&2\nexit 3\n")
+    fake.chmod(0o755)
+    with monkeypatch.context() as m:
+        m.setattr(cli.shutil, "which", lambda name: str(fake))
+        _fails(capsys, ["--sample", "--frames", "2", "--weights", str(tiny_weights), "-q", "-o", "c.mkv"], "ffmpeg")
+    real = flt.upscale
+
+    def failing(clip, **kw):
+        def frame(n, f):
+            if n == 2:
+                raise RuntimeError("boom")
+            return f
+
+        up = real(clip, **kw)
+        return up.std.ModifyFrame(up, frame)
+
+    monkeypatch.setattr(flt, "upscale", failing)
+    _fails(capsys, ["--sample", "--frames", "2", "--weights", str(tiny_weights), "-q", "-o", "d.y4m"],
+           "writing", "(RuntimeError: boom); ")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bin", "cache", "junk.mkv"]
 
 
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")

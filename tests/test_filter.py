@@ -167,6 +167,37 @@ def test_option_errors(tiny_weights):
         upscale(clip, weights=tiny_weights, st_scale=2)
 
 
+def test_options_table_is_upscales_and_the_clis():
+    """vsdsfn/options.py is the one definition of the options: upscale's signature (names,
+    order, defaults), the engine's and flowfps' constants and the CLI's flags agree with it."""
+    import doctest
+    import inspect
+
+    from vsdsfn import cli, engine, flowfps, options
+    from vsdsfn import filter as flt
+
+    params = [p for p in inspect.signature(upscale).parameters.values() if p.kind is p.KEYWORD_ONLY]
+    assert [(p.name, p.default) for p in params] == [(o.name, o.default) for o in options.OPTIONS]
+    assert flt.OPTIONS == options.NAMES
+    by_name = {o.name: o for o in options.OPTIONS}
+    assert by_name["debug"].choices == engine.DEBUG_OUTPUTS
+    assert by_name["tile_overlap"].default == engine.DEFAULT_TILE_OVERLAP
+    assert by_name["mvtools_weight"].default == flowfps.HYBRID_WEIGHT
+    for o in options.OPTIONS:   # the default and the error's example pass the check
+        assert o.valid is None or (o.valid(o.default) and o.valid(o.example)), o.name
+    parser = cli._parser()
+    defaults = parser.parse_args([])
+    flagged = [o for o in options.OPTIONS if o.flag]
+    for o in flagged:
+        assert getattr(defaults, o.name) == o.default, o.name
+        argv = [o.flag] if o.type is bool else [o.flag, str(o.example)]
+        assert getattr(parser.parse_args(argv), o.name) == o.example, o.name
+    group = next(g for g in parser._action_groups if g.title.startswith("upscale options"))
+    assert [a.dest for a in group._group_actions] == [o.name for o in flagged]
+    assert parser.parse_args(["--tile", "640x360"]).tile == (640, 360)
+    assert doctest.testmod(options).failed == 0
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="machine has CUDA")
 def test_cuda_without_cuda(tiny_weights):
     with pytest.raises(vs.Error, match="upscale: device 'cuda' was requested but CUDA is not available"):

@@ -3,7 +3,9 @@
 Reads any video through ``core.bs.VideoSource``, converts it to RGBS, runs
 :func:`vsdsfn.upscale`, converts back to YUV and writes ``.y4m`` itself, or pipes the
 y4m stream into ffmpeg for any other output extension. Without INPUT it upscales the
-small sample clip shipped in the package. Progress and the summary go to stderr.
+small sample clip shipped in the package. Progress and the summary go to stderr. The
+upscale flags, their defaults and help come from :mod:`vsdsfn.options`; bad paths and
+options are refused before any work, and OUTPUT appears only when complete.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ import tempfile
 import time
 from fractions import Fraction
 from pathlib import Path
+from typing import BinaryIO
 
-from . import __version__
+from . import __version__, options
 
 SAMPLE = Path(__file__).resolve().parent / "data" / "sample.y4m"
 
@@ -31,16 +34,6 @@ _PIX_FMTS = {"yuv420p10": "YUV420P10", "yuv444p16": "YUV444P16", "yuv420p8": "YU
 
 class CliError(Exception):
     pass
-
-
-def _tile_arg(text: str):
-    try:
-        if "x" in text.lower():
-            w, h = (int(v) for v in text.lower().split("x"))
-            return (w, h)
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected N or WxH (e.g. 512 or 640x360), not {text!r}") from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -55,30 +48,12 @@ def _parser() -> argparse.ArgumentParser:
                                           "default: INPUTNAME_2x.y4m in the current folder")
     p.add_argument("--sample", action="store_true", help="use the shipped sample clip as INPUT")
     g = p.add_argument_group("upscale options (see vsdsfn.upscale)")
-    g.add_argument("--weights", help="'default' (the shipped weights; the default), 'quality' (the shipped "
-                   "larger model, about 1.35x slower) or a weights file (.safetensors)")
-    g.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
-    g.add_argument("--fp16", action=argparse.BooleanOptionalAction, default=None,
-                   help="half precision on CUDA (default: fp32)")
-    g.add_argument("--batch-size", type=int, default=1, help="frame pairs per forward pass (default 1)")
-    g.add_argument("--scene-detect", action="store_true", help="detect scene cuts (no blending across them)")
-    g.add_argument("--scene-threshold", type=float, default=0.1, help="detector threshold, 0..1 (default 0.1)")
-    g.add_argument("--debug", choices=["st", "ts", "fused", "masks"],
-                   help="write this intermediate in the odd frames instead of the result")
-    g.add_argument("--threads", type=int, help="torch CPU threads")
-    g.add_argument("--tile", type=_tile_arg, metavar="N|WxH",
-                   help="run the network on tiles of at most N (or W x H) input pixels to bound memory")
-    g.add_argument("--tile-overlap", type=int, default=None, metavar="N",
-                   help="context pixels around each tile's used part (default: upscale's tile_overlap default)")
-    g.add_argument("--compile", action="store_true", help="use torch.compile (falls back if it fails)")
-    g.add_argument("--ensemble", action="store_true",
-                   help="average with a pass on the frames flipped upside down: a little better, twice the time")
-    g.add_argument("--st-scale", type=float, default=None, metavar="S",
-                   help="S->T stream's flow scale in (0, 1] (default: the weights file's; smaller is faster)")
-    g.add_argument("--mvtools", action="store_true",
-                   help="mix mvtools FlowFPS (on the upscaled frames) into the new frames; needs vapoursynth-mvtools")
-    g.add_argument("--mvtools-weight", type=float, default=None, metavar="W",
-                   help="mvtools' weight in that mix, 0..1 (default: upscale's)")
+    for o in options.OPTIONS:
+        if o.flag is not None:
+            kind = ({"action": argparse.BooleanOptionalAction} if o.type is bool
+                    else {"type": o.type, "choices": o.choices or None})
+            shown = "" if o.default is None or o.default is False else " (default: %(default)s)"
+            g.add_argument(o.flag, dest=o.name, default=o.default, help=o.help + shown, **kind)
     io = p.add_argument_group("input/output")
     io.add_argument("--frames", type=int, help="only the first N input frames")
     io.add_argument("--matrix", choices=sorted(_MATRICES),
@@ -104,6 +79,11 @@ def _cache_dir() -> str:
         except OSError:
             continue
     return tempfile.mkdtemp(prefix="vsdsfn-bsindex-")
+
+
+def _reason(exc: BaseException) -> str:
+    """An error's last line: VapourSynth puts a frame callback's traceback in front of it."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
 
 
 def _fps(clip) -> str:
@@ -135,34 +115,67 @@ def _progress(quiet: bool, total: int):
     return update
 
 
-def run(args: argparse.Namespace) -> int:
-    import vapoursynth as vs
-
-    from .filter import upscale
-
-    core = vs.core
+def _paths(args: argparse.Namespace) -> tuple[Path, Path]:
+    """The input and the output file, checked before any work (nothing is created here)."""
     if args.input and args.sample:
         raise CliError("give either INPUT or --sample, not both")
     src = Path(args.input) if args.input else SAMPLE
     if not src.is_file():
-        raise CliError(f"input {str(src)!r} does not exist or is not a file")
+        raise CliError(f"input {str(src)!r} does not exist or is not a file; check the path")
+    if not os.access(src, os.R_OK):
+        raise CliError(f"input {str(src)!r} is not readable; check its permissions")
     out = Path(args.output) if args.output else Path.cwd() / f"{src.stem}_2x.y4m"
+    if out.is_dir():
+        raise CliError(f"output {str(out)!r} is a folder; give a file name, e.g. -o {out / f'{src.stem}_2x.y4m'}")
+    if not out.parent.is_dir():
+        raise CliError(f"the output's folder {str(out.parent)!r} does not exist; create it or choose another -o")
     if out.resolve() == src.resolve():
         raise CliError("the output would overwrite the input; choose another -o")
-    is_y4m = out.suffix.lower() == ".y4m"
+    return src, out
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check the paths and options, then write OUTPUT through a partial file next to it,
+    renamed when complete and removed when anything fails."""
+    src, out = _paths(args)
     ffmpeg = None
-    if not is_y4m:
+    if out.suffix.lower() != ".y4m":
         ffmpeg = shutil.which("ffmpeg")
         if ffmpeg is None:
             raise CliError(f"writing {out.suffix or 'that'} files needs ffmpeg on PATH; install ffmpeg "
                            "(e.g. apt-get install ffmpeg) or write .y4m")
     if args.frames is not None and args.frames < 1:
-        raise CliError("--frames must be at least 1")
+        raise CliError("--frames must be at least 1; e.g. --frames 10")
+    try:
+        options.check(vars(args), cli=True)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    part = out.with_name(f"{out.stem}.part{out.suffix}")   # keeps the extension ffmpeg picks the format by
+    try:
+        f = open(part, "wb")
+    except OSError as exc:
+        raise CliError(f"cannot create the output {str(out)!r} ({exc.strerror}); "
+                       "choose a path in a folder you can write to") from None
+    try:
+        with f:
+            _write(args, src, out, f, ffmpeg)
+        os.replace(part, out)
+    finally:
+        part.unlink(missing_ok=True)
+    return 0
 
+
+def _write(args: argparse.Namespace, src: Path, out: Path, f: BinaryIO, ffmpeg: str | None) -> None:
+    """Read ``src``, upscale it and write y4m to ``f`` (or, through ffmpeg, to ``f``'s path)."""
+    import vapoursynth as vs
+
+    from .filter import upscale
+
+    core = vs.core
     try:
         clip = core.bs.VideoSource(str(src), cachemode=1, cachepath=_cache_dir())
     except vs.Error as exc:
-        raise CliError(f"cannot read {str(src)!r}: {exc}") from None
+        raise CliError(f"cannot read {str(src)!r} ({_reason(exc)}); check that it is a video file") from None
     if clip.format is None or clip.format.id == 0 or clip.width == 0:
         raise CliError(f"{str(src)!r} changes format or size mid-stream; convert it to one format first")
     if args.frames:
@@ -182,13 +195,7 @@ def run(args: argparse.Namespace) -> int:
         rgb = core.resize.Point(clip, format=vs.RGBS)
 
     try:
-        up = upscale(rgb, weights=args.weights, device=args.device, fp16=args.fp16,
-                     batch_size=args.batch_size, scene_detect=args.scene_detect,
-                     scene_threshold=args.scene_threshold, debug=args.debug, num_threads=args.threads,
-                     tile=args.tile, compile=args.compile, st_scale=args.st_scale, mvtools=args.mvtools,
-                     ensemble=args.ensemble,
-                     **({} if args.mvtools_weight is None else {"mvtools_weight": args.mvtools_weight}),
-                     **({} if args.tile_overlap is None else {"tile_overlap": args.tile_overlap}))
+        up = upscale(rgb, **{o.name: getattr(args, o.name) for o in options.OPTIONS if o.flag})
     except vs.Error as exc:
         raise CliError(str(exc)) from None
     yuv = core.resize.Bicubic(up, format=getattr(vs, _PIX_FMTS[args.pix_fmt]), matrix=matrix)
@@ -198,42 +205,34 @@ def run(args: argparse.Namespace) -> int:
                          f"{yuv.num_frames} frames {yuv.width}x{yuv.height} {_fps(yuv)}\n")
     start = time.perf_counter()
     update = _progress(args.quiet, yuv.num_frames)
-    if is_y4m:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".part")
-        try:
-            with open(tmp, "wb") as f:
-                yuv.output(f, y4m=True, progress_update=update)
-            os.replace(tmp, out)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
-    else:
+    proc = None
+    if ffmpeg is not None:
         cmd = [ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-f", "yuv4mpegpipe", "-i", "-",
-               *shlex.split(args.ffmpeg_args), str(out)]
+               *shlex.split(args.ffmpeg_args), f.name]
         logging.getLogger("vsdsfn").info("running %s", shlex.join(cmd))
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE)
-        try:
-            yuv.output(proc.stdin, y4m=True, progress_update=update)
-        except (BrokenPipeError, OSError, vs.Error) as exc:
-            proc.kill()
-            proc.wait()
-            raise CliError(f"ffmpeg stopped early ({exc}); see its message above") from None
-        finally:
-            if proc.stdin and not proc.stdin.closed:
-                try:
-                    proc.stdin.close()
-                except BrokenPipeError:
-                    pass
-        if proc.wait() != 0:
-            raise CliError(f"ffmpeg failed (exit {proc.returncode}): {shlex.join(cmd)}")
+    try:
+        yuv.output(f if proc is None else proc.stdin, y4m=True, progress_update=update)
+    except (OSError, vs.Error) as exc:
+        if proc is None:
+            raise CliError(f"writing {str(out)!r} stopped ({_reason(exc)}); fix that and run again") from None
+        proc.kill()
+        proc.wait()
+        raise CliError(f"ffmpeg stopped early ({_reason(exc)}); see its message above") from None
+    finally:
+        if proc and proc.stdin and not proc.stdin.closed:
+            try:
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass
+    if proc and proc.wait() != 0:
+        raise CliError(f"ffmpeg failed (exit {proc.returncode}); see its message above (ran {shlex.join(cmd)})")
     wall = time.perf_counter() - start
     if not args.quiet:
         sys.stderr.write(
             f"vsdsfn: wrote {out} ({args.pix_fmt}): {n_in} frames {w}x{h} @ {_fps(clip)} -> "
             f"{yuv.num_frames} frames {yuv.width}x{yuv.height} @ {_fps(yuv)} in {wall:.1f} s "
             f"({yuv.num_frames / wall if wall > 0 else 0:.2f} output frames/s)\n")
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,7 +14,6 @@ All tensor work lives in :mod:`vsdsfn.engine`; this module maps frames and props
 
 from __future__ import annotations
 
-import difflib
 import logging
 import os
 import threading
@@ -24,8 +23,8 @@ from fractions import Fraction
 import numpy as np
 import vapoursynth as vs
 
-from . import flowfps
-from .engine import DEBUG_OUTPUTS, DEFAULT_TILE_OVERLAP, Engine, scene_score, select_device
+from . import flowfps, options
+from .engine import DEFAULT_TILE_OVERLAP, Engine, scene_score, select_device
 from .weights import WeightsError, load_model
 
 __all__ = ["upscale", "OPTIONS"]
@@ -39,10 +38,8 @@ if not log.handlers:  # stderr only: stdout may carry video (vspipe)
         log.setLevel(logging.WARNING)
     log.propagate = False
 
-#: upscale's options (besides the clip)
-OPTIONS = ("weights", "device", "fp16", "batch_size", "scene_detect", "scene_threshold",
-           "debug", "num_threads", "cache_size", "tile", "tile_overlap", "channels_last", "compile", "st_scale",
-           "mvtools", "mvtools_weight", "ensemble")
+#: upscale's options (besides the clip): the names of :data:`vsdsfn.options.OPTIONS`
+OPTIONS = options.NAMES
 
 _PROP_INTERP = "DSFNInterpolated"
 _PROP_SCORE = "DSFNSceneScore"
@@ -257,28 +254,12 @@ def upscale(
     (6, 128, 96)
     """
     if unknown:
-        names = sorted(unknown)
-        hints = [f"{u!r} (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(u, OPTIONS, 1)) else repr(u)
-                 for u in names]
-        raise _err(f"unknown option(s) {', '.join(hints)}; valid options: {', '.join(OPTIONS)}")
+        raise _err(options.unknown(unknown))
     _check_clip(clip)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise _err(f"batch_size must be a positive integer, not {batch_size!r}; e.g. batch_size=4")
-    if debug is not None and debug not in DEBUG_OUTPUTS:
-        raise _err(f"debug must be None or one of {', '.join(map(repr, DEBUG_OUTPUTS))}, not {debug!r}")
-    if not isinstance(scene_threshold, (int, float)) or not 0 < scene_threshold <= 1:
-        raise _err(f"scene_threshold must be a number in (0, 1], not {scene_threshold!r}; e.g. 0.1")
-    if cache_size is not None and (isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 1):
-        raise _err(f"cache_size must be a positive integer (batch groups kept), not {cache_size!r}")
-    if fp16 is not None and not isinstance(fp16, bool):
-        raise _err(f"fp16 must be True, False or None, not {fp16!r}")
-    if weights is not None and not isinstance(weights, (str, os.PathLike)):
-        raise _err(f"weights must be None/'default', 'quality' or a path to a .safetensors file, "
-                   f"not {type(weights).__name__}")
-    if not isinstance(mvtools, bool):
-        raise _err(f"mvtools must be True or False, not {mvtools!r}")
-    if isinstance(mvtools_weight, bool) or not isinstance(mvtools_weight, (int, float)) or not 0 <= mvtools_weight <= 1:
-        raise _err(f"mvtools_weight must be a number in [0, 1], not {mvtools_weight!r}; e.g. 0.5")
+    try:
+        options.check(locals())   # the parameters (locals() holds nothing else yet)
+    except ValueError as exc:
+        raise _err(str(exc)) from None
     if mvtools and not flowfps.available():
         raise _err("mvtools=True needs vapoursynth-mvtools (core.mv); install it with "
                    "'pip install vapoursynth-mvtools', or pass mvtools=False")
