@@ -222,9 +222,7 @@ def upscale(
     the fused, refined frame between L_n and L_{n+1} (M_S(L_n) at scene cuts and for the
     last frame).
 
-    weights: None/"default" (the shipped weights, sized for CPUs), "quality" (the shipped
-        larger model: +0.12 dB, about 1.35x the time; models/dsfn_quality.md), or a
-        .safetensors file from training/.
+    weights: None/"default" (the shipped weights), or a .safetensors file from training/.
     device: "auto"/None (CUDA if available), "cpu", "cuda" or "cuda:N".
     fp16: half precision on CUDA; None = fp16 for RGBH clips on CUDA, fp32 otherwise.
     batch_size: frame pairs per forward pass (output is the same for every value).
@@ -237,15 +235,14 @@ def upscale(
         automatically, with smaller batches first, when memory runs out).
     tile_overlap: context in input pixels kept around the used part of each tile.
     channels_last: NHWC memory format (None: on). compile: use torch.compile.
-    st_scale: None (the weights file's) or a factor in (0, 1]: the S->T stream estimates
-        its flows on the high-res frames resized by it; smaller is faster.
+    st_scale: None (the weights file's), 1, 0.5 or 0.25: the scale at which the S->T
+        stream estimates its flows on the high-res frames; smaller is faster.
     mvtools: also interpolate the M_S frames with mvtools FlowFPS (an off-the-shelf M_T,
         see :mod:`vsdsfn.flowfps`) and mix its middle frames into DSFN's ones; scene cuts
         and the last frame stay M_S(L_n). Needs vapoursynth-mvtools; ignored with debug.
     mvtools_weight: the mvtools frames' weight in that mix, in [0, 1].
     ensemble: also run M_S and the network on the frames flipped upside down and average
-        (a test-time ensemble): the interpolated frames gain about 0.1 dB (validation
-        split), for twice the work.
+        (a test-time ensemble), for twice the work.
 
     >>> import vapoursynth as vs
     >>> clip = vs.core.std.BlankClip(format=vs.RGBS, width=64, height=48, length=3)

@@ -111,9 +111,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("channels_last", None, "NHWC memory format (None: on)", None, bool, _MAYBE, _or_none(_bool), False),
     Option("compile", False, "use torch.compile (falls back to eager if compiling fails)", "--compile", bool,
            _ON_OFF, _bool, True),
-    Option("st_scale", None, "the S->T stream's flow scale in (0, 1] (None: the weights file's; smaller is faster)",
-           "--st-scale", float, "None (the weights file's) or a number in (0, 1]",
-           _or_none(lambda v: _unit(v, open_low=True)), 0.5),
+    Option("st_scale", None, "the scale at which the S->T stream estimates its flows on the high-res frames: 1, "
+           "0.5 or 0.25 (None: the weights file's; smaller is faster)", "--st-scale", float,
+           "None (the weights file's), 1, 0.5 or 0.25",
+           _or_none(lambda v: not isinstance(v, bool) and v in (1, 0.5, 0.25)), 0.5),
     Option("mvtools", False, "mix mvtools FlowFPS (on the upscaled frames) into the new frames; needs "
            "vapoursynth-mvtools", "--mvtools", bool, _ON_OFF, _bool, True),
     Option("mvtools_weight", 0.65, "the mvtools frames' weight in that mix, in [0, 1]", "--mvtools-weight",
