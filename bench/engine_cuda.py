@@ -1,6 +1,6 @@
 """The inference engine on a GPU, without VapourSynth: correctness against the CPU and speed.
 
-``bench/benchmark.py`` measures through VapourSynth, as users run vsdsfn; this script
+``bench.benchmark`` measures through VapourSynth, as users run vsdsfn; this script
 drives :class:`vsdsfn.engine.Engine` directly, so it runs on a machine that has PyTorch
 and a GPU but no VapourSynth. It
 
@@ -12,10 +12,11 @@ and a GPU but no VapourSynth. It
    ``--pairs`` pairs (2 output frames each; the report gives the median seconds per output
    frame) and the peak device memory;
 
-and writes a markdown report (machine, date, command, medians).
+and writes a markdown report (machine, date, command, medians). Run from the repository
+root:
 
-    python bench/engine_cuda.py --out bench/CUDA.md
-    python bench/engine_cuda.py --device cpu --sizes 64x48 --pairs 2 --runs 1 --out /tmp/e.md
+    python -m bench.engine_cuda --out bench/CUDA.md
+    python -m bench.engine_cuda --device cpu --sizes 64x48 --pairs 2 --runs 1 --out /tmp/e.md
 """
 
 from __future__ import annotations
@@ -31,22 +32,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.common import texture_frames
+from training.metrics import psnr
+from vsdsfn.engine import Engine
+from vsdsfn.nets import DSFN
+from vsdsfn.sysinfo import describe_machine
+from vsdsfn.weights import load_model
+
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
-from training.metrics import psnr  # noqa: E402
-from vsdsfn.engine import Engine  # noqa: E402
-from vsdsfn.sysinfo import describe_machine  # noqa: E402
-from vsdsfn.weights import load_model  # noqa: E402
-
-
-def texture_frames(w: int, h: int, n: int) -> list[np.ndarray]:
-    """``n`` HxWx3 float32 frames of smooth noise panning diagonally (3, 5 px per frame)."""
-    rng = np.random.default_rng(0)
-    big = rng.random((h // 8 + 8 + n, w // 8 + 8 + n, 3)).astype(np.float32)
-    big = np.kron(big, np.ones((8, 8, 1), np.float32))
-    return [np.ascontiguousarray(big[3 * i:3 * i + h, 5 * i:5 * i + w]) for i in range(n)]
+__all__ = ["check_against_cpu", "main", "run_pairs", "time_engine"]
 
 
 def _sync(device: torch.device) -> None:
@@ -68,7 +63,7 @@ def run_pairs(engine: Engine, frames: list[np.ndarray], first_key: int) -> list[
     return out
 
 
-def check_against_cpu(model, device: str, size: tuple[int, int]) -> list[str]:
+def check_against_cpu(model: DSFN, device: str, size: tuple[int, int]) -> list[str]:
     w, h = size
     frames = texture_frames(w, h, 3)
     ref = run_pairs(Engine(model, device="cpu", batch_size=2), frames, 0)
@@ -83,7 +78,7 @@ def check_against_cpu(model, device: str, size: tuple[int, int]) -> list[str]:
     return rows
 
 
-def time_engine(model, device: str, size: tuple[int, int], fp16: bool, batch: int, pairs: int,
+def time_engine(model: DSFN, device: str, size: tuple[int, int], fp16: bool, batch: int, pairs: int,
                 runs: int) -> tuple[float, float]:
     """Median seconds per output frame and peak device memory (MB; 0 on CPU)."""
     w, h = size
@@ -122,13 +117,13 @@ def main(argv: list[str] | None = None) -> None:
     cuda = torch.device(args.device).type == "cuda"
     precisions = (False, True) if cuda else (False,)
     lines = [
-        "# vsdsfn engine on a GPU (bench/engine_cuda.py)", "",
+        "# vsdsfn engine on a GPU (bench.engine_cuda)", "",
         f"- Date: {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- Machine: {describe_machine()}",
         f"- Device: {torch.cuda.get_device_name(torch.device(args.device)) if cuda else args.device}; "
         f"torch {torch.__version__}",
         f"- Weights: {args.weights or 'shipped default'}",
-        f"- Command: `python bench/engine_cuda.py {' '.join(shlex.quote(a) for a in (argv or sys.argv[1:]))}`",
+        f"- Command: `python -m bench.engine_cuda {' '.join(shlex.quote(a) for a in (argv or sys.argv[1:]))}`",
         "", f"## Output against the CPU's ({args.check_size} input, 2 pairs; tile = longest tile side)", "",
         "| input | precision | tile | max abs diff | worst PSNR vs CPU (dB, 100 = identical) |", "|---|---|---|---|---|",
     ]

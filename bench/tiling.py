@@ -1,47 +1,55 @@
 """Tiled vs untiled inference: output difference per tile_overlap, and peak memory.
 
-    python bench/tiling.py error [--weights W|--checkpoint CK|--random] [--size 480x256]
+Run from the repository root:
+
+    python -m bench.tiling error [--weights W|--checkpoint CK|--random] [--size 480x256]
                                  [--overlaps 0,16,32,64,96,128] [--core 96]
-    python bench/tiling.py memory [--size 1920x1080] [--tile 256] [--overlap 64]
+    python -m bench.tiling memory [--size 1920x1080] [--tile 256] [--overlap 64]
 
 ``error`` runs the engine on two consecutive real frames (``--frames DIR``, default
-``/work/shared/data/frames/cafe``, box-downscaled to ``--size``; a moving synthetic
-texture when the folder does not exist) once untiled and once per overlap with tiles
-of ``2 * overlap + core`` pixels, and prints max / 99.99th percentile / mean absolute
-differences of the interpolated (refined) frame and of M_S. ``--random`` fills every
-weight of the default architecture (including the zero-initialised heads) with random
-values: a stress case in which every part of the network (fusion U-Net, refinement)
-spreads information as far as it can.
+``/work/shared/data/frames/cafe``, box-downscaled to ``--size``; the moving texture of
+:func:`bench.common.texture_frames` when the folder does not exist) once untiled and
+once per overlap with tiles of ``2 * overlap + core`` pixels, and prints max / 99.99th
+percentile / mean absolute differences of the interpolated (refined) frame and of M_S.
+``--random`` fills every weight of the default architecture (including the
+zero-initialised heads) with random values: a stress case in which every part of the
+network (fusion U-Net, refinement) spreads information as far as it can.
 
-``memory`` measures the process's peak RSS (``ru_maxrss``, in a fresh subprocess per
-configuration) for one interpolated frame, untiled and tiled.
+``memory`` measures the peak RSS (:func:`bench.common.peak_rss_mb`, in a fresh
+subprocess per configuration) for one interpolated frame, untiled and tiled.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from bench.common import peak_rss_mb, texture_frames
+
+if TYPE_CHECKING:
+    from vsdsfn.nets import DSFN
+
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+
+__all__ = ["error", "main", "memory"]
 
 
-def _model(args):
+def _model(args: argparse.Namespace) -> DSFN:
     import torch
 
+    from training.train import load_checkpoint
     from vsdsfn.nets import DSFN, DSFNConfig
     from vsdsfn.weights import load_model
 
     if args.checkpoint:
-        ck = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
+        ck = load_checkpoint(args.checkpoint)
         cfg = ck.get("config") or {}
         cfg = json.loads(cfg) if isinstance(cfg, str) else cfg
         net = DSFN(DSFNConfig.from_dict(cfg.get("model") or {}))
@@ -58,7 +66,7 @@ def _model(args):
     return load_model(args.weights)
 
 
-def _frames(args, w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
+def _frames(args: argparse.Namespace, w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
     folder = Path(args.frames)
     files = sorted(folder.glob("*.png"))[:2] if folder.is_dir() else []
     if len(files) == 2:
@@ -73,12 +81,11 @@ def _frames(args, w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
             out.append(np.ascontiguousarray(im[:h, :w]))
         if out[0].shape[:2] == (h, w):
             return out[0], out[1]
-    rng = np.random.default_rng(0)
-    big = np.kron(rng.random((h // 8 + 4, w // 8 + 4, 3)), np.ones((8, 8, 1))).astype(np.float32)
-    return big[:h, :w].copy(), big[3:h + 3, 5:w + 5].copy()
+    a, b = texture_frames(w, h, 2)
+    return a, b
 
 
-def error(args) -> None:
+def error(args: argparse.Namespace) -> None:
     from vsdsfn.engine import Engine
 
     w, h = (int(v) for v in args.size.split("x"))
@@ -101,7 +108,7 @@ def error(args) -> None:
               f"{d.mean():.2e} | {ds:.1e} |", flush=True)
 
 
-def _memory_worker(args) -> None:
+def _memory_worker(args: argparse.Namespace) -> None:
     import torch
 
     from vsdsfn.engine import Engine
@@ -110,23 +117,24 @@ def _memory_worker(args) -> None:
     rng = np.random.default_rng(0)
     a, b = rng.random((2, h, w, 3), dtype=np.float32)
     eng = Engine(args.weights, device="cpu", tile=args.tile or None, tile_overlap=args.overlap)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    base = peak_rss_mb()
     t0 = time.perf_counter()
     with torch.inference_mode():
         eng.interpolate([(a, b)])
     print(json.dumps({"tile": args.tile, "overlap": args.overlap, "size": args.size,
-                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "peak_rss_mb": peak_rss_mb(),
                       "rss_before_mb": base, "seconds": time.perf_counter() - t0,
                       "tiles": eng.stats["tiles"]}))
 
 
-def memory(args) -> None:
+def memory(args: argparse.Namespace) -> None:
     print("| size | tile | overlap | tiles | peak RSS (MB) | RSS before (MB) | seconds |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for tile in (0, args.tile):
-        cmd = [sys.executable, __file__, "memory-worker", "--size", args.size, "--tile", str(tile),
+        cmd = [sys.executable, "-m", "bench.tiling", "memory-worker", "--size", args.size, "--tile", str(tile),
                "--overlap", str(args.overlap)] + (["--weights", args.weights] if args.weights else [])
-        r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stdout
+        r = json.loads(out.strip().splitlines()[-1])
         print(f"| {r['size']} | {tile or 'none'} | {args.overlap if tile else '-'} | {r['tiles']} | "
               f"{r['peak_rss_mb']:.0f} | {r['rss_before_mb']:.0f} | {r['seconds']:.1f} |", flush=True)
 

@@ -452,12 +452,11 @@ def test_long_run_memory_is_flat(tmp_path, tiny_weights):
     """2,000 frames of 32x32 (4,000 output frames) in a fresh process: RSS after the whole
     clip is within 50 MB of RSS after warm-up, and both caches stay within their bounds."""
     code = textwrap.dedent(f"""
-        import gc, json, os, sys
-        sys.path[:0] = [{str(ROOT / 'tests')!r}, {str(ROOT)!r}]
+        import gc, json, os
         import torch
         torch.set_num_threads(1)
         import vapoursynth as vs
-        from conftest import make_clip
+        from tests.conftest import make_clip
         from vsdsfn import filter as flt
 
         made = []
@@ -487,7 +486,7 @@ def test_long_run_memory_is_flat(tmp_path, tiny_weights):
                           "groups_end": len(state._groups), "ms_end": len(state.engine._cache)}}))
     """)
     t0 = time.monotonic()
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     res = json.loads(proc.stdout.strip().splitlines()[-1])
     assert res["frames"] == 4000
@@ -535,7 +534,6 @@ def test_killed_during_checkpoint_write_resumes(data, tmp_path, one_thread):
     out = tmp_path / "cut"
     code = textwrap.dedent(f"""
         import os, sys, json
-        sys.path[:0] = [{str(ROOT)!r}]
         import torch
         real = torch.save
         def dying(obj, f, *a, **k):
@@ -552,7 +550,7 @@ def test_killed_during_checkpoint_write_resumes(data, tmp_path, one_thread):
     """)
     args = [*tiny_args(data), "--stage", "temporal", "--out", str(out), "--iters", "4"]
     proc = subprocess.run([sys.executable, "-c", code, json.dumps(args)], capture_output=True, text=True,
-                          timeout=300, cwd=tmp_path)
+                          timeout=300, cwd=ROOT)
     assert proc.returncode == 137, proc.stdout + proc.stderr
     assert tr.load_checkpoint(out / "last.pt")["step"] == 2
     partial = out / "last.pt.tmp"

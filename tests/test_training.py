@@ -21,19 +21,15 @@ import pytest
 import torch
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from training import evaluate as ev  # noqa: E402
-from training import train as tr  # noqa: E402
-from training.augment import augment, center_crop, random_crop  # noqa: E402
-from training.datasets import TripletSet, downscale, vimeo_sequences  # noqa: E402
-from training.export import export, pick_best  # noqa: E402
-from training.losses import LOSS_NAMES, STAGE_LOSSES, dsfn_losses, total_loss  # noqa: E402
-from training.metrics import gaussian_window, psnr, ssim  # noqa: E402
-from vsdsfn.nets import DSFN, DSFNConfig  # noqa: E402
-from vsdsfn.weights import load_model, save_model  # noqa: E402
+from training import evaluate as ev
+from training import train as tr
+from training.augment import augment, center_crop, random_crop
+from training.datasets import TripletSet, downscale, vimeo_sequences
+from training.export import export, pick_best
+from training.losses import LOSS_NAMES, STAGE_LOSSES, dsfn_losses, total_loss
+from training.metrics import psnr, ssim
+from vsdsfn.nets import DSFN, DSFNConfig
+from vsdsfn.weights import load_model, save_model
 
 TINY_MODEL = {
     "spatial_args": {"channels": 8, "layers": 2},
@@ -296,7 +292,8 @@ def test_exported_weights_run_in_upscale(data, tmp_path):
         pytest.skip(f"vsdsfn.upscale not available: {exc}")
     run_stage(data, "joint", tmp_path / "joint", iters=1)
     path = export(tmp_path / "joint" / "last.pt", tmp_path / "tiny.safetensors")
-    from training.mvbaseline import clip_from_frames, frames_from_clip
+    from training.mvbaseline import frames_from_clip
+    from vsdsfn.flowfps import clip_from_frames
 
     frames = [f[:32, :48].astype(np.float32) / 255 for f in moving_frames(np.random.default_rng(1), 2)]
     clip = clip_from_frames(frames, fps=(24, 1))
@@ -338,9 +335,9 @@ def test_losses_match_hand_computed_values():
 
 # ----------------------------------------------------------------------------- metrics
 def _ssim_reference(x: np.ndarray, y: np.ndarray) -> float:
-    """Direct (non-separable, windowed) SSIM of Wang et al. on one channel, valid mode."""
-    g = gaussian_window().numpy()
-    w = np.outer(g, g)
+    """Direct (windowed) SSIM of Wang et al. on one channel, valid mode: 11x11 Gaussian, sigma 1.5."""
+    g = np.exp(-((np.arange(11) - 5.0) ** 2) / (2 * 1.5**2))
+    w = np.outer(g, g) / g.sum() ** 2
     c1, c2 = 0.01**2, 0.03**2
     vals = []
     for i in range(x.shape[0] - 10):
@@ -575,8 +572,8 @@ def test_evaluate_config_split(data, tmp_path):
 
 def test_mvtools_baseline_interpolates_motion():
     pytest.importorskip("vapoursynth")
-    from training.mvbaseline import clip_from_frames, flowfps_middle, flowfps_of, frames_from_clip, hybrid_of
-    from vsdsfn.flowfps import HYBRID, HYBRID_WEIGHT, MVSettings
+    from training.mvbaseline import flowfps_middle, flowfps_of, frames_from_clip, hybrid_of
+    from vsdsfn.flowfps import HYBRID, HYBRID_WEIGHT, MVSettings, clip_from_frames
 
     f = [x.astype(np.float32) / 255 for x in moving_frames(np.random.default_rng(2), 3, size=64, step=(3, 0))]
     mid = frames_from_clip(flowfps_middle(clip_from_frames([f[0], f[2]])))[0]

@@ -1,12 +1,12 @@
 """The classic VapourSynth baselines of the evaluation: Spline36 resizing and mvtools
-``FlowFPS`` frame-rate doubling, in both orders, on numpy frames.
+``FlowFPS`` frame-rate doubling, in both orders, on numpy frames (clips made by
+:func:`vsdsfn.flowfps.clip_from_frames`).
 
-vapoursynth-mvtools only accepts integer GRAY/YUV clips of up to 16 bits (no RGB, no
-float), so frames travel RGBS -> YUV444P16 (BT.709 matrix, limited range, no chroma
-subsampling) -> mvtools -> RGBS with the same matrix and range; the round trip loses
-well under 0.001 dB (16-bit quantisation). Resizing is done in float RGB.
+FlowFPS is :func:`vsdsfn.flowfps.flowfps` (RGB -> YUV444P16 -> mvtools -> RGB, as
+``upscale(mvtools=True)`` runs it); resizing is done in float RGB.
 
 >>> import numpy as np
+>>> from vsdsfn.flowfps import clip_from_frames
 >>> a = np.random.default_rng(0).random((48, 64, 3), dtype=np.float32)
 >>> b = frames_from_clip(clip_from_frames([a, a]))
 >>> len(b), b[0].shape, bool(np.abs(b[1] - a).max() == 0)
@@ -15,54 +15,40 @@ well under 0.001 dB (16-bit quantisation). Resizing is done in float RGB.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from vsdsfn.flowfps import HYBRID, HYBRID_WEIGHT, MVSettings, flowfps
+from vsdsfn.flowfps import HYBRID, HYBRID_WEIGHT, MVSettings, clip_from_frames, flowfps
 
-__all__ = ["MVSettings", "clip_from_frames", "frames_from_clip", "flowfps_middle",
+if TYPE_CHECKING:
+    import vapoursynth as vs
+
+__all__ = ["frames_from_clip", "flowfps_middle",
            "spline36_then_flowfps", "flowfps_then_spline36", "spline36_2x", "flowfps_of", "hybrid_of"]
 
 
 def _vs():
-    import vapoursynth as vs
+    import vapoursynth
 
-    return vs, vs.core
-
-
-def clip_from_frames(frames: list[np.ndarray], fps: tuple[int, int] = (1, 1)):
-    """A constant-format RGBS clip whose frames are the given (H, W, 3) float arrays."""
-    vs, core = _vs()
-    arrays = [np.ascontiguousarray(f, dtype=np.float32) for f in frames]
-    h, w = arrays[0].shape[:2]
-    if any(a.shape != (h, w, 3) for a in arrays):
-        raise ValueError("clip_from_frames: all frames must be (H, W, 3) of the same size")
-    blank = core.std.BlankClip(format=vs.RGBS, width=w, height=h, length=len(arrays),
-                               fpsnum=fps[0], fpsden=fps[1])
-
-    def fill(n: int, f):
-        out = f.copy()
-        for p in range(3):
-            np.copyto(np.asarray(out[p]), arrays[n][:, :, p])
-        return out
-
-    return core.std.ModifyFrame(blank, blank, fill)
+    return vapoursynth, vapoursynth.core
 
 
-def frames_from_clip(clip) -> list[np.ndarray]:
-    """Every frame of a clip (converted to RGBS if needed) as (H, W, 3) float32 arrays."""
+def frames_from_clip(clip: vs.VideoNode) -> list[np.ndarray]:
+    """Every frame of an RGB clip (converted to RGBS if needed) as (H, W, 3) float32 arrays."""
     vs, core = _vs()
     if clip.format.id != vs.RGBS:
-        clip = core.resize.Point(clip, format=vs.RGBS, matrix_in_s="709", range_in_s="limited")
+        clip = core.resize.Point(clip, format=vs.RGBS)
     return [np.stack([np.asarray(f[p]) for p in range(3)], -1).copy() for f in clip.frames()]
 
 
-def spline36_2x(clip):
+def spline36_2x(clip: vs.VideoNode) -> vs.VideoNode:
     """2x Spline36 resize (centre-aligned, like PyTorch's ``align_corners=False``)."""
     _, core = _vs()
     return core.resize.Spline36(clip, clip.width * 2, clip.height * 2)
 
 
-def flowfps_middle(clip, settings: MVSettings = MVSettings()):
+def flowfps_middle(clip: vs.VideoNode, settings: MVSettings = MVSettings()) -> vs.VideoNode:
     """The frame FlowFPS interpolates half-way between the two frames of an RGBS clip
     (returned as a one-frame RGBS clip)."""
     return flowfps(clip, settings)[1]

@@ -39,8 +39,9 @@ from .config import load_config, stage_options
 from .datasets import (MixtureSet, SRSet, SyntheticMotionSet, TripletSet, downscale, list_images,
                        open_sequence, to_batch, vimeo_sequences)
 from .losses import STAGE_LOSSES, dsfn_losses, total_loss
+from .metrics import psnr
 
-__all__ = ["Trainer", "build_datasets", "main", "psnr", "save_checkpoint", "load_checkpoint"]
+__all__ = ["Trainer", "build_datasets", "main", "save_checkpoint", "load_checkpoint"]
 
 log = logging.getLogger("vsdsfn.training")
 
@@ -51,12 +52,6 @@ STAGE_MODULES = {
     "fusion": ("fusion", "refine"),
     "joint": ("spatial", "temporal", "fusion", "refine"),
 }
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Mean PSNR (dB) over the batch, for values in [0, 1]."""
-    mse = ((a.float().clamp(0, 1) - b.float()) ** 2).flatten(1).mean(1).clamp_min(1e-10)
-    return float((10 * torch.log10(1.0 / mse)).mean())
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -366,7 +361,7 @@ class Trainer:
         self.step += 1
         stats = {k: float(v.detach()) for k, v in losses.items()}
         stats["loss"] = float(loss.detach())
-        stats["psnr"] = psnr(pred.detach(), target)
+        stats["psnr"] = float(psnr(pred.detach(), target).mean())
         return stats
 
     @torch.no_grad()
@@ -390,8 +385,8 @@ class Trainer:
                 out = self.model(downscale(h0), downscale(h2))
                 res = {"psnr": psnr(out["refined"], h1)}
                 res.update({k: psnr(out[k], h1) for k in ("st", "ts", "fused")})
-            for k, v in res.items():
-                sums[k] = sums.get(k, 0.0) + v
+            for k, v in res.items():   # PSNR per image (a batch of one)
+                sums[k] = sums.get(k, 0.0) + float(v.mean())
         return {k: v / len(self.val) for k, v in sums.items()}
 
     # -- the loop

@@ -6,15 +6,16 @@ frame rate. ``vsdsfn.upscale(clip, mvtools=True)`` runs it on the M_S frames (th
 output frames) with each of :data:`HYBRID` and mixes the mean of those middle frames into
 DSFN's with weight :data:`HYBRID_WEIGHT` (:func:`mix`): the two interpolators fail in
 different places, so the mix is better than either (see the model card). The evaluation
-(:mod:`training.evaluate`) and its mvtools baselines use the same functions.
+(:mod:`training.evaluate`) and its mvtools baselines use the same functions, and
+:func:`clip_from_frames` makes a clip of numpy frames for them, the benchmark and the tests.
 
 mvtools only accepts integer GRAY/YUV clips of up to 16 bits (no RGB, no float), so frames
 travel RGB -> YUV444P16 (BT.709 matrix, limited range, no chroma subsampling) -> mvtools
 -> RGB with the same matrix and range; the round trip loses well under 0.001 dB.
 VapourSynth is imported on first use only, so the settings can be read without it.
 
->>> import vapoursynth as vs
->>> clip = vs.core.std.BlankClip(format=vs.RGBS, width=128, height=96, length=3, color=[0.2, 0.4, 0.6])
+>>> import numpy as np
+>>> clip = clip_from_frames([np.full((96, 128, 3), v, np.float32) for v in (0.2, 0.4, 0.6)], fps=(24, 1))
 >>> out = flowfps(clip)
 >>> out.num_frames, out.format.name, out.fps
 (6, 'RGBS', Fraction(48, 1))
@@ -22,13 +23,16 @@ VapourSynth is imported on first use only, so the settings can be read without i
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 if TYPE_CHECKING:
     import vapoursynth as vs
 
-__all__ = ["MVSettings", "HYBRID", "HYBRID_WEIGHT", "available", "flowfps", "mix"]
+__all__ = ["MVSettings", "HYBRID", "HYBRID_WEIGHT", "available", "clip_from_frames", "flowfps", "mix"]
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,27 @@ def _vs():
     import vapoursynth
 
     return vapoursynth
+
+
+def clip_from_frames(frames: Sequence[np.ndarray], fps: tuple[int, int] = (1, 1),
+                     fmt: int | None = None) -> vs.VideoNode:
+    """A clip (RGBS, or the RGB format ``fmt``) whose frame ``n`` is ``frames[n]``, an
+    (H, W, 3) array; frames are copied in when VapourSynth asks for them, so views of one
+    larger array cost no memory. ``fps`` (0, 1) makes a variable-frame-rate clip."""
+    vs = _vs()
+    h, w = np.shape(frames[0])[:2] if len(frames) else (0, 0)
+    if not h or any(np.shape(f) != (h, w, 3) for f in frames):
+        raise ValueError("clip_from_frames: need one or more (H, W, 3) frames of one size")
+    blank = vs.core.std.BlankClip(format=fmt or vs.RGBS, width=w, height=h, length=len(frames),
+                                  fpsnum=fps[0], fpsden=fps[1], keep=True)
+
+    def fill(n: int, f: vs.VideoFrame) -> vs.VideoFrame:
+        out = f.copy()
+        for p in range(3):
+            np.copyto(np.asarray(out[p]), frames[n][:, :, p], casting="unsafe")
+        return out
+
+    return vs.core.std.ModifyFrame(blank, blank, fill)
 
 
 def available() -> bool:
