@@ -1,114 +1,53 @@
-"""The networks themselves: cost volume, M_T, F's space-to-depth variant, DSFN config."""
+"""The networks around M_T: F (space-to-depth, split logits, context inputs), R, the DSFN
+config and backbone registries, and DSFN's inference path ``run`` (padding, given M_S
+frames, the flip ensemble) and ``upscale``. M_T itself (RIFE) is tests/test_rife.py's."""
 
 from __future__ import annotations
 
-import math
+import json
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vsdsfn.nets import DSFN, DSFNConfig, FusionUNet
-from vsdsfn.nets.common import backwarp
-from vsdsfn.nets import costflow
-from vsdsfn.nets.costflow import CostFlow, _cost_forward, bilateral_cost
-from vsdsfn.nets.dsfn import register_temporal, TEMPORAL
-from vsdsfn.nets.flowinterp import FlowInterp
+from conftest import TINY, tiny_model
+from vsdsfn import nets
+from vsdsfn.nets import DSFN, SPATIAL, TEMPORAL, DSFNConfig, FusionUNet, flip_ensemble
 
 
-@pytest.mark.parametrize("block_bytes", [1 << 20, 4 * (2 * 3 * 7 * 4)])
-def test_bilateral_cost_matches_brute_force(monkeypatch, block_bytes):
-    """Whole frame in one block, and in blocks of 4 rows (then 2: the last one shorter)."""
-    monkeypatch.setattr(costflow, "_BLOCK_BYTES", block_bytes)
+def small_config(**kw) -> DSFNConfig:
+    """A small DSFN (RIFE without its refinement); ``kw`` overrides fields."""
+    args = dict(spatial_args={"channels": 4, "layers": 1}, temporal_args={"widths": [4, 4, 4, 4], "refine": False},
+                fusion_widths=(4, 4, 4, 4, 4), refine_channels=4, refine_blocks=1)
+    return DSFNConfig(**{**args, **kw})
+
+
+def smooth(n: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
+    """(n, 3, h, w) smooth random frames in [0, 1]."""
+    g = torch.Generator().manual_seed(seed)
+    small = torch.rand(n, 3, h // 4 + 2, w // 4 + 2, generator=g)
+    return F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+
+
+# ----------------------------------------------------------------------------- F and R
+def test_fusion_masks_are_per_pixel():
+    """The first stage is a 2x space-to-depth and the head a depth-to-space of masks * 4
+    channels: no convolution at full size, yet a mask value per pixel."""
     torch.manual_seed(0)
-    f0, f1 = torch.randn(2, 2, 3, 6, 7)
-    r = 2
-    cost = bilateral_cost(f0, f1, r)
-    assert cost.shape == (2, 25, 6, 7)
-
-    def at(f, y, x):
-        if 0 <= y < 6 and 0 <= x < 7:
-            return f[:, :, y, x]
-        return torch.zeros(2, 3)
-
-    k = 0
-    for dy in range(-r, r + 1):
-        for dx in range(-r, r + 1):
-            for y in range(6):
-                for x in range(7):
-                    want = (at(f0, y - dy, x - dx) * at(f1, y + dy, x + dx)).mean(1)
-                    torch.testing.assert_close(cost[:, k, y, x], want)
-            k += 1
-
-
-def test_bilateral_cost_finds_symmetric_motion():
-    """A pattern moving by +4 px between the frames peaks at d = +2 (half of it)."""
-    torch.manual_seed(1)
-    base = torch.randn(1, 4, 16, 24)
-    f0 = base[:, :, :, 2:18]
-    f1 = base[:, :, :, 6:22]  # content of f0 at x appears at x - 4 in f1: motion -4
-    cost = bilateral_cost(f0, f1, 2)
-    k = int(cost[0, :, 8, 8].argmax())
-    dy, dx = divmod(k, 5)
-    assert (dy - 2, dx - 2) == (0, -2)
-
-
-def test_costflow_untrained_is_the_frame_blend():
-    """Zero-initialised heads: zero flows, mask 0.5 — the net starts as frame averaging."""
-    torch.manual_seed(0)
-    net = CostFlow(widths=(8, 8), decoders=(8, 8), radii=(1, 2)).eval()
-    a, b = torch.rand(2, 1, 3, 20, 28)
-    with torch.no_grad():
-        torch.testing.assert_close(net(a, b), (a + b) / 2)
-        torch.testing.assert_close(net(a, b, scale=0.5), (a + b) / 2)
-
-
-@pytest.mark.parametrize("size", [(1, 1), (3, 5), (17, 31), (40, 24)])
-@pytest.mark.parametrize("scale", [1.0, 0.5])
-def test_costflow_any_size(size, scale):
-    torch.manual_seed(0)
-    net = CostFlow(widths=(4, 4, 4), decoders=(4, 4, 4), radii=(1, 1, 2))
-    for p in net.parameters():  # non-zero heads so every path runs for real
-        nn.init.normal_(p, std=0.1)
-    a, b = torch.rand(2, 2, 3, *size)
-    out, flow, mask = net(a, b, return_flow=True, scale=scale)
-    assert out.shape == a.shape and flow.shape == (2, 4, *size) and mask.shape == (2, 1, *size)
-    assert torch.isfinite(out).all()
-    out.mean().backward()
-    assert all(p.grad is not None for p in net.parameters())
-
-
-def test_costflow_warps_by_its_flows():
-    """The output is exactly the mask blend of both inputs warped by the returned flows."""
-    torch.manual_seed(0)
-    net = CostFlow(widths=(4, 4), decoders=(4, 4), radii=(1, 1))
-    for p in net.parameters():
-        nn.init.normal_(p, std=0.2)
-    a, b = torch.rand(2, 1, 3, 24, 32)
-    out, flow, mask = net(a, b, return_flow=True)
-    assert flow.abs().max() > 0.01
-    want = mask * backwarp(a, flow[:, :2]) + (1 - mask) * backwarp(b, flow[:, 2:])
-    torch.testing.assert_close(out, want)
-
-
-def test_costflow_level_lists_must_agree():
-    with pytest.raises(ValueError, match="one entry per level"):
-        CostFlow(widths=(8, 8), decoders=(8,), radii=(1, 1))
-
-
-def test_fusion_unshuffle_masks_are_per_pixel():
-    torch.manual_seed(0)
-    f = FusionUNet(widths=(4, 4, 4), unshuffle=True)
-    assert f.multiple == 8
+    f = FusionUNet(widths=(4, 4, 4))
+    assert f.multiple == 8                       # 2 ** len(widths): the unshuffle + two strided stages
+    assert f.inc[0].in_channels == 6 * 4 and f.head.out_channels == 2 * 4
     nn.init.normal_(f.head.weight)
     st, ts = torch.rand(2, 1, 3, 16, 24)
     fused, m = f(st, ts)
     assert m.shape == (1, 2, 16, 24)
-    # the four pixels of a 2x2 block get their own mask values
-    block = m[0, 0, :2, :2].flatten()
+    block = m[0, 0, :2, :2].flatten()            # the four pixels of a 2x2 block differ
     assert len(set(block.tolist())) == 4
     torch.testing.assert_close(fused, m[:, :1] * st + m[:, 1:] * ts)
+    with pytest.raises(ValueError):
+        FusionUNet(widths=(4,))
+    assert FusionUNet().multiple == 32 and DSFN(small_config()).fusion.multiple == 32
 
 
 def test_fusion_split_logits_are_common_plus_difference():
@@ -116,18 +55,20 @@ def test_fusion_split_logits_are_common_plus_difference():
     st, ts = torch.rand(2, 1, 3, 16, 16)
     fused, m = f(st, ts)                        # zero-initialised head: both masks 0.5
     torch.testing.assert_close(m, torch.full_like(m, 0.5))
-    with torch.no_grad():
-        f.head.bias.copy_(torch.tensor([0.5, 1.0]))     # c = 0.5, d = 1
+    with torch.no_grad():                       # head channels 0-3 -> logit c, 4-7 -> d (pixel shuffle)
+        f.head.bias.copy_(torch.tensor([0.5] * 4 + [1.0] * 4))     # c = 0.5, d = 1
     fused, m = f(st, ts)
     torch.testing.assert_close(m[:, 0], torch.full_like(m[:, 0], torch.sigmoid(torch.tensor(1.5)).item()))
     torch.testing.assert_close(m[:, 1], torch.full_like(m[:, 1], torch.sigmoid(torch.tensor(-0.5)).item()))
     torch.testing.assert_close(fused, m[:, :1] * st + m[:, 1:] * ts)
     with pytest.raises(ValueError, match="split needs masks=2"):
         FusionUNet(widths=(4, 4, 4), masks=1, split=True)
-    assert DSFN(DSFNConfig(fusion_split=True, fusion_widths=(4, 4, 4, 4, 4))).fusion.split
+    assert DSFN(small_config(fusion_split=True)).fusion.split
     # the one-mask ablation of a split model: split is ignored, one logit
-    one = DSFN(DSFNConfig(fusion_split=True, fusion_masks=1, fusion_widths=(4, 4, 4, 4, 4)))
-    assert not one.fusion.split and one.fusion.masks == 1
+    one = DSFN(small_config(fusion_split=True, fusion_masks=1))
+    assert not one.fusion.split and one.fusion.masks == 1 and one.fusion.head.out_channels == 4
+    m1 = one.fusion(st, ts, st, ts)[1]            # (context=True by default)
+    torch.testing.assert_close(m1[:, 1], 1 - m1[:, 0])
 
 
 def test_fusion_split_learns_to_prefer_the_better_stream():
@@ -153,7 +94,7 @@ def test_fusion_split_learns_to_prefer_the_better_stream():
 
 def test_fusion_context_inputs():
     f = FusionUNet(widths=(4, 4, 4), split=True, context=True)
-    assert f.inc[0].in_channels == 13 * 1
+    assert f.inc[0].in_channels == 13 * 4         # st, ts, hr0, hr1, |st - ts|, space-to-depth
     st, ts, h0, h1 = torch.rand(4, 1, 3, 16, 16)
     with pytest.raises(ValueError, match="context=True needs hr0 and hr1"):
         f(st, ts)
@@ -161,28 +102,26 @@ def test_fusion_context_inputs():
         f.head.weight.normal_()
     a = f(st, ts, h0, h1)[1]
     assert not torch.allclose(a, f(st, ts, h0, torch.zeros_like(h1))[1])   # the masks see hr1
-    net = DSFN(DSFNConfig(fusion_split=True, fusion_context=True, fusion_widths=(4, 4, 4, 4, 4),
-                          spatial_args={"channels": 4, "layers": 1},
-                          temporal_args={"widths": [4], "decoders": [4], "radii": [1]}, refine_channels=4))
-    assert net.fusion.context and net(st[..., :8, :8], ts[..., :8, :8])["refined"].shape == st.shape
+    net = DSFN(small_config(fusion_split=True, fusion_context=True))
+    assert net.fusion.context
+    assert net.run(st[..., :8, :8], ts[..., :8, :8])["refined"].shape == st.shape
 
 
 def test_refine_context_inputs():
-    net = DSFN(DSFNConfig(refine_context=True, fusion_widths=(4, 4, 4, 4, 4), spatial_args={"channels": 4, "layers": 1},
-                          temporal_args={"widths": [4], "decoders": [4], "radii": [1]}, refine_channels=4))
+    net = DSFN(small_config(refine_context=True))
     assert net.refine.head[0].in_channels == 4 * 15     # H_F, S->T, T->S, M_S(L-), M_S(L+), unshuffled
-    l0, l1 = torch.rand(2, 1, 3, 16, 16)
-    out = net(l0, l1)
-    assert torch.equal(out["refined"], out["fused"])    # untrained R is the identity
+    l0, l1 = smooth(2, 16, 16).chunk(2)
     with torch.no_grad():
+        out = net(l0, l1)
+        assert torch.equal(out["refined"], out["fused"])    # untrained R is the identity
         net.refine.tail.weight.normal_()
-    r = net.refine
-    x, extra = out["fused"], torch.cat((out["st"], out["ts"], out["hr0"], out["hr1"]), 1)
-    assert torch.allclose(net(l0, l1)["refined"], x + r(x, extra))
-    assert torch.equal(r(x, extra), r(x, (out["st"], out["ts"], out["hr0"], out["hr1"])))  # a stack or its parts
-    moved = extra.clone()
-    moved[:, 9:] = 0                                     # R sees M_S(L+)
-    assert not torch.allclose(r(x, extra), r(x, moved))
+        r = net.refine
+        x, extra = out["fused"], torch.cat((out["st"], out["ts"], out["hr0"], out["hr1"]), 1)
+        assert torch.allclose(net(l0, l1)["refined"], x + r(x, extra))
+        assert torch.equal(r(x, extra), r(x, (out["st"], out["ts"], out["hr0"], out["hr1"])))  # a stack or its parts
+        moved = extra.clone()
+        moved[:, 9:] = 0                                     # R sees M_S(L+)
+        assert not torch.allclose(r(x, extra), r(x, moved))
     with pytest.raises(ValueError, match="extra=12 needs"):
         r(x)
     with pytest.raises(ValueError, match="extra=12 needs"):
@@ -190,167 +129,163 @@ def test_refine_context_inputs():
     assert DSFNConfig.from_dict(net.config.to_dict()).refine_context
 
 
-@pytest.mark.parametrize("backbone", ["costflow", "flowinterp"])
-def test_temporal_return_warps(backbone):
-    """return_warps gives the two warped neighbours that the output blends (per pixel
-    between them) and that the returned flows make."""
-    torch.manual_seed(0)
-    net = (CostFlow(widths=(4, 4), decoders=(4, 4), radii=(1, 1)) if backbone == "costflow"
-           else FlowInterp(channels=(4, 4), scales=(2, 1), depth=1))
-    for p in net.parameters():
-        nn.init.normal_(p, std=0.2)
-    a, b = torch.rand(2, 1, 3, 24, 32)
-    out, w0, w1 = net(a, b, return_warps=True)
-    _, flow, mask = net(a, b, return_flow=True)
-    torch.testing.assert_close(w0, backwarp(a, flow[:, :2]))
-    torch.testing.assert_close(w1, backwarp(b, flow[:, 2:]))
-    torch.testing.assert_close(out, mask * w0 + (1 - mask) * w1)
-    with pytest.raises(ValueError, match="exclusive"):
-        net(a, b, return_flow=True, return_warps=True)
-
-
-def test_fusion_cues():
-    f = FusionUNet(widths=(4, 4, 4), context=True, cues=2)
-    assert f.inc[0].in_channels == 15
-    st, ts, h0, h1 = torch.rand(4, 1, 3, 16, 16)
-    with pytest.raises(ValueError, match="cues=2 needs"):
-        f(st, ts, h0, h1)
-    with torch.no_grad():
-        f.head.weight.normal_()
-    c = torch.rand(1, 2, 16, 16)
-    assert not torch.allclose(f(st, ts, h0, h1, cues=c)[1], f(st, ts, h0, h1, cues=c * 0)[1])
-    args = dict(fusion_split=True, fusion_context=True, fusion_cues=True, fusion_widths=(4, 4, 4, 4, 4),
-                spatial_args={"channels": 4, "layers": 1}, refine_channels=4, st_scale=0.75,
-                temporal_args={"widths": [4], "decoders": [4], "radii": [1]})
-    net = DSFN(DSFNConfig(**args))
-    assert net.fusion.cues == 2
-    l0, l1 = torch.rand(2, 1, 3, 16, 16)
-    with torch.no_grad():
-        net.fusion.head.weight.normal_()
-        for p in net.temporal.parameters():
-            p.normal_(std=0.2)
-    seen = {}
-    net.fusion.register_forward_hook(lambda m, inp, kw, out: seen.update(kw), with_kwargs=True)
-    out = net(l0, l1)
-    assert out["refined"].shape == (1, 3, 32, 32)
-    cues = seen["cues"]
-    assert cues.shape == (1, 2, 32, 32) and cues.abs().sum() > 0
-    assert out["cues"] is cues  # returned for panels and analysis
-    _, b0, b1 = net.temporal(net.spatial(l0), net.spatial(l1), return_warps=True, scale=0.75)
-    torch.testing.assert_close(cues[:, :1], (b0 - b1).abs().mean(1, keepdim=True))
-
-    class NoWarps(nn.Module):
-        def forward(self, i0, i1):
-            return (i0 + i1) / 2
-
-    register_temporal("nowarps_test", NoWarps)
-    try:
-        with pytest.raises(ValueError, match="no return_warps"):
-            DSFN(DSFNConfig(**{**args, "temporal": "nowarps_test", "temporal_args": {}, "st_scale": 1.0}))
-    finally:
-        TEMPORAL.pop("nowarps_test")
-
-
-def test_default_config_roundtrip_and_legacy_files():
+# ----------------------------------------------------------------------------- config
+def test_config_roundtrip_and_unknown_fields():
     d = DSFNConfig().to_dict()
     assert DSFNConfig.from_dict(d) == DSFNConfig()
-    # a config written before fusion_unshuffle / st_scale existed keeps its old meaning
-    old = {k: v for k, v in d.items() if k not in ("fusion_unshuffle", "st_scale")}
-    old.update(temporal="flowinterp", temporal_args={}, fusion_widths=[16, 32, 48, 64, 96, 128])
-    cfg = DSFNConfig.from_dict(old, legacy=True)
-    assert cfg.fusion_unshuffle is False and cfg.st_scale == 1.0
-    # a training config (not a stored one) gets today's defaults
-    assert DSFNConfig.from_dict({}) == DSFNConfig()
-    net = DSFN(cfg)
-    assert net.multiple == 16
-    with pytest.raises(ValueError, match="unknown architecture fields"):
-        DSFNConfig.from_dict({**d, "colour": "blue"})
+    assert DSFNConfig.from_dict(json.loads(json.dumps(d))) == DSFNConfig()    # as stored in a file
+    assert DSFNConfig.from_dict({}) == DSFNConfig()          # a training config gets the defaults
+    assert DSFNConfig.from_dict(TINY.to_dict()) == TINY
+    for field in ("colour", "fusion_unshuffle", "fusion_cues"):   # removed fields are unknown now
+        with pytest.raises(ValueError, match=rf"unknown architecture fields \['{field}'\]"):
+            DSFNConfig.from_dict({**d, field: True})
+    with pytest.raises(TypeError):
+        DSFNConfig.from_dict(d, legacy=True)                  # no legacy defaults any more
 
 
-def test_costflow_normalize_is_stored_and_old_files_keep_raw_matching():
-    # every config names it (a stored file never depends on the code's default) ...
-    assert DSFNConfig().to_dict()["temporal_args"]["normalize"] is True
-    partial = DSFNConfig(temporal_args={"widths": [8], "decoders": [8], "radii": [1]})
-    assert partial.temporal_args["normalize"] is True
-    # ... and a costflow file written before it existed loads with the raw products
-    d = DSFNConfig().to_dict()
-    d["temporal_args"] = {k: v for k, v in d["temporal_args"].items() if k != "normalize"}
-    old = DSFNConfig.from_dict(d, legacy=True)
-    assert old.temporal_args["normalize"] is False
-    assert DSFN(old).temporal.decoders[0].normalize is False
-    assert DSFNConfig.from_dict({}, legacy=True).temporal_args["normalize"] is False
-    # stored new files keep theirs
-    assert DSFNConfig.from_dict(DSFNConfig().to_dict(), legacy=True) == DSFNConfig()
+def test_defaults_are_the_shipped_architecture():
+    from vsdsfn.weights import read_config
+
+    cfg = DSFNConfig()
+    assert cfg.temporal == "rife"
+    assert cfg.temporal_args == {"widths": [192, 128, 96, 64], "refine": True, "large_motion": True}
+    assert read_config("default")[0] == cfg
+
+
+def test_backbone_registries():
+    assert set(TEMPORAL) == {"rife"} and set(SPATIAL) == {"espcn"}
+    assert not hasattr(nets, "register_temporal") and not hasattr(nets, "register_spatial")
+    assert not hasattr(DSFN, "inference")
+    with pytest.raises(ValueError, match=r"unknown temporal backbone 'costflow'; known: \['rife'\]"):
+        DSFN(small_config(temporal="costflow"))
+    with pytest.raises(ValueError, match=r"unknown spatial backbone 'edsr'; known: \['espcn'\]"):
+        DSFN(small_config(spatial="edsr"))
 
 
 class _Recorder(nn.Module):
-    """A plug-in M_T without a ``scale`` argument: the blend, recording its input sizes."""
+    """A plug-in M_T: the frame blend, recording its input sizes and ``scale``."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.sizes: list[tuple[int, int]] = []
+        self.calls: list[tuple[tuple[int, int], float]] = []
 
-    def forward(self, i0, i1):
-        self.sizes.append(tuple(i0.shape[-2:]))
+    def forward(self, i0, i1, scale=1.0):
+        self.calls.append((tuple(i0.shape[-2:]), scale))
         return (i0 + i1) / 2
 
 
-def test_plugin_temporal_backbone_without_scale():
-    register_temporal("recorder", _Recorder)
+class _RecorderWithMultiple(_Recorder):
+    def multiple(self, scale: float = 1.0) -> int:
+        return int(8 / scale)
+
+
+def test_plugin_temporal_backbone():
+    """A backbone added to TEMPORAL is built from the config; its ``multiple(scale)``,
+    when it has one, joins F's in :meth:`DSFN.multiple_for` (S->T at half its value: it
+    runs on the 2x frames)."""
+    TEMPORAL["recorder"] = _Recorder
+    TEMPORAL["recorder_m"] = _RecorderWithMultiple
     try:
-        cfg = DSFNConfig(spatial_args={"channels": 4, "layers": 1}, temporal="recorder", temporal_args={},
-                         fusion_widths=(4, 4, 4, 4, 4), refine_channels=4, refine_blocks=1, st_scale=1.0)
-        net = DSFN(cfg)
+        net = DSFN(small_config(temporal="recorder", temporal_args={}, st_scale=0.5))
+        assert [net.multiple_for(s) for s in (1.0, 0.5, 0.125)] == [16, 16, 16]   # F's only
         out = net(torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16))
         assert out["refined"].shape == (1, 3, 32, 32)
-        assert net.temporal.sizes == [(16, 16), (32, 32)]
+        assert net.temporal.calls == [((16, 16), 1.0), ((32, 32), 0.5)]
+        net = DSFN(small_config(temporal="recorder_m", temporal_args={}, st_scale=1.0))
+        assert [net.multiple_for(s) for s in (1.0, 0.25, 0.125)] == [16, 16, 32]   # lcm(16, 8, 64 / 2)
+        out = net.run(torch.rand(1, 3, 20, 20), torch.rand(1, 3, 20, 20), st_scale=0.125)
+        assert out["refined"].shape == (1, 3, 40, 40)
+        assert net.temporal.calls == [((32, 32), 1.0), ((64, 64), 0.125)]        # padded to 32
     finally:
         TEMPORAL.pop("recorder")
+        TEMPORAL.pop("recorder_m")
 
 
 def test_st_scale_reaches_the_temporal_backbone(monkeypatch):
-    cfg = DSFNConfig(spatial_args={"channels": 4, "layers": 1},
-                     temporal_args={"widths": [4], "decoders": [4], "radii": [1]},
-                     fusion_widths=(4, 4, 4, 4, 4), refine_channels=4, refine_blocks=1, st_scale=0.5)
-    net = DSFN(cfg)
+    net = DSFN(small_config(st_scale=0.5))
     seen = []
-    orig = net.temporal.flows
-    monkeypatch.setattr(net.temporal, "flows", lambda a, b: seen.append(tuple(a.shape[-2:])) or orig(a, b))
-    net(torch.rand(1, 3, 16, 32), torch.rand(1, 3, 16, 32))
-    assert seen == [(16, 32), (16, 32)]  # L at full size, M_S(L) (32x64) at half
+    orig = net.temporal.forward
 
+    def forward(a, b, scale=1.0, **kw):
+        seen.append((tuple(a.shape[-2:]), scale))
+        return orig(a, b, scale, **kw)
 
-def test_bilateral_cost_gradient():
-    torch.manual_seed(0)
-    f0, f1 = torch.randn(2, 2, 3, 5, 6, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda a, b: bilateral_cost(a, b, 2), (f0, f1))
-    # and it equals autograd through the plain loop
-    g = torch.randn(2, 25, 5, 6, dtype=torch.float64)
-    want = torch.autograd.grad((_cost_forward(F.pad(f0, (2,) * 4), F.pad(f1, (2,) * 4), 2, 5, 6) * g).sum(), (f0, f1))
-    got = torch.autograd.grad((bilateral_cost(f0, f1, 2) * g).sum(), (f0, f1))
-    for a, b in zip(got, want):
-        torch.testing.assert_close(a, b)
-
-
-def test_costflow_matching_sees_motion_at_any_feature_scale():
-    # untrained features of a texture moved 4 px right: on the 1/2 level the bilateral
-    # match is d = (+1, 0) cells, and the soft-argmax (sharpened, as training does) finds
-    # it however small the features are
-    torch.manual_seed(0)
-    net = CostFlow(widths=(16, 16), decoders=(8, 8), radii=(2, 2)).eval()
-    old = CostFlow(widths=(16, 16), decoders=(8, 8), radii=(2, 2), normalize=False).eval()
-    for n in (net, old):
-        n.decoders[0].log_temp.data.fill_(math.log(30.0))
-    tex = torch.rand(1, 3, 72, 88)
-    a, b = tex[..., 4:68, 4:76], tex[..., 4:68, 0:72]  # a(x) = b(x + 4)
-    inner = (slice(None), slice(None), slice(4, -4), slice(4, -4))
+    monkeypatch.setattr(net.temporal, "forward", forward)
     with torch.no_grad():
-        f0, f1 = (net._pyramid(x)[0] for x in (a, b))
-        for scale in (1.0, 1e-3):
-            cost, cand = net.decoders[0].match(f0 * scale, f1 * scale)
-            assert int(cost[inner].mean((0, 2, 3)).argmax()) == 13  # d = (dx=1, dy=0)
-            dx, dy = (float(cand[inner][:, k].mean()) for k in range(2))
-            assert abs(dx - 1.0) < 0.1 and abs(dy) < 0.1, (scale, dx, dy)
-        # the first shipped files' raw products: blind on small features (kept for them)
-        _, cand = old.decoders[0].match(f0 * 1e-3, f1 * 1e-3)
-        assert float(cand[inner].abs().max()) < 0.05
+        net(torch.rand(1, 3, 64, 128), torch.rand(1, 3, 64, 128))
+        assert seen == [((64, 128), 1.0), ((128, 256), 0.5)]   # T->S on L, S->T on M_S(L) at 0.5
+        seen.clear()
+        net.run(torch.rand(1, 3, 64, 128), torch.rand(1, 3, 64, 128), st_scale=0.25)   # an override
+    assert seen == [((128, 128), 1.0), ((256, 256), 0.25)]       # padded to multiple_for(0.25) = 128
+
+
+def test_multiple_for():
+    """F's multiple (32 at high res: 16 low-res) and RIFE's on the low-res frames and on
+    the 2x frames at ``st_scale``."""
+    net = tiny_model()                                   # large_motion: RIFE's multiple is 64 / scale
+    assert net.multiple == net.multiple_for(TINY.st_scale) == 64
+    assert [net.multiple_for(s) for s in (1.0, 0.5, 0.25, 0.125)] == [64, 64, 128, 256]
+    plain = DSFN(small_config(temporal_args={"widths": [4, 4, 4, 4], "large_motion": False}))
+    assert [plain.multiple_for(s) for s in (1.0, 0.5, 0.25)] == [32, 32, 64]
+    wide = DSFN(small_config(fusion_widths=(4,) * 7))    # F's multiple 128 at high res
+    assert wide.multiple_for(1.0) == 64 and wide.fusion.multiple == 128
+    with pytest.raises(ValueError, match="scale must be 1, 0.5, 0.25 or 0.125"):
+        net.multiple_for(0.75)
+
+
+# ----------------------------------------------------------------------------- DSFN.run
+@pytest.fixture(scope="module")
+def net():
+    return tiny_model()
+
+
+def _pad(x: torch.Tensor, m: int, f: int = 1) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    return F.pad(x, (0, f * (-(w // f) % m), 0, f * (-(h // f) % m)), mode="replicate")
+
+
+def test_run_pads_and_crops(net):
+    """run = forward on the frames replicate-padded to multiple_for, cropped back; M_S
+    given or not, the same (on multiple-sized frames); nothing clamped."""
+    l0, l1 = smooth(2, 13, 21).chunk(2)
+    with torch.no_grad():
+        out = net.run(l0, l1)
+        assert set(out) == {"hr0", "hr1", "lt", "st", "ts", "masks", "fused", "refined"}
+        assert out["lt"].shape == (1, 3, 13, 21) and out["masks"].shape == (1, 2, 26, 42)
+        assert all(out[k].shape == (1, 3, 26, 42) for k in ("hr0", "hr1", "st", "ts", "fused", "refined"))
+        want = net(_pad(l0, 64), _pad(l1, 64))
+        for k, v in out.items():
+            torch.testing.assert_close(v, want[k][..., : v.shape[-2], : v.shape[-1]], rtol=0, atol=0)
+        # M_S results passed in (the engine's cache) are padded the same way
+        hr0, hr1 = net.upscale(l0), net.upscale(l1)
+        given = net.run(l0, l1, hr0, hr1)
+        ref = net(_pad(l0, 64), _pad(l1, 64), _pad(hr0, 64, 2), _pad(hr1, 64, 2))
+        torch.testing.assert_close(given["refined"], ref["refined"][..., :26, :42], rtol=0, atol=0)
+        assert torch.equal(given["hr0"], hr0)
+        a, b = smooth(2, 64, 64, seed=1).chunk(2)
+        torch.testing.assert_close(net.run(a, b, net.upscale(a), net.upscale(b))["refined"],
+                                   net.run(a, b)["refined"], rtol=0, atol=0)
+        # outputs are not clamped (callers clamp what they show)
+        bright = net.run(l0 * 0 + 1.5, l1 * 0 + 1.5)
+        assert bright["hr0"].max() > 1.0
+        assert net.run(l0, l1, st_scale=0.25)["st"].shape == (1, 3, 26, 42)
+
+
+def test_run_ensemble(net):
+    """run(..., ensemble=True): the flip-ensembled M_S of both frames, then the
+    flip-ensembled network on the (padded) frames and those; different from the plain run."""
+    l0, l1 = smooth(2, 13, 21, seed=2).chunk(2)
+    with torch.no_grad():
+        got = net.run(l0, l1, ensemble=True)
+        p0, p1 = _pad(l0, 64), _pad(l1, 64)
+        hr0, hr1 = flip_ensemble(net.spatial)(torch.cat((p0, p1))).chunk(2)
+        want = flip_ensemble(net)(p0, p1, hr0, hr1)
+        for k, v in got.items():
+            torch.testing.assert_close(v, want[k][..., : v.shape[-2], : v.shape[-1]])
+        plain = net.run(l0, l1)
+        assert (got["refined"] - plain["refined"]).abs().max() > 1e-4
+        # M_S alone: DSFN.upscale
+        x = smooth(1, 13, 21, seed=3)
+        torch.testing.assert_close(net.upscale(x, ensemble=True),
+                                   (net.spatial(x) + net.spatial(x.flip(-2)).flip(-2)) / 2)
+        assert torch.equal(net.upscale(x), net.spatial(x))

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import pattern, tiny_model
-from vsdsfn.engine import Engine
+from vsdsfn.engine import DEFAULT_TILE_OVERLAP, Engine
 
 
 def frames(n=3, w=40, h=24):
@@ -69,12 +69,18 @@ def test_compile_unavailable_falls_back(monkeypatch, caplog):
 
 
 def test_compile_wraps_without_touching_the_model(monkeypatch):
-    """compile=True uses torch.compile's result for M_S and the pair network, lazily."""
-    seen = []
+    """compile=True compiles (once each, lazily, with fixed shapes) the two functions the
+    engine runs, DSFN.upscale (M_S: one frame) and DSFN.run (a pair with its M_S frames),
+    and uses what torch.compile returns."""
+    seen, used = [], []
 
     def fake_compile(fn, **kw):
-        seen.append((type(fn).__name__, kw.get("dynamic")))
-        return fn  # "compiled" = the same module: results must be the eager ones
+        seen.append(kw.get("dynamic"))
+
+        def compiled(*args):
+            used.append(len(args))
+            return fn(*args)   # "compiled" = the eager function: results must be the eager ones
+        return compiled
 
     monkeypatch.setattr(torch, "compile", fake_compile)
     net = tiny_model()
@@ -83,7 +89,9 @@ def test_compile_wraps_without_touching_the_model(monkeypatch):
     f = frames()
     ref = Engine(tiny_model(), device="cpu")
     np.testing.assert_array_equal(eng.interpolate([(f[0], f[1])])[0], ref.interpolate([(f[0], f[1])])[0])
-    assert sorted(seen) == [("DSFN", False), ("ESPCN", False)]
+    np.testing.assert_array_equal(eng.spatial([f[2]])[0], ref.spatial([f[2]])[0])
+    assert seen == [False, False] and sorted(used) == [1, 1, 1, 4]   # M_S of 3 frames, one pair
+    assert eng.compile is True
     assert set(net.state_dict()) == set(tiny_model().state_dict())
 
 
@@ -102,6 +110,7 @@ def test_cli_tile_options():
     a = _parser().parse_args(["x.mkv", "--tile", "512", "--tile-overlap", "32", "--compile"])
     assert (a.tile, a.tile_overlap, a.compile) == (512, 32, True)
     assert _parser().parse_args(["x.mkv", "--tile", "640x360"]).tile == (640, 360)
-    assert _parser().parse_args(["x.mkv"]).tile_overlap is None
+    # unset: upscale's default (the parser leaves it out, or names the same value)
+    assert _parser().parse_args(["x.mkv"]).tile_overlap in (None, DEFAULT_TILE_OVERLAP)
     with pytest.raises(SystemExit):
         _parser().parse_args(["x.mkv", "--tile", "big"])

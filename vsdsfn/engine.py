@@ -259,8 +259,9 @@ class Engine:
         hp, wp = lr.shape[-2:]
         plan = None
         if tile is not None:
-            c = _SPATIAL_CONTEXT
-            plan = plan_tiles(hp, wp, (max(tile[0], 3 * c), max(tile[1], 3 * c)), c, self.multiple)
+            c, m = _SPATIAL_CONTEXT, self.multiple
+            least = 2 * (-(-c // m) * m) + m      # the smallest tile that keeps c px of context
+            plan = plan_tiles(hp, wp, (max(tile[0], least), max(tile[1], least)), c, m)
         if plan is None or len(plan) == 1:
             return self._call("spatial", self._layout(lr))
         out = None
@@ -336,7 +337,9 @@ class Engine:
             new = tuple(max(floor, c // 2 // m * m) if c > floor else c for c in cur)
             if new == cur:
                 return False
-            self._auto_tile = new
+            # a side at or below the smallest tile already spans the frame: kept at least that
+            # large, which plan_tiles accepts (one tile along that axis)
+            self._auto_tile = tuple(max(v, floor) for v in new)
             change = f"tiles of {new[0]}x{new[1]} (tile_overlap {self.tile_overlap})"
         (log.info if self._oom_warned else log.warning)(
             "vsdsfn: out of memory on %s (%s of %dx%d frames, %s); retrying with %s. Set batch_size/tile "
