@@ -312,10 +312,11 @@ def test_weights_errors(tmp_path, tiny_weights):
     from safetensors.torch import load_file, save_file
 
     from vsdsfn.nets import DSFNConfig
+    from vsdsfn.weights import FORMAT
 
     wrong = tmp_path / "wrong.safetensors"
     save_file(load_file(str(tiny_weights)), str(wrong),
-              metadata={"format": "vsdsfn-1", "config": json.dumps(DSFNConfig().to_dict())})
+              metadata={"format": FORMAT, "config": json.dumps(DSFNConfig().to_dict())})
     with pytest.raises(vs.Error, match="wrong.safetensors' does not match its architecture"):
         upscale(clip, weights=wrong)
 

@@ -197,14 +197,17 @@ def test_safetensors_with_pickle_like_header_loads(tmp_path):
         pad += target - n
     assert path.read_bytes()[:2] == b"\x80\x02"
     model = load_model(path)
+    from vsdsfn.weights import HALF_PREFIXES
+
     for k, v in tiny_model().state_dict().items():
-        assert torch.equal(model.state_dict()[k], v), k
+        want = v.half().float() if k.startswith(HALF_PREFIXES) else v   # M_T is stored in float16
+        assert torch.equal(model.state_dict()[k], want), k
 
 
 def test_more_broken_weights(tmp_path, tiny_weights):
     from safetensors.torch import load_file, save_file
 
-    from vsdsfn.weights import WeightsError, load_model
+    from vsdsfn.weights import FORMAT, WeightsError, load_model
 
     def refused(path, pattern):
         with pytest.raises(WeightsError, match=pattern):
@@ -228,15 +231,18 @@ def test_more_broken_weights(tmp_path, tiny_weights):
     save_file(tensors, str(foreign))
     refused(foreign, "foreign.safetensors' has no vsdsfn architecture metadata")
     badcfg = tmp_path / "badcfg.safetensors"
-    save_file(tensors, str(badcfg), metadata={"format": "vsdsfn-1", "config": '{"fusion_widths": "many"}'})
+    save_file(tensors, str(badcfg), metadata={"format": FORMAT, "config": '{"fusion_widths": "many"}'})
     refused(badcfg, "badcfg.safetensors")
     notjson = tmp_path / "notjson.safetensors"
-    save_file(tensors, str(notjson), metadata={"format": "vsdsfn-1", "config": "{not json"})
+    save_file(tensors, str(notjson), metadata={"format": FORMAT, "config": "{not json"})
     refused(notjson, "notjson.safetensors.*bad architecture config")
     fewer = tmp_path / "fewer.safetensors"
-    meta = {"format": "vsdsfn-1", "config": json.dumps(tiny_model().config.to_dict())}
+    meta = {"format": FORMAT, "config": json.dumps(tiny_model().config.to_dict())}
     save_file({k: v for i, (k, v) in enumerate(tensors.items()) if i}, str(fewer), metadata=meta)
     refused(fewer, "fewer.safetensors' does not match its architecture: missing 1 tensors")
+    old = tmp_path / "old.safetensors"  # written by vsdsfn 0.1 (another M_T)
+    save_file(tensors, str(old), metadata={"format": "vsdsfn-1", "config": "{}"})
+    refused(old, "old.safetensors' is for vsdsfn 0.1 .*retrain")
 
 
 def test_shipped_weights_are_safetensors():

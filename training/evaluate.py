@@ -426,9 +426,6 @@ def save_panel(path: Path, gt: torch.Tensor, out: dict[str, torch.Tensor], max_t
     masks = out["masks"][0].float().cpu().numpy()
     labels = ("M S→T", "M T→S") if len(masks) == 2 else ("M (S→T; T→S gets 1 − M)",)
     maps = list(zip(labels, masks))
-    if "cues" in out:  # fusion_cues: each stream's warp disagreement, x5 as a heat map
-        cues = out["cues"][0].float().cpu().numpy()
-        maps += [("cue S→T", _heat(cues[0])), ("cue T→S", _heat(cues[1]))]
     for label, m in maps:
         tiles.append((label, m if m.ndim == 3 else np.repeat(m[..., None], 3, -1)))
     h, w = g.shape[:2]
