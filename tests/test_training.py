@@ -485,10 +485,12 @@ def test_evaluate_prints_all_rows(data, tmp_path, tiny_weights, capsys):
         assert r["n"] == 4 and len(scores["per_triplet"][row]) == 4
         assert [round(r["psnr"], 2), round(r["ssim"], 4)] == _numbers(report, row)
     assert len(scores["triplets"]) == 4 and scores["command"].startswith("python -m training.evaluate")
-    for row in (ev.ST, ev.TS, ev.F1, ev.F2, ev.R, ev.R1, ev.BLEND, ev.SPLINE_FLOW, ev.FLOW_SPLINE, ev.MS_FLOW,
-                ev.HYBRID, ev.SPLINE_RIFE, ev.SPLINE_RIFE_R, ev.RIFE_SPLINE):
+    for row in (ev.ST, ev.TS, ev.F1, ev.F2, ev.R, ev.R1, ev.BLEND, ev.SPLINE_FLOW, ev.SPLINE_FLOW_QP, ev.FLOW_SPLINE,
+                ev.MS_FLOW, ev.SPLINE_RIFE, ev.SPLINE_RIFE_R, ev.RIFE_SPLINE):
         p, s = _numbers(report, row)
         assert 5 < p < 100 and -1 <= s <= 1, row
+    assert (f"{ev.SPLINE_FLOW_QP}: the mean of FlowFPS's middle frames with pel=4, blksize=16, overlap=8, "
+            "searchparam=4 and with pel=4, blksize=8, overlap=4, searchparam=2") in report
     # an untrained fusion head gives masks 0.5: F = (S->T + T->S) / 2, R = F (zero-initialised R)
     assert _numbers(report, ev.R) == _numbers(report, ev.F2)
     # the streams (frames 0-1-2 ... 3-4-5 of a 6-frame folder)
@@ -574,8 +576,8 @@ def test_evaluate_config_split(data, tmp_path):
 
 def test_mvtools_baseline_interpolates_motion():
     pytest.importorskip("vapoursynth")
-    from training.mvbaseline import flowfps_middle, flowfps_of, frames_from_clip, hybrid_of
-    from vsdsfn.flowfps import HYBRID, HYBRID_WEIGHT, MVSettings, clip_from_frames
+    from training.mvbaseline import QUARTER_PEL, flowfps_middle, flowfps_of, frames_from_clip
+    from vsdsfn.flowfps import clip_from_frames
 
     f = [x.astype(np.float32) / 255 for x in moving_frames(np.random.default_rng(2), 3, size=64, step=(3, 0))]
     mid = frames_from_clip(flowfps_middle(clip_from_frames([f[0], f[2]])))[0]
@@ -586,16 +588,10 @@ def test_mvtools_baseline_interpolates_motion():
     mid2 = flowfps_of(f[0], f[2])
     assert mid2.shape == f[1].shape and 0 <= mid2.min() and mid2.max() <= 1
     assert float(psnr(t(mid2), t(f[1]))[0]) > blend + 3
-    # upscale(mvtools=True)'s mix: weight 0 is the given frame, 1 the mean of the settings' FlowFPS
-    dsfn = np.full_like(f[1], 0.5)
-    np.testing.assert_array_equal(hybrid_of(dsfn, f[0], f[2], weight=0.0), dsfn)
-    ffs = [flowfps_of(f[0], f[2], s) for s in HYBRID]
-    assert not np.array_equal(ffs[0], mid2)   # pel 4, not 2
-    np.testing.assert_allclose(hybrid_of(dsfn, f[0], f[2], weight=1.0), (ffs[0] + ffs[1]) / 2, atol=1e-6)
-    w = HYBRID_WEIGHT
-    np.testing.assert_allclose(hybrid_of(dsfn, f[0], f[2]), (1 - w) * dsfn + w * (ffs[0] + ffs[1]) / 2, atol=1e-6)
-    one = hybrid_of(dsfn, f[0], f[2], (MVSettings(),), 0.5)
-    np.testing.assert_allclose(one, (dsfn + mid2) / 2, atol=1e-6)
+    # the quarter-pel settings are used (pel 4, not 2) and interpolate the motion too
+    for s in QUARTER_PEL:
+        qp = flowfps_of(f[0], f[2], s)
+        assert not np.array_equal(qp, mid2) and float(psnr(t(qp), t(f[1]))[0]) > blend + 3, s
 
 
 @pytest.mark.slow

@@ -21,12 +21,12 @@ M_S"), the fused frame F (two-mask model; one-mask from ``--one-mask-weights``, 
 paper's ablation), the refined output R, and the baselines "bicubic + frame blend"
 (PyTorch bicubic 2x of both low-res frames, averaged), "Spline36 -> RIFE" and "RIFE ->
 Spline36" with the model's own RIFE weights (as vs-rife runs it: ``fastmode``, flows at
-full size; and with RIFE's refinement), 
-"Spline36 -> FlowFPS" and "FlowFPS -> Spline36" (VapourSynth resize.Spline36 and
-mvtools ``Super/Analyse/FlowFPS`` doubling the frame rate; :mod:`training.mvbaseline`),
-and the hybrid "M_S -> FlowFPS" (the model's M_S(L-), M_S(L+), then FlowFPS as an
-off-the-shelf M_T: compare it with S->T to see how far the model's M_T is from mvtools'
-on the same frames).
+full size; and with RIFE's refinement), "Spline36 -> FlowFPS" and "FlowFPS -> Spline36"
+(VapourSynth resize.Spline36 and mvtools ``Super/Analyse/FlowFPS`` doubling the frame
+rate; :mod:`training.mvbaseline`), "Spline36 -> FlowFPS (quarter-pel)" (the mean of
+FlowFPS's middle frames under :data:`training.mvbaseline.QUARTER_PEL`), and the hybrid
+"M_S -> FlowFPS" (the model's M_S(L-), M_S(L+), then FlowFPS as an off-the-shelf M_T:
+compare it with S->T to see how far the model's M_T is from mvtools' on the same frames).
 
 Layouts (``--data DIR --layout ...``):
 
@@ -70,7 +70,7 @@ import torch.nn.functional as F
 from .datasets import (FolderSequence, VIDEO_EXTS, downscale, list_images, load_image,
                        open_sequence, vimeo_sequences)
 from .metrics import psnr, ssim
-from vsdsfn.flowfps import HYBRID as HYBRID_SETTINGS, HYBRID_WEIGHT
+from .mvbaseline import QUARTER_PEL
 from vsdsfn.nets import RIFE as _RIFE
 from vsdsfn.sysinfo import describe_machine
 
@@ -84,20 +84,17 @@ BLEND, SPLINE_FLOW, FLOW_SPLINE = "bicubic + frame blend", "Spline36 → FlowFPS
 #: a hybrid: the model's M_S, then mvtools FlowFPS as M_T (how far the model's own M_T is
 #: from mvtools' on the same frames)
 MS_FLOW = "M_S → FlowFPS"
-#: what ``vsdsfn.upscale(mvtools=True)`` outputs: R mixed with FlowFPS on the M_S frames
-#: (:func:`vsdsfn.flowfps.mix`, :func:`training.mvbaseline.hybrid_of`)
-HYBRID = "R + FlowFPS (mvtools=True)"
-#: the classic pipeline with the mvtools part of HYBRID (quarter-pel, the mean of two block
-#: sizes): the better mvtools baseline, and what DSFN's frames add to that part
-SPLINE_FLOW_HY = "Spline36 → FlowFPS (mvtools=True's settings)"
+#: the classic pipeline with better mvtools settings: the mean of FlowFPS's middle frames
+#: under :data:`training.mvbaseline.QUARTER_PEL` (quarter-pel, 16- and 8-pixel blocks)
+SPLINE_FLOW_QP = "Spline36 → FlowFPS (quarter-pel)"
 #: the cascades users run with RIFE (the model's own M_T weights): as vs-rife runs it
 #: (Practical-RIFE's fastmode), and with RIFE's refinement
 SPLINE_RIFE, SPLINE_RIFE_R, RIFE_SPLINE = ("Spline36 → RIFE (as vs-rife)", "Spline36 → RIFE (refined)",
                                            "RIFE → Spline36 (as vs-rife)")
 #: the table's rows, in order (R1 is only shown when a one-mask model is evaluated)
-ROWS = (ST, TS, F1, F2, R, R1, HYBRID, BLEND, SPLINE_RIFE, SPLINE_RIFE_R, RIFE_SPLINE, SPLINE_FLOW, SPLINE_FLOW_HY,
+ROWS = (ST, TS, F1, F2, R, R1, BLEND, SPLINE_RIFE, SPLINE_RIFE_R, RIFE_SPLINE, SPLINE_FLOW, SPLINE_FLOW_QP,
         FLOW_SPLINE, MS_FLOW)
-MV_ROWS = (SPLINE_FLOW, SPLINE_FLOW_HY, FLOW_SPLINE, MS_FLOW, HYBRID)
+MV_ROWS = (SPLINE_FLOW, SPLINE_FLOW_QP, FLOW_SPLINE, MS_FLOW)
 RIFE_ROWS = (SPLINE_RIFE, SPLINE_RIFE_R, RIFE_SPLINE)
 
 
@@ -315,7 +312,7 @@ def evaluate(triplets: Sequence[Triplet], model=None, one_mask_model=None, mvtoo
     else:
         from . import mvbaseline as mvb
     if model is None:
-        for row in (ST, TS, F1, F2, R, MS_FLOW, HYBRID):
+        for row in (ST, TS, F1, F2, R, MS_FLOW):
             res.notes[row] = "n/a (no model)"
     else:
         if model.config.fusion_masks == 1:
@@ -366,13 +363,11 @@ def evaluate(triplets: Sequence[Triplet], model=None, one_mask_model=None, mvtoo
                 a0, a2 = _np(l0), _np(l2)
                 try:
                     p_sf = mvbaseline.spline36_then_flowfps(a0, a2)
-                    p_sfh = np.mean([mvbaseline.spline36_then_flowfps(a0, a2, s) for s in HYBRID_SETTINGS], 0)
+                    p_sfq = np.mean([mvbaseline.spline36_then_flowfps(a0, a2, s) for s in QUARTER_PEL], 0)
                     p_fs = mvbaseline.flowfps_then_spline36(a0, a2)
-                    p_mf = p_hy = None
+                    p_mf = None
                     if out is not None:
-                        m0, m1 = _np(out["hr0"].clamp(0, 1)), _np(out["hr1"].clamp(0, 1))
-                        p_mf = mvbaseline.flowfps_of(m0, m1)
-                        p_hy = mvbaseline.hybrid_of(_np(out["refined"].clamp(0, 1)), m0, m1)
+                        p_mf = mvbaseline.flowfps_of(_np(out["hr0"].clamp(0, 1)), _np(out["hr1"].clamp(0, 1)))
                 except ValueError as exc:  # frames too small for mvtools: no mvtools rows at all
                     mv_reason = f"n/a ({exc})"
                     res.notes.update(dict.fromkeys(MV_ROWS, mv_reason))
@@ -382,11 +377,10 @@ def evaluate(triplets: Sequence[Triplet], model=None, one_mask_model=None, mvtoo
                             grp.pop(row, None)
                 else:
                     line.append(f"mv {res.add(SPLINE_FLOW, g, _t(p_sf), h1)[0]:.2f}")
-                    res.add(SPLINE_FLOW_HY, g, _t(p_sfh), h1)
+                    res.add(SPLINE_FLOW_QP, g, _t(p_sfq), h1)
                     res.add(FLOW_SPLINE, g, _t(p_fs), h1)
                     if p_mf is not None:
                         res.add(MS_FLOW, g, _t(p_mf), h1)
-                        line.append(f"R+mv {res.add(HYBRID, g, _t(p_hy), h1)[0]:.2f}")
             if panels and out is not None:
                 save_panel(Path(panels) / f"{k:04d}_{_safe(trip.name)}.png", h1, out)
         if progress:
@@ -458,10 +452,10 @@ def _weights_desc(path: Path | None) -> str:
     return f"`{path}` (sha256 {h}{', ' + info if info else ''})"
 
 
-def _hybrid_desc() -> str:
-    return (f"{1 - HYBRID_WEIGHT:g} R + {HYBRID_WEIGHT:g} × the mean of FlowFPS on M_S(L±) with "
-            + " and ".join(f"pel={s.pel}, blksize={s.blksize}, overlap={s.overlap}, searchparam={s.searchparam}"
-                           for s in HYBRID_SETTINGS))
+def _quarter_pel_desc() -> str:
+    return ("the mean of FlowFPS's middle frames with "
+            + " and with ".join(f"pel={s.pel}, blksize={s.blksize}, overlap={s.overlap}, searchparam={s.searchparam}"
+                                for s in QUARTER_PEL))
 
 
 def format_report(res: Result, dataset: str, command: str, weights: str, one_mask: str,
@@ -486,7 +480,7 @@ def format_report(res: Result, dataset: str, command: str, weights: str, one_mas
               f"- Weights: {weights}", f"- One-mask weights: {one_mask}",
               "- mvtools: " + (mvtools_note or "Super(pel=2, sharp=2), Analyse(blksize=16, overlap=8, search=3, "
                                "truemotion) forward+backward, FlowFPS(num=2x fps) on YUV444P16 (BT.709); "
-                               f"{HYBRID}: {_hybrid_desc()}"),
+                               f"{SPLINE_FLOW_QP}: {_quarter_pel_desc()}"),
               f"- Command: `{command}`",
               f"- Date: {_dt.datetime.now().astimezone().isoformat(timespec='seconds')}",
               f"- Machine: {describe_machine()}",

@@ -2,8 +2,8 @@
 ``FlowFPS`` frame-rate doubling, in both orders, on numpy frames (clips made by
 :func:`vsdsfn.flowfps.clip_from_frames`).
 
-FlowFPS is :func:`vsdsfn.flowfps.flowfps` (RGB -> YUV444P16 -> mvtools -> RGB, as
-``upscale(mvtools=True)`` runs it); resizing is done in float RGB.
+FlowFPS is :func:`vsdsfn.flowfps.flowfps` (RGB -> YUV444P16 -> mvtools -> RGB);
+resizing is done in float RGB.
 
 >>> import numpy as np
 >>> from vsdsfn.flowfps import clip_from_frames
@@ -19,13 +19,17 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from vsdsfn.flowfps import HYBRID, HYBRID_WEIGHT, MVSettings, clip_from_frames, flowfps
+from vsdsfn.flowfps import MVSettings, clip_from_frames, flowfps
 
 if TYPE_CHECKING:
     import vapoursynth as vs
 
-__all__ = ["frames_from_clip", "flowfps_middle",
-           "spline36_then_flowfps", "flowfps_then_spline36", "spline36_2x", "flowfps_of", "hybrid_of"]
+__all__ = ["QUARTER_PEL", "frames_from_clip", "flowfps_middle",
+           "spline36_then_flowfps", "flowfps_then_spline36", "spline36_2x", "flowfps_of"]
+
+#: quarter-pel FlowFPS settings with 16- and 8-pixel blocks: the evaluation's "Spline36 ->
+#: FlowFPS (quarter-pel)" row, the better mvtools baseline, averages their middle frames
+QUARTER_PEL: tuple[MVSettings, ...] = (MVSettings(pel=4, searchparam=4), MVSettings(pel=4, blksize=8, overlap=4))
 
 
 def _vs():
@@ -64,15 +68,6 @@ def flowfps_of(h0: np.ndarray, h1: np.ndarray, settings: MVSettings = MVSettings
     """FlowFPS's middle frame of two given frames, e.g. of DSFN's M_S(L-), M_S(L+): mvtools
     as an off-the-shelf M_T on our M_S's output (the evaluation's "M_S → FlowFPS" row)."""
     return np.clip(frames_from_clip(flowfps_middle(clip_from_frames([h0, h1]), settings))[0], 0, 1)
-
-
-def hybrid_of(mid: np.ndarray, h0: np.ndarray, h1: np.ndarray, settings: tuple[MVSettings, ...] = HYBRID,
-              weight: float = HYBRID_WEIGHT) -> np.ndarray:
-    """What ``vsdsfn.upscale(mvtools=True)`` makes of DSFN's middle frame ``mid`` between
-    M_S(L-) = ``h0`` and M_S(L+) = ``h1``: mixed with the mean of FlowFPS's middle frames
-    under each of ``settings`` (:func:`vsdsfn.flowfps.mix`; the evaluation's "R + FlowFPS")."""
-    ff = np.mean([flowfps_of(h0, h1, s) for s in settings], 0)
-    return np.clip((1 - weight) * mid + weight * ff, 0, 1)
 
 
 def flowfps_then_spline36(l0: np.ndarray, l1: np.ndarray, settings: MVSettings = MVSettings()) -> np.ndarray:

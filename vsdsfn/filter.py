@@ -5,9 +5,7 @@ Frame-numbering contract (N source frames L_0 .. L_{N-1}, 2N output frames):
 * frame ``2n``   = M_S(L_n), the spatially upscaled source frame;
 * frame ``2n+1`` = the DSFN frame between L_n and L_{n+1}; where there is a scene cut
   after n (``_SceneChangeNext`` on n, ``_SceneChangePrev`` on n+1, or the built-in
-  detector) it is M_S(L_n) instead; the last one (2N-1) repeats frame 2N-2. With
-  ``mvtools=True`` the interpolated odd frames are mixed with mvtools FlowFPS's
-  (:func:`vsdsfn.flowfps.mix`).
+  detector) it is M_S(L_n) instead; the last one (2N-1) repeats frame 2N-2.
 
 All tensor work lives in :mod:`vsdsfn.engine`; this module maps frames and props.
 """
@@ -23,7 +21,7 @@ from fractions import Fraction
 import numpy as np
 import vapoursynth as vs
 
-from . import flowfps, options
+from . import options
 from .engine import DEFAULT_TILE_OVERLAP, Engine, scene_score, select_device
 from .weights import WeightsError, load_model
 
@@ -83,8 +81,7 @@ class _Upscaler:
     """State of one ``upscale`` call: the engine and a bounded cache of batch groups."""
 
     def __init__(self, clip: vs.VideoNode, engine: Engine, batch_size: int, output: str,
-                 scene_detect: bool, scene_threshold: float, max_groups: int,
-                 drop_delivered: bool = True) -> None:
+                 scene_detect: bool, scene_threshold: float, max_groups: int) -> None:
         self.n = clip.num_frames
         self.engine = engine
         self.b = batch_size
@@ -92,7 +89,6 @@ class _Upscaler:
         self.scene_detect = scene_detect
         self.scene_threshold = scene_threshold
         self.max_groups = max_groups
-        self.drop_delivered = drop_delivered
         self._lock = threading.Lock()
         self._groups: OrderedDict[int, tuple] = OrderedDict()
         self._pending: dict[int, threading.Event] = {}
@@ -149,10 +145,7 @@ class _Upscaler:
 
     def _delivered(self, g: int, r: int, res: tuple) -> None:
         """Drop a group from the cache once each of its output frames was delivered once
-        (VapourSynth caches frames itself; a later re-request recomputes identically). Off
-        when the even frames have a second reader (``mvtools=True``): the LRU bound alone."""
-        if not self.drop_delivered:
-            return
+        (VapourSynth caches frames itself; a later re-request recomputes identically)."""
         with self._lock:
             done = res[-1]
             done.add(r)
@@ -210,8 +203,6 @@ def upscale(
     channels_last: bool | None = None,
     compile: bool = False,
     st_scale: float | None = None,
-    mvtools: bool = False,
-    mvtools_weight: float = flowfps.HYBRID_WEIGHT,
     ensemble: bool = False,
     **unknown,
 ) -> vs.VideoNode:
@@ -237,16 +228,12 @@ def upscale(
     channels_last: NHWC memory format (None: on). compile: use torch.compile.
     st_scale: None (the weights file's), 1, 0.5 or 0.25: the scale at which the S->T
         stream estimates its flows on the high-res frames; smaller is faster.
-    mvtools: also interpolate the M_S frames with mvtools FlowFPS (an off-the-shelf M_T,
-        see :mod:`vsdsfn.flowfps`) and mix its middle frames into DSFN's ones; scene cuts
-        and the last frame stay M_S(L_n). Needs vapoursynth-mvtools; ignored with debug.
-    mvtools_weight: the mvtools frames' weight in that mix, in [0, 1].
     ensemble: also run M_S and the network on the frames flipped upside down and average
         (a test-time ensemble), for twice the work.
 
     >>> import vapoursynth as vs
     >>> clip = vs.core.std.BlankClip(format=vs.RGBS, width=64, height=48, length=3)
-    >>> up = upscale(clip, mvtools=True)
+    >>> up = upscale(clip)
     >>> up.num_frames, up.width, up.height
     (6, 128, 96)
     """
@@ -257,9 +244,6 @@ def upscale(
         options.check(locals())   # the parameters (locals() holds nothing else yet)
     except ValueError as exc:
         raise _err(str(exc)) from None
-    if mvtools and not flowfps.available():
-        raise _err("mvtools=True needs vapoursynth-mvtools (core.mv); install it with "
-                   "'pip install vapoursynth-mvtools', or pass mvtools=False")
 
     try:
         dev = select_device(device or "auto")
@@ -298,16 +282,5 @@ def upscale(
         rep = core.std.Interleave([sel] * (2 * b), modify_duration=False)[: 2 * n]
         srcs.append(rep)
     max_groups = cache_size or max(4, 2 * core.num_threads)
-    use_mix = bool(mvtools) and debug is None and n >= 2
-    state = _Upscaler(clip, engine, b, debug or "refined", bool(scene_detect), float(scene_threshold), max_groups,
-                      drop_delivered=not use_mix)
-    out = core.std.ModifyFrame(template, [template] + srcs, state)
-    if not use_mix:
-        return out
-    # FlowFPS on the M_S frames (the even ones), mixed into the interpolated odd frames only
-    try:
-        mixed = flowfps.mix(out, core.std.SelectEvery(out, cycle=2, offsets=[0]), weight=float(mvtools_weight))
-    except ValueError as exc:   # frames too narrow for mvtools' blocks
-        raise _err(f"mvtools=True: {exc} (output width {out.width}); pass mvtools=False for such small clips") from None
-    return core.std.FrameEval(out, lambda n, f: mixed if f.props.get(_PROP_INTERP, 0) else out, prop_src=out,
-                              clip_src=[out, mixed])
+    state = _Upscaler(clip, engine, b, debug or "refined", bool(scene_detect), float(scene_threshold), max_groups)
+    return core.std.ModifyFrame(template, [template] + srcs, state)

@@ -1,13 +1,12 @@
-"""mvtools ``FlowFPS`` as an off-the-shelf M_T (VapourSynth glue).
+"""mvtools ``FlowFPS``, the classic baseline of the evaluation and the benchmark.
 
-The DSFN is built so that any temporal upsampler can be plugged in. This module runs
-vapoursynth-mvtools' block-matching interpolator on a clip: :func:`flowfps` doubles its
-frame rate. ``vsdsfn.upscale(clip, mvtools=True)`` runs it on the M_S frames (the even
-output frames) with each of :data:`HYBRID` and mixes the mean of those middle frames into
-DSFN's with weight :data:`HYBRID_WEIGHT` (:func:`mix`): the two interpolators fail in
-different places, so the mix is better than either (see the model card). The evaluation
-(:mod:`training.evaluate`) and its mvtools baselines use the same functions, and
-:func:`clip_from_frames` makes a clip of numpy frames for them, the benchmark and the tests.
+This module runs vapoursynth-mvtools' block-matching interpolator on a clip:
+:func:`flowfps` doubles its frame rate. It is no runtime option of ``vsdsfn.upscale``:
+the evaluation (:mod:`training.evaluate` through :mod:`training.mvbaseline`: "Spline36 ->
+FlowFPS", "FlowFPS -> Spline36", "M_S -> FlowFPS") and the benchmark
+(``bench/benchmark.py --methods mvtools``) use it as the classic VapourSynth pipeline's
+interpolator, and :func:`clip_from_frames` makes a clip of numpy frames for them, the
+figure script and the tests.
 
 mvtools only accepts integer GRAY/YUV clips of up to 16 bits (no RGB, no float), so frames
 travel RGB -> YUV444P16 (BT.709 matrix, limited range, no chroma subsampling) -> mvtools
@@ -32,7 +31,7 @@ import numpy as np
 if TYPE_CHECKING:
     import vapoursynth as vs
 
-__all__ = ["MVSettings", "HYBRID", "HYBRID_WEIGHT", "available", "clip_from_frames", "flowfps", "mix"]
+__all__ = ["MVSettings", "available", "clip_from_frames", "flowfps"]
 
 
 @dataclass(frozen=True)
@@ -40,7 +39,7 @@ class MVSettings:
     """mvtools parameters (``blksize`` is halved for frames narrower than 6 blocks).
 
     The defaults are the classic pipeline's (the evaluation's baselines); see
-    :data:`HYBRID` for the ones ``upscale(mvtools=True)`` uses.
+    :data:`training.mvbaseline.QUARTER_PEL` for the evaluation's quarter-pel ones.
     """
 
     pel: int = 2
@@ -53,16 +52,6 @@ class MVSettings:
     mask: int = 2       # FlowFPS occlusion mask mode (the default)
     ml: float = 100.0   # FlowFPS mask scale (the default)
 
-
-#: The FlowFPS settings whose middle frames ``upscale(mvtools=True)`` averages (quarter-pel
-#: search with 16- and 8-pixel blocks): chosen on the validation split of the model card,
-#: where each alone beats the default settings on M_S frames by about 0.2 dB.
-HYBRID: tuple[MVSettings, ...] = (MVSettings(pel=4, searchparam=4), MVSettings(pel=4, blksize=8, overlap=4))
-#: weight of the mvtools frames in the mix (1 - this for DSFN's): the best of 0, 0.3, 0.4,
-#: 0.5, 0.55, 0.6, 0.65, 0.7, 0.8 and 1 on 60 stride-1 triplets of the TRAINING sequences
-#: with the shipped (session-13) weights: 0.6 -0.001 dB, 0.7 -0.01, 0.5 -0.03, DSFN alone
-#: -0.66, mvtools alone -0.25 (the same best with a 48 x 6 M_S variant)
-HYBRID_WEIGHT: float = 0.65
 
 
 def _vs():
@@ -106,10 +95,8 @@ def _to_yuv(clip: vs.VideoNode) -> vs.VideoNode:
     return yuv if yuv.fps.numerator else vs.core.std.AssumeFPS(yuv, fpsnum=1, fpsden=1)
 
 
-def _double(yuv: vs.VideoNode, fmt: int, s: MVSettings, supers: dict | None = None) -> vs.VideoNode:
-    """FlowFPS to twice ``yuv``'s frame rate, back in format ``fmt``; ``supers`` shares
-    one ``mv.Super`` clip between settings with the same ``pel`` and ``sharp`` (a pel-4
-    Super of a 1080p frame takes about 200 MB)."""
+def _double(yuv: vs.VideoNode, fmt: int, s: MVSettings) -> vs.VideoNode:
+    """FlowFPS to twice ``yuv``'s frame rate, back in format ``fmt``."""
     core = _vs().core
     # mvtools (R81-era, v29) crashes (segfault) on frames only a few blocks wide, e.g.
     # 64 px with 16-px blocks: use smaller blocks for narrow frames, refuse tiny ones
@@ -119,10 +106,7 @@ def _double(yuv: vs.VideoNode, fmt: int, s: MVSettings, supers: dict | None = No
     if yuv.width < 6 * blk:
         raise ValueError(f"mvtools: frames {yuv.width} px wide are too narrow (need >= {6 * blk})")
     ovl = min(s.overlap, blk // 2)
-    supers = {} if supers is None else supers
-    sup = supers.get((s.pel, s.sharp))
-    if sup is None:
-        sup = supers[(s.pel, s.sharp)] = core.mv.Super(yuv, pel=s.pel, sharp=s.sharp)
+    sup = core.mv.Super(yuv, pel=s.pel, sharp=s.sharp)
     common = dict(blksize=blk, overlap=ovl, search=s.search, searchparam=s.searchparam,
                   truemotion=int(s.truemotion))
     bv = core.mv.Analyse(sup, isb=True, **common)
@@ -137,21 +121,3 @@ def flowfps(clip: vs.VideoNode, settings: MVSettings = MVSettings()) -> vs.Video
     n, frame 2n+1 lies half-way between n and n+1 (the last repeats n). The clip's format
     is kept; a clip without a frame rate is treated as 1 fps."""
     return _double(_to_yuv(clip), clip.format.id, settings)
-
-
-def mix(dsfn: vs.VideoNode, clip: vs.VideoNode, settings: tuple[MVSettings, ...] = HYBRID,
-        weight: float = HYBRID_WEIGHT) -> vs.VideoNode:
-    """``(1 - weight) * dsfn + weight * mean(flowfps(clip, s) for s in settings)``, frame
-    by frame: ``dsfn`` and ``clip`` must have the same format, size and frame count
-    (``clip`` holds the frames FlowFPS doubles, at half ``dsfn``'s frame rate, as
-    ``flowfps`` returns them, cut to ``dsfn``'s length). Each FlowFPS clip is clamped to
-    [0, 1] first. Props are ``dsfn``'s."""
-    core = _vs().core
-    yuv, supers = _to_yuv(clip), {}
-    # each clamped to [0, 1] (the YUV round trip can overshoot a little), so the mix is too
-    streams = [core.std.Expr(_double(yuv, clip.format.id, s, supers)[: dsfn.num_frames], "x 0 max 1 min")
-               for s in settings]
-    mean = streams[0]
-    for k, s in enumerate(streams[1:], 2):   # running mean: mean_k = mean_{k-1} + (s - mean_{k-1}) / k
-        mean = core.std.Merge(mean, s, 1 / k)
-    return core.std.Merge(dsfn, mean, weight)

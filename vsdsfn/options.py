@@ -76,8 +76,8 @@ def _tile_text(text: str) -> int | tuple[int, int]:
     return sides[0] if len(sides) == 1 else (sides[0], sides[1])
 
 
-# literals, to import neither torch nor numpy; a test holds them equal to engine.DEBUG_OUTPUTS,
-# engine.DEFAULT_TILE_OVERLAP and flowfps.HYBRID_WEIGHT
+# literals, to import neither torch nor numpy; a test holds them equal to engine.DEBUG_OUTPUTS
+# and engine.DEFAULT_TILE_OVERLAP
 _DEBUG = ("st", "ts", "fused", "masks")
 _ON_OFF, _MAYBE = "True or False", "True, False or None"
 
@@ -115,10 +115,6 @@ OPTIONS: tuple[Option, ...] = (
            "0.5 or 0.25 (None: the weights file's; smaller is faster)", "--st-scale", float,
            "None (the weights file's), 1, 0.5 or 0.25",
            _or_none(lambda v: not isinstance(v, bool) and v in (1, 0.5, 0.25)), 0.5),
-    Option("mvtools", False, "mix mvtools FlowFPS (on the upscaled frames) into the new frames; needs "
-           "vapoursynth-mvtools", "--mvtools", bool, _ON_OFF, _bool, True),
-    Option("mvtools_weight", 0.65, "the mvtools frames' weight in that mix, in [0, 1]", "--mvtools-weight",
-           float, "a number in [0, 1]", _unit, 0.5),
     Option("ensemble", False, "average with a pass on the frames flipped upside down: a little better, twice the "
            "time", "--ensemble", bool, _ON_OFF, _bool, True),
 )
