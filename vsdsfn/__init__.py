@@ -1,7 +1,11 @@
 """vsdsfn: 2x space-time upscaling (frame rate and resolution) for VapourSynth with DSFN.
 
->>> import vsdsfn                                   # doctest: +SKIP
->>> clip = vsdsfn.upscale(clip)                     # RGBS/RGBH in, 2x fps and size out
+>>> import vapoursynth as vs
+>>> import vsdsfn
+>>> clip = vs.core.std.BlankClip(format=vs.RGBS, width=32, height=24, length=3)
+>>> up = vsdsfn.upscale(clip)                       # RGBS/RGBH in, 2x fps and size out
+>>> up.num_frames, up.width, up.height
+(6, 64, 48)
 """
 
 __version__ = "1.0.0"
