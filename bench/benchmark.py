@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     cmd = "python -m bench.benchmark " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     lines = [
         "# vsdsfn benchmark", "",
-        f"- date: {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- date: {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d')}",
         f"- machine: {describe_machine()}",
         f"- device: {'cuda' if cuda else 'cpu'}; batch_size {args.batch_size}; "
         f"{'RGBH/fp16' if args.fp16 else 'RGBS/fp32'}; torch threads {args.threads or 'default'}",

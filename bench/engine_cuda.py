@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     precisions = (False, True) if cuda else (False,)
     lines = [
         "# vsdsfn engine on a GPU (bench.engine_cuda)", "",
-        f"- Date: {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- Date: {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d')}",
         f"- Machine: {describe_machine()}",
         f"- Device: {torch.cuda.get_device_name(torch.device(args.device)) if cuda else args.device}; "
         f"torch {torch.__version__}",

@@ -7,7 +7,7 @@ Run from the repository root:
     python -m bench.tiling memory [--size 1920x1080] [--tile 256] [--overlap 64]
 
 ``error`` runs the engine on two consecutive real frames (``--frames DIR``, default
-``/work/shared/data/frames/cafe``, box-downscaled to ``--size``; the moving texture of
+``../shared/data/frames/cafe``, box-downscaled to ``--size``; the moving texture of
 :func:`bench.common.texture_frames` when the folder does not exist) once untiled and
 once per overlap with tiles of ``2 * overlap + core`` pixels, and prints max / 99.99th
 percentile / mean absolute differences of the interpolated (refined) frame and of M_S.
@@ -145,7 +145,7 @@ def main() -> None:
     ap.add_argument("--weights")
     ap.add_argument("--checkpoint", help="a training checkpoint (.pt) instead of a weights file")
     ap.add_argument("--random", action="store_true")
-    ap.add_argument("--frames", default="/work/shared/data/frames/cafe")
+    ap.add_argument("--frames", default="../shared/data/frames/cafe")
     ap.add_argument("--size", default=None)
     ap.add_argument("--overlaps", default="0,16,32,64,96,128")
     ap.add_argument("--core", type=int, default=96)

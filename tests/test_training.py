@@ -673,13 +673,12 @@ def test_video_sequence_cache(tmp_path, monkeypatch):
     video = tmp_path / "a" / "clip[1].y4m"  # glob characters in the name
     video.parent.mkdir()
     write_gray_y4m(video, [16, 126, 235])
-    # a cache of the format before session 7 (STEM-12HEX.npy) is removed on decoding;
-    # another video's cache that only starts with the same stem is not
+    # another video's cache that only starts with the same stem is left alone
     cache.mkdir()
-    legacy, unrelated = cache / "clip[1]-0123456789ab.npy", cache / "clip[1]-x-0123456789ab.npy"
-    legacy.write_bytes(b"old"), unrelated.write_bytes(b"other")
+    unrelated = cache / "clip[1]-x-0123456789ab.npy"
+    unrelated.write_bytes(b"other")
     seq = VideoSequence(video, start=1)
-    assert not legacy.exists() and unrelated.exists()
+    assert unrelated.exists()
     unrelated.unlink()
     assert len(seq) == 2 and seq.name == "clip[1].y4m[1:]"
     # limited-range luma 126 -> about (126 - 16) * 255 / 219 = 128; 235 -> 255

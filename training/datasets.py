@@ -28,7 +28,6 @@ import glob
 import hashlib
 import logging
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -85,10 +84,6 @@ def _cache_dir() -> Path:
     path = Path(root)
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-#: the name's tail of a pre-session-7 cache file after its stem: ``-`` 12 hex digits ``.npy``
-_LEGACY_CACHE = re.compile(r"-[0-9a-f]{12}\.npy")
 
 
 def _short_hash(text: str) -> str:
@@ -167,13 +162,8 @@ class VideoSequence:
         cache = _cache_dir() / f"{self.path.stem}-{path_key}-{state_key}.npy"
         if not cache.exists():
             self._decode(cache)
-            stem = glob.escape(self.path.stem)
-            # this file's older caches, and caches of the format before session 7
-            # (STEM-12HEX.npy, never read any more) of any video with this stem
-            legacy = (p for p in cache.parent.glob(f"{stem}-*.npy")
-                      if _LEGACY_CACHE.fullmatch(p.name[len(self.path.stem):]))
-            stale = [*cache.parent.glob(f"{stem}-{path_key}-*.npy"), *legacy]
-            for old in stale:
+            # this file's older caches (another size or mtime)
+            for old in cache.parent.glob(f"{glob.escape(self.path.stem)}-{path_key}-*.npy"):
                 if old != cache and ".tmp" not in old.name:
                     old.unlink(missing_ok=True)
                     log.info("removed stale cache %s", old)

@@ -482,7 +482,7 @@ def format_report(res: Result, dataset: str, command: str, weights: str, one_mas
                                "truemotion) forward+backward, FlowFPS(num=2x fps) on YUV444P16 (BT.709); "
                                f"{SPLINE_FLOW_QP}: {_quarter_pel_desc()}"),
               f"- Command: `{command}`",
-              f"- Date: {_dt.datetime.now().astimezone().isoformat(timespec='seconds')}",
+              f"- Date: {_dt.date.today().isoformat()}",
               f"- Machine: {describe_machine()}",
               f"- Wall time: {res.seconds:.0f} s"]
     if len(res.groups) > 1:
