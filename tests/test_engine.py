@@ -303,13 +303,11 @@ def sample_scores(model=None) -> dict[str, list[float]]:
 
 #: dB the shipped weights' interpolated frames must beat Spline36 + frame blending by on
 #: the sample clip (mean PSNR over its 10 triplets), and the blend of the engine's own M_S
-#: frames by (what M_T, F and R add). Measured with the interim default weights of commit
-#: 97307fb (pretrained RIFE, F and R untrained: zero heads, so H_R = (S->T + T->S) / 2):
-#: DSFN 29.02 dB, Spline36 + blend 27.78 (margin +1.24), M_S + blend 28.70 (+0.32). The
-#: margins are set a little below. Checked by hand that they fail for: RIFE's weights
-#: replaced by random ones (DSFN 19.80 dB: -7.97 / -8.9), F's and R's weights random
-#: (N(0, 0.05); 14.07 dB: -13.7), and an M_T that returns the frame blend (no motion
-#: compensation; 28.77 dB: +0.99 / +0.07). Re-set them when the final weights land.
+#: frames by (what M_T, F and R add). Measured with the shipped weights: DSFN 29.01 dB,
+#: Spline36 + blend 27.78 (margin +1.23), M_S + blend 28.70 (+0.31); the margins are set
+#: a little below. They fail for RIFE's weights replaced by random ones (DSFN 19.80 dB),
+#: random F and R weights (N(0, 0.05): 14.07 dB) and an M_T that returns the frame blend
+#: (no motion compensation: 28.77 dB, +0.99 / +0.07).
 SPLINE_MARGIN_DB = 1.1
 MS_BLEND_MARGIN_DB = 0.2
 
