@@ -392,7 +392,7 @@ def test_vspipe_stops_when_the_reader_goes_away(tmp_path, tiny_weights, how):
     """``vspipe -c y4m script.vpy -`` over a long clip, read for a few frames, then the
     reader closes the pipe (``head``, a crashed ffmpeg) or the user presses Ctrl-C.
 
-    Observed exit behaviour with vspipe R81 (documented in the README):
+    Observed exit behaviour with vspipe R81:
     * reader closes the pipe: vspipe stops at its next write and exits with a non-zero
       status (243 here, its "output failed") within a second or so;
     * SIGINT: vspipe stops within about a second and exits with status 0; the stream

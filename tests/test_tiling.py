@@ -154,10 +154,10 @@ def smooth_pair(w: int, h: int, seed: int, dx: int = 5, dy: int = 3):
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_default_overlap_bound_with_default_weights(seed):
     """Tiles with the default overlap on moving picture-like content, default weights: the
-    stitched frame is within 1e-3 (max abs) of the untiled one (measured with the interim
-    file of commit 97307fb: 4.6e-5 / 1.9e-4 / 1.2e-4 for seeds 1-3; random-block noise is a worse case, see README's
-    tiling section). Three tiles side by side: 640 wide, cores of 256 (tiles are cut at
-    multiples of 64, the overlap is 192)."""
+    stitched frame is within 1e-3 (max abs) of the untiled one (measured with the RIFE
+    architecture: 4.6e-5 / 1.9e-4 / 1.2e-4 for seeds 1-3; random-block noise is a worse
+    case). Three tiles side by side: 640 wide, cores of 256 (tiles are cut at multiples of
+    64, the overlap is 192)."""
     a, b = smooth_pair(2 * DEFAULT_TILE_OVERLAP + 3 * 128, 64, seed)
     tile = (2 * DEFAULT_TILE_OVERLAP + 256, 1000)
     ref = Engine(None, device="cpu").interpolate([(a, b)])[0]
