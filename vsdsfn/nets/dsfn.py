@@ -31,7 +31,7 @@ class DSFNConfig:
     shipped architecture."""
 
     spatial: str = "espcn"
-    spatial_args: dict[str, Any] = field(default_factory=lambda: {"channels": 32, "layers": 4})
+    spatial_args: dict[str, Any] = field(default_factory=lambda: {"channels": 48, "layers": 6})
     temporal: str = "rife"
     temporal_args: dict[str, Any] = field(default_factory=lambda: {
         "widths": [192, 128, 96, 64], "refine": True, "large_motion": True})
