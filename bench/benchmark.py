@@ -13,11 +13,14 @@ texture (:func:`bench.common.texture_frames`). Methods:
 * ``blend`` -- bicubic 2x resize and frame blending (each new frame the mean of its
   neighbours).
 
-Writes a markdown report (machine, date, command, medians; default ``bench/RESULTS.md``).
+Writes a markdown report (machine, date, command, medians; default ``bench/RESULTS.md``);
+with ``--json PATH``, also merges dsfn's rows (path ``"vapoursynth"``) into a results file
+(:func:`bench.common.merge_json_rows`). ``--tile N`` runs dsfn with ``upscale(tile=N)``.
 Run from the repository root:
 
     python -m bench.benchmark                      # CPU sizes; adds 1080p->4K on CUDA
     python -m bench.benchmark --sizes 480x270 --frames 4 --runs 3 --out /tmp/r.md
+    python -m bench.benchmark --device cuda --methods dsfn --fp16 --batch-size 4 --json bench/gpu.json
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from pathlib import Path
 import vapoursynth as vs
 
 import vsdsfn
-from bench.common import peak_rss_mb, texture_frames
+from bench.common import merge_json_rows, peak_rss_mb, result_row, texture_frames
 from training.mvbaseline import spline36_2x
 from vsdsfn.flowfps import clip_from_frames, flowfps
 
@@ -53,7 +56,7 @@ def _pipeline(method: str, clip: vs.VideoNode, args: argparse.Namespace) -> vs.V
         return vsdsfn.upscale(clip, weights=args.weights, device=args.device, batch_size=args.batch_size,
                               num_threads=args.threads or None, fp16=args.fp16 or None,
                               st_scale=args.st_scale, channels_last=_flag(args.channels_last),
-                              ensemble=args.ensemble)
+                              ensemble=args.ensemble, tile=args.tile or None)
     if method == "blend":
         up = core.resize.Bicubic(clip, clip.width * 2, clip.height * 2)
         mid = core.std.Merge(up, up[1:] + up[-1], 0.5)
@@ -111,6 +114,8 @@ def run_worker(method: str, size: str, args: argparse.Namespace) -> dict:
         cmd += ["--weights", args.weights]
     if args.ensemble:
         cmd.append("--ensemble")
+    if args.tile:
+        cmd += ["--tile", str(args.tile)]
     cmd += ["--channels-last", args.channels_last]
     print(f"bench: {method} {size} ...", file=sys.stderr, flush=True)
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
@@ -137,7 +142,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--st-scale", type=float, help="upscale(st_scale=...) for dsfn (default: the weights file's)")
     ap.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto",
                     help="upscale(channels_last=...) for dsfn (auto: the engine's default)")
+    ap.add_argument("--tile", type=int, default=0, help="upscale(tile=N) for dsfn: longest tile side in input "
+                    "pixels (0: whole frames)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "RESULTS.md"))
+    ap.add_argument("--json", metavar="PATH", help="also merge dsfn's rows (path \"vapoursynth\") into this "
+                    "results file, e.g. bench/gpu.json (see bench.common)")
     ap.add_argument("--worker", choices=METHODS, help=argparse.SUPPRESS)
     ap.add_argument("--size", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -161,7 +170,8 @@ def main(argv: list[str] | None = None) -> None:
         f"- date: {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d')}",
         f"- machine: {describe_machine()}",
         f"- device: {'cuda' if cuda else 'cpu'}; batch_size {args.batch_size}; "
-        f"{'RGBH/fp16' if args.fp16 else 'RGBS/fp32'}; torch threads {args.threads or 'default'}",
+        f"{'RGBH/fp16' if args.fp16 else 'RGBS/fp32'}; torch threads {args.threads or 'default'}; "
+        f"tile {args.tile or 'none'}",
         f"- command: `{cmd.strip()}`",
         f"- weights (dsfn): {args.weights or 'default'}{', flip ensemble (ensemble=True)' if args.ensemble else ''}",
         f"- method: frames pulled from the output clip through VapourSynth (as vspipe does), "
@@ -188,6 +198,26 @@ def main(argv: list[str] | None = None) -> None:
             lines.append(f"| {label} | {m} | {fps:.3f} | {med / r['frames']:.3f} | {r['rss_mb']:.0f} | {cmb} | {ratio} |")
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+    if args.json:
+        _write_json(args.json, rows, args, cuda, cmd.strip())
+
+
+def _write_json(path: str, rows: list[tuple[str, dict]], args: argparse.Namespace, cuda: bool, command: str) -> None:
+    """dsfn's measured rows into the results file (peak_mb: CUDA's peak on CUDA, else the RSS peak)."""
+    import torch
+
+    out = []
+    for size, results in rows:
+        r = results.get("dsfn", {})
+        if "times" not in r:
+            continue
+        w, h = (int(v) for v in size.split("x"))
+        peak = r["cuda_mb"] if cuda and "cuda_mb" in r else r["rss_mb"]
+        out.append(result_row(w, h, "fp16" if args.fp16 and cuda else "fp32", args.batch_size, "vapoursynth",
+                              r["frames"] / statistics.median(r["times"]), peak))
+    device = torch.cuda.get_device_name() if cuda else "cpu"
+    merge_json_rows(path, out, device=device, command=command)
+    print(f"merged {len(out)} rows into {path}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -11,18 +11,22 @@ and a GPU but no VapourSynth. It
    once -- for each size, precision and batch size: a warm-up, then ``--runs`` runs of
    ``--pairs`` pairs (2 output frames each; the report gives the median seconds per output
    frame) and the peak device memory;
+3. counts the FLOPs of one output frame (:func:`flops_per_output_frame`: one pair and one
+   M_S run under ``torch.utils.flop_counter.FlopCounterMode`` on the device's own tensors,
+   which counts convolutions and matrix products), and gives the speed in TFLOP/s and, on
+   a GPU of :data:`FP16_DENSE_PEAK_TFLOPS`, the fp16 rows' share of its dense fp16 peak;
 
-and writes a markdown report (machine, date, command, medians). Run from the repository
-root:
+and writes a markdown report (machine, date, command, medians), rewritten after every
+measurement, and with ``--json PATH`` merges its rows (path ``"engine"``) into a results file
+(:func:`bench.common.merge_json_rows`). Run from the repository root:
 
-    python -m bench.engine_cuda --out bench/CUDA.md
+    python -m bench.engine_cuda --out bench/CUDA.md --json bench/gpu.json
     python -m bench.engine_cuda --device cpu --sizes 64x48 --pairs 2 --runs 1 --out /tmp/e.md
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import shlex
 import statistics
 import sys
@@ -31,20 +35,37 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
-from bench.common import texture_frames
+from bench.common import merge_json_rows, peak_rss_mb, report_header, result_row, texture_frames
 from training.metrics import psnr
-from vsdsfn.engine import Engine
+from vsdsfn.engine import DEFAULT_TILE_OVERLAP, Engine
 from vsdsfn.nets import DSFN
-from vsdsfn.sysinfo import describe_machine
 from vsdsfn.weights import load_model
 
 ROOT = Path(__file__).resolve().parent.parent
 
-__all__ = ["check_against_cpu", "main", "run_pairs", "time_engine"]
+__all__ = ["FP16_DENSE_PEAK_TFLOPS", "check_against_cpu", "flops_per_output_frame", "fp16_dense_peak", "main",
+           "run_pairs", "smallest_tile", "sync", "time_engine"]
+
+#: dense (no sparsity) fp16 tensor-core peak in TFLOP/s, by a substring of
+#: ``torch.cuda.get_device_name``; the first match wins, so specific names come first
+FP16_DENSE_PEAK_TFLOPS: tuple[tuple[str, float], ...] = (
+    ("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.0), ("H200", 989.0), ("A100", 312.0),
+)
 
 
-def _sync(device: torch.device) -> None:
+def fp16_dense_peak(device_name: str) -> float | None:
+    """The dense fp16 peak (TFLOP/s) of a device named ``device_name``, ``None`` if not known.
+
+    >>> fp16_dense_peak("NVIDIA H200"), fp16_dense_peak("NVIDIA H100 PCIe"), fp16_dense_peak("cpu")
+    (989.0, 756.0, None)
+    """
+    return next((v for k, v in FP16_DENSE_PEAK_TFLOPS if k in device_name), None)
+
+
+def sync(device: torch.device) -> None:
+    """Wait for ``device``'s queued work (CUDA; nothing to wait for on the CPU)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -63,19 +84,43 @@ def run_pairs(engine: Engine, frames: list[np.ndarray], first_key: int) -> list[
     return out
 
 
+def smallest_tile(model: DSFN) -> int:
+    """The smallest tile side the engine accepts at the default ``tile_overlap``: the overlap
+    on both sides, rounded up to the network's multiple, plus one multiple."""
+    m = model.multiple_for(model.config.st_scale)
+    return 2 * (-(-DEFAULT_TILE_OVERLAP // m) * m) + m
+
+
 def check_against_cpu(model: DSFN, device: str, size: tuple[int, int]) -> list[str]:
     w, h = size
     frames = texture_frames(w, h, 3)
     ref = run_pairs(Engine(model, device="cpu", batch_size=2), frames, 0)
     rows = []
+    least = smallest_tile(model)
     for fp16 in (False, True):
-        for tile in (None, 416) if max(w, h) > 416 else (None,):  # 416: the smallest tile at overlap 192
+        for tile in (None, least) if max(w, h) > least else (None,):
             eng = Engine(model, device=device, fp16=fp16, batch_size=2, tile=tile)
             got = run_pairs(eng, frames, 0)
             diff = max(float(np.abs(g - r).max()) for g, r in zip(got, ref))
             worst = min(float(psnr(torch.from_numpy(g), torch.from_numpy(r))) for g, r in zip(got, ref))
             rows.append(f"| {w}x{h} | {'fp16' if fp16 else 'fp32'} | {tile or '-'} | {diff:.2e} | {worst:.1f} |")
     return rows
+
+
+def flops_per_output_frame(model: DSFN, device: str, size: tuple[int, int]) -> float:
+    """FLOPs per output frame once the filter runs steadily: one source frame's M_S and one
+    pair's DSFN make two output frames. Counted by ``FlopCounterMode`` on real tensors on
+    ``device`` (RIFE's large-motion retry depends on the data, so meta tensors cannot run
+    it); convolutions and matrix products only (warps and resizes are not counted)."""
+    w, h = size
+    eng = Engine(model, device=device, batch_size=1)
+    a, b, c = texture_frames(w, h, 3)
+    eng.spatial([a, b], keys=[0, 1])      # both M_S cached: the pair below runs DSFN alone
+    with FlopCounterMode(display=False) as pair:
+        eng.interpolate([(a, b)], keys=[(0, 1)])
+    with FlopCounterMode(display=False) as spatial:
+        eng.spatial([c])
+    return (pair.get_total_flops() + spatial.get_total_flops()) / 2
 
 
 def time_engine(model: DSFN, device: str, size: tuple[int, int], fp16: bool, batch: int, pairs: int,
@@ -90,14 +135,28 @@ def time_engine(model: DSFN, device: str, size: tuple[int, int], fp16: bool, bat
     times = []
     for r in range(runs + 1):  # run 0 warms up (cuDNN autotuning, allocator)
         chunk = frames[r * pairs:(r + 1) * pairs + 1]
-        _sync(dev)
+        sync(dev)
         t0 = time.perf_counter()
         run_pairs(eng, chunk, r * pairs)
-        _sync(dev)
+        sync(dev)
         if r:
             times.append((time.perf_counter() - t0) / (2 * pairs))
     peak = torch.cuda.max_memory_allocated(dev) / 2 ** 20 if dev.type == "cuda" else 0.0
     return statistics.median(times), peak
+
+
+def _device_name(device: str) -> str:
+    dev = torch.device(device)
+    return torch.cuda.get_device_name(dev) if dev.type == "cuda" else dev.type
+
+
+def _speed_row(size: tuple[int, int], fp16: bool, batch: int, sec: float, peak: float, flops: float | None,
+               peak_tflops: float | None) -> str:
+    w, h = size
+    tflops = flops / sec / 1e12 if flops else None
+    share = f"{100 * tflops / peak_tflops:.1f}%" if tflops and peak_tflops and fp16 else "-"
+    return (f"| {w}x{h} -> {2 * w}x{2 * h} | {'fp16' if fp16 else 'fp32'} | {batch} | {sec:.4f} | {1 / sec:.1f} | "
+            f"{peak:.0f} | {f'{tflops:.2f}' if tflops else '-'} | {share} |")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -110,38 +169,57 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--check-size", default="640x360", help="input size of the CPU comparison")
     ap.add_argument("--out", default=str(ROOT / "bench" / "CUDA.md"))
+    ap.add_argument("--json", metavar="PATH", help="also merge the speed rows (path \"engine\") into this "
+                    "results file, e.g. bench/gpu.json (see bench.common)")
     args = ap.parse_args(argv)
     model = load_model(args.weights)
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
     batches = [int(b) for b in args.batches.split(",")]
     cuda = torch.device(args.device).type == "cuda"
     precisions = (False, True) if cuda else (False,)
-    lines = [
-        "# vsdsfn engine on a GPU (bench.engine_cuda)", "",
-        f"- Date: {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d')}",
-        f"- Machine: {describe_machine()}",
-        f"- Device: {torch.cuda.get_device_name(torch.device(args.device)) if cuda else args.device}; "
-        f"torch {torch.__version__}",
-        f"- Weights: {args.weights or 'shipped default'}",
-        f"- Command: `python -m bench.engine_cuda {' '.join(shlex.quote(a) for a in (argv or sys.argv[1:]))}`",
+    name = _device_name(args.device)
+    peak_tflops = fp16_dense_peak(name) if cuda else None
+    command = f"python -m bench.engine_cuda {' '.join(shlex.quote(a) for a in (argv or sys.argv[1:]))}".strip()
+    lines = report_header("vsdsfn engine on a GPU (bench.engine_cuda)", name, command,
+                          f"Weights: {args.weights or 'shipped default'}") + [
         "", f"## Output against the CPU's ({args.check_size} input, 2 pairs; tile = longest tile side)", "",
         "| input | precision | tile | max abs diff | worst PSNR vs CPU (dB, 100 = identical) |", "|---|---|---|---|---|",
     ]
     lines += check_against_cpu(model, args.device, tuple(int(v) for v in args.check_size.split("x")))
     print("\n".join(lines), file=sys.stderr, flush=True)
+    flops: dict[tuple[int, int], float | None] = {}
+    for size in sizes:
+        try:
+            flops[size] = flops_per_output_frame(model, args.device, size)
+        except Exception as exc:  # noqa: BLE001 -- the speed rows do not need it
+            print(f"FLOPs of {size[0]}x{size[1]} not counted: {type(exc).__name__}: {exc}", file=sys.stderr)
+            flops[size] = None
+    lines += ["", "## FLOPs per output frame", "",
+              "Counted by `torch.utils.flop_counter.FlopCounterMode` on one pair's DSFN and one frame's M_S "
+              "(two output frames) on the device's own tensors; convolutions and matrix products only. "
+              + (f"Dense fp16 peak of this device: {peak_tflops:.0f} TFLOP/s." if peak_tflops
+                 else "This device's fp16 peak is not in the table: no share of peak."), "",
+              "| input -> output | GFLOP per output frame |", "|---|---|"]
+    lines += [f"| {w}x{h} -> {2 * w}x{2 * h} | {f / 1e9:.1f} |" if f else f"| {w}x{h} -> {2 * w}x{2 * h} | - |"
+              for (w, h), f in flops.items()]
     lines += ["", f"## Speed (median of {args.runs} runs of {args.pairs} pairs, after a warm-up)", "",
-              "| input -> output | precision | batch | s per output frame | output fps | peak memory (MB) |",
-              "|---|---|---|---|---|---|"]
+              "| input -> output | precision | batch | s per output frame | output fps | peak memory (MB) | "
+              "TFLOP/s | share of fp16 dense peak |", "|---|---|---|---|---|---|---|---|"]
+    Path(args.out).write_text("\n".join(lines) + "\n")
     for w, h in sizes:
         for fp16 in precisions:
             for b in batches:
                 sec, peak = time_engine(model, args.device, (w, h), fp16, b, args.pairs, args.runs)
-                row = (f"| {w}x{h} -> {2 * w}x{2 * h} | {'fp16' if fp16 else 'fp32'} | {b} | {sec:.4f} | "
-                       f"{1 / sec:.1f} | {peak:.0f} |")
+                row = _speed_row((w, h), fp16, b, sec, peak, flops[(w, h)], peak_tflops)
                 lines.append(row)
                 print(row, file=sys.stderr, flush=True)
+                Path(args.out).write_text("\n".join(lines) + "\n")   # a timeout keeps what was measured
+                if args.json:
+                    merge_json_rows(args.json, [result_row(w, h, "fp16" if fp16 else "fp32", b, "engine", 1 / sec,
+                                                           peak if cuda else peak_rss_mb())],
+                                    device=name, command=command)
     Path(args.out).write_text("\n".join(lines) + "\n")
-    print(f"wrote {args.out}", file=sys.stderr)
+    print(f"wrote {args.out}" + (f" and {args.json}" if args.json else ""), file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import gzip
+import json
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 vs = pytest.importorskip("vapoursynth")
 
-from bench import benchmark  # noqa: E402
-from conftest import ROOT  # noqa: E402
-from bench.common import peak_rss_mb, texture_frames  # noqa: E402
+from torch.autograd import DeviceType  # noqa: E402
+from torch.autograd.profiler_util import Interval  # noqa: E402
+
+from bench import benchmark, engine_cuda, profile_cuda  # noqa: E402
+from conftest import ROOT, tiny_model  # noqa: E402
+from bench.common import (JSON_KEYS, ROW_KEYS, merge_json_rows, peak_rss_mb, result_row,  # noqa: E402
+                          texture_frames)
+from vsdsfn.engine import Engine  # noqa: E402
 from training.mvbaseline import frames_from_clip, spline36_then_flowfps  # noqa: E402
 from vsdsfn.flowfps import available, clip_from_frames  # noqa: E402
 
@@ -70,3 +78,127 @@ def test_benchmark_report_holds_measurements(tmp_path):
     assert [r.split(" | ")[1] for r in rows] == ["mvtools", "blend"]
     assert all(float(r.split(" | ")[2]) > 0 for r in rows), rows   # output frames/s, not an error
     assert "estimate" not in text.lower() and "FLOP" not in text
+
+
+def test_json_rows_merge_by_configuration(tmp_path):
+    """Rows with the same input/output/precision/batch/path replace older ones in place; others
+    are added; the file keeps exactly the schema's keys."""
+    p = tmp_path / "gpu.json"
+    merge_json_rows(p, [result_row(960, 540, "fp16", 1, "engine", 10.0, 900.0),
+                        result_row(960, 540, "fp16", 1, "vapoursynth", 8.0, 950.0)], device="GPU A", command="one")
+    doc = merge_json_rows(p, [result_row(960, 540, "fp16", 1, "engine", 12.5, 901.0),
+                              result_row(1920, 1080, "fp16", 4, "engine", 3.0, 4000.0)], device="GPU A", command="two")
+    assert doc == json.loads(p.read_text())
+    assert tuple(doc) == JSON_KEYS and all(tuple(r) == ROW_KEYS for r in doc["rows"])
+    assert [(r["input"], r["output"], r["batch"], r["path"], r["fps"]) for r in doc["rows"]] == [
+        ("960x540", "1920x1080", 1, "engine", 12.5), ("960x540", "1920x1080", 1, "vapoursynth", 8.0),
+        ("1920x1080", "3840x2160", 4, "engine", 3.0)]
+    assert doc["device"] == "GPU A" and doc["command"] == "one; two"
+    assert merge_json_rows(p, [], device="GPU A", command="one")["command"] == "one; two"   # no repeats
+    with pytest.raises(ValueError, match="keys"):
+        merge_json_rows(p, [{"input": "1x1"}], device="GPU A", command="three")
+    with pytest.raises(ValueError, match="path"):
+        result_row(8, 8, "fp16", 1, "vspipe", 1.0, 1.0)
+
+
+@pytest.mark.parametrize("module, options", [
+    (benchmark, ["--json", "--tile"]),
+    (engine_cuda, ["--json", "--sizes", "--batches"]),
+    (profile_cuda, ["--size", "--precision", "--batch", "--pairs", "--trace", "--out", "--device"]),
+])
+def test_help_names_the_options(module, options, capsys):
+    with pytest.raises(SystemExit) as exc:
+        module.main(["--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    assert [o for o in options if o not in text] == []
+
+
+def test_gpu_script_parses_and_runs_every_step():
+    script = ROOT / "bench" / "gpu.sh"
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True, check=False).returncode == 0
+    text = script.read_text()
+    for cmd in ("-m bench.profile_cuda --size 1920x1080 --precision fp16 --batch 1",
+                "-m bench.engine_cuda --sizes 960x540,1920x1080 --batches 1,4", "--json bench/gpu.json",
+                "-m bench.benchmark --device cuda", "--tile ", "timeout ", '"$OUT'):
+        assert cmd in text, cmd
+
+
+def test_smallest_tile_is_the_engines():
+    """The CPU comparison's tile is the smallest the engine accepts (one multiple less is refused)."""
+    net = tiny_model()
+    t = engine_cuda.smallest_tile(net)
+    assert Engine(net, device="cpu", tile=t).tile == (t, t)
+    with pytest.raises(ValueError, match="too small"):
+        Engine(net, device="cpu", tile=t - net.multiple_for(net.config.st_scale))
+
+
+def test_profile_on_cpu_writes_the_summary(tiny_weights, tmp_path):
+    out = tmp_path / "p.md"
+    profile_cuda.main(["--device", "cpu", "--size", "64x48", "--pairs", "1", "--warmup", "1", "--weights",
+                       str(tiny_weights), "--out", str(out), "--trace", str(tmp_path / "tr")])
+    text = out.read_text()
+    for head in ("- Date: ", "- Machine: ", "- Command: `python -m bench.profile_cuda --device cpu --size 64x48",
+                 "- Setup: 64x48 -> 128x96, fp32, batch 1", "## Time", "## Top ops by self CPU time",
+                 "## Host syncs", "## Dtype conversions", "## Memory copies", "No device activity recorded"):
+        assert head in text, head
+    ops = [ln.split(" | ")[0][2:] for ln in text.split("## Top ops")[1].split("##")[0].splitlines()
+           if ln.startswith("| aten::")]
+    assert "aten::convolution" in ops or "aten::_convolution" in ops
+    for name in profile_cuda.HOST_SYNCS + profile_cuda.CONVERSIONS:
+        assert f"| {name} | " in text, name
+    trace = json.loads(gzip.decompress((tmp_path / "tr" / "profile_64x48_fp32_b1.json.gz").read_bytes()))
+    assert trace["traceEvents"]
+
+
+def _event(name, start, end, device=DeviceType.CUDA):
+    return SimpleNamespace(name=name, time_range=Interval(start, end), device_type=device, is_user_annotation=False)
+
+
+def test_profile_summary_of_device_events():
+    """Busy time is the union of kernels and copies; idle share = 1 - busy / wall."""
+    avg = [SimpleNamespace(key="aten::convolution", count=3, device_type=DeviceType.CPU, self_device_time_total=20.0,
+                           self_cpu_time_total=5.0, cpu_time_total=9.0, device_time_total=20.0),
+           SimpleNamespace(key="aten::item", count=2, device_type=DeviceType.CPU, self_device_time_total=0.0,
+                           self_cpu_time_total=1.0, cpu_time_total=1.0, device_time_total=0.0)]
+    events = [_event("aten::convolution", 0, 40, DeviceType.CPU), _event("conv_kernel", 0, 10),
+              _event("conv_kernel", 5, 15), _event("relu_kernel", 20, 30),
+              _event("Memcpy HtoD (Pageable -> Device)", 30, 35)]
+    prof = SimpleNamespace(events=lambda: events, key_averages=lambda: avg)
+    text = "\n".join(profile_cuda.summarize(prof, 60e-6, 50e-6, 2, True, 10))
+    assert "busy (union of kernels and copies): 0.03 ms; sum of kernel times: 0.03 ms (3 kernels, 1 copies" in text
+    assert "idle share of the wall time under the profiler: 50.0%" in text   # 30 of 60 us busy
+    assert "(gaps between its first and last kernel: 14.3% of 0.04 ms)" in text   # 30 of 35 us
+    assert "idle share of the wall time without the profiler (same work, busy time as profiled): 40.0%" in text
+    assert "| conv_kernel | 2 | 0.02 | 66.7% |" in text
+    assert "| aten::item | 2 | 0.00 |" in text and "| aten::nonzero | 0 | 0.00 |" in text
+    assert "- Memcpy HtoD: 0.01 ms" in text and "- Memcpy DtoH: 0.00 ms" in text
+
+
+def test_engine_report_and_json_on_cpu(tiny_weights, tmp_path):
+    out, js = tmp_path / "e.md", tmp_path / "gpu.json"
+    engine_cuda.main(["--device", "cpu", "--weights", str(tiny_weights), "--sizes", "32x24", "--batches", "1,2",
+                      "--pairs", "1", "--runs", "1", "--check-size", "32x24", "--out", str(out), "--json", str(js)])
+    text = out.read_text()
+    assert "## FLOPs per output frame" in text and "fp16 peak is not in the table" in text
+    flop_row = next(ln for ln in text.splitlines() if ln.startswith("| 32x24 -> 64x48 | ") and ln.count("|") == 3)
+    assert float(flop_row.split(" | ")[1].strip(" |")) > 0
+    doc = json.loads(js.read_text())
+    assert tuple(doc) == JSON_KEYS and doc["device"] == "cpu"
+    assert [(r["input"], r["output"], r["precision"], r["batch"], r["path"]) for r in doc["rows"]] == [
+        ("32x24", "64x48", "fp32", 1, "engine"), ("32x24", "64x48", "fp32", 2, "engine")]
+    assert all(r["fps"] > 0 and r["peak_mb"] > 0 for r in doc["rows"])
+    assert engine_cuda.fp16_dense_peak("NVIDIA H200") == 989.0 and engine_cuda.fp16_dense_peak("Tesla T4") is None
+
+
+def test_benchmark_json_rows_are_dsfns(tiny_weights, tmp_path):
+    """``--json``: dsfn's row (path "vapoursynth"), measured through VapourSynth with ``--tile``."""
+    js = tmp_path / "gpu.json"
+    benchmark.main(["--sizes", "64x48", "--methods", "dsfn,blend", "--frames", "2", "--runs", "1", "--device", "cpu",
+                    "--weights", str(tiny_weights), "--tile", "448", "--out", str(tmp_path / "r.md"),
+                    "--json", str(js)])
+    assert "tile 448" in (tmp_path / "r.md").read_text()
+    doc = json.loads(js.read_text())
+    assert [(r["input"], r["precision"], r["batch"], r["path"]) for r in doc["rows"]] == [
+        ("64x48", "fp32", 1, "vapoursynth")]
+    assert doc["rows"][0]["fps"] > 0
