@@ -95,6 +95,19 @@ def _ms(us: float) -> str:
     return f"{us / 1000:.2f}"
 
 
+def _op_rows(names: Iterable[str], by_name: dict, device: bool) -> list[str]:
+    """Table rows ``| op | count | CPU total (ms) [| device total (ms)] |`` for ``names``
+    (zeros for ops the profile did not record)."""
+    rows = []
+    for name in names:
+        a = by_name.get(name)
+        cells = [str(a.count) if a else "0", _ms(a.cpu_time_total) if a else "0.00"]
+        if device:
+            cells.append(_ms(a.device_time_total) if a else "0.00")
+        rows.append(f"| {name} | {' | '.join(cells)} |")
+    return rows
+
+
 def summarize(prof: profile, wall_s: float, plain_wall_s: float, out_frames: int, cuda: bool,
               top: int) -> list[str]:
     """The markdown sections of the summary (time, top ops, host syncs, conversions, copies)."""
@@ -143,17 +156,12 @@ def summarize(prof: profile, wall_s: float, plain_wall_s: float, out_frames: int
               "Calls that make the host wait for the device (the run's own final "
               "`torch.cuda.synchronize` is one `cudaDeviceSynchronize`).", "",
               "| call | count | CPU total (ms) |", "|---|---|---|"]
-    for name in HOST_SYNCS:
-        a = by_name.get(name)
-        lines.append(f"| {name} | {a.count if a else 0} | {_ms(a.cpu_time_total) if a else '0.00'} |")
+    lines += _op_rows(HOST_SYNCS, by_name, device=False)
     lines += ["", "## Dtype conversions", "",
               "Totals include children (`aten::to` calls `aten::_to_copy`, which calls `aten::copy_`); "
               "`aten::copy_` also counts uploads and layout copies.", "",
               "| op | count | CPU total (ms) | device total (ms) |", "|---|---|---|---|"]
-    for name in CONVERSIONS:
-        a = by_name.get(name)
-        lines.append(f"| {name} | {a.count if a else 0} | {_ms(a.cpu_time_total) if a else '0.00'} | "
-                     f"{_ms(a.device_time_total) if a else '0.00'} |")
+    lines += _op_rows(CONVERSIONS, by_name, device=True)
     lines += ["", "## Memory copies", ""]
     if copies:
         per_copy: dict[str, list[float]] = defaultdict(list)
