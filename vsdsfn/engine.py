@@ -16,6 +16,7 @@ This module does not import VapourSynth; it takes and returns numpy frames (RGB 
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import math
 import os
@@ -439,12 +440,11 @@ class Engine:
             e1 = [ent[2 * i + 1] for i in range(start, stop)]
             l0, l1 = torch.cat([e[0] for e in e0]), torch.cat([e[0] for e in e1])
             h0, h1 = torch.cat([e[1] for e in e0]), torch.cat([e[1] for e in e1])
-            y = self._with_oom_fallback(
-                lambda tile, bmax: self._pairs_run(l0, l1, h0, h1, output, tile, bmax),
-                tuple(l0.shape), "DSFN")
+            run = functools.partial(self._pairs_run, l0, l1, h0, h1, output)   # run(tile, bmax)
+            y = self._with_oom_fallback(run, tuple(l0.shape), "DSFN")
             self.stats["pairs"] += stop - start
             pending.append(self.io.download_async(y, h, w))
-            del y, l0, l1, h0, h1
+            del run, y, l0, l1, h0, h1   # free this batch's tensors before the next one
         return pending
 
     @torch.inference_mode()
