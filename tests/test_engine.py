@@ -303,11 +303,11 @@ def sample_scores(model=None) -> dict[str, list[float]]:
 
 #: dB the shipped weights' interpolated frames must beat Spline36 + frame blending by on
 #: the sample clip (mean PSNR over its 10 triplets), and the blend of the engine's own M_S
-#: frames by (what M_T, F and R add). Measured with the shipped weights: DSFN 29.50 dB,
-#: Spline36 + blend 27.78 (margin +1.72), M_S + blend 29.15 (+0.35); the margins are set
+#: frames by (what M_T, F and R add). Measured with the shipped weights: DSFN 29.51 dB,
+#: Spline36 + blend 27.78 (margin +1.73), M_S + blend 29.15 (+0.36); the margins are set
 #: a little below. They fail for RIFE's weights replaced by random ones (N(0, 0.05): DSFN
-#: 7.79 dB), random F and R weights (N(0, 0.05): 11.37 dB) and an M_T that returns the
-#: frame blend (no motion compensation: 29.19 dB, +1.41 / +0.04).
+#: 8.61 dB), random F and R weights (N(0, 0.05): 11.38 dB) and an M_T that returns the
+#: frame blend (no motion compensation: 29.20 dB, +1.43 / +0.06).
 SPLINE_MARGIN_DB = 1.6
 MS_BLEND_MARGIN_DB = 0.25
 

@@ -4,6 +4,7 @@ frames, the flip ensemble) and ``upscale``. M_T itself (RIFE) is tests/test_rife
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -217,6 +218,49 @@ def test_st_scale_reaches_the_temporal_backbone(monkeypatch):
         seen.clear()
         net.run(torch.rand(1, 3, 64, 128), torch.rand(1, 3, 64, 128), st_scale=0.25)   # an override
     assert seen == [((128, 128), 1.0), ((256, 256), 0.25)]       # padded to multiple_for(0.25) = 128
+
+
+def test_ts_reverse_reaches_the_temporal_backbone():
+    """T->S runs M_T on (L+, L-) (the default), or on (L-, L+) without ``ts_reverse``;
+    S->T always on (M_S(L-), M_S(L+))."""
+
+    class FirstInput(_Recorder):
+        def forward(self, i0, i1, scale=1.0):
+            self.calls.append((round(float(i0.mean()), 3), scale))
+            return i0
+
+    TEMPORAL["first"] = FirstInput
+    try:
+        l0, l1 = torch.zeros(1, 3, 16, 16), torch.ones(1, 3, 16, 16)
+        hr0, hr1 = torch.zeros(1, 3, 32, 32), torch.ones(1, 3, 32, 32)
+        for kw, want in (({}, [(1.0, 1.0), (0.0, 1.0)]), ({"ts_reverse": False}, [(0.0, 1.0), (0.0, 1.0)])):
+            net = DSFN(small_config(temporal="first", temporal_args={}, **kw))
+            with torch.no_grad():
+                net(l0, l1, hr0, hr1)
+            assert net.temporal.calls == want, kw
+    finally:
+        TEMPORAL.pop("first")
+
+
+def test_stored_config_without_a_field_keeps_the_network_it_was_trained_as(tmp_path):
+    """A weights file written before ``ts_reverse`` existed ran T->S in order: it loads
+    so, not with today's default."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from vsdsfn.weights import ABSENT_FIELDS, read_config, save_model
+
+    path = save_model(tiny_model(), tmp_path / "new.safetensors")
+    with safe_open(str(path), "pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    assert read_config(path)[0] == TINY and TINY.ts_reverse
+    config = json.loads(meta["config"])
+    for name in ABSENT_FIELDS:
+        del config[name]
+    save_file(tensors, str(tmp_path / "old.safetensors"), {**meta, "config": json.dumps(config)})
+    old = read_config(tmp_path / "old.safetensors")[0]
+    assert old.ts_reverse is False
+    assert dataclasses.replace(old, ts_reverse=True) == TINY
 
 
 def test_multiple_for():

@@ -15,7 +15,7 @@ Gaussian, sigma 1.5, averaged over channels; :mod:`training.metrics`). Scores ar
 averaged over triplets. The network runs on the low-res frames padded (replicate) to a
 multiple of ``DSFN.multiple``; its outputs are cropped back.
 
-Rows: the two streams S->T = M_T(M_S(L-), M_S(L+)) and T->S = M_S(M_T(L-, L+)) (with
+Rows: the two streams S->T = M_T(M_S(L-), M_S(L+)) and T->S = M_S(M_T(L+, L-)) (with
 the shipped weights M_T is the pretrained RIFE: these are "M_S -> RIFE" and "RIFE ->
 M_S"), the fused frame F (two-mask model; one-mask from ``--one-mask-weights``, the
 paper's ablation), the refined output R, and the baselines "bicubic + frame blend"

@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from .nets import DSFN, DSFNConfig
 
 __all__ = ["WeightsError", "NAMED_WEIGHTS", "default_weights_path", "resolve_weights", "load_model",
-           "save_model", "read_config"]
+           "save_model", "read_config", "ABSENT_FIELDS"]
 
 #: the weights format this version reads and writes (0.1 wrote "vsdsfn-1": another M_T)
 FORMAT = "vsdsfn-2"
@@ -121,6 +121,11 @@ def _open(path: Path):
                            "it may be truncated or corrupt: download or export it again") from None
 
 
+#: Architecture fields a stored config may lack, with the value such a file was trained
+#: with (the network before the field existed), not today's default
+ABSENT_FIELDS: dict[str, object] = {"ts_reverse": False}
+
+
 def read_config(path: str | os.PathLike) -> tuple[DSFNConfig, dict[str, str]]:
     """The architecture config and all metadata stored in a weights file (or a shipped
     model's name, see :func:`resolve_weights`)."""
@@ -133,7 +138,7 @@ def read_config(path: str | os.PathLike) -> tuple[DSFNConfig, dict[str, str]]:
         raise WeightsError(f"weights file {str(path)!r} has no vsdsfn architecture metadata "
                            f"(format {meta.get('format')!r}); export it with training.export")
     try:
-        config = DSFNConfig.from_dict(json.loads(meta["config"]))
+        config = DSFNConfig.from_dict({**ABSENT_FIELDS, **json.loads(meta["config"])})
     except (ValueError, TypeError) as exc:
         raise WeightsError(f"weights file {str(path)!r}: bad architecture config: {exc}") from None
     return config, meta

@@ -50,6 +50,10 @@ class DSFNConfig:
     #: M_T in the S->T stream estimates its flows on the high-res frames resized by this
     #: factor (``forward(..., scale=)``; 0.5 = at the low-res size)
     st_scale: float = 1.0
+    #: T->S runs M_T on the low-res frames in reverse order, M_T(L+, L-): the two streams
+    #: then do not share M_T's input-order bias and fail less alike (both orders give the
+    #: middle frame)
+    ts_reverse: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -74,8 +78,9 @@ class DSFN(nn.Module):
     ``forward`` returns every intermediate so that training, evaluation, the debug views
     and inference share one code path:
 
-    ``hr0``/``hr1`` M_S(L-)/M_S(L+); ``lt`` M_T(L-, L+); ``st`` S->T stream; ``ts`` T->S
-    stream; ``masks`` (B, 2, H, W) = (M_S->T, M_T->S); ``fused`` H_F; ``refined`` H_R.
+    ``hr0``/``hr1`` M_S(L-)/M_S(L+); ``lt`` M_T(L+, L-) (M_T(L-, L+) without
+    :attr:`DSFNConfig.ts_reverse`); ``st`` S->T stream; ``ts`` T->S stream; ``masks``
+    (B, 2, H, W) = (M_S->T, M_T->S); ``fused`` H_F; ``refined`` H_R.
 
     Frame sizes must be multiples of :attr:`multiple` (the engine pads); values are RGB
     in [0, 1].
@@ -142,7 +147,7 @@ class DSFN(nn.Module):
         if hr0 is None or hr1 is None:
             hr0, hr1 = self.spatial(torch.cat((l0, l1), 0)).chunk(2, 0)
         scale = self.config.st_scale if st_scale is None else st_scale
-        lt = self.temporal(l0, l1)
+        lt = self.temporal(l1, l0) if self.config.ts_reverse else self.temporal(l0, l1)
         st = self.temporal(hr0, hr1, scale=scale)
         ts = self.spatial(lt)
         fused, masks = self.fusion(st, ts, hr0, hr1)
