@@ -193,10 +193,10 @@ def test_spatial_once_per_key_and_cache_is_bounded(net):
         eng.upscale_group(frames[first:first + have], list(range(first, first + have)), interp)
     assert eng.stats["spatial"] == 9
     assert eng.stats["pairs"] == 8
-    assert len(eng._cache) <= eng.cache_size
+    assert len(eng._cache) <= eng.spatial_cache
     for k in range(100, 140):
         eng.spatial([frames[0]], [k])
-    assert len(eng._cache) == eng.cache_size
+    assert len(eng._cache) == eng.spatial_cache
 
 
 def test_group_contract(net):
@@ -222,7 +222,7 @@ def test_batch_equivalence(net):
 
 
 def test_threads_share_one_computation(net):
-    eng = Engine(net, device="cpu", layout="chw", cache_size=16)
+    eng = Engine(net, device="cpu", layout="chw", spatial_cache=16)
     frames = [chw(i) for i in range(4)]
     ref = Engine(net, device="cpu", layout="chw").spatial(frames)
     results, errors = {}, []
@@ -290,7 +290,7 @@ def sample_scores(model=None) -> dict[str, list[float]]:
     lr = [downscale(torch.from_numpy(f).permute(2, 0, 1)[None])[0].permute(1, 2, 0).numpy().copy() for f in hr]
     up = core.resize.Spline36(clip_from_frames(lr), 2 * lr[0].shape[1], 2 * lr[0].shape[0])
     spline = [np.stack([np.asarray(f[p]) for p in range(3)], -1) for f in up.frames()]
-    eng = Engine(model, device="cpu", cache_size=len(lr))
+    eng = Engine(model, device="cpu", spatial_cache=len(lr))
     n = len(hr) - 2
     mids = eng.interpolate([(lr[i], lr[i + 2]) for i in range(n)], keys=[(i, i + 2) for i in range(n)])
     ms = eng.spatial(lr, keys=list(range(len(lr))))      # cached by the pairs above

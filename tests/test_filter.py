@@ -152,8 +152,8 @@ def test_option_errors(tiny_weights):
         upscale(clip, weights=tiny_weights, batchsize=2)
     with pytest.raises(vs.Error, match="valid options: weights, device"):
         upscale(clip, weights=tiny_weights, colour="red")
-    for bs in (0, -3, 2.0, "4"):
-        with pytest.raises(vs.Error, match="batch_size must be a positive integer"):
+    for bs in (0, -3, 2.0, "4", 65):
+        with pytest.raises(vs.Error, match=r"batch_size must be an integer in \[1, 64\]"):
             upscale(clip, weights=tiny_weights, batch_size=bs)
     with pytest.raises(vs.Error, match="debug must be None or one of"):
         upscale(clip, weights=tiny_weights, debug="flow")
@@ -163,7 +163,7 @@ def test_option_errors(tiny_weights):
         upscale(clip, weights=tiny_weights, device="gpu")
     with pytest.raises(vs.Error, match="num_threads"):
         upscale(clip, weights=tiny_weights, num_threads=0)
-    with pytest.raises(vs.Error, match=r"upscale: st_scale must be None .* e.g. st_scale=0.5"):
+    with pytest.raises(vs.Error, match=r"upscale: st_scale must be None .*0.125, not 2; e.g. st_scale=0.5"):
         upscale(clip, weights=tiny_weights, st_scale=2)
 
 
@@ -189,7 +189,7 @@ def test_options_table_is_upscales_and_the_clis():
     flagged = [o for o in options.OPTIONS if o.flag]
     for o in flagged:
         assert getattr(defaults, o.name) == o.default, o.name
-        argv = [o.flag] if o.type is bool else [o.flag, str(o.example)]
+        argv = [o.flag] if o.parse is bool else [o.flag, str(o.example)]
         assert getattr(parser.parse_args(argv), o.name) == o.example, o.name
     group = next(g for g in parser._action_groups if g.title.startswith("upscale options"))
     assert [a.dest for a in group._group_actions] == [o.name for o in flagged]

@@ -129,7 +129,7 @@ def test_other_option_errors(tiny_weights):
     with pytest.raises(vs.Error, match="fp16 must be True, False or None"):
         upscale(clip, weights=tiny_weights, fp16="yes")
     for bad in (0, -1, 2.5, True):
-        with pytest.raises(vs.Error, match="cache_size must be a positive integer"):
+        with pytest.raises(vs.Error, match=r"cache_size must be None or an integer in \[1, 256\]"):
             upscale(clip, weights=tiny_weights, cache_size=bad)
     for bad in (1.5, float("nan"), -0.1, "0.2"):
         with pytest.raises(vs.Error, match="scene_threshold must be a number in"):
@@ -330,7 +330,7 @@ def test_group_and_engine_caches_are_bounded(tiny_weights, monkeypatch):
     with ThreadPoolExecutor(4) as pool:
         got = dict(pool.map(get, order))
     assert peak[0] <= 3 and len(state._groups) <= 3 and not state._pending
-    assert len(state.engine._cache) <= state.engine.cache_size
+    assert len(state.engine._cache) <= state.engine.spatial_cache
     seq = all_frames(upscale_(clip, tiny_weights, batch_size=2))
     for k, f in got.items():
         np.testing.assert_array_equal(f, seq[k])
@@ -485,7 +485,7 @@ def test_long_run_memory_is_flat(tmp_path, tiny_weights):
         gc.collect()
         rss["end"] = rss_mb()
         print(json.dumps({{"rss": rss, "frames": k + 1, "groups": peak_groups, "max_groups": state.max_groups,
-                          "ms": peak_ms, "ms_max": state.engine.cache_size, "pending": len(state._pending),
+                          "ms": peak_ms, "ms_max": state.engine.spatial_cache, "pending": len(state._pending),
                           "groups_end": len(state._groups), "ms_end": len(state.engine._cache)}}))
     """)
     t0 = time.monotonic()

@@ -54,9 +54,11 @@ def test_plan_covers_frame_once_aligned(h, w, tile, ov, m):
 def test_parse_and_validate_tile():
     assert parse_tile(None) is None and parse_tile(0) is None
     assert parse_tile(300) == (300, 300) and parse_tile((640, 360)) == (640, 360)
+    from vsdsfn.options import check
+
     for bad in (-1, 1.5, True, "512", (1, 2, 3), (0, 64), (64, None)):
-        with pytest.raises(ValueError, match="tile"):
-            parse_tile(bad)
+        with pytest.raises(ValueError, match="tile must be"):
+            check({"tile": bad})
     assert aligned((300, 200), 20, 16) == ((288, 192), 32)
     assert aligned((300, 200), 20, 64) == ((256, 192), 64)
     with pytest.raises(ValueError, match=r"larger than 2 x tile_overlap.*tile >= 144"):

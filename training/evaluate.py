@@ -72,6 +72,7 @@ from .datasets import (FolderSequence, VIDEO_EXTS, downscale, list_images, load_
 from .metrics import psnr, ssim
 from .mvbaseline import QUARTER_PEL
 from vsdsfn.nets import RIFE as _RIFE
+from vsdsfn.options import OptionError, check as check_options
 from vsdsfn.sysinfo import describe_machine
 
 __all__ = ["Triplet", "list_triplets", "config_triplets", "evaluate", "format_report", "main", "ROWS"]
@@ -564,8 +565,10 @@ def main(argv: list[str] | None = None) -> int:
                                  "model as --weights, or drop --one-mask-weights")
     except WeightsError as exc:
         raise SystemExit(f"evaluate: {exc}") from None
-    if args.st_scale is not None and args.st_scale not in (1.0, 0.5, 0.25):
-        ap.error("--st-scale must be 1, 0.5 or 0.25")
+    try:
+        check_options({"st_scale": args.st_scale})
+    except OptionError as exc:
+        ap.error(str(exc))
     res = evaluate(triplets, model, one, mvtools=not args.no_mvtools, panels=args.panels,
                    progress=not args.quiet, st_scale=args.st_scale, ensemble=args.ensemble)
     if not res.names:

@@ -15,13 +15,14 @@ import logging
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from fractions import Fraction
 from pathlib import Path
-from typing import BinaryIO
 
 from . import __version__, options
 
@@ -50,8 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("upscale options (see vsdsfn.upscale)")
     for o in options.OPTIONS:
         if o.flag is not None:
-            kind = ({"action": argparse.BooleanOptionalAction} if o.type is bool
-                    else {"type": o.type, "choices": o.choices or None})
+            kind = ({"action": argparse.BooleanOptionalAction} if o.parse is bool
+                    else {"type": o.parse, "choices": o.choices or None})
             shown = "" if o.default is None or o.default is False else " (default: %(default)s)"
             g.add_argument(o.flag, dest=o.name, default=o.default, help=o.help + shown, **kind)
     io = p.add_argument_group("input/output")
@@ -127,126 +128,182 @@ def _paths(args: argparse.Namespace) -> tuple[Path, Path]:
     out = Path(args.output) if args.output else Path.cwd() / f"{src.stem}_2x.y4m"
     if out.is_dir():
         raise CliError(f"output {str(out)!r} is a folder; give a file name, e.g. -o {out / f'{src.stem}_2x.y4m'}")
+    if not out.suffix:
+        raise CliError(f"output {str(out)!r} has no extension to choose its format by; add one, e.g. "
+                       f"-o {out}.mkv (or .y4m)")
     if not out.parent.is_dir():
         raise CliError(f"the output's folder {str(out.parent)!r} does not exist; create it or choose another -o")
-    if out.resolve() == src.resolve():
-        raise CliError("the output would overwrite the input; choose another -o")
+    if out.exists() and os.path.samefile(out, src):
+        raise CliError("the output is the input (or a link to it); choose another -o")
+    if out.exists() and not out.is_file():
+        raise CliError(f"output {str(out)!r} exists and is not a regular file; choose another -o")
     return src, out
 
 
+class _Partial:
+    """A temporary file that this process creates exclusively in the output's folder
+    (a name no other file has); :meth:`commit` renames it over the output, :meth:`discard`
+    removes it. Nothing else is ever opened for writing or removed."""
+
+    def __init__(self, out: Path) -> None:
+        try:
+            fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=f".vsdsfn-part{out.suffix}", dir=out.parent)
+        except OSError as exc:
+            raise CliError(f"cannot create the output {str(out)!r} ({exc.strerror}); "
+                           "choose a path in a folder you can write to") from None
+        self.out, self.path, self.file = out, Path(name), os.fdopen(fd, "wb")
+
+    def commit(self) -> None:
+        self.file.close()
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self.path, 0o666 & ~umask)   # mkstemp's 0600 -> what a new file gets
+        os.replace(self.path, self.out)
+        self.path = None
+
+    def discard(self) -> None:
+        """Remove the temporary file unless :meth:`commit` renamed it."""
+        self.file.close()
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+
 def run(args: argparse.Namespace) -> int:
-    """Check the paths and options, then write OUTPUT through a partial file next to it,
-    renamed when complete and removed when anything fails."""
+    """Check the paths and options, then write OUTPUT through a :class:`_Partial` file,
+    renamed over OUTPUT when complete and removed when anything fails or a signal stops us."""
     src, out = _paths(args)
     ffmpeg = None
     if out.suffix.lower() != ".y4m":
         ffmpeg = shutil.which("ffmpeg")
         if ffmpeg is None:
-            raise CliError(f"writing {out.suffix or 'that'} files needs ffmpeg on PATH; install ffmpeg "
+            raise CliError(f"writing {out.suffix} files needs ffmpeg on PATH; install ffmpeg "
                            "(e.g. apt-get install ffmpeg) or write .y4m")
     if args.frames is not None and args.frames < 1:
         raise CliError("--frames must be at least 1; e.g. --frames 10")
     try:
-        options.check(vars(args), cli=True)
+        options.check(vars(args))
     except ValueError as exc:
         raise CliError(str(exc)) from None
-    part = out.with_name(f"{out.stem}.part{out.suffix}")   # keeps the extension ffmpeg picks the format by
+    part = _Partial(out)
     try:
-        f = open(part, "wb")
-    except OSError as exc:
-        raise CliError(f"cannot create the output {str(out)!r} ({exc.strerror}); "
-                       "choose a path in a folder you can write to") from None
-    try:
-        with f:
-            _write(args, src, out, f, ffmpeg)
-        os.replace(part, out)
+        _write(args, src, out, part, ffmpeg)
+        part.commit()
     finally:
-        part.unlink(missing_ok=True)
+        part.discard()
     return 0
 
 
-def _write(args: argparse.Namespace, src: Path, out: Path, f: BinaryIO, ffmpeg: str | None) -> None:
-    """Read ``src``, upscale it and write y4m to ``f`` (or, through ffmpeg, to ``f``'s path)."""
+def _source(args: argparse.Namespace, src: Path):
+    """The input as a clip (``--frames`` applied) and its YUV matrix (for the way back)."""
     import vapoursynth as vs
 
-    from .filter import upscale
-
-    core = vs.core
     try:
-        clip = core.bs.VideoSource(str(src), cachemode=1, cachepath=_cache_dir())
+        clip = vs.core.bs.VideoSource(str(src), cachemode=1, cachepath=_cache_dir())
     except vs.Error as exc:
         raise CliError(f"cannot read {str(src)!r} ({_reason(exc)}); check that it is a video file") from None
     if clip.format is None or clip.format.id == 0 or clip.width == 0:
         raise CliError(f"{str(src)!r} changes format or size mid-stream; convert it to one format first")
     if args.frames:
         clip = clip[: min(args.frames, clip.num_frames)]
-    n_in, w, h = clip.num_frames, clip.width, clip.height
-
-    fam = clip.format.color_family
-    hd = w >= 1280 or h >= 720
     if args.matrix:
-        matrix = _MATRICES[args.matrix]
-    else:
-        m = clip.get_frame(0).props.get("_Matrix", 2) if fam == vs.YUV else 2
-        matrix = m if m not in (0, 2, 3) else (1 if hd else 6)
-    if fam == vs.YUV:
+        return clip, _MATRICES[args.matrix]
+    m = clip.get_frame(0).props.get("_Matrix", 2) if clip.format.color_family == vs.YUV else 2
+    hd = clip.width >= 1280 or clip.height >= 720
+    return clip, m if m not in (0, 2, 3) else (1 if hd else 6)
+
+
+def _write(args: argparse.Namespace, src: Path, out: Path, part: _Partial, ffmpeg: str | None) -> None:
+    """Read ``src``, upscale it and write it to ``part`` (y4m, or through ffmpeg)."""
+    import vapoursynth as vs
+
+    from .filter import upscale
+
+    core = vs.core
+    clip, matrix = _source(args, src)
+    if clip.format.color_family == vs.YUV:
         rgb = core.resize.Bicubic(clip, format=vs.RGBS, matrix_in=matrix)
     else:
         rgb = core.resize.Point(clip, format=vs.RGBS)
-
     try:
         up = upscale(rgb, **{o.name: getattr(args, o.name) for o in options.OPTIONS if o.flag})
     except vs.Error as exc:
         raise CliError(str(exc)) from None
     yuv = core.resize.Bicubic(up, format=getattr(vs, _PIX_FMTS[args.pix_fmt]), matrix=matrix)
-
+    shape = (f"{clip.num_frames} frames {clip.width}x{clip.height} @ {_fps(clip)} -> "
+             f"{yuv.num_frames} frames {yuv.width}x{yuv.height} @ {_fps(yuv)}")
     if not args.quiet:
-        sys.stderr.write(f"vsdsfn: {src.name}: {n_in} frames {w}x{h} {_fps(clip)} -> "
-                         f"{yuv.num_frames} frames {yuv.width}x{yuv.height} {_fps(yuv)}\n")
+        sys.stderr.write(f"vsdsfn: {src.name}: {shape}\n")
     start = time.perf_counter()
-    update = _progress(args.quiet, yuv.num_frames)
-    proc = None
-    if ffmpeg is not None:
-        cmd = [ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-f", "yuv4mpegpipe", "-i", "-",
-               *shlex.split(args.ffmpeg_args), f.name]
-        logging.getLogger("vsdsfn").info("running %s", shlex.join(cmd))
-        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE)
-    try:
-        yuv.output(f if proc is None else proc.stdin, y4m=True, progress_update=update)
-    except (OSError, vs.Error) as exc:
-        if proc is None:
-            raise CliError(f"writing {str(out)!r} stopped ({_reason(exc)}); fix that and run again") from None
-        proc.kill()
-        proc.wait()
-        raise CliError(f"ffmpeg stopped early ({_reason(exc)}); see its message above") from None
-    finally:
-        if proc and proc.stdin and not proc.stdin.closed:
-            try:
-                proc.stdin.close()
-            except BrokenPipeError:
-                pass
-    if proc and proc.wait() != 0:
-        raise CliError(f"ffmpeg failed (exit {proc.returncode}); see its message above (ran {shlex.join(cmd)})")
+    _encode(yuv, args, out, part, ffmpeg)
     wall = time.perf_counter() - start
     if not args.quiet:
-        sys.stderr.write(
-            f"vsdsfn: wrote {out} ({args.pix_fmt}): {n_in} frames {w}x{h} @ {_fps(clip)} -> "
-            f"{yuv.num_frames} frames {yuv.width}x{yuv.height} @ {_fps(yuv)} in {wall:.1f} s "
-            f"({yuv.num_frames / wall if wall > 0 else 0:.2f} output frames/s)\n")
+        sys.stderr.write(f"vsdsfn: wrote {out} ({args.pix_fmt}): {shape} in {wall:.1f} s "
+                         f"({yuv.num_frames / wall if wall > 0 else 0:.2f} output frames/s)\n")
+
+
+def _encode(yuv, args: argparse.Namespace, out: Path, part: _Partial, ffmpeg: str | None) -> None:
+    """Pull every frame of ``yuv`` into ``part``: y4m directly, or piped into ffmpeg,
+    which writes ``part``'s path (and is killed and waited for if anything stops us)."""
+    import vapoursynth as vs
+
+    update = _progress(args.quiet, yuv.num_frames)
+    if ffmpeg is None:
+        try:
+            yuv.output(part.file, y4m=True, progress_update=update)
+        except (OSError, vs.Error) as exc:
+            raise CliError(f"writing {str(out)!r} stopped ({_reason(exc)}); fix that and run again") from None
+        return
+    cmd = [ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-f", "yuv4mpegpipe", "-i", "-",
+           *shlex.split(args.ffmpeg_args), str(part.path)]
+    logging.getLogger("vsdsfn").info("running %s", shlex.join(cmd))
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE)
+    try:
+        yuv.output(proc.stdin, y4m=True, progress_update=update)
+        proc.stdin.close()
+    except BaseException as exc:
+        proc.kill()
+        proc.wait()
+        if isinstance(exc, (OSError, vs.Error)):
+            raise CliError(f"ffmpeg stopped early ({_reason(exc)}); see its message above") from None
+        raise
+    if proc.wait() != 0:
+        raise CliError(f"ffmpeg failed (exit {proc.returncode}); see its message above (ran {shlex.join(cmd)})")
+
+
+class _Stopped(BaseException):
+    """A termination signal (SIGTERM, SIGHUP) turned into an exception, so that the
+    partial output is removed on the way out."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_stopped(signum: int, frame) -> None:
+    raise _Stopped(signum)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.verbose:
         logging.getLogger("vsdsfn").setLevel(logging.INFO)
+    handled = (signal.SIGTERM, signal.SIGHUP) if threading.current_thread() is threading.main_thread() else ()
+    previous = {s: signal.signal(s, _raise_stopped) for s in handled}
     try:
-        return run(args)
+        with options.cli_terms():
+            return run(args)
     except CliError as exc:
         sys.stderr.write(f"vsdsfn: error: {exc}\n")
         return 1
     except KeyboardInterrupt:
         sys.stderr.write("\nvsdsfn: interrupted\n")
         return 130
+    except _Stopped as exc:
+        sys.stderr.write(f"\nvsdsfn: stopped by {exc}\n")
+        return 128 + exc.signum
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 if __name__ == "__main__":

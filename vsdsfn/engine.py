@@ -27,6 +27,7 @@ from collections.abc import Hashable, Sequence
 import numpy as np
 import torch
 
+from . import options
 from .nets import DSFN
 from .tiling import aligned, parse_tile, plan_tiles
 from .transfer import Layout, Transfer, select_device
@@ -86,41 +87,17 @@ def scene_score(a: np.ndarray, b: np.ndarray, layout: Layout = "hwc") -> float:
 
 
 class Engine:
-    """Runs a DSFN on numpy frames.
+    """Runs a DSFN on numpy frames (RGB in [0, 1], ``layout`` "hwc" or planar "chw").
 
-    ``model``: a :class:`DSFN` (the engine runs a copy: the caller's network is left as it
-    is), a weights-file path, a shipped model's name (``"default"``), or ``None`` for the
-    shipped default weights. ``device``: see
-    :func:`select_device`. ``fp16``: ``None`` uses fp32 (the VapourSynth filter passes
-    ``True`` for RGBH clips on CUDA); fp16 is only used on CUDA (asking for it on CPU logs
-    a warning and runs fp32). ``batch_size``: frame pairs per
-    forward pass. ``cache_size``: how many source frames' padded input and M_S result
-    are kept (LRU, keyed by the caller's key, e.g. the source frame number).
-    ``layout``: frames are ``"hwc"`` (H, W, 3) or ``"chw"`` (3, H, W, planar like
-    VapourSynth). ``out_dtype``: numpy dtype of returned frames. ``num_threads``: calls
-    ``torch.set_num_threads`` (process-wide) when given.
+    ``model``: a :class:`DSFN` (run as a copy), a weights file, ``"default"`` or ``None``.
+    The options shared with ``upscale`` (device, batch_size, tile, ...) mean what the
+    README's options table says and are checked by :func:`vsdsfn.options.check`.
+    ``spatial_cache``: source frames whose M_S result is kept (LRU, by the caller's key).
+    ``oom_fallback``: on out-of-memory retry with smaller batches, then halving tiles.
 
-    ``tile``: ``None``/``0`` (whole frames), the longest tile side in input pixels, or
-    ``(width, height)``; frames larger than a tile are run in tiles that keep
-    ``tile_overlap`` pixels of context around the part of each tile that is used (see
-    :mod:`vsdsfn.tiling`), which bounds memory. ``oom_fallback``: on out-of-memory,
-    retry with smaller batches, then with tiles of halving size (sticky for later calls),
-    and raise :class:`OutOfMemory` only when even the smallest tile does not fit.
-    ``channels_last``: NHWC memory format for the convolutions (``None``: on).
-    ``compile``: run the networks through ``torch.compile`` (compiled on first use; if
-    compiling fails, a warning is logged and the engine continues uncompiled).
-    ``st_scale``: ``None`` (the weights file's) or the factor at which the S->T stream's
-    M_T estimates its flows on the high-res frames (1, 0.5, 0.25; smaller is faster; see
-    :attr:`DSFNConfig.st_scale`). ``ensemble``: run M_S and the whole network a second
-    time on the frames flipped upside down and average (:meth:`DSFN.run`), for twice the
-    work.
-
-    The networks run through :meth:`DSFN.run` / :meth:`DSFN.upscale`; this class schedules
-    them (M_S cache, batches, tiles, out-of-memory fallback) and :class:`Transfer` moves
-    the frames. Inputs may have any size (they are replicate-padded to :meth:`DSFN.multiple_for` and the
-    output cropped back); NaN becomes 0, +Inf 1, -Inf 0, and inputs and outputs are
-    clamped to [0, 1]. All methods are thread-safe: the model and caches are guarded by
-    one lock, and a cached M_S is computed once however many threads ask for it.
+    Frames of any size are replicate-padded to :meth:`DSFN.multiple_for` and cropped
+    back; NaN becomes 0, +-Inf 1/0, inputs and outputs are clamped to [0, 1]. Methods are
+    thread-safe (one lock), and results do not depend on the order of requests.
     """
 
     def __init__(
@@ -130,7 +107,7 @@ class Engine:
         device: str | torch.device | None = "auto",
         fp16: bool | None = None,
         batch_size: int = 1,
-        cache_size: int | None = None,
+        spatial_cache: int | None = None,
         layout: Layout = "hwc",
         out_dtype=np.float32,
         num_threads: int | None = None,
@@ -142,83 +119,69 @@ class Engine:
         st_scale: float | None = None,
         ensemble: bool = False,
     ) -> None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, not {batch_size!r}")
+        opts = options.check(dict(fp16=fp16, batch_size=batch_size, num_threads=num_threads, tile=tile,
+                                  tile_overlap=tile_overlap, channels_last=channels_last, compile=compile,
+                                  st_scale=st_scale, ensemble=ensemble))
         if layout not in ("hwc", "chw"):
             raise ValueError(f"layout must be 'hwc' or 'chw', not {layout!r}")
-        if cache_size is not None and (not isinstance(cache_size, int) or cache_size < 2):
-            raise ValueError(f"cache_size must be an integer >= 2, not {cache_size!r}")
-        if num_threads is not None:
-            if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
-                raise ValueError(f"num_threads must be a positive integer, not {num_threads!r}")
-        if isinstance(tile_overlap, bool) or not isinstance(tile_overlap, int) or tile_overlap < 0:
-            raise ValueError(f"tile_overlap must be an integer >= 0 (input pixels), not {tile_overlap!r}; "
-                             f"e.g. tile_overlap={DEFAULT_TILE_OVERLAP}")
-        self.tile = parse_tile(tile)
-        self.tile_overlap = tile_overlap
-        for name, flag in (("channels_last", channels_last), ("compile", compile), ("oom_fallback", oom_fallback),
-                           ("ensemble", ensemble)):
-            if flag is not None and not isinstance(flag, bool):
-                raise ValueError(f"{name} must be True or False, not {flag!r}")
-        if st_scale is not None and (isinstance(st_scale, bool) or not isinstance(st_scale, (int, float))
-                                     or not 0 < st_scale <= 1):
-            raise ValueError(f"st_scale must be None (the weights file's) or a number in (0, 1], not {st_scale!r}; "
-                             "e.g. st_scale=0.5")
+        if spatial_cache is not None and not (isinstance(spatial_cache, int) and spatial_cache >= 2):
+            raise ValueError(f"spatial_cache must be an integer >= 2, not {spatial_cache!r}")
         if np.dtype(out_dtype) not in (np.float32, np.float16):
             raise ValueError(f"out_dtype must be float32 or float16, not {np.dtype(out_dtype)}")
-        loaded = model is None or isinstance(model, (str, os.PathLike))
-        if loaded:
-            model = load_model(model)
-        if not isinstance(model, DSFN):
-            raise ValueError(f"model must be a DSFN, a weights path or None, not {type(model).__name__}")
+        model = self._network(model)
         #: scale of the S->T stream's flow estimation (the file's unless overridden)
-        self.st_scale = float(model.config.st_scale if st_scale is None else st_scale)
-        try:
-            self.multiple = model.multiple_for(self.st_scale)
-        except ValueError as exc:
-            raise ValueError(f"st_scale={st_scale!r}: {exc}; e.g. st_scale=0.5") from None
+        self.st_scale = float(model.config.st_scale if opts["st_scale"] is None else opts["st_scale"])
+        self.multiple = model.multiple_for(self.st_scale)
+        self.tile, self.tile_overlap = parse_tile(opts["tile"]), opts["tile_overlap"]
         if self.tile is not None:
-            aligned(self.tile, tile_overlap, self.multiple)  # validates
-        if num_threads is not None:
-            torch.set_num_threads(num_threads)
+            aligned(self.tile, self.tile_overlap, self.multiple)  # a tile too small for its overlap: ValueError
+        if opts["num_threads"] is not None:
+            torch.set_num_threads(opts["num_threads"])
         self.device = select_device(device)
-        if fp16 and self.device.type != "cuda":
-            log.warning("vsdsfn: fp16 is only used on CUDA; running in fp32 on %s", self.device)
-            fp16 = False
-        self.dtype = torch.float16 if fp16 else torch.float32
-        self.batch_size = batch_size
+        if opts["fp16"] and self.device.type != "cuda":
+            log.warning("fp16 is only used on CUDA; running in fp32 on %s", self.device)
+        self.dtype = torch.float16 if opts["fp16"] and self.device.type == "cuda" else torch.float32
+        self.batch_size = opts["batch_size"]
         self.io = Transfer(self.device, self.dtype, layout, out_dtype, self.multiple)
-        self.cache_size = cache_size if cache_size is not None else 2 * batch_size + 4
-        self.oom_fallback = oom_fallback
-        cuda = self.device.type == "cuda"
-        self.channels_last = True if channels_last is None else channels_last
+        #: source frames whose padded input and M_S result are kept (LRU)
+        self.spatial_cache = spatial_cache if spatial_cache is not None else 2 * self.batch_size + 4
+        self.oom_fallback = bool(oom_fallback)
+        self.channels_last = True if opts["channels_last"] is None else opts["channels_last"]
         self._fmt = torch.channels_last if self.channels_last else torch.contiguous_format
-        if not loaded:
-            # everything below changes the network in place (device, dtype, memory format,
-            # eval mode, no gradients): work on a copy, so the caller's network stays as it was
-            model = copy.deepcopy(model)
-        model = model.eval().to(self.device, self.dtype)
-        if self.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        for p in model.parameters():
-            p.requires_grad_(False)
-        self.model = model
-        self.ensemble = ensemble
-        self.compile = compile
+        self.model = self._prepared(model)
+        self.ensemble, self.compile = opts["ensemble"], opts["compile"]
         self._compiled: dict[str, torch.nn.Module] = {}
         self._auto_batch: int | None = None              # sub-batch limit after an OOM
         self._auto_tile: tuple[int, int] | None = None   # tile size after an OOM
         self._oom_warned = False
-        if cuda:
+        if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True        # fixed shapes: pick the fastest kernels once
         self._lock = threading.RLock()
         self._cache: OrderedDict[Hashable, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
         self.stats = {"spatial": 0, "pairs": 0, "cache_hits": 0, "tiles": 0, "oom_retries": 0}
 
+    @staticmethod
+    def _network(model: DSFN | str | os.PathLike | None) -> DSFN:
+        """The network to run: a copy of a given one (the caller's stays as it is), or loaded."""
+        if model is None or isinstance(model, (str, os.PathLike)):
+            return load_model(model)
+        if not isinstance(model, DSFN):
+            raise ValueError(f"model must be a DSFN, a weights path or None, not {type(model).__name__}")
+        return copy.deepcopy(model)
+
+    def _prepared(self, model: DSFN) -> DSFN:
+        """``model`` on the device, in eval mode, the dtype and memory format, without gradients."""
+        model = model.eval().to(self.device, self.dtype)
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        return model
+
     # ------------------------------------------------------------------ running the networks
 
     def _compile_failed(self, exc: BaseException) -> None:
-        log.warning("vsdsfn: torch.compile failed (%s: %s); continuing without compile",
+        log.warning("torch.compile failed (%s: %s); continuing without compile",
                     type(exc).__name__, str(exc).strip().splitlines()[0][:200] if str(exc).strip() else "")
         self.compile = False
         self._compiled.clear()
@@ -321,7 +284,7 @@ class Engine:
             self.stats["oom_retries"] += 1
             if not self._shrink(shape, tile, bmax, what, msg):
                 raise OutOfMemory(
-                    f"vsdsfn: out of memory on {self.device} for {what} of {shape[-1]}x{shape[-2]} frames even with "
+                    f"out of memory on {self.device} for {what} of {shape[-1]}x{shape[-2]} frames even with "
                     f"batch 1 and {self._tile_now() or 'no'} tiles ({msg}); free memory, use fp16 (CUDA), "
                     "a smaller tile_overlap, or another device")
 
@@ -343,7 +306,7 @@ class Engine:
             self._auto_tile = tuple(max(v, floor) for v in new)
             change = f"tiles of {new[0]}x{new[1]} (tile_overlap {self.tile_overlap})"
         (log.info if self._oom_warned else log.warning)(
-            "vsdsfn: out of memory on %s (%s of %dx%d frames, %s); retrying with %s. Set batch_size/tile "
+            "out of memory on %s (%s of %dx%d frames, %s); retrying with %s. Set batch_size/tile "
             "lower to avoid this retry.", self.device, what, wp, hp, msg, change)
         self._oom_warned = True
         return True
@@ -386,7 +349,7 @@ class Engine:
                 self._cache[keys[i]] = out[i]
         for i, i0 in same.items():
             out[i] = out[i0]
-        while len(self._cache) > self.cache_size:
+        while len(self._cache) > self.spatial_cache:
             self._cache.popitem(last=False)
         return out
 

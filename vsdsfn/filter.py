@@ -241,28 +241,25 @@ def upscale(
         raise _err(options.unknown(unknown))
     _check_clip(clip)
     try:
-        options.check(locals())   # the parameters (locals() holds nothing else yet)
-    except ValueError as exc:
-        raise _err(str(exc)) from None
-
-    try:
+        opts = options.check(locals())   # the parameters (locals() holds nothing else yet)
         dev = select_device(device or "auto")
     except ValueError as exc:
-        raise _err(f"{exc}") from None
+        raise _err(str(exc)) from None
     is_half = clip.format.id == vs.RGBH
-    if fp16 is None:
-        fp16 = is_half and dev.type == "cuda"
+    fp16 = is_half and dev.type == "cuda" if opts["fp16"] is None else opts["fp16"]
+    batch_size = opts["batch_size"]
     try:
         model = load_model(weights)
     except WeightsError as exc:
-        raise _err(f"{exc}; pass weights=None for the shipped default weights") from None
+        raise _err(f"{exc}; for the shipped weights use {options.spell('weights', None)}") from None
     try:
         engine = Engine(model, device=dev, fp16=fp16, batch_size=batch_size, layout="chw",
-                        out_dtype=np.float16 if is_half else np.float32, num_threads=num_threads,
-                        cache_size=2 * batch_size + 4, tile=tile, tile_overlap=tile_overlap,
-                        channels_last=channels_last, compile=compile, st_scale=st_scale, ensemble=ensemble)
+                        out_dtype=np.float16 if is_half else np.float32, num_threads=opts["num_threads"],
+                        spatial_cache=2 * batch_size + 4, tile=opts["tile"], tile_overlap=opts["tile_overlap"],
+                        channels_last=opts["channels_last"], compile=opts["compile"], st_scale=opts["st_scale"],
+                        ensemble=opts["ensemble"])
     except ValueError as exc:
-        raise _err(f"{exc}") from None
+        raise _err(str(exc)) from None
     log.info("DSFN on %s (%s), batch %d, %dx%d -> %dx%d, %d -> %d frames", engine.device,
              str(engine.dtype).replace("torch.", ""), batch_size, clip.width, clip.height,
              2 * clip.width, 2 * clip.height, clip.num_frames, 2 * clip.num_frames)
@@ -281,6 +278,6 @@ def upscale(
         sel = sel[:groups]
         rep = core.std.Interleave([sel] * (2 * b), modify_duration=False)[: 2 * n]
         srcs.append(rep)
-    max_groups = cache_size or max(4, 2 * core.num_threads)
-    state = _Upscaler(clip, engine, b, debug or "refined", bool(scene_detect), float(scene_threshold), max_groups)
+    max_groups = opts["cache_size"] or max(4, 2 * core.num_threads)
+    state = _Upscaler(clip, engine, b, debug or "refined", scene_detect, opts["scene_threshold"], max_groups)
     return core.std.ModifyFrame(template, [template] + srcs, state)

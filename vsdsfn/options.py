@@ -1,17 +1,23 @@
 """The one table of :func:`vsdsfn.upscale`'s options: name, default, help, CLI flag and check.
 
-``upscale`` validates its keyword options with :func:`check`, the command line builds
-its option flags, defaults and help from :data:`OPTIONS`, and a test holds the README's
-option table to it. Standard library only: imports neither VapourSynth nor torch.
+``upscale`` and :class:`vsdsfn.engine.Engine` validate their options with :func:`check`,
+which also turns any ``numbers.Integral``/``numbers.Real`` (numpy scalars, ``Fraction``)
+into plain ``int``/``float``; the command line builds its flags, defaults and help from
+:data:`OPTIONS`, and a test holds the README's option table to it. Standard library
+only at import time: neither VapourSynth nor torch.
 
 >>> [o.name for o in OPTIONS][:4]
 ['weights', 'device', 'fp16', 'batch_size']
 >>> check({"batch_size": 0})
 Traceback (most recent call last):
-ValueError: batch_size must be a positive integer, not 0; e.g. batch_size=4
->>> check({"batch_size": 0}, cli=True)
+vsdsfn.options.OptionError: batch_size must be an integer in [1, 64], not 0; e.g. batch_size=4
+>>> with cli_terms():
+...     check({"batch_size": 0})
 Traceback (most recent call last):
-ValueError: --batch-size must be a positive integer, not 0; e.g. --batch-size 4
+vsdsfn.options.OptionError: --batch-size must be an integer in [1, 64], not 0; e.g. --batch-size 4
+>>> import fractions
+>>> check({"st_scale": fractions.Fraction(1, 2), "batch_size": 2})
+{'batch_size': 2, 'st_scale': 0.5}
 >>> print(unknown(["batchsize"]))  # doctest: +ELLIPSIS
 unknown option(s) 'batchsize' (did you mean 'batch_size'?); valid options: weights, device, ..., ensemble
 """
@@ -19,50 +25,104 @@ unknown option(s) 'batchsize' (did you mean 'batch_size'?); valid options: weigh
 from __future__ import annotations
 
 import argparse
+import contextlib
+import contextvars
 import difflib
+import math
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from numbers import Integral, Real
 from typing import Any
 
-__all__ = ["Option", "OPTIONS", "NAMES", "check", "unknown"]
+__all__ = ["Option", "OptionError", "OPTIONS", "NAMES", "BY_NAME", "MAX_BATCH", "MAX_CACHE", "MAX_THREADS",
+           "check", "cli_terms", "spell", "unknown"]
+
+#: upper bounds where an option's cost grows with its value (the VapourSynth graph grows
+#: with batch_size squared; every cached group holds frames; every thread a stack)
+MAX_BATCH = 64
+MAX_CACHE = 256
+MAX_THREADS = 256
+
+
+class OptionError(ValueError):
+    """A bad option value; the text reads ``<name> must be <rule>, not <value>; e.g. <fix>``."""
 
 
 @dataclass(frozen=True)
 class Option:
-    """One keyword option of ``upscale``; a bad value's error reads
-    ``<name> must be <must>, not <value>; e.g. <name>=<example>``."""
+    """One keyword option of ``upscale``."""
 
     name: str
     default: Any
-    help: str                                   # one line
-    flag: str | None                            # the CLI's flag; None: the CLI has none
-    type: Callable[[str], Any]                  # the CLI's text -> value (bool: --flag/--no-flag)
-    must: str = ""                              # what a valid value is
-    valid: Callable[[Any], bool] | None = None  # None: checked where it is used (device: select_device)
-    example: Any = None                         # a valid value, for the error's fix
-    choices: tuple[str, ...] = ()               # the CLI's choices
+    help: str                                     # one line
+    must: str = ""                                # what a valid value is
+    valid: Callable[[Any], bool] | None = None    # None: checked where it is used (device: select_device)
+    convert: Callable[[Any], Any] = lambda v: v   # a valid value -> the plain Python value used
+    example: Any = None                           # a valid value, for the error's fix
+    flag: str | None = None                       # the CLI's flag; None: the CLI has none
+    parse: Callable[[str], Any] = str             # the CLI's text -> value (bool: --flag/--no-flag)
+    cli_none: str | None = None                   # what the CLI writes for the value None
+    choices: tuple[str, ...] = ()                 # the CLI's choices
+
+
+_CLI = contextvars.ContextVar("vsdsfn_cli_terms", default=False)
+
+
+@contextlib.contextmanager
+def cli_terms() -> Iterator[None]:
+    """Within this block errors name CLI flags (``--batch-size 4``), not keywords."""
+    token = _CLI.set(True)
+    try:
+        yield
+    finally:
+        _CLI.reset(token)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, Integral) and not isinstance(v, bool)
+
+
+def _is_real(v: Any) -> bool:
+    return isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _int_in(least: int, most: int | None = None) -> Callable[[Any], bool]:
+    return lambda v: _is_int(v) and least <= v and (most is None or v <= most)
 
 
 def _bool(v: Any) -> bool:
     return isinstance(v, bool)
 
 
-def _int(least: int) -> Callable[[Any], bool]:
-    return lambda v: isinstance(v, int) and not _bool(v) and v >= least
-
-
-def _unit(v: Any, open_low: bool = False) -> bool:
-    """A number in [0, 1] (``open_low``: in (0, 1])."""
-    return isinstance(v, (int, float)) and not _bool(v) and (0 < v if open_low else 0 <= v) and v <= 1
-
-
 def _or_none(ok: Callable[[Any], bool]) -> Callable[[Any], bool]:
     return lambda v: v is None or ok(v)
 
 
+def _int_or_none(v: Any) -> Any:
+    return None if v is None else int(v)
+
+
+def _weights_ok(v: Any) -> bool:
+    return v is None or (isinstance(v, (str, os.PathLike)) and os.fspath(v).strip() != "")
+
+
+def _threshold_ok(v: Any) -> bool:
+    return _is_real(v) and 0 < v <= 1
+
+
 def _tile_ok(v: Any) -> bool:
-    return _int(0)(v) or (isinstance(v, (tuple, list)) and len(v) == 2 and all(map(_int(1), v)))
+    return _int_in(0)(v) or (isinstance(v, (tuple, list)) and len(v) == 2 and all(map(_int_in(1), v)))
+
+
+def _tile_convert(v: Any) -> Any:
+    return None if v is None else int(v) if _is_int(v) else (int(v[0]), int(v[1]))
+
+
+def _st_scale_ok(v: Any) -> bool:
+    from .nets.rife import RIFE   # the rule is the network's: the flow scales its M_T takes
+
+    return _is_real(v) and float(v) in RIFE.SCALES
 
 
 def _tile_text(text: str) -> int | tuple[int, int]:
@@ -83,51 +143,92 @@ _ON_OFF, _MAYBE = "True or False", "True, False or None"
 
 #: upscale's keyword options, in its signature's order
 OPTIONS: tuple[Option, ...] = (
-    Option("weights", None, 'None/"default": the shipped weights; or a path to a .safetensors file', "--weights",
-           str, "None/'default' (the shipped weights) or a path to a .safetensors file",
-           _or_none(lambda v: isinstance(v, (str, os.PathLike))), "my.safetensors"),
-    Option("device", None, 'None/"auto" (CUDA if available, else CPU), "cpu", "cuda" or "cuda:N"', "--device",
-           str, example="cpu"),
-    Option("fp16", None, "half precision on CUDA (None: fp16 for RGBH clips on CUDA, fp32 otherwise)", "--fp16",
-           bool, _MAYBE, _or_none(_bool), True),
-    Option("batch_size", 1, "frame pairs per forward pass (the output is the same for every value)",
-           "--batch-size", int, "a positive integer", _int(1), 4),
-    Option("scene_detect", False, "also detect scene cuts (no blending across them)", "--scene-detect", bool,
-           _ON_OFF, _bool, True),
+    Option("weights", None, '"default" (the shipped weights) or a .safetensors file from training/',
+           must="None/'default' (the shipped weights) or the path of a .safetensors file",
+           valid=_weights_ok, example="my.safetensors", flag="--weights", cli_none="default"),
+    Option("device", None, '"auto" (CUDA if available, else CPU), "cpu", "cuda" or "cuda:N"',
+           example="cpu", flag="--device", cli_none="auto"),
+    Option("fp16", None, "half precision on CUDA (None: fp16 for RGBH clips on CUDA, fp32 otherwise)",
+           must=_MAYBE, valid=_or_none(_bool), example=True, flag="--fp16", parse=bool),
+    Option("batch_size", 1, f"frame pairs per forward pass, at most {MAX_BATCH}",
+           must=f"an integer in [1, {MAX_BATCH}]", valid=_int_in(1, MAX_BATCH), convert=int, example=4,
+           flag="--batch-size", parse=int),
+    Option("scene_detect", False, "also detect scene cuts (no blending across them)",
+           must=_ON_OFF, valid=_bool, example=True, flag="--scene-detect", parse=bool),
     Option("scene_threshold", 0.1, "the cut detector's threshold in (0, 1]: mean absolute luma difference",
-           "--scene-threshold", float, "a number in (0, 1]", lambda v: _unit(v, open_low=True), 0.1),
-    Option("debug", None, "put this intermediate in the odd frames instead of the result", "--debug", str,
-           f"None or one of {', '.join(map(repr, _DEBUG))}", lambda v: v is None or v in _DEBUG, "masks", _DEBUG),
-    Option("num_threads", None, "torch CPU threads (process-wide)", "--threads", int,
-           "a positive integer or None", _or_none(_int(1)), 2),
-    Option("cache_size", None, "batch groups kept in memory (None: max(4, 2 x core.num_threads))", None, int,
-           "a positive integer (batch groups kept) or None", _or_none(_int(1)), 8),
-    Option("tile", None, "None/0: whole frames; N or (W, H) (on the CLI: N or WxH): run the network on tiles of "
-           "at most N x N (W x H) input pixels, to bound memory", "--tile", _tile_text,
-           "None, 0 (no tiling), a positive integer (the longest tile side in input pixels) or a (width, height) "
-           "pair", _or_none(_tile_ok), 512),
+           must="a number in (0, 1]", valid=_threshold_ok, convert=float, example=0.1,
+           flag="--scene-threshold", parse=float),
+    Option("debug", None, "put this intermediate in the interpolated frames instead of the result",
+           must=f"None or one of {', '.join(map(repr, _DEBUG))}", valid=lambda v: v is None or v in _DEBUG,
+           example="masks", flag="--debug", choices=_DEBUG),
+    Option("num_threads", None, f"torch CPU threads, process-wide (at most {MAX_THREADS})",
+           must=f"None or an integer in [1, {MAX_THREADS}]", valid=_or_none(_int_in(1, MAX_THREADS)),
+           convert=_int_or_none, example=2, flag="--threads", parse=int),
+    Option("cache_size", None, f"batch groups kept in memory, at most {MAX_CACHE} (None: max(4, 2 x "
+           "core.num_threads))", must=f"None or an integer in [1, {MAX_CACHE}] (batch groups kept)",
+           valid=_or_none(_int_in(1, MAX_CACHE)), convert=_int_or_none, example=8),
+    Option("tile", None, "0: whole frames; N or WxH: run the network on tiles of at most N x N (W x H) input "
+           "pixels, to bound memory", must="None, 0 (no tiling), a positive integer (the longest tile side in "
+           "input pixels) or a (width, height) pair", valid=_or_none(_tile_ok), convert=_tile_convert,
+           example=512, flag="--tile", parse=_tile_text, cli_none="0"),
     Option("tile_overlap", 192, "context in input pixels kept around the used part of each tile",
-           "--tile-overlap", int, "an integer >= 0 (input pixels)", _int(0), 192),
-    Option("channels_last", None, "NHWC memory format (None: on)", None, bool, _MAYBE, _or_none(_bool), False),
-    Option("compile", False, "use torch.compile (falls back to eager if compiling fails)", "--compile", bool,
-           _ON_OFF, _bool, True),
-    Option("st_scale", None, "the scale at which the S->T stream estimates its flows on the high-res frames: 1, "
-           "0.5 or 0.25 (None: the weights file's; smaller is faster)", "--st-scale", float,
-           "None (the weights file's), 1, 0.5 or 0.25",
-           _or_none(lambda v: not isinstance(v, bool) and v in (1, 0.5, 0.25)), 0.5),
+           must="an integer >= 0 (input pixels)", valid=_int_in(0), convert=int, example=192,
+           flag="--tile-overlap", parse=int),
+    Option("channels_last", None, "NHWC memory format (None: on)", must=_MAYBE, valid=_or_none(_bool),
+           example=False),
+    Option("compile", False, "use torch.compile (falls back to eager if compiling fails)",
+           must=_ON_OFF, valid=_bool, example=True, flag="--compile", parse=bool),
+    Option("st_scale", None, "the scale at which the S->T stream estimates its flows on the high-res frames: "
+           "1, 0.5, 0.25 or 0.125 (default: the weights file's; smaller is faster)",
+           must="None (the weights file's) or one of the flow scales 1, 0.5, 0.25, 0.125",
+           valid=_or_none(_st_scale_ok), convert=lambda v: None if v is None else float(v), example=0.5,
+           flag="--st-scale", parse=float),
     Option("ensemble", False, "average with a pass on the frames flipped upside down: a little better, twice the "
-           "time", "--ensemble", bool, _ON_OFF, _bool, True),
+           "time", must=_ON_OFF, valid=_bool, example=True, flag="--ensemble", parse=bool),
 )
 NAMES: tuple[str, ...] = tuple(o.name for o in OPTIONS)
+BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
 
 
-def check(values: Mapping[str, Any], cli: bool = False) -> None:
-    """Raise :class:`ValueError` ("<problem>; <fix>") for the first option in ``values``
-    with a bad value; names not in the table are ignored. ``cli``: name the CLI's flags."""
+def _cli_value(o: Option, value: Any) -> str:
+    if value is None and o.cli_none is not None:
+        return o.cli_none
+    if isinstance(value, (tuple, list)):
+        return "x".join(map(str, value))
+    return str(value)
+
+
+def spell(name: str, value: Any) -> str:
+    """How the caller sets option ``name`` to ``value``: ``name=value`` in Python,
+    the flag inside :func:`cli_terms`.
+
+    >>> spell("weights", None)
+    'weights=None'
+    >>> with cli_terms():
+    ...     spell("weights", None), spell("tile", (640, 360)), spell("compile", True)
+    ('--weights default', '--tile 640x360', '--compile')
+    """
+    o = BY_NAME[name]
+    if not (_CLI.get() and o.flag):
+        return f"{name}={value!r}"
+    if o.parse is bool:
+        return o.flag if value else "--no-" + o.flag[2:]
+    return f"{o.flag} {_cli_value(o, value)}"
+
+
+def check(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The options in ``values`` (names not in the table are ignored) as plain Python
+    values; :class:`OptionError` ("<problem>; <fix>") for the first bad one."""
+    out = {}
     for o in OPTIONS:
-        if o.name in values and o.valid is not None and not o.valid(v := values[o.name]):
-            name, fix = (o.flag, f"{o.flag} {o.example}") if cli and o.flag else (o.name, f"{o.name}={o.example!r}")
-            raise ValueError(f"{name} must be {o.must}, not {v!r}; e.g. {fix}")
+        if o.name not in values:
+            continue
+        v = values[o.name]
+        if o.valid is not None and not o.valid(v):
+            name = o.flag if _CLI.get() and o.flag else o.name
+            raise OptionError(f"{name} must be {o.must}, not {v!r}; e.g. {spell(o.name, o.example)}")
+        out[o.name] = o.convert(v)
+    return out
 
 
 def unknown(names: Iterable[str]) -> str:

@@ -38,25 +38,12 @@ class Tile(NamedTuple):
     cx1: int
 
 
-def _int(v, name: str, minimum: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, not {v!r}")
-    return v
-
-
-def parse_tile(tile) -> tuple[int, int] | None:
-    """``None``/``0`` -> ``None`` (no tiling); ``n`` -> ``(n, n)``; ``(w, h)`` -> ``(w, h)``."""
-    if tile is None or (isinstance(tile, int) and not isinstance(tile, bool) and tile == 0):
+def parse_tile(tile: int | tuple[int, int] | None) -> tuple[int, int] | None:
+    """A checked ``tile`` option (:mod:`vsdsfn.options`) as ``(width, height)``; ``None``
+    for no tiling (``None`` or ``0``)."""
+    if not tile:
         return None
-    if isinstance(tile, (tuple, list)):
-        if len(tile) != 2:
-            raise ValueError(f"tile must be one number or a (width, height) pair, not {tile!r}; e.g. tile=512")
-        w, h = (_int(v, "tile", 1) for v in tile)
-        return (w, h)
-    if isinstance(tile, bool) or not isinstance(tile, int) or tile < 0:
-        raise ValueError(f"tile must be None, 0 (no tiling), a positive integer (the longest tile side "
-                         f"in input pixels) or a (width, height) pair, not {tile!r}; e.g. tile=512")
-    return (tile, tile)
+    return (tile, tile) if isinstance(tile, int) else (int(tile[0]), int(tile[1]))
 
 
 def aligned(tile: tuple[int, int], overlap: int, multiple: int) -> tuple[tuple[int, int], int]:
@@ -65,7 +52,6 @@ def aligned(tile: tuple[int, int], overlap: int, multiple: int) -> tuple[tuple[i
     Raises :class:`ValueError` (naming the options and the smallest valid tile) when a tile
     would have no core left once both overlaps are taken off.
     """
-    overlap = _int(overlap, "tile_overlap", 0)
     ov = -(-overlap // multiple) * multiple
     need = 2 * ov + multiple
     for side in tile:

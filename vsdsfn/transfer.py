@@ -21,6 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .options import spell
+
 __all__ = ["Layout", "Transfer", "select_device"]
 
 Layout = Literal["hwc", "chw"]
@@ -82,17 +84,19 @@ def select_device(device: str | torch.device | None = "auto") -> torch.device:
         if name != "cuda":
             tail = name[5:]
             if not tail.isdigit():
-                raise ValueError(f"device {device!r} is not valid; use 'cuda' or 'cuda:N' with N a GPU number")
+                raise ValueError(f"device {device!r} is not valid; use {spell('device', 'cuda')} or 'cuda:N' with N "
+                                 "a GPU number")
             index = int(tail)
         if not torch.cuda.is_available():
             raise ValueError(f"device {device!r} was requested but CUDA is not available "
-                             "(no NVIDIA GPU/driver, or a CPU-only torch build); use device='cpu' or 'auto'")
+                             f"(no NVIDIA GPU/driver, or a CPU-only torch build); use {spell('device', 'cpu')}")
         count = torch.cuda.device_count()
         if index >= count:
             raise ValueError(f"device {device!r} does not exist: this machine has {count} CUDA device(s) "
                              f"(cuda:0 .. cuda:{count - 1})")
         return torch.device("cuda", index)
-    raise ValueError(f"unknown device {device!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    raise ValueError(f"unknown device {device!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N', "
+                     f"e.g. {spell('device', 'cpu')}")
 
 
 class Transfer:

@@ -20,7 +20,7 @@ from .nets import DSFN, DSFNConfig
 __all__ = ["WeightsError", "NAMED_WEIGHTS", "default_weights_path", "resolve_weights", "load_model",
            "save_model", "read_config", "ABSENT_FIELDS"]
 
-#: the weights format this version reads and writes (0.1 wrote "vsdsfn-1": another M_T)
+#: the weights format this version reads and writes
 FORMAT = "vsdsfn-2"
 DEFAULT_NAME = "dsfn_default.safetensors"
 #: The shipped weights files, by the names ``upscale(weights=...)`` accepts (model cards
@@ -63,6 +63,8 @@ def resolve_weights(weights: str | os.PathLike | None) -> Path:
     """
     if weights is None:
         return default_weights_path()
+    if not os.fspath(weights).strip():
+        raise WeightsError("the weights path is empty")
     if isinstance(weights, str) and weights in NAMED_WEIGHTS:
         return _shipped(NAMED_WEIGHTS[weights])
     path = Path(weights)
@@ -174,5 +176,9 @@ def load_model(path: str | os.PathLike | None = None) -> DSFN:
             parts.append(f"{len(wrong)} tensors of the wrong shape (e.g. {k}: file "
                          f"{tuple(state[k].shape)}, network {tuple(expected[k].shape)})")
         raise WeightsError(f"weights file {str(path)!r} does not match its architecture: " + "; ".join(parts))
+    broken = next((k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+    if broken is not None:
+        raise WeightsError(f"weights file {str(path)!r}: tensor {broken!r} holds NaN or infinite values; the file is "
+                           "broken: export or download it again")
     model.load_state_dict({k: v.float() for k, v in state.items()})
     return model.eval()

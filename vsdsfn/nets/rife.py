@@ -13,6 +13,8 @@ The weights the shipped files carry are Practical-RIFE's, converted by
 
 from __future__ import annotations
 
+from numbers import Real
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -136,11 +138,14 @@ class RIFE(nn.Module):
             self.context = _Context()
             self.unet = _RefineUNet()
 
-    @staticmethod
-    def check_scale(scale: float) -> float:
-        """``scale`` as a float; a :class:`ValueError` unless it is 1, 1/2, 1/4 or 1/8."""
-        if scale not in (1.0, 0.5, 0.25, 0.125):
-            raise ValueError(f"RIFE: scale must be 1, 0.5, 0.25 or 0.125, not {scale!r}")
+    #: the flow-estimation scales it takes (its coarsest block then works at scale / 32)
+    SCALES = (1.0, 0.5, 0.25, 0.125)
+
+    @classmethod
+    def check_scale(cls, scale: float) -> float:
+        """``scale`` as a float; a :class:`ValueError` unless it is one of :attr:`SCALES`."""
+        if isinstance(scale, bool) or not isinstance(scale, Real) or float(scale) not in cls.SCALES:
+            raise ValueError(f"RIFE: scale must be one of {', '.join(f'{s:g}' for s in cls.SCALES)}, not {scale!r}")
         return float(scale)
 
     def multiple(self, scale: float = 1.0) -> int:
