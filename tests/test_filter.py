@@ -203,16 +203,6 @@ def test_cuda_without_cuda(tiny_weights):
         upscale(make_clip(2, 8, 8), weights=tiny_weights, device="cuda")
 
 
-def test_batch_size_equivalence(tiny_weights):
-    clip = make_clip(7, 24, 20)
-    ref = all_frames(upscale(clip, weights=tiny_weights, batch_size=1))
-    for bs in (2, 3, 8):
-        got = all_frames(upscale(clip, weights=tiny_weights, batch_size=bs))
-        assert len(got) == 14
-        for a, b in zip(ref, got):
-            np.testing.assert_allclose(a, b, atol=1e-5)
-
-
 @pytest.mark.parametrize("bs", [1, 3])
 def test_threads_random_order_equals_sequential(tiny_weights, bs):
     clip = make_clip(9, 24, 20)

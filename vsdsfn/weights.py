@@ -104,6 +104,8 @@ def _looks_like_pickle(head: bytes) -> bool:
 def _open(path: Path):
     if not path.exists():
         raise WeightsError(f"weights file {str(path)!r} does not exist")
+    if path.is_dir():
+        raise WeightsError(f"weights {str(path)!r} is a folder; give the path of a .safetensors file")
     if not path.is_file():
         raise WeightsError(f"weights file {str(path)!r} is not a file")
     with open(path, "rb") as f:
