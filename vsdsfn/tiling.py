@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from .options import spell
+
 __all__ = ["Tile", "parse_tile", "aligned", "plan_tiles"]
 
 
@@ -55,11 +57,11 @@ def aligned(tile: tuple[int, int], overlap: int, multiple: int) -> tuple[tuple[i
     ov = -(-overlap // multiple) * multiple
     need = 2 * ov + multiple
     for side in tile:
-        if side <= 2 * overlap or side < need:
+        if side < need:
             raise ValueError(
-                f"tile {side} is too small for tile_overlap {overlap}: a tile must be larger than 2 x "
-                f"tile_overlap, and tiles are cut at multiples of {multiple} px (tile_overlap rounds up to "
-                f"{ov}), so use tile >= {need} or a smaller tile_overlap")
+                f"tile {side} is too small for tile_overlap {overlap} (a tile must be larger than 2 x "
+                f"tile_overlap, and tiles are cut at multiples of {multiple} px: tile_overlap rounds up to "
+                f"{ov}); use tile >= {need} or a smaller tile_overlap, e.g. {spell('tile', need)}")
     return (tile[0] // multiple * multiple, tile[1] // multiple * multiple), ov
 
 
