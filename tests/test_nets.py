@@ -273,7 +273,7 @@ def test_multiple_for():
     assert [plain.multiple_for(s) for s in (1.0, 0.5, 0.25)] == [32, 32, 64]
     wide = DSFN(small_config(fusion_widths=(4,) * 7))    # F's multiple 128 at high res
     assert wide.multiple_for(1.0) == 64 and wide.fusion.multiple == 128
-    with pytest.raises(ValueError, match="scale must be 1, 0.5, 0.25 or 0.125"):
+    with pytest.raises(ValueError, match="scale must be one of 1, 0.5, 0.25, 0.125"):
         net.multiple_for(0.75)
 
 

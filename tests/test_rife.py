@@ -199,7 +199,7 @@ def test_multiple_and_scale():
     a, b = torch.rand(2, 1, 3, 32, 32)
     for bad in (0.75, 2.0, 1.5, 0.3, 0.0, -0.5, 0.0625):
         for call in (lambda: net(a, b, scale=bad), lambda: net.estimate(a, b, scale=bad), lambda: net.multiple(bad)):
-            with pytest.raises(ValueError, match=rf"RIFE: scale must be 1, 0.5, 0.25 or 0.125, not {bad!r}"):
+            with pytest.raises(ValueError, match=rf"RIFE: scale must be one of 1, 0.5, 0.25, 0.125, not {bad!r}"):
                 call()
     assert RIFE.check_scale(1) == 1.0 and isinstance(RIFE.check_scale(1), float)
     with pytest.raises(ValueError, match="four entries"):

@@ -216,7 +216,7 @@ def test_more_broken_weights(tmp_path, tiny_weights):
     empty = tmp_path / "empty.safetensors"
     empty.write_bytes(b"")
     refused(empty, "empty.safetensors.*not a valid safetensors")
-    refused(tmp_path, "is not a file")
+    refused(tmp_path, "is a folder; give the path of a .safetensors file")
     data = tiny_weights.read_bytes()
     for cut in (4, 8, 100, len(data) - 1):
         p = tmp_path / f"cut{cut}.safetensors"

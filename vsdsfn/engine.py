@@ -126,6 +126,8 @@ class Engine:
             raise ValueError(f"layout must be 'hwc' or 'chw', not {layout!r}")
         if spatial_cache is not None and not (isinstance(spatial_cache, int) and spatial_cache >= 2):
             raise ValueError(f"spatial_cache must be an integer >= 2, not {spatial_cache!r}")
+        if not isinstance(oom_fallback, bool):
+            raise ValueError(f"oom_fallback must be True or False, not {oom_fallback!r}")
         if np.dtype(out_dtype) not in (np.float32, np.float16):
             raise ValueError(f"out_dtype must be float32 or float16, not {np.dtype(out_dtype)}")
         model = self._network(model)
@@ -145,7 +147,7 @@ class Engine:
         self.io = Transfer(self.device, self.dtype, layout, out_dtype, self.multiple)
         #: source frames whose padded input and M_S result are kept (LRU)
         self.spatial_cache = spatial_cache if spatial_cache is not None else 2 * self.batch_size + 4
-        self.oom_fallback = bool(oom_fallback)
+        self.oom_fallback = oom_fallback
         self.channels_last = True if opts["channels_last"] is None else opts["channels_last"]
         self._fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         self.model = self._prepared(model)
