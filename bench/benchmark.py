@@ -6,7 +6,8 @@ in a fresh worker process (so peak memory belongs to one configuration): a warm-
 seen before, so no cache helps); the report gives medians. The source is a moving
 texture (:func:`bench.common.texture_frames`). Methods:
 
-* ``dsfn`` -- ``vsdsfn.upscale`` (default weights);
+* ``dsfn`` -- ``vsdsfn.upscale`` (default weights), once per ``--precisions`` entry (by
+  default every precision the device runs, ``auto`` last), back to back;
 * ``mvtools`` -- the evaluation's "Spline36 -> FlowFPS" baseline: a 2x Spline36 resize
   (:func:`training.mvbaseline.spline36_2x`), then :func:`vsdsfn.flowfps.flowfps` to twice
   the frame rate;
@@ -20,13 +21,12 @@ Run from the repository root:
 
     python -m bench.benchmark                      # CPU sizes; adds 1080p->4K on CUDA
     python -m bench.benchmark --sizes 480x270 --frames 4 --runs 3 --out /tmp/r.md
-    python -m bench.benchmark --device cuda --methods dsfn --fp16 --batch-size 4 --json bench/gpu.json
+    python -m bench.benchmark --device cuda --methods dsfn --precisions fp16 --batch-size 4 --json bench/gpu.json
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import shlex
 import statistics
@@ -38,7 +38,7 @@ from pathlib import Path
 import vapoursynth as vs
 
 import vsdsfn
-from bench.common import merge_json_rows, peak_rss_mb, result_row, texture_frames
+from bench.common import merge_json_rows, peak_rss_mb, report_header, result_row, texture_frames
 from training.mvbaseline import spline36_2x
 from vsdsfn.flowfps import clip_from_frames, flowfps
 
@@ -54,7 +54,7 @@ def _pipeline(method: str, clip: vs.VideoNode, args: argparse.Namespace) -> vs.V
     core = vs.core
     if method == "dsfn":
         return vsdsfn.upscale(clip, weights=args.weights, device=args.device, batch_size=args.batch_size,
-                              num_threads=args.threads or None, fp16=args.fp16 or None,
+                              num_threads=args.threads or None, precision=args.precision,
                               st_scale=args.st_scale, channels_last=_flag(args.channels_last),
                               ensemble=args.ensemble, tile=args.tile or None)
     if method == "blend":
@@ -77,7 +77,7 @@ def worker(args: argparse.Namespace) -> dict:
     w, h = (int(v) for v in args.size.split("x"))
     per_run = args.frames
     total_src = (args.runs + 1) * (per_run // 2 + 2) + 2
-    src = clip_from_frames(texture_frames(w, h, total_src), fps=(24000, 1001), fmt=vs.RGBH if args.fp16 else vs.RGBS)
+    src = clip_from_frames(texture_frames(w, h, total_src), fps=(24000, 1001), fmt=vs.RGBH if args.rgbh else vs.RGBS)
     out = _pipeline(args.method, src, args)
     times = []
     start = 0
@@ -95,19 +95,23 @@ def worker(args: argparse.Namespace) -> dict:
     if args.method == "dsfn":
         import torch  # the filter has loaded it
 
+        from vsdsfn.precision import choose, name_of
+        from vsdsfn.transfer import select_device
+
+        res["precision"] = name_of(choose(args.precision, select_device(args.device)))
         if torch.cuda.is_available():
             res["cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return res
 
 
 # ----------------------------------------------------------------------------- driver
-def run_worker(method: str, size: str, args: argparse.Namespace) -> dict:
+def run_worker(method: str, size: str, args: argparse.Namespace, precision: str = "auto") -> dict:
     """:func:`worker`'s result, from a fresh process (its error line if it failed)."""
     cmd = [sys.executable, "-m", "bench.benchmark", "--worker", method, "--size", size, "--frames", str(args.frames),
            "--runs", str(args.runs), "--device", args.device, "--batch-size", str(args.batch_size),
-           "--threads", str(args.threads), "--vs-threads", str(args.vs_threads)]
-    if args.fp16:
-        cmd.append("--fp16")
+           "--threads", str(args.threads), "--vs-threads", str(args.vs_threads), "--precision", precision]
+    if args.rgbh:
+        cmd.append("--rgbh")
     if args.st_scale is not None:
         cmd += ["--st-scale", str(args.st_scale)]
     if args.weights:
@@ -117,11 +121,20 @@ def run_worker(method: str, size: str, args: argparse.Namespace) -> dict:
     if args.tile:
         cmd += ["--tile", str(args.tile)]
     cmd += ["--channels-last", args.channels_last]
-    print(f"bench: {method} {size} ...", file=sys.stderr, flush=True)
+    print(f"bench: {method} {size} {precision if method == 'dsfn' else ''} ...", file=sys.stderr, flush=True)
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if proc.returncode:
-        return {"method": method, "size": size, "error": proc.stderr.strip().splitlines()[-1:] or ["failed"]}
+        return {"method": method, "size": size, "precision": precision,
+                "error": proc.stderr.strip().splitlines()[-1:] or ["failed"]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _runs(size: str, methods: list[str], precisions: list[str], args: argparse.Namespace) -> list[dict]:
+    """Every method at one size; dsfn once per precision, back to back."""
+    out = []
+    for m in methods:
+        out += [run_worker(m, size, args, p) for p in (precisions if m == "dsfn" else ["auto"])]
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -135,7 +148,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch-size", type=int, default=1)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--vs-threads", type=int, default=0, help="core.num_threads (0: VapourSynth's default)")
-    ap.add_argument("--fp16", action="store_true", help="RGBH input (fp16 on CUDA)")
+    ap.add_argument("--precisions", help="dsfn's upscale(precision=...) values, comma-separated (default: every "
+                    "precision the device runs, then auto)")
+    ap.add_argument("--rgbh", action="store_true", help="RGBH input clips (default RGBS)")
     ap.add_argument("--weights", help="upscale(weights=...) for dsfn: default, quality or a .safetensors file "
                     "(default: the shipped default)")
     ap.add_argument("--ensemble", action="store_true", help="upscale(ensemble=True) for dsfn (the flip ensemble)")
@@ -149,6 +164,7 @@ def main(argv: list[str] | None = None) -> None:
                     "results file, e.g. bench/gpu.json (see bench.common)")
     ap.add_argument("--worker", choices=METHODS, help=argparse.SUPPRESS)
     ap.add_argument("--size", help=argparse.SUPPRESS)
+    ap.add_argument("--precision", default="auto", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
         args.method = args.worker
@@ -157,49 +173,53 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
-    from vsdsfn.sysinfo import describe_machine
+    from vsdsfn.precision import choose, name_of, runs_on
+    from vsdsfn.transfer import select_device
 
-    cuda = torch.cuda.is_available() and args.device != "cpu"
+    device = select_device(args.device)
+    cuda = device.type == "cuda"
     sizes = args.sizes.split(",") if args.sizes else ["480x270", "960x540"] + (["1920x1080"] if cuda else [])
-    methods = args.methods.split(",")
-    rows = [(size, {m: run_worker(m, size, args) for m in methods}) for size in sizes]
-
-    cmd = "python -m bench.benchmark " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    lines = [
-        "# vsdsfn benchmark", "",
-        f"- date: {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d')}",
-        f"- machine: {describe_machine()}",
-        f"- device: {'cuda' if cuda else 'cpu'}; batch_size {args.batch_size}; "
-        f"{'RGBH/fp16' if args.fp16 else 'RGBS/fp32'}; torch threads {args.threads or 'default'}; "
-        f"tile {args.tile or 'none'}",
-        f"- command: `{cmd.strip()}`",
-        f"- weights (dsfn): {args.weights or 'default'}{', flip ensemble (ensemble=True)' if args.ensemble else ''}",
-        f"- method: frames pulled from the output clip through VapourSynth (as vspipe does), "
-        f"{args.frames} output frames per run, median of {args.runs} runs after a warm-up run; "
-        "each configuration in its own process. Peak memory: the process's RSS high-water mark "
-        "(VmHWM) or torch.cuda.max_memory_allocated (CUDA). Speed vs dsfn: output frames/s of "
-        "the method divided by DSFN's on the same input size.", "",
-        "| input → output | method | output frames/s | s per output frame | peak RSS (MB) | CUDA peak (MB) | speed vs dsfn |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    precisions = args.precisions.split(",") if args.precisions else [*runs_on(device), "auto"]
+    rows = [(size, _runs(size, args.methods.split(","), precisions, args)) for size in sizes]
+    cmd = "python -m bench.benchmark " + shlex.join(argv if argv is not None else sys.argv[1:])
+    lines = report_header(
+        "vsdsfn benchmark", f"{device}; batch_size {args.batch_size}; {'RGBH' if args.rgbh else 'RGBS'} clips; "
+        f"torch threads {args.threads or torch.get_num_threads()}; tile {args.tile or 'none'}", cmd.strip(),
+        f"Default precision here (auto): {name_of(choose(None, device))}",
+        f"Weights (dsfn): {args.weights or 'default'}{', flip ensemble (ensemble=True)' if args.ensemble else ''}",
+        f"Method: frames pulled from the output clip through VapourSynth (as vspipe does), {args.frames} output "
+        f"frames per run (even and interpolated alike), median of {args.runs} runs after a warm-up run; each row in "
+        "its own process, the rows of one size back to back. Peak memory: the process's RSS high-water mark "
+        "(VmHWM) or torch.cuda.max_memory_allocated (CUDA). vs dsfn fp32: the row's output frames/s divided by "
+        "dsfn's at fp32 on the same input size.")
+    lines += ["", "| input → output | method | precision | output frames/s | s per output frame | peak RSS (MB) "
+              "| CUDA peak (MB) | vs dsfn fp32 |", "|---|---|---|---|---|---|---|---|"]
     for size, results in rows:
-        w, h = (int(v) for v in size.split("x"))
-        label = f"{w}x{h} → {2 * w}x{2 * h}"
-        base = results.get("dsfn", {})
-        base_fps = base["frames"] / statistics.median(base["times"]) if "times" in base else None
-        for m, r in results.items():
-            if "error" in r:
-                lines.append(f"| {label} | {m} | error: {' '.join(r['error'])[:80]} | | | | |")
-                continue
-            med = statistics.median(r["times"])
-            fps = r["frames"] / med
-            ratio = f"{fps / base_fps:.2f}x" if base_fps else ""
-            cmb = f"{r['cuda_mb']:.0f}" if "cuda_mb" in r else ""
-            lines.append(f"| {label} | {m} | {fps:.3f} | {med / r['frames']:.3f} | {r['rss_mb']:.0f} | {cmb} | {ratio} |")
+        lines += _table_rows(size, results)
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     if args.json:
         _write_json(args.json, rows, args, cuda, cmd.strip())
+
+
+def _table_rows(size: str, results: list[dict]) -> list[str]:
+    w, h = (int(v) for v in size.split("x"))
+    label = f"{w}x{h} → {2 * w}x{2 * h}"
+    fps = {id(r): r["frames"] / statistics.median(r["times"]) for r in results if "times" in r}
+    base = next((fps[id(r)] for r in results if r["method"] == "dsfn" and r.get("precision") == "fp32"
+                 and id(r) in fps), None)
+    lines = []
+    for r in results:
+        prec = r.get("precision", "") if r["method"] == "dsfn" else ""
+        if "error" in r:
+            lines.append(f"| {label} | {r['method']} | {prec} | error: {' '.join(r['error'])[:80]} | | | | |")
+            continue
+        f = fps[id(r)]
+        cmb = f"{r['cuda_mb']:.0f}" if "cuda_mb" in r else ""
+        ratio = f"{f / base:.2f}x" if base else ""
+        lines.append(f"| {label} | {r['method']} | {prec} | {f:.3f} | {1 / f:.3f} | {r['rss_mb']:.0f} | {cmb} "
+                     f"| {ratio} |")
+    return lines
 
 
 def _write_json(path: str, rows: list[tuple[str, dict]], args: argparse.Namespace, cuda: bool, command: str) -> None:
@@ -208,13 +228,13 @@ def _write_json(path: str, rows: list[tuple[str, dict]], args: argparse.Namespac
 
     out = []
     for size, results in rows:
-        r = results.get("dsfn", {})
-        if "times" not in r:
-            continue
         w, h = (int(v) for v in size.split("x"))
-        peak = r["cuda_mb"] if cuda and "cuda_mb" in r else r["rss_mb"]
-        out.append(result_row(w, h, "fp16" if args.fp16 and cuda else "fp32", args.batch_size, "vapoursynth",
-                              r["frames"] / statistics.median(r["times"]), peak))
+        for r in results:
+            if r["method"] != "dsfn" or "times" not in r:
+                continue
+            peak = r["cuda_mb"] if cuda and "cuda_mb" in r else r["rss_mb"]
+            out.append(result_row(w, h, r["precision"], args.batch_size, "vapoursynth",
+                                  r["frames"] / statistics.median(r["times"]), peak))
     device = torch.cuda.get_device_name() if cuda else "cpu"
     merge_json_rows(path, out, device=device, command=command)
     print(f"merged {len(out)} rows into {path}", file=sys.stderr)

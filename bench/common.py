@@ -65,8 +65,8 @@ def peak_rss_mb() -> float:
 
 def result_row(w: int, h: int, precision: str, batch: int, path: str, fps: float, peak_mb: float) -> dict:
     """One row of the results file for a ``w`` x ``h`` input (output: twice each side)."""
-    if precision not in ("fp16", "fp32"):
-        raise ValueError(f"precision must be 'fp16' or 'fp32', not {precision!r}")
+    if precision not in ("fp16", "fp32", "bf16"):
+        raise ValueError(f"precision must be 'fp16', 'bf16' or 'fp32', not {precision!r}")
     if path not in ("vapoursynth", "engine"):
         raise ValueError(f"path must be 'vapoursynth' or 'engine', not {path!r}")
     return {"input": f"{w}x{h}", "output": f"{2 * w}x{2 * h}", "precision": precision, "batch": int(batch),
@@ -110,8 +110,9 @@ def report_header(title: str, device: str, command: str, *details: str) -> list[
     ``details`` (more ``- ...`` lines)."""
     import torch
 
-    from vsdsfn.sysinfo import describe_machine
+    from vsdsfn.sysinfo import cpu_flags, describe_machine
 
     return [f"# {title}", "", f"- Date: {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d')}",
-            f"- Machine: {describe_machine()}", f"- Device: {device}; torch {torch.__version__}",
+            f"- Machine: {describe_machine()}", f"- CPU flags: {', '.join(cpu_flags()) or 'none of note'}",
+            f"- Device: {device}; torch {torch.__version__}",
             f"- Command: `{command}`", *(f"- {d}" for d in details)]

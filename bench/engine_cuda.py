@@ -4,7 +4,7 @@
 drives :class:`vsdsfn.engine.Engine` directly, so it runs on a machine that has PyTorch
 and a GPU but no VapourSynth. It
 
-1. checks the device's output against the CPU's on the same frames (fp32 and fp16, with
+1. checks the device's output against the CPU's on the same frames (every precision, with
    and without tiles): max absolute difference and PSNR against the CPU result;
 2. times the filter's work -- ``Engine.upscale_group`` over a moving texture, groups of
    ``batch_size`` pairs as ``vsdsfn.upscale`` sends them, each source frame's M_S computed
@@ -39,7 +39,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from bench.common import merge_json_rows, peak_rss_mb, report_header, result_row, texture_frames
 from training.metrics import psnr
-from vsdsfn.engine import DEFAULT_TILE_OVERLAP, Engine
+from vsdsfn.engine import DEFAULT_TILE_OVERLAP, Engine, select_device
+from vsdsfn.precision import runs_on
 from vsdsfn.nets import DSFN
 from vsdsfn.weights import load_model
 
@@ -97,13 +98,13 @@ def check_against_cpu(model: DSFN, device: str, size: tuple[int, int]) -> list[s
     ref = run_pairs(Engine(model, device="cpu", batch_size=2), frames, 0)
     rows = []
     least = smallest_tile(model)
-    for fp16 in (False, True):
+    for precision in runs_on(select_device(device)):
         for tile in (None, least) if max(w, h) > least else (None,):
-            eng = Engine(model, device=device, fp16=fp16, batch_size=2, tile=tile)
+            eng = Engine(model, device=device, precision=precision, batch_size=2, tile=tile)
             got = run_pairs(eng, frames, 0)
             diff = max(float(np.abs(g - r).max()) for g, r in zip(got, ref))
             worst = min(float(psnr(torch.from_numpy(g), torch.from_numpy(r))) for g, r in zip(got, ref))
-            rows.append(f"| {w}x{h} | {'fp16' if fp16 else 'fp32'} | {tile or '-'} | {diff:.2e} | {worst:.1f} |")
+            rows.append(f"| {w}x{h} | {precision} | {tile or '-'} | {diff:.2e} | {worst:.1f} |")
     return rows
 
 
@@ -123,12 +124,12 @@ def flops_per_output_frame(model: DSFN, device: str, size: tuple[int, int]) -> f
     return (pair.get_total_flops() + spatial.get_total_flops()) / 2
 
 
-def time_engine(model: DSFN, device: str, size: tuple[int, int], fp16: bool, batch: int, pairs: int,
+def time_engine(model: DSFN, device: str, size: tuple[int, int], precision: str, batch: int, pairs: int,
                 runs: int) -> tuple[float, float]:
     """Median seconds per output frame and peak device memory (MB; 0 on CPU)."""
     w, h = size
     dev = torch.device(device)
-    eng = Engine(model, device=device, fp16=fp16, batch_size=batch)
+    eng = Engine(model, device=device, precision=precision, batch_size=batch)
     frames = texture_frames(w, h, (runs + 1) * pairs + 1)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
@@ -150,12 +151,12 @@ def _device_name(device: str) -> str:
     return torch.cuda.get_device_name(dev) if dev.type == "cuda" else dev.type
 
 
-def _speed_row(size: tuple[int, int], fp16: bool, batch: int, sec: float, peak: float, flops: float | None,
+def _speed_row(size: tuple[int, int], precision: str, batch: int, sec: float, peak: float, flops: float | None,
                peak_tflops: float | None) -> str:
     w, h = size
     tflops = flops / sec / 1e12 if flops else None
-    share = f"{100 * tflops / peak_tflops:.1f}%" if tflops and peak_tflops and fp16 else "-"
-    return (f"| {w}x{h} -> {2 * w}x{2 * h} | {'fp16' if fp16 else 'fp32'} | {batch} | {sec:.4f} | {1 / sec:.1f} | "
+    share = f"{100 * tflops / peak_tflops:.1f}%" if tflops and peak_tflops and precision != "fp32" else "-"
+    return (f"| {w}x{h} -> {2 * w}x{2 * h} | {precision} | {batch} | {sec:.4f} | {1 / sec:.1f} | "
             f"{peak:.0f} | {f'{tflops:.2f}' if tflops else '-'} | {share} |")
 
 
@@ -176,7 +177,7 @@ def main(argv: list[str] | None = None) -> None:
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
     batches = [int(b) for b in args.batches.split(",")]
     cuda = torch.device(args.device).type == "cuda"
-    precisions = (False, True) if cuda else (False,)
+    precisions = runs_on(select_device(args.device))
     name = _device_name(args.device)
     peak_tflops = fp16_dense_peak(name) if cuda else None
     command = f"python -m bench.engine_cuda {' '.join(shlex.quote(a) for a in (argv or sys.argv[1:]))}".strip()
@@ -207,15 +208,15 @@ def main(argv: list[str] | None = None) -> None:
               "TFLOP/s | share of fp16 dense peak |", "|---|---|---|---|---|---|---|---|"]
     Path(args.out).write_text("\n".join(lines) + "\n")
     for w, h in sizes:
-        for fp16 in precisions:
+        for precision in precisions:
             for b in batches:
-                sec, peak = time_engine(model, args.device, (w, h), fp16, b, args.pairs, args.runs)
-                row = _speed_row((w, h), fp16, b, sec, peak, flops[(w, h)], peak_tflops)
+                sec, peak = time_engine(model, args.device, (w, h), precision, b, args.pairs, args.runs)
+                row = _speed_row((w, h), precision, b, sec, peak, flops[(w, h)], peak_tflops)
                 lines.append(row)
                 print(row, file=sys.stderr, flush=True)
                 Path(args.out).write_text("\n".join(lines) + "\n")   # a timeout keeps what was measured
                 if args.json:
-                    merge_json_rows(args.json, [result_row(w, h, "fp16" if fp16 else "fp32", b, "engine", 1 / sec,
+                    merge_json_rows(args.json, [result_row(w, h, precision, b, "engine", 1 / sec,
                                                            peak if cuda else peak_rss_mb())],
                                     device=name, command=command)
     Path(args.out).write_text("\n".join(lines) + "\n")

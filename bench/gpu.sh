@@ -8,10 +8,11 @@
 # default 470, so the script ends within 8 minutes); a step that fails or times out does not
 # stop the next. Steps and what they write:
 #   1. versions: Python, torch, CUDA, cuDNN, the device, VapourSynth (log only);
-#   2. bench.profile_cuda at 1920x1080 -> 4K, fp16, batch 1: bench/PROFILE.md, bench/traces/;
-#   3. bench.engine_cuda at 960x540 and 1920x1080, fp32 and fp16, batch 1 and 4:
+#   2. bench.profile_cuda at 1920x1080 -> 4K, fp16 and bf16, batch 1: bench/PROFILE.md,
+#      bench/PROFILE_bf16.md, bench/traces/;
+#   3. bench.engine_cuda at 960x540 and 1920x1080, fp32, fp16 and bf16, batch 1 and 4:
 #      bench/CUDA.md, rows (path "engine") in bench/gpu.json;
-#   4. bench.benchmark through VapourSynth on CUDA at 960x540 and 1920x1080, fp16 (RGBH),
+#   4. bench.benchmark through VapourSynth on CUDA at 960x540 and 1920x1080, fp16 and bf16 (RGBH),
 #      batch 1 and 4: bench/GPU_VS_b1.md, bench/GPU_VS_b4.md, rows (path "vapoursynth") in
 #      bench/gpu.json; and tiled (upscale(tile=960), 1920x1080, fp16, batch 1):
 #      bench/GPU_VS_TILED.md, bench/gpu_tiled.json (same schema; its own file, as rows are keyed
@@ -33,7 +34,7 @@ save() {  # copy the reports written so far into $OUT (a later timeout keeps the
     [ -n "${OUT:-}" ] || return 0
     mkdir -p "$OUT/bench"
     local f
-    for f in bench/PROFILE.md bench/CUDA.md bench/gpu.json bench/gpu_tiled.json bench/GPU_VS_*.md "$LOG"; do
+    for f in bench/PROFILE.md bench/PROFILE_bf16.md bench/CUDA.md bench/gpu.json bench/gpu_tiled.json bench/GPU_VS_*.md "$LOG"; do
         if [ -f "$f" ]; then cp "$f" "$OUT/bench/"; fi
     done
     if [ -d bench/traces ]; then cp -r bench/traces "$OUT/bench/"; fi
@@ -78,8 +79,10 @@ if command -v nvidia-smi >/dev/null; then
     step nvidia-smi 20 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit --format=csv
 fi
 
-step profile 100 "$PY" -m bench.profile_cuda --size 1920x1080 --precision fp16 --batch 1 --pairs 4 \
+step profile 70 "$PY" -m bench.profile_cuda --size 1920x1080 --precision fp16 --batch 1 --pairs 4 \
     --out bench/PROFILE.md --trace bench/traces
+step profile-bf16 40 "$PY" -m bench.profile_cuda --size 1920x1080 --precision bf16 --batch 1 --pairs 2 \
+    --out bench/PROFILE_bf16.md
 
 step engine 170 "$PY" -m bench.engine_cuda --sizes 960x540,1920x1080 --batches 1,4 --pairs 4 --runs 2 \
     --out bench/CUDA.md --json bench/gpu.json
@@ -87,10 +90,10 @@ step engine 170 "$PY" -m bench.engine_cuda --sizes 960x540,1920x1080 --batches 1
 if "$PY" -c "import vapoursynth" 2>/dev/null; then
     for b in 1 4; do
         step "vapoursynth-b$b" 70 "$PY" -m bench.benchmark --device cuda --methods dsfn --sizes 960x540,1920x1080 \
-            --fp16 --batch-size "$b" --frames 8 --runs 2 --out "bench/GPU_VS_b$b.md" --json bench/gpu.json
+            --rgbh --precisions fp16,bf16 --batch-size "$b" --frames 8 --runs 2 --out "bench/GPU_VS_b$b.md" --json bench/gpu.json
     done
-    step vapoursynth-tiled 50 "$PY" -m bench.benchmark --device cuda --methods dsfn --sizes 1920x1080 --fp16 \
-        --batch-size 1 --tile 960 --frames 8 --runs 2 --out bench/GPU_VS_TILED.md --json bench/gpu_tiled.json
+    step vapoursynth-tiled 50 "$PY" -m bench.benchmark --device cuda --methods dsfn --sizes 1920x1080 --rgbh \
+        --precisions fp16 --batch-size 1 --tile 960 --frames 8 --runs 2 --out bench/GPU_VS_TILED.md --json bench/gpu_tiled.json
 else
     log "vapoursynth: not importable; the VapourSynth steps are skipped"
     status=1

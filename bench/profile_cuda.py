@@ -17,7 +17,7 @@ gives the machine, date and command, then
 ``--trace DIR`` also writes the Chrome trace (gzipped; open in https://ui.perfetto.dev).
 Run from the repository root:
 
-    python -m bench.profile_cuda                                 # 1920x1080 -> 4K, fp16, batch 1
+    python -m bench.profile_cuda                                 # 1920x1080 -> 4K, auto precision (fp16), batch 1
     python -m bench.profile_cuda --precision fp32 --batch 4 --trace /tmp/traces
     python -m bench.profile_cuda --device cpu --size 64x48 --pairs 1 --warmup 1 --out /tmp/p.md
 """
@@ -39,6 +39,7 @@ from torch.profiler import ProfilerActivity, profile
 from bench.common import report_header, texture_frames
 from bench.engine_cuda import run_pairs, sync
 from vsdsfn.engine import Engine
+from vsdsfn.precision import name_of
 from vsdsfn.weights import load_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -183,7 +184,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--weights", help="weights file (default: the shipped default)")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--size", default="1920x1080", help="input size WxH (output: twice each side)")
-    ap.add_argument("--precision", choices=("fp16", "fp32"), default="fp16", help="fp16 runs fp32 on the CPU")
+    ap.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="auto",
+                    help="upscale(precision=...): auto is fp16 on CUDA, bf16 on CPUs with native bf16")
     ap.add_argument("--batch", type=int, default=1, help="pairs per forward pass")
     ap.add_argument("--pairs", type=int, default=4, help="pairs profiled (and timed without the profiler)")
     ap.add_argument("--warmup", type=int, default=2, help="pairs run first, unmeasured")
@@ -192,7 +194,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--trace", metavar="DIR", help="also write the Chrome trace (.json.gz) into DIR")
     args = ap.parse_args(argv)
     w, h = (int(v) for v in args.size.split("x"))
-    engine = Engine(load_model(args.weights), device=args.device, fp16=args.precision == "fp16",
+    engine = Engine(load_model(args.weights), device=args.device, precision=args.precision,
                     batch_size=args.batch)
     cuda = engine.device.type == "cuda"
     frames = texture_frames(w, h, args.warmup + 2 * args.pairs + 1)
@@ -208,7 +210,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"profile: {args.pairs} pairs under the profiler ...", file=sys.stderr, flush=True)
     prof, wall = profile_run(engine, frames[start:start + args.pairs + 1], start, cuda)
 
-    precision = "fp16" if engine.dtype == torch.float16 else "fp32"
+    precision = name_of(engine.dtype)
     name = torch.cuda.get_device_name(engine.device) if cuda else "cpu"
     given = argv if argv is not None else sys.argv[1:]
     command = f"python -m bench.profile_cuda {' '.join(shlex.quote(a) for a in given)}".strip()

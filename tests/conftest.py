@@ -26,6 +26,15 @@ def _no_gpu_unless_marked(request, monkeypatch):
         monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
 
 
+@pytest.fixture(autouse=True)
+def _fp32_unless_asked(monkeypatch):
+    """``precision="auto"`` means fp32 in tests, whatever the CPU: their references are
+    fp32. Tests of the bf16 choice set the detection hook themselves."""
+    from vsdsfn import precision
+
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+
+
 @pytest.fixture
 def one_thread():
     """One torch thread while a test runs (the trainer sets the count process-wide)."""

@@ -72,11 +72,11 @@ def test_benchmark_report_holds_measurements(tmp_path):
     benchmark.main(["--sizes", "96x64", "--methods", "mvtools,blend", "--frames", "2", "--runs", "1",
                     "--out", str(out)])
     text = out.read_text()
-    for head in ("- date: ", "- machine: ", "- command: `python -m bench.benchmark --sizes 96x64"):
+    for head in ("- Date: ", "- Machine: ", "- CPU flags: ", "- Command: `python -m bench.benchmark --sizes 96x64"):
         assert head in text
     rows = [ln for ln in text.splitlines() if ln.startswith("| 96x64 → 192x128 |")]
     assert [r.split(" | ")[1] for r in rows] == ["mvtools", "blend"]
-    assert all(float(r.split(" | ")[2]) > 0 for r in rows), rows   # output frames/s, not an error
+    assert all(float(r.split(" | ")[3]) > 0 for r in rows), rows   # output frames/s, not an error
     assert "estimate" not in text.lower() and "FLOP" not in text
 
 
@@ -186,7 +186,7 @@ def test_engine_report_and_json_on_cpu(tiny_weights, tmp_path):
     doc = json.loads(js.read_text())
     assert tuple(doc) == JSON_KEYS and doc["device"] == "cpu"
     assert [(r["input"], r["output"], r["precision"], r["batch"], r["path"]) for r in doc["rows"]] == [
-        ("32x24", "64x48", "fp32", 1, "engine"), ("32x24", "64x48", "fp32", 2, "engine")]
+        ("32x24", "64x48", p, b, "engine") for p in ("fp32", "bf16") for b in (1, 2)]   # every precision the CPU runs
     assert all(r["fps"] > 0 and r["peak_mb"] > 0 for r in doc["rows"])
     assert engine_cuda.fp16_dense_peak("NVIDIA H200") == 989.0 and engine_cuda.fp16_dense_peak("Tesla T4") is None
 
@@ -195,7 +195,7 @@ def test_benchmark_json_rows_are_dsfns(tiny_weights, tmp_path):
     """``--json``: dsfn's row (path "vapoursynth"), measured through VapourSynth with ``--tile``."""
     js = tmp_path / "gpu.json"
     benchmark.main(["--sizes", "64x48", "--methods", "dsfn,blend", "--frames", "2", "--runs", "1", "--device", "cpu",
-                    "--weights", str(tiny_weights), "--tile", "448", "--out", str(tmp_path / "r.md"),
+                    "--weights", str(tiny_weights), "--tile", "448", "--precisions", "fp32", "--out", str(tmp_path / "r.md"),
                     "--json", str(js)])
     assert "tile 448" in (tmp_path / "r.md").read_text()
     doc = json.loads(js.read_text())

@@ -1,6 +1,6 @@
 """vsdsfn.upscale on a CUDA device, through VapourSynth (skipped where there is no GPU).
 
-The same clip through the filter on CUDA and on the CPU: fp32 (RGBS) and fp16 (RGBH)
+The same clip through the filter on CUDA and on the CPU: fp32, fp16 (RGBH) and bf16
 outputs match the CPU's, batching and tiles change nothing beyond rounding, and frame
 props, fps and durations are the same as on the CPU. (Every other test module sees no
 GPU: tests/conftest.py hides CUDA from tests not marked ``cuda``.)
@@ -23,17 +23,17 @@ pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available()
 @pytest.fixture(scope="module")
 def cpu_out():
     clip = make_clip(4, 352, 192, props=lambda i: {"Name": f"f{i}"})
-    return clip, all_frames(upscale(clip, device="cpu"))  # shipped default weights
+    return clip, all_frames(upscale(clip, device="cpu", precision="fp32"))  # shipped default weights
 
 
-@pytest.mark.parametrize("fmt,batch,tile,min_psnr", [
-    ("RGBS", 1, None, 60.0), ("RGBS", 3, None, 60.0), ("RGBS", 1, 320, 55.0),
-    ("RGBH", 1, None, 45.0), ("RGBH", 3, 320, 45.0),
+@pytest.mark.parametrize("fmt,precision,batch,tile,min_psnr", [
+    ("RGBS", "fp32", 1, None, 60.0), ("RGBS", "fp32", 3, None, 60.0), ("RGBS", "fp32", 1, 320, 55.0),
+    ("RGBH", None, 1, None, 45.0), ("RGBH", "fp16", 3, 320, 45.0), ("RGBS", "bf16", 1, None, 40.0),
 ])
-def test_cuda_matches_cpu(cpu_out, fmt, batch, tile, min_psnr):
+def test_cuda_matches_cpu(cpu_out, fmt, precision, batch, tile, min_psnr):
     clip, ref = cpu_out
     src = clip if fmt == "RGBS" else vs.core.resize.Point(clip, format=vs.RGBH)
-    out = upscale(src, device="cuda", batch_size=batch, tile=tile, tile_overlap=128)
+    out = upscale(src, device="cuda", precision=precision, batch_size=batch, tile=tile, tile_overlap=128)
     assert out.format.id == getattr(vs, fmt) and out.num_frames == len(ref) and out.fps == clip.fps * 2
     got = all_frames(out)
     worst = min(float(psnr(torch.from_numpy(g), torch.from_numpy(r))) for g, r in zip(got, ref))

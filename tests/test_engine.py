@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 
 import numpy as np
@@ -135,11 +136,34 @@ def test_flip_ensemble(net):
         Engine(net, device="cpu", ensemble="yes")
 
 
-def test_fp16_on_cpu_falls_back_to_fp32(net, caplog):
-    with caplog.at_level(logging.WARNING, logger="vsdsfn"):
-        eng = Engine(net, device="cpu", fp16=True)
-    assert eng.dtype == torch.float32
-    assert "fp16" in caplog.text
+def test_precision_choice_and_refusals(net, monkeypatch):
+    """auto: bf16 on a CPU with native bf16, fp32 without (the detection hook mocked both
+    ways); fp16 never on a CPU; bf16 on request on any CPU."""
+    from vsdsfn import precision
+
+    for native, want in ((True, torch.bfloat16), (False, torch.float32)):
+        monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda native=native: native)
+        for value in (None, "auto"):
+            assert Engine(net, device="cpu", precision=value).dtype == want
+        assert Engine(net, device="cpu", precision="bf16").dtype == torch.bfloat16
+        assert Engine(net, device="cpu", precision="fp32").dtype == torch.float32
+        with pytest.raises(ValueError, match=r"precision 'fp16' does not run on cpu; it runs 'fp32' or 'bf16' "
+                                             r"\(e.g. precision='bf16'\)"):
+            Engine(net, device="cpu", precision="fp16")
+    for bad in ("half", "float16", 16, True):
+        with pytest.raises(ValueError, match=r"precision must be None or one of 'auto', 'fp32', 'fp16', 'bf16'"):
+            Engine(net, device="cpu", precision=bad)
+
+
+def test_native_bf16_detection_reads_torchs_cpu_features():
+    from vsdsfn import precision
+
+    caps = precision.cpu_capabilities()
+    assert "avx512_bf16" in caps or "amx_tile" in caps
+    flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else None
+    if flags is not None and caps.get("avx512_f") is not None:   # torch's detection agrees with the kernel's
+        assert bool(caps.get("avx512_bf16")) == (" avx512_bf16" in flags)
+    assert precision.native_bf16({"avx512_bf16": False, "amx_bf16": False, "avx512_f": True}) is False
 
 
 @pytest.mark.parametrize("w,h", [(1, 1), (2, 3), (17, 5), (16, 16), (33, 1)])

@@ -24,7 +24,8 @@ _junk = st.text(max_size=3) | st.lists(st.integers(), max_size=2)
 #: option -> (valid values, invalid values); compile is never switched on (minutes per graph)
 STRATEGIES = {
     "device": (st.sampled_from([None, "auto", "cpu", "CPU"]), st.sampled_from(["gpu", "cuda:x", "tpu", "cuda", ""])),
-    "fp16": (st.none() | st.booleans(), st.integers() | _junk),
+    "precision": (st.sampled_from([None, "auto", "fp32", "bf16"]), st.sampled_from(["fp16", "half", "FP32", ""])
+                  | st.integers() | st.booleans()),
     "batch_size": (st.integers(1, MAX_BATCH) | st.integers(1, 8).map(np.int64),
                    st.integers(max_value=0) | st.integers(min_value=MAX_BATCH + 1) | st.floats() | st.booleans()),
     "scene_detect": (st.booleans(), st.integers() | st.none()),

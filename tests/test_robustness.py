@@ -126,8 +126,8 @@ def test_other_option_errors(tiny_weights):
     from vsdsfn import upscale
 
     clip = make_clip(2, 8, 8)
-    with pytest.raises(vs.Error, match="fp16 must be True, False or None"):
-        upscale(clip, weights=tiny_weights, fp16="yes")
+    with pytest.raises(vs.Error, match="precision must be None or one of 'auto', 'fp32', 'fp16', 'bf16'"):
+        upscale(clip, weights=tiny_weights, precision="half")
     for bad in (0, -1, 2.5, True):
         with pytest.raises(vs.Error, match=r"cache_size must be None or an integer in \[1, 256\]"):
             upscale(clip, weights=tiny_weights, cache_size=bad)

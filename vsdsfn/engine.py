@@ -29,6 +29,7 @@ import torch
 
 from . import options
 from .nets import DSFN
+from .precision import choose as choose_precision
 from .tiling import aligned, parse_tile, plan_tiles
 from .transfer import Layout, Transfer, select_device
 from .weights import load_model
@@ -105,7 +106,7 @@ class Engine:
         model: DSFN | str | os.PathLike | None = None,
         *,
         device: str | torch.device | None = "auto",
-        fp16: bool | None = None,
+        precision: str | None = None,
         batch_size: int = 1,
         spatial_cache: int | None = None,
         layout: Layout = "hwc",
@@ -119,7 +120,7 @@ class Engine:
         st_scale: float | None = None,
         ensemble: bool = False,
     ) -> None:
-        opts = options.check(dict(fp16=fp16, batch_size=batch_size, num_threads=num_threads, tile=tile,
+        opts = options.check(dict(precision=precision, batch_size=batch_size, num_threads=num_threads, tile=tile,
                                   tile_overlap=tile_overlap, channels_last=channels_last, compile=compile,
                                   st_scale=st_scale, ensemble=ensemble))
         if layout not in ("hwc", "chw"):
@@ -140,9 +141,7 @@ class Engine:
         if opts["num_threads"] is not None:
             torch.set_num_threads(opts["num_threads"])
         self.device = select_device(device)
-        if opts["fp16"] and self.device.type != "cuda":
-            log.warning("fp16 is only used on CUDA; running in fp32 on %s", self.device)
-        self.dtype = torch.float16 if opts["fp16"] and self.device.type == "cuda" else torch.float32
+        self.dtype = choose_precision(opts["precision"], self.device)
         self.batch_size = opts["batch_size"]
         self.io = Transfer(self.device, self.dtype, layout, out_dtype, self.multiple)
         #: source frames whose padded input and M_S result are kept (LRU)
@@ -287,7 +286,7 @@ class Engine:
             if not self._shrink(shape, tile, bmax, what, msg):
                 raise OutOfMemory(
                     f"out of memory on {self.device} for {what} of {shape[-1]}x{shape[-2]} frames even with "
-                    f"batch 1 and {self._tile_now() or 'no'} tiles ({msg}); free memory, use fp16 (CUDA), "
+                    f"batch 1 and {self._tile_now() or 'no'} tiles ({msg}); free memory, use precision='fp16' (CUDA), "
                     "a smaller tile_overlap, or another device")
 
     def _shrink(self, shape, tile, bmax, what: str, msg: str) -> bool:

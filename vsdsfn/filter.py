@@ -191,7 +191,7 @@ def upscale(
     *,
     weights: str | os.PathLike | None = None,
     device: str | None = None,
-    fp16: bool | None = None,
+    precision: str | None = None,
     batch_size: int = 1,
     scene_detect: bool = False,
     scene_threshold: float = 0.1,
@@ -215,7 +215,8 @@ def upscale(
 
     weights: None/"default" (the shipped weights), or a .safetensors file from training/.
     device: "auto"/None (CUDA if available), "cpu", "cuda" or "cuda:N".
-    fp16: half precision on CUDA; None = fp16 for RGBH clips on CUDA, fp32 otherwise.
+    precision: None/"auto" (bf16 on CPUs that compute it natively, fp16 on CUDA, fp32
+        otherwise), "fp32", "fp16" (CUDA) or "bf16".
     batch_size: frame pairs per forward pass (output is the same for every value).
     scene_detect: also detect cuts (mean abs luma difference > scene_threshold, 0..1).
     debug: None, or "st" / "ts" / "fused" / "masks" to put that intermediate in the odd
@@ -246,14 +247,13 @@ def upscale(
     except ValueError as exc:
         raise _err(str(exc)) from None
     is_half = clip.format.id == vs.RGBH
-    fp16 = is_half and dev.type == "cuda" if opts["fp16"] is None else opts["fp16"]
     batch_size = opts["batch_size"]
     try:
         model = load_model(weights)
     except WeightsError as exc:
         raise _err(f"{exc}; for the shipped weights use {options.spell('weights', None)}") from None
     try:
-        engine = Engine(model, device=dev, fp16=fp16, batch_size=batch_size, layout="chw",
+        engine = Engine(model, device=dev, precision=opts["precision"], batch_size=batch_size, layout="chw",
                         out_dtype=np.float16 if is_half else np.float32, num_threads=opts["num_threads"],
                         spatial_cache=2 * batch_size + 4, tile=opts["tile"], tile_overlap=opts["tile_overlap"],
                         channels_last=opts["channels_last"], compile=opts["compile"], st_scale=opts["st_scale"],

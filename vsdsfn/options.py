@@ -7,7 +7,7 @@ into plain ``int``/``float``; the command line builds its flags, defaults and he
 only at import time: neither VapourSynth nor torch.
 
 >>> [o.name for o in OPTIONS][:4]
-['weights', 'device', 'fp16', 'batch_size']
+['weights', 'device', 'precision', 'batch_size']
 >>> check({"batch_size": 0})
 Traceback (most recent call last):
 vsdsfn.options.OptionError: batch_size must be an integer in [1, 64], not 0; e.g. batch_size=4
@@ -139,6 +139,7 @@ def _tile_text(text: str) -> int | tuple[int, int]:
 # literals, to import neither torch nor numpy; a test holds them equal to engine.DEBUG_OUTPUTS
 # and engine.DEFAULT_TILE_OVERLAP
 _DEBUG = ("st", "ts", "fused", "masks")
+_PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 _ON_OFF, _MAYBE = "True or False", "True, False or None"
 
 #: upscale's keyword options, in its signature's order
@@ -148,8 +149,10 @@ OPTIONS: tuple[Option, ...] = (
            valid=_weights_ok, example="my.safetensors", flag="--weights", cli_none="default"),
     Option("device", None, '"auto" (CUDA if available, else CPU), "cpu", "cuda" or "cuda:N"',
            example="cpu", flag="--device", cli_none="auto"),
-    Option("fp16", None, "half precision on CUDA (None: fp16 for RGBH clips on CUDA, fp32 otherwise)",
-           must=_MAYBE, valid=_or_none(_bool), example=True, flag="--fp16", parse=bool),
+    Option("precision", None, '"auto" (bf16 on CPUs with native bf16, fp16 on CUDA, else fp32), "fp32", '
+           '"fp16" (CUDA) or "bf16"', must=f"None or one of {', '.join(map(repr, _PRECISIONS))}",
+           valid=lambda v: v is None or v in _PRECISIONS, example="fp32", flag="--precision", cli_none="auto",
+           choices=_PRECISIONS),
     Option("batch_size", 1, f"frame pairs per forward pass, at most {MAX_BATCH}",
            must=f"an integer in [1, {MAX_BATCH}]", valid=_int_in(1, MAX_BATCH), convert=int, example=4,
            flag="--batch-size", parse=int),

@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 import platform
 
-__all__ = ["describe_machine"]
+__all__ = ["cpu_flags", "describe_machine"]
+
+#: the /proc/cpuinfo flags that decide which kernels and precisions run fast
+FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_fp16")
 
 
 def describe_machine() -> str:
@@ -39,3 +42,17 @@ def describe_machine() -> str:
     except Exception:  # noqa: BLE001 -- VapourSynth is optional for the engine
         pass
     return ", ".join(parts)
+
+
+def cpu_flags() -> list[str]:
+    """The flags of :data:`FLAGS` this CPU has (Linux; empty elsewhere).
+
+    >>> set(cpu_flags()) <= set(FLAGS)
+    True
+    """
+    try:
+        with open("/proc/cpuinfo") as f:
+            have = next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
+    except OSError:
+        return []
+    return [fl for fl in FLAGS if fl in have]
