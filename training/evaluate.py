@@ -73,6 +73,7 @@ from .metrics import psnr, ssim
 from .mvbaseline import QUARTER_PEL
 from vsdsfn.nets import RIFE as _RIFE
 from vsdsfn.options import OptionError, check as check_options
+from vsdsfn.precision import autocast, choose as choose_precision, name_of
 from vsdsfn.sysinfo import describe_machine
 
 __all__ = ["Triplet", "list_triplets", "config_triplets", "evaluate", "format_report", "main", "ROWS"]
@@ -280,6 +281,7 @@ class Result:
     size: set = field(default_factory=set)
 
     def add(self, row: str, group: str, pred: torch.Tensor, gt: torch.Tensor) -> tuple[float, float]:
+        pred = pred.float()
         p, s = float(psnr(pred, gt)[0]), float(ssim(pred, gt)[0])
         self.scores.setdefault(row, []).append((p, s))
         self.groups.setdefault(group, {}).setdefault(row, []).append(p)
@@ -295,10 +297,11 @@ class Result:
 
 def evaluate(triplets: Sequence[Triplet], model=None, one_mask_model=None, mvtools: bool = True,
              panels: str | os.PathLike | None = None, progress: bool = True,
-             st_scale: float | None = None, ensemble: bool = False) -> Result:
+             st_scale: float | None = None, ensemble: bool = False, dtype: torch.dtype = torch.float32) -> Result:
     """Score every method on every triplet (one triplet at a time, CPU-friendly);
     ``st_scale`` overrides the models' and ``ensemble`` runs them as
-    ``upscale(ensemble=True)`` (see :meth:`vsdsfn.nets.DSFN.run`)."""
+    ``upscale(ensemble=True)`` (see :meth:`vsdsfn.nets.DSFN.run`); the networks (whose
+    weights must be in ``dtype``) run under :func:`vsdsfn.precision.autocast`."""
     res = Result()
     mv_reason = None if mvtools else "skipped (--no-mvtools)"
     if mv_reason is None:
@@ -340,7 +343,7 @@ def evaluate(triplets: Sequence[Triplet], model=None, one_mask_model=None, mvtoo
         res.names.append(trip.name)
         g = trip.group
         line = []
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(torch.device("cpu"), dtype):
             out = None
             if model is not None:
                 out = model.run(l0, l2, st_scale=st_scale, ensemble=ensemble)
@@ -513,6 +516,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--one-mask-weights", help="a fusion_masks=1 model for the 'F one-mask' row (ablation)")
     ap.add_argument("--st-scale", type=float,
                     help="override the models' st_scale (S->T flow scale, as upscale(st_scale=...))")
+    ap.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                    help="as upscale(precision=...) on the CPU: auto is bf16 where the CPU computes it natively")
     ap.add_argument("--ensemble", action="store_true",
                     help="run the models with the flip ensemble of upscale(ensemble=True) (twice the time)")
     ap.add_argument("--no-model", action="store_true", help="baselines only")
@@ -569,12 +574,14 @@ def main(argv: list[str] | None = None) -> int:
         check_options({"st_scale": args.st_scale})
     except OptionError as exc:
         ap.error(str(exc))
+    dtype = choose_precision(args.precision, torch.device("cpu"))
+    model, one = (m.to(dtype) if m is not None else None for m in (model, one))
     res = evaluate(triplets, model, one, mvtools=not args.no_mvtools, panels=args.panels,
-                   progress=not args.quiet, st_scale=args.st_scale, ensemble=args.ensemble)
+                   progress=not args.quiet, st_scale=args.st_scale, ensemble=args.ensemble, dtype=dtype)
     if not res.names:
         raise SystemExit("evaluate: no triplet could be read")
     command = "python -m training.evaluate " + shlex.join(argv)
-    tta = ", run with the flip ensemble (--ensemble)" if args.ensemble else ""
+    tta = (", run with the flip ensemble (--ensemble)" if args.ensemble else "") + f", in {name_of(dtype)}"
     report = format_report(res, dataset, command, _weights_desc(wpath) + tta,
                            _weights_desc(opath) + tta if opath else "none",
                            res.notes.get(SPLINE_FLOW, ""))

@@ -29,7 +29,7 @@ import torch
 
 from . import options
 from .nets import DSFN
-from .precision import choose as choose_precision
+from .precision import autocast, choose as choose_precision
 from .tiling import aligned, parse_tile, plan_tiles
 from .transfer import Layout, Transfer, select_device
 from .weights import load_model
@@ -143,7 +143,7 @@ class Engine:
         self.device = select_device(device)
         self.dtype = choose_precision(opts["precision"], self.device)
         self.batch_size = opts["batch_size"]
-        self.io = Transfer(self.device, self.dtype, layout, out_dtype, self.multiple)
+        self.io = Transfer(self.device, layout, out_dtype, self.multiple)
         #: source frames whose padded input and M_S result are kept (LRU)
         self.spatial_cache = spatial_cache if spatial_cache is not None else 2 * self.batch_size + 4
         self.oom_fallback = oom_fallback
@@ -171,7 +171,8 @@ class Engine:
         return copy.deepcopy(model)
 
     def _prepared(self, model: DSFN) -> DSFN:
-        """``model`` on the device, in eval mode, the dtype and memory format, without gradients."""
+        """``model`` on the device, in eval mode, without gradients, its weights in the
+        precision's dtype (run under :func:`vsdsfn.precision.autocast`) and memory format."""
         model = model.eval().to(self.device, self.dtype)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -203,15 +204,16 @@ class Engine:
                 except Exception as exc:  # torch.compile unavailable on this platform
                     self._compile_failed(exc)
                     fn = eager
-        if fn is eager:
+        with autocast(self.device, self.dtype):
+            if fn is eager:
+                return eager(*args)
+            try:
+                return fn(*args)
+            except Exception as exc:
+                if _is_oom(exc):
+                    raise
+                self._compile_failed(exc)
             return eager(*args)
-        try:
-            return fn(*args)
-        except Exception as exc:
-            if _is_oom(exc):
-                raise
-            self._compile_failed(exc)
-        return eager(*args)
 
     def _layout(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=self._fmt)

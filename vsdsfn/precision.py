@@ -14,13 +14,14 @@ ValueError: precision 'fp16' does not run on cpu; it runs 'fp32' or 'bf16' (e.g.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import torch
 
 from .options import spell
 
-__all__ = ["DTYPES", "NAMES", "choose", "cpu_capabilities", "cpu_has_native_bf16", "name_of", "native_bf16",
+__all__ = ["DTYPES", "NAMES", "autocast", "choose", "cpu_capabilities", "cpu_has_native_bf16", "name_of", "native_bf16",
            "runs_on"]
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -69,6 +70,15 @@ def choose(precision: str | None, device: torch.device) -> torch.dtype:
         raise ValueError(f"precision {precision!r} does not run on {device}; it runs "
                          f"{' or '.join(map(repr, runs))} (e.g. {spell('precision', runs[-1])})")
     return DTYPES[precision]
+
+
+def autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
+    """The context the networks run in at ``dtype``: ``torch.autocast`` for fp16/bf16
+    (convolutions in ``dtype``, on weights stored in it), none for fp32. The networks
+    keep RIFE's flows and mask logits, the masks and the blends in float32 either way."""
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
 
 
 def name_of(dtype: torch.dtype) -> str:

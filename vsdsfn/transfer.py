@@ -4,7 +4,7 @@ numpy frames (RGB, HWC or planar CHW, float32/float16) become padded (B, 3, Hp, 
 tensors on the device and back; on CUDA through reused pinned buffers on their own
 streams, so uploads and downloads overlap the compute queued beside them.
 
->>> io = Transfer(torch.device("cpu"), torch.float32, "hwc", np.float32, multiple=8)
+>>> io = Transfer(torch.device("cpu"), "hwc", np.float32, multiple=8)
 >>> x = io.upload([np.full((5, 7, 3), 2.0, np.float32)])     # clamped to [0, 1], padded
 >>> x.shape, float(x.max())
 (torch.Size([1, 3, 8, 8]), 1.0)
@@ -100,11 +100,11 @@ def select_device(device: str | torch.device | None = "auto") -> torch.device:
 
 
 class Transfer:
-    """Frames to ``device`` in ``dtype`` (padded to ``multiple``) and high-res results back
+    """Frames to ``device`` as float32 (padded to ``multiple``) and high-res results back
     as ``out_dtype`` arrays in ``layout``."""
 
-    def __init__(self, device: torch.device, dtype: torch.dtype, layout: Layout, out_dtype, multiple: int) -> None:
-        self.device, self.dtype, self.layout, self.multiple = device, dtype, layout, multiple
+    def __init__(self, device: torch.device, layout: Layout, out_dtype, multiple: int) -> None:
+        self.device, self.layout, self.multiple = device, layout, multiple
         self.out_dtype = np.dtype(out_dtype)
         if device.type == "cuda":
             self._up_stream = torch.cuda.Stream(device)
@@ -155,7 +155,7 @@ class Transfer:
         ph, pw = -h % self.multiple, -w % self.multiple
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph), mode="replicate")
-        return x.to(self.dtype).contiguous()
+        return x.contiguous()
 
     def download_async(self, x: torch.Tensor, h: int, w: int):
         """Start copying a (B, C, Hp, Wp) high-res tensor to the host (cropped, clamped, in

@@ -91,7 +91,7 @@ class FusionUNet(nn.Module):
         for i in reversed(range(len(self.ups))):
             x = F.interpolate(x, size=skips[i].shape[-2:], mode="bilinear", align_corners=False)
             x = self.ups[i](torch.cat((x, skips[i]), 1))
-        logits = F.pixel_shuffle(self.head(x), 2)
+        logits = F.pixel_shuffle(self.head(x), 2).float()   # masks and blend in float32
         if self.split:
             c, d = logits[:, :1], logits[:, 1:]
             logits = torch.cat((c + d, c - d), 1)
@@ -100,8 +100,8 @@ class FusionUNet(nn.Module):
         else:
             m1 = torch.sigmoid(logits)
             m = torch.cat((m1, 1 - m1), 1)
-        fused = m[:, :1] * st + m[:, 1:2] * ts
-        return fused, m
+        fused = m[:, :1] * st.float() + m[:, 1:2] * ts.float()
+        return fused.to(st.dtype), m
 
 
 class _ResBlock(nn.Module):

@@ -57,7 +57,7 @@ class IFBlock(nn.Module):
     def forward(self, x: torch.Tensor, flow: torch.Tensor | None, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
         x = _resize(x, 1.0 / scale)
         if flow is not None:
-            x = torch.cat((x, _resize(flow, 1.0 / scale) / scale), 1)
+            x = torch.cat((x, (_resize(flow, 1.0 / scale) / scale).to(x.dtype)), 1)
         feat = self.down(x)
         out = _resize(self.up(self.body(feat) + feat), 2.0 * scale)
         return out[:, :4] * (2.0 * scale), out[:, 4:5]
@@ -100,7 +100,7 @@ class _RefineUNet(nn.Module):
         x = torch.cat((x, c0[3], c1[3]), 1)
         for i, up in enumerate(self.ups):
             x = up(x if i == 0 else torch.cat((x, skips[3 - i]), 1))
-        return torch.sigmoid(self.out(x))
+        return torch.sigmoid(self.out(x).float())
 
 
 class RIFE(nn.Module):
@@ -159,14 +159,15 @@ class RIFE(nn.Module):
         w0, w1 = x0, x1
         for i, block in enumerate(self.blocks):
             s = 2.0 ** (3 - i) / scale
+            # flows and mask logits accumulate in float32 whatever the blocks compute in
             if flow is None:
-                flow, mask = block(torch.cat((x0, x1, t), 1), None, s)
+                flow, mask = (v.float() for v in block(torch.cat((x0, x1, t), 1), None, s))
             else:
-                f, m = block(torch.cat((w0, w1, t, mask), 1), flow, s)
+                f, m = block(torch.cat((w0, w1, t, mask.to(x0.dtype)), 1), flow, s)
                 if i == 1 and retry:
                     big = ((f[:, :2].abs().flatten(1).amax(1) > LARGE_MOTION)
                            & (f[:, 2:4].abs().flatten(1).amax(1) > LARGE_MOTION))
-                flow, mask = flow + f, mask + m
+                flow, mask = flow + f.float(), mask + m.float()
             if i < len(self.blocks) - 1:
                 w0, w1 = backwarp(x0, flow[:, :2]), backwarp(x1, flow[:, 2:4])
         return flow, mask, big
@@ -201,17 +202,17 @@ class RIFE(nn.Module):
             flow = resize_flow(flow, i0.shape[-2:])
             mask = F.interpolate(mask, size=i0.shape[-2:], mode="bilinear", align_corners=False)
         w0, w1 = backwarp(i0, flow[:, :2]), backwarp(i1, flow[:, 2:4])
-        m = torch.sigmoid(mask)
-        out = w0 * m + w1 * (1 - m)
+        m = torch.sigmoid(mask.float())
+        out = w0.float() * m + w1.float() * (1 - m)       # the blend in float32, like the flows
         if self.refine and not fast:
             h, w = i0.shape[-2:]
             ph, pw = -h % 16, -w % 16   # the context net and U-Net have four strided stages
             i0, i1, w0, w1, mask, flow = (F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
-                                          for x in (i0, i1, w0, w1, mask, flow))
+                                          for x in (i0, i1, w0, w1, mask.to(i0.dtype), flow))
             c0, c1 = self.context(i0, flow[:, :2]), self.context(i1, flow[:, 2:4])
-            res = self.unet(torch.cat((i0, i1, w0, w1, mask, flow), 1), c0, c1)[..., :h, :w]
+            res = self.unet(torch.cat((i0, i1, w0, w1, mask, flow.to(i0.dtype)), 1), c0, c1)[..., :h, :w]
             out = (out + res * 2 - 1).clamp(0, 1)
-        return out
+        return out.to(i0.dtype)
 
     def forward(self, i0: torch.Tensor, i1: torch.Tensor, scale: float = 1.0, timestep: float = 0.5,
                 fast: bool = False) -> torch.Tensor:
