@@ -39,6 +39,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from bench.common import merge_json_rows, peak_rss_mb, report_header, result_row, texture_frames
 from training.metrics import psnr
+from vsdsfn import tiling
 from vsdsfn.engine import DEFAULT_TILE_OVERLAP, Engine, select_device
 from vsdsfn.precision import runs_on
 from vsdsfn.nets import DSFN
@@ -86,10 +87,8 @@ def run_pairs(engine: Engine, frames: list[np.ndarray], first_key: int) -> list[
 
 
 def smallest_tile(model: DSFN) -> int:
-    """The smallest tile side the engine accepts at the default ``tile_overlap``: the overlap
-    on both sides, rounded up to the network's multiple, plus one multiple."""
-    m = model.multiple_for(model.config.st_scale)
-    return 2 * (-(-DEFAULT_TILE_OVERLAP // m) * m) + m
+    """The smallest tile side the engine accepts for ``model`` at the default ``tile_overlap``."""
+    return tiling.smallest_tile(DEFAULT_TILE_OVERLAP, model.multiple_for(model.config.st_scale))
 
 
 def check_against_cpu(model: DSFN, device: str, size: tuple[int, int]) -> list[str]:

@@ -150,7 +150,7 @@ def test_option_errors(tiny_weights):
     clip = make_clip(2, 8, 8)
     with pytest.raises(vs.Error, match=r"unknown option\(s\) 'batchsize' \(did you mean 'batch_size'\?\)"):
         upscale(clip, weights=tiny_weights, batchsize=2)
-    with pytest.raises(vs.Error, match="valid options: weights, device"):
+    with pytest.raises(vs.Error, match="valid options: factor_num, factor_den, fps_num, fps_den, weights, device"):
         upscale(clip, weights=tiny_weights, colour="red")
     for bs in (0, -3, 2.0, "4", 65):
         with pytest.raises(vs.Error, match=r"batch_size must be an integer in \[1, 64\]"):
@@ -359,23 +359,26 @@ def test_named_weights_end_to_end():
         upscale(clip, weights="defualt")
 
 
-def test_each_group_and_each_ms_computed_once(tiny_weights, monkeypatch):
+@pytest.mark.parametrize("num,den,groups,interpolated", [
+    (2, 1, 3, 6), (5, 2, 3, 12), (5, 4, 2, 6),   # 5/4: 8 output frames, source 6 is only an L+
+])
+def test_each_group_and_each_ms_computed_once(tiny_weights, monkeypatch, num, den, groups, interpolated):
+    """One computation per group and one M_S per source frame, at any factor."""
     engines, calls = [], []
     orig = Engine.upscale_group
 
-    def spy(self, frames, keys, interp, output="refined"):
+    def spy(self, frames, keys, count, requests, output="refined"):
         if self not in engines:
             engines.append(self)
         calls.append(tuple(keys))
-        return orig(self, frames, keys, interp, output)
+        return orig(self, frames, keys, count, requests, output)
 
     monkeypatch.setattr(Engine, "upscale_group", spy)
-    out = upscale(make_clip(7, 16, 16), weights=tiny_weights, batch_size=3)
-    order = list(range(14))
+    out = upscale(make_clip(7, 16, 16), weights=tiny_weights, batch_size=3, factor_num=num, factor_den=den)
+    order = list(range(out.num_frames))
     random.Random(3).shuffle(order)
     with ThreadPoolExecutor(6) as pool:
         list(pool.map(lambda k: out.get_frame(k), order))
-    assert sorted(calls) == [(0, 1, 2, 3), (3, 4, 5, 6), (6,)]  # one computation per group
+    assert sorted(calls) == [(0, 1, 2, 3), (3, 4, 5, 6), (6,)][:groups]  # one computation per group
     (eng,) = engines
-    assert eng.stats["spatial"] == 7 and eng.stats["pairs"] == 6
-
+    assert eng.stats["spatial"] == 7 and eng.stats["pairs"] == interpolated

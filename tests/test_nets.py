@@ -109,7 +109,7 @@ def test_fusion_context_inputs():
 
 
 def test_refine_context_inputs():
-    net = DSFN(small_config(refine_context=True))
+    net = DSFN(small_config(refine_context=True, time_input=False))
     assert net.refine.head[0].in_channels == 4 * 15     # H_F, S->T, T->S, M_S(L-), M_S(L+), unshuffled
     l0, l1 = smooth(2, 16, 16).chunk(2)
     with torch.no_grad():
@@ -128,6 +128,52 @@ def test_refine_context_inputs():
     with pytest.raises(ValueError, match="extra=12 needs"):
         r(x, (out["st"], out["ts"]))
     assert DSFNConfig.from_dict(net.config.to_dict()).refine_context
+
+
+def test_timestep_reaches_every_part():
+    """S->T = M_T(M_S(L-), M_S(L+), t); T->S = M_S(M_T(L+, L-, 1 - t)); F and R see t."""
+    torch.manual_seed(0)
+    net = DSFN(small_config(fusion_context=True, refine_context=True)).eval()
+    assert net.fusion.inc[0].in_channels == 14 * 4 and net.refine.head[0].in_channels == 4 * 16
+    with torch.no_grad():
+        net.fusion.head.weight.normal_()
+        net.refine.tail.weight.normal_()
+    l0, l1 = smooth(2, 16, 16).chunk(2)
+    with torch.no_grad():
+        out = net(l0, l1, t=0.25)
+        hr0, hr1 = net.spatial(torch.cat((l0, l1))).chunk(2)
+        torch.testing.assert_close(out["st"], net.temporal(hr0, hr1, timestep=0.25))
+        torch.testing.assert_close(out["ts"], net.spatial(net.temporal(l1, l0, timestep=0.75)))
+        fused, masks = net.fusion(out["st"], out["ts"], hr0, hr1, 0.25)
+        assert not torch.allclose(masks, net.fusion(out["st"], out["ts"], hr0, hr1, 0.5)[1])   # F sees t
+        r25 = net.refine(fused, [out["st"], out["ts"], hr0, hr1, torch.full_like(fused[:, :1], 0.25)])
+        r50 = net.refine(fused, [out["st"], out["ts"], hr0, hr1, torch.full_like(fused[:, :1], 0.5)])
+        assert not torch.allclose(r25, r50)                                                    # R sees t
+        torch.testing.assert_close(out["refined"], fused + r25)
+        both = net(torch.cat((l0, l0)), torch.cat((l1, l1)), t=torch.tensor([0.25, 0.5]))["refined"]
+        torch.testing.assert_close(both[:1], out["refined"])               # one timestep per batch item
+        for bad in (0.0, 1.0, 1.5):
+            with pytest.raises(ValueError, match="timesteps must lie in"):
+                net(l0, l1, t=bad)
+
+
+def test_a_network_without_t_refuses_other_timesteps_and_widens_exactly():
+    """A t = 1/2 network (a file without ``time_input``) refuses other t; its F and R,
+    widened with zero weights for t (training's --init), compute the same frames."""
+    from training.train import _widened
+
+    torch.manual_seed(0)
+    old = DSFN(small_config(fusion_context=True, refine_context=True, time_input=False)).eval()
+    with torch.no_grad():
+        for p in old.parameters():
+            p.normal_(0, 0.1)
+    l0, l1 = smooth(2, 16, 16).chunk(2)
+    with pytest.raises(ValueError, match=r"trained for the middle frame \(t = 1/2\) only"):
+        old(l0, l1, t=0.25)
+    new = DSFN(small_config(fusion_context=True, refine_context=True)).eval()
+    new.load_state_dict(_widened(old.state_dict(), new.state_dict()))
+    with torch.no_grad():
+        torch.testing.assert_close(new(l0, l1)["refined"], old(l0, l1)["refined"])
 
 
 # ----------------------------------------------------------------------------- config

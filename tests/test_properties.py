@@ -17,12 +17,17 @@ from hypothesis import strategies as st
 from conftest import make_clip, pattern, planes
 from vsdsfn.nets import RIFE
 from vsdsfn.options import MAX_BATCH, MAX_CACHE, MAX_THREADS, OPTIONS
+from vsdsfn.schedule import Schedule
 
 DEBUG = (None, "st", "ts", "fused", "masks")
 _junk = st.text(max_size=3) | st.lists(st.integers(), max_size=2)
 
 #: option -> (valid values, invalid values); compile is never switched on (minutes per graph)
 STRATEGIES = {
+    "factor_num": (st.integers(2, 6), st.integers(max_value=0) | st.floats() | _junk),
+    "factor_den": (st.integers(1, 3), st.integers(max_value=0) | st.integers(min_value=1_000_001) | st.booleans()),
+    "fps_num": (st.sampled_from([None, 60000, 120000]), st.integers(max_value=0) | st.floats() | _junk),
+    "fps_den": (st.sampled_from([None, 1001]), st.integers(max_value=0) | st.floats()),
     "device": (st.sampled_from([None, "auto", "cpu", "CPU"]), st.sampled_from(["gpu", "cuda:x", "tpu", "cuda", ""])),
     "precision": (st.sampled_from([None, "auto", "fp32", "bf16"]), st.sampled_from(["fp16", "half", "FP32", ""])
                   | st.integers() | st.booleans()),
@@ -70,21 +75,24 @@ def _cut_props(cuts):
 
 def _check_contract(out: vs.VideoNode, clip: vs.VideoNode, cuts: list[str], opts: dict) -> None:
     n = clip.num_frames
-    assert (out.num_frames, out.width, out.height) == (2 * n, 2 * clip.width, 2 * clip.height)
-    assert out.format.id == clip.format.id and out.fps == clip.fps * 2
-    for j in sorted({0, 1, 2 * n - 1}):
-        f = out.get_frame(j)
-        k, odd = divmod(j, 2)
-        assert f.props["Src"] == k
+    if opts.get("fps_num") is not None:
+        factor = Fraction(opts["fps_num"], opts.get("fps_den") or 1) / clip.fps
+    else:
+        factor = Fraction(opts.get("factor_num", 2), opts.get("factor_den", 1))
+    s = Schedule(n, factor)
+    assert (out.num_frames, out.width, out.height) == (s.length, 2 * clip.width, 2 * clip.height)
+    assert out.format.id == clip.format.id and out.fps == clip.fps * factor
+    for i in sorted({0, 1, s.length - 1}):
+        f = out.get_frame(i)
+        k, t = s.position(i)
+        assert f.props["Src"] == k and f.props["DSFNTimestep"] == float(t)
         x = planes(f)
         assert np.isfinite(x).all() and x.min() >= 0 and x.max() <= 1
         cut = cuts[k] == "next" or (k + 1 < n and cuts[k + 1] == "prev")
-        if odd and (k + 1 == n or cut):
+        if t == 0 or k + 1 == n or cut:
             assert f.props["DSFNInterpolated"] == 0
-            if opts.get("debug") != "masks":     # not interpolated: the even frame again
-                np.testing.assert_array_equal(x, planes(out.get_frame(j - 1)))
-        if not odd:
-            assert f.props["DSFNInterpolated"] == 0
+            if t and opts.get("debug") != "masks":     # not interpolated: the source frame's M_S
+                np.testing.assert_array_equal(x, planes(out.get_frame(s.first_output(k))))
 
 
 @settings(max_examples=60, deadline=timedelta(seconds=30), derandomize=True, database=None,
@@ -106,8 +114,8 @@ def test_any_clip_any_options(tiny_weights, call):
         assert msg.startswith("upscale: ") and "; " in msg, msg
         if bad:
             assert any(b in named for b in bad), (bad, msg)
-        else:   # a valid value of each option, but a tile too small for its overlap
-            assert "tile" in named and "tile_overlap" in msg, msg
+        else:   # valid values that do not go together: a tile too small for its overlap, a factor <= 1
+            assert ("tile" in named and "tile_overlap" in msg) or "factor" in msg or "fps_" in msg, msg
     finally:
         torch.set_num_threads(threads)
 

@@ -35,7 +35,8 @@ DEFAULTS: dict[str, Any] = {
         "sequences": [],            # [{path=..., start=0, stop=...}] videos or frame folders
         "vimeo": "",                # a Vimeo-90K root (triplet or septuplet layout), optional
         "val_sequences": [],
-        "strides": [1, 2, 3],
+        "strides": [1, 2, 3],       # frame strides of the middle-frame triplets (span 2)
+        "spans": [],                # more timesteps: [{span = 4, strides = [1]}] -> t = 1/4, 1/2, 3/4
         "synthetic_weight": 0.3,    # share of synthetic-motion triplets in M_T/F/R training
         "synthetic_max_shift": 24.0,
         "val_crop": 256,

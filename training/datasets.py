@@ -12,12 +12,13 @@ Frame sources (each one sequence of RGB frames, optionally a ``start:stop`` slic
 Training sets draw samples with an explicit ``numpy.random.Generator`` (so a run
 resumed at step *k* sees exactly the samples it would have seen):
 
-* :class:`TripletSet` -- triplets of consecutive (or stride-*s*) frames;
+* :class:`TripletSet` -- the outer frames and a true frame between them, with its timestep;
 * :class:`SRSet` -- single high-res crops for pretraining M_S;
 * :class:`SyntheticMotionSet` -- synthetic triplets with known large motion and
   occlusion (an affinely moving background plus foreground patches) for M_T.
 
-Every sample is a list of float32 arrays (H, W, 3) in [0, 1]; low-res inputs are made
+Every sample is a list of float32 arrays (H, W, 3) in [0, 1] (triplets end with their
+timestep, :func:`timestep_array`); low-res inputs are made
 later, on the batch, by :func:`downscale` (PyTorch bicubic, as the paper's code).
 A file that cannot be read is skipped with a warning and counted in ``skipped``.
 """
@@ -30,7 +31,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -313,29 +314,41 @@ class _Index:
     seq: int
     start: int
     stride: int
+    span: int      # the outer frames are start and start + span * stride
+    j: int         # the true frame is start + j * stride: timestep j / span
+
+
+def timestep_array(t: float) -> np.ndarray:
+    """A sample's timestep, as the (1, 1, 1) array :func:`to_batch` stacks like a frame."""
+    return np.full((1, 1, 1), t, np.float32)
 
 
 class TripletSet(_Skipping):
-    """Triplets (i, i+s, i+2s) from frame sequences, for strides ``s`` in ``strides``.
+    """Triplets (i, i + j*s, i + m*s) of frame sequences: the outer frames, the true frame
+    and its timestep t = j/m, for every span m in ``spans`` (span -> strides s; by default
+    span 2 with ``strides``, the middle frame) and every 0 < j < m. A sample is
+    ``[L-, truth, L+, t]``, ``t`` a :func:`timestep_array`.
 
     With ``crop`` set, training samples are random crops with flips, rotations and
-    temporal reversal; :meth:`get` with ``train=False`` gives the deterministic central
-    crop (or the full frame when ``crop`` is None).
+    temporal reversal (t becomes 1 - t); :meth:`get` with ``train=False`` gives the
+    deterministic central crop (or the full frame when ``crop`` is None).
     """
 
     def __init__(self, sequences: Sequence, strides: Sequence[int] = (1,), crop: int | None = None,
-                 scales: Sequence[float] = (1.0,)) -> None:
+                 spans: Mapping[int, Sequence[int]] | None = None) -> None:
         self.sequences = list(sequences)
         self.crop = crop
-        self.scales = tuple(scales)
+        spans = {2: strides} if spans is None else spans
         self.index = [
-            _Index(si, i, s)
+            _Index(si, i, s, m, j)
             for si, seq in enumerate(self.sequences)
-            for s in strides
-            for i in range(len(seq) - 2 * s)
+            for m, strides_m in sorted(spans.items())
+            for s in strides_m
+            for j in range(1, m)
+            for i in range(len(seq) - m * s)
         ]
         if not self.index:
-            raise ValueError("TripletSet: no triplets (sequences too short for the strides?)")
+            raise ValueError("TripletSet: no triplets (sequences too short for the spans and strides?)")
 
     def __len__(self) -> int:
         return len(self.index)
@@ -343,30 +356,24 @@ class TripletSet(_Skipping):
     def _read(self, index: int) -> list[np.ndarray]:
         ix = self.index[index]
         seq = self.sequences[ix.seq]
-        return [seq.frame(ix.start + k * ix.stride) for k in range(3)]
+        return [seq.frame(ix.start + k * ix.stride) for k in (0, ix.j, ix.span)]
 
     def get(self, index: int, rng: np.random.Generator, train: bool = True) -> list[np.ndarray]:
         frames = self._guard(self._read, index, rng, len(self))
+        ix = self.index[index]
+        t = ix.j / ix.span
         if not train:
-            return _to_float(center_crop(frames, self.crop) if self.crop else frames)
-        scale = float(rng.choice(self.scales))
-        if scale != 1.0 and self.crop:
-            # crop a window of crop/scale pixels, resize to crop (simulates lower resolution)
-            win = int(round(self.crop / scale))
-            frames = random_crop(frames, win, rng)
-            frames = _resize(frames, self.crop)
-        elif self.crop:
+            frames = _to_float(center_crop(frames, self.crop) if self.crop else frames)
+            return frames + [timestep_array(t)]
+        if self.crop:
             frames = random_crop(frames, self.crop, rng)
-        return _to_float(augment(frames, rng))
+        frames = augment(frames, rng, reverse=False)
+        if rng.random() < 0.5:                       # temporal reversal
+            frames, t = frames[::-1], 1 - t
+        return _to_float(frames) + [timestep_array(t)]
 
     def sample(self, rng: np.random.Generator) -> list[np.ndarray]:
         return self.get(int(rng.integers(0, len(self))), rng)
-
-
-def _resize(frames: list[np.ndarray], size: int) -> list[np.ndarray]:
-    from PIL import Image
-
-    return [np.asarray(Image.fromarray(np.ascontiguousarray(f)).resize((size, size), Image.BICUBIC)) for f in frames]
 
 
 class SRSet(_Skipping):
@@ -464,7 +471,7 @@ class SyntheticMotionSet(SRSet):
 
     def get(self, index: int, rng: np.random.Generator, train: bool = True) -> list[np.ndarray]:
         frames = self._guard(lambda i: self._make(i, rng), index, rng, len(self))
-        return _to_float(augment(frames, rng) if train else frames)
+        return _to_float(augment(frames, rng) if train else frames) + [timestep_array(0.5)]
 
 
 class MixtureSet:

@@ -33,9 +33,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vsdsfn import precision
 from vsdsfn.nets import DSFN, DSFNConfig
 
 from .config import load_config, stage_options
+
 from .datasets import (MixtureSet, SRSet, SyntheticMotionSet, TripletSet, downscale, list_images,
                        open_sequence, to_batch, vimeo_sequences)
 from .losses import STAGE_LOSSES, dsfn_losses, total_loss
@@ -99,6 +101,12 @@ def _images(root: Path, folders: list[str]) -> list[Path]:
     return [p for f in folders for p in list_images(_rel(root, f))]
 
 
+def _spans(d: dict) -> dict[int, list[int]]:
+    """Span -> strides of the triplets: span 2 (the middle frame) with ``data.strides``,
+    and ``data.spans`` (``[{span = 4, strides = [1]}]``: timesteps 1/4, 1/2, 3/4)."""
+    return {2: list(d["strides"]), **{int(e["span"]): list(e["strides"]) for e in d.get("spans", [])}}
+
+
 def build_datasets(cfg: dict, stage: str, crop: int) -> tuple[object, list[list[np.ndarray]]]:
     """The training sampler and the fixed validation samples for a stage."""
     d = cfg["data"]
@@ -114,7 +122,7 @@ def build_datasets(cfg: dict, stage: str, crop: int) -> tuple[object, list[list[
         seqs += vimeo_sequences(_rel(root, d["vimeo"]), "train")
     parts, weights = [], []
     if seqs:
-        parts.append(TripletSet(seqs, d["strides"], crop))
+        parts.append(TripletSet(seqs, crop=crop, spans=_spans(d)))
         weights.append(1.0 - d["synthetic_weight"])
     if d["sr_images"] and d["synthetic_weight"] > 0:
         parts.append(SyntheticMotionSet(_images(root, d["sr_images"]), crop, d["synthetic_max_shift"]))
@@ -127,11 +135,25 @@ def build_datasets(cfg: dict, stage: str, crop: int) -> tuple[object, list[list[
         vseqs += vimeo_sequences(_rel(root, d["vimeo"]), "test")
     if not vseqs:
         raise ValueError("no validation data: set data.val_sequences or data.vimeo")
-    vset = TripletSet(vseqs, [1], d["val_crop"])
+    vset = TripletSet(vseqs, crop=d["val_crop"], spans={m: [1] for m in _spans(d)})
     n = min(len(vset), d["val_max"])
     idx = np.linspace(0, len(vset) - 1, n).round().astype(int)
     val = [vset.get(int(i), val_rng, train=False) for i in idx]
     return train, val
+
+
+def _widened(state: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` with each convolution weight that has fewer input channels than the
+    network's (F's and R's first layers once they are given t) widened by zero weights
+    for the new, last, channels: the network then computes what the smaller one did."""
+    out = {}
+    for k, v in state.items():
+        want = target.get(k)
+        if want is not None and v.dim() == 4 and want.shape[0] == v.shape[0] and want.shape[1] > v.shape[1] \
+                and want.shape[2:] == v.shape[2:]:
+            v = torch.cat((v, v.new_zeros(v.shape[0], want.shape[1] - v.shape[1], *v.shape[2:])), 1)
+        out[k] = v
+    return out
 
 
 # ----------------------------------------------------------------------------- trainer
@@ -191,13 +213,12 @@ class StageForward(torch.nn.Module):
             (h,) = frames
             pred = self.model.spatial(downscale(h))
             return {"spatial": F.l1_loss(pred, h)}, pred, h
+        (f0, f1, f2), t = frames[:3], frames[3].flatten()
         if self.stage == "temporal":
-            f0, f1, f2 = frames
-            pred = self.model.temporal(f0, f2)
+            pred = self.model.temporal(f0, f2, timestep=t)
             return {"temporal": F.l1_loss(pred, f1)}, pred, f1
-        h0, h1, h2 = frames
-        out = self.model(downscale(h0), downscale(h2))
-        return dsfn_losses(out, h0, h1, h2, downscale(h1)), out["refined"], h1
+        out = self.model(downscale(f0), downscale(f2), t=t)
+        return dsfn_losses(out, f0, f1, f2, downscale(f1)), out["refined"], f1
 
 
 class Trainer:
@@ -224,8 +245,10 @@ class Trainer:
         for name, mod in self.model.named_children():
             mod.requires_grad_(name in self.modules)
         self.optim = torch.optim.RAdam(self._param_groups(), lr=self.opt["lr"])
-        self.amp = bool(self.opt["amp"]) and self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        # mixed precision: fp16 on CUDA (with loss scaling), bf16 on CPUs that compute it natively
+        self.amp_dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
+        self.amp = bool(self.opt["amp"]) and (self.device.type == "cuda" or precision.cpu_has_native_bf16())
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.device.type == "cuda")
         self.step = 0
         self.best = -math.inf
         self.skipped_steps = 0
@@ -277,7 +300,7 @@ class Trainer:
         if missing:
             raise SystemExit(f"train: --init {spec}: checkpoint lacks {len(missing)} tensors (e.g. {missing[0]}); "
                              "was it made with the same model config?")
-        self.model.load_state_dict(sub, strict=False)
+        self.model.load_state_dict(_widened(sub, self.model.state_dict()), strict=False)
         log.info("initialised %s from %s", ",".join(wanted), path)
 
     # -- one step
@@ -318,7 +341,7 @@ class Trainer:
         frames = [f.to(self.device, non_blocking=True) for f in item["frames"]]
         if item["half"]:
             # M_T runs on low-res frames in the T->S stream: train on both resolutions
-            frames = [downscale(f) for f in frames]
+            frames = [downscale(f) for f in frames[:3]] + frames[3:]
         return frames
 
     def _param_groups(self) -> list[dict]:
@@ -343,7 +366,7 @@ class Trainer:
         for g in self.optim.param_groups:
             g["lr"] = self.lr_at(self.step) * g.get("scale", 1.0)
         self.net.train()
-        with torch.autocast("cuda", torch.float16, enabled=self.amp):
+        with torch.autocast(self.device.type, self.amp_dtype, enabled=self.amp):
             losses, pred, target = self.compute(frames)
             loss = total_loss(losses, STAGE_LOSSES[self.stage])
         self.optim.zero_grad(set_to_none=True)
@@ -376,13 +399,14 @@ class Trainer:
                 res = {"psnr": psnr(self.model.spatial(downscale(h)), h),
                        "bicubic": psnr(F.interpolate(downscale(h), scale_factor=2, mode="bicubic"), h)}
             elif self.stage == "temporal":
-                f0, f1, f2 = frames
-                res = {"psnr": psnr(self.model.temporal(f0, f2), f1), "blend": psnr((f0 + f2) / 2, f1)}
-                l0, l1, l2 = (downscale(f) for f in frames)
-                res["psnr_lr"] = psnr(self.model.temporal(l0, l2), l1)
+                (f0, f1, f2), t = frames[:3], frames[3].flatten()
+                res = {"psnr": psnr(self.model.temporal(f0, f2, timestep=t), f1),
+                       "blend": psnr(torch.lerp(f0, f2, t.view(-1, 1, 1, 1)), f1)}
+                l0, l1, l2 = (downscale(f) for f in frames[:3])
+                res["psnr_lr"] = psnr(self.model.temporal(l0, l2, timestep=t), l1)
             else:
-                h0, h1, h2 = frames
-                out = self.model(downscale(h0), downscale(h2))
+                (h0, h1, h2), t = frames[:3], frames[3].flatten()
+                out = self.model(downscale(h0), downscale(h2), t=t)
                 res = {"psnr": psnr(out["refined"], h1)}
                 res.update({k: psnr(out[k], h1) for k in ("st", "ts", "fused")})
             for k, v in res.items():   # PSNR per image (a batch of one)

@@ -30,7 +30,7 @@ import torch
 from . import options
 from .nets import DSFN
 from .precision import autocast, choose as choose_precision
-from .tiling import aligned, parse_tile, plan_tiles
+from .tiling import aligned, parse_tile, plan_tiles, smallest_tile
 from .transfer import Layout, Transfer, select_device
 from .weights import load_model
 
@@ -189,12 +189,13 @@ class Engine:
         self._compiled.clear()
 
     def _call(self, which: str, *args: torch.Tensor):
-        """Run ``"spatial"`` (:meth:`DSFN.upscale`) or ``"pair"`` (:meth:`DSFN.run`),
-        compiled when asked."""
+        """Run ``"spatial"`` (:meth:`DSFN.upscale`) or ``"pair"`` (:meth:`DSFN.run`: the
+        frames, their M_S and the timesteps), compiled when asked."""
         if which == "spatial":
             eager = lambda lr: self.model.upscale(lr, ensemble=self.ensemble)  # noqa: E731
         else:
-            eager = lambda *x: self.model.run(*x, st_scale=self.st_scale, ensemble=self.ensemble)  # noqa: E731
+            eager = lambda l0, l1, h0, h1, t: self.model.run(  # noqa: E731
+                l0, l1, h0, h1, st_scale=self.st_scale, ensemble=self.ensemble, t=t)
         fn = eager
         if self.compile:
             fn = self._compiled.get(which)
@@ -221,54 +222,56 @@ class Engine:
     def _tile_now(self) -> tuple[int, int] | None:
         return self._auto_tile or self.tile
 
+    def _stitched(self, plan, shape: tuple[int, ...], run_tile) -> torch.Tensor:
+        """The high-res result of a (B, C, Hp, Wp) low-res input run tile by tile:
+        ``run_tile(tile)`` gives a tile's result, of which each core is kept."""
+        out = None
+        for t in plan:
+            y = run_tile(t)
+            if out is None:
+                out = y.new_empty((shape[0], y.shape[1], 2 * shape[-2], 2 * shape[-1]))
+            out[..., 2 * t.cy0:2 * t.cy1, 2 * t.cx0:2 * t.cx1] = \
+                y[..., 2 * (t.cy0 - t.y0):2 * (t.cy1 - t.y0), 2 * (t.cx0 - t.x0):2 * (t.cx1 - t.x0)]
+        return out
+
     def _spatial_run(self, lr: torch.Tensor, tile: tuple[int, int] | None) -> torch.Tensor:
         """M_S of (B, 3, Hp, Wp), in tiles of ``tile`` (with exact context) when given."""
         hp, wp = lr.shape[-2:]
         plan = None
         if tile is not None:
-            c, m = _SPATIAL_CONTEXT, self.multiple
-            least = 2 * (-(-c // m) * m) + m      # the smallest tile that keeps c px of context
-            plan = plan_tiles(hp, wp, (max(tile[0], least), max(tile[1], least)), c, m)
+            least = smallest_tile(_SPATIAL_CONTEXT, self.multiple)   # keeps M_S's whole context
+            plan = plan_tiles(hp, wp, (max(tile[0], least), max(tile[1], least)), _SPATIAL_CONTEXT, self.multiple)
         if plan is None or len(plan) == 1:
             return self._call("spatial", self._layout(lr))
-        out = None
-        for t in plan:
-            y = self._call("spatial", self._layout(lr[..., t.y0:t.y1, t.x0:t.x1]))
-            if out is None:
-                out = y.new_empty((lr.shape[0], y.shape[1], 2 * hp, 2 * wp))
-            out[..., 2 * t.cy0:2 * t.cy1, 2 * t.cx0:2 * t.cx1] = \
-                y[..., 2 * (t.cy0 - t.y0):2 * (t.cy1 - t.y0), 2 * (t.cx0 - t.x0):2 * (t.cx1 - t.x0)]
-        return out
+        return self._stitched(plan, lr.shape, lambda t: self._call(
+            "spatial", self._layout(lr[..., t.y0:t.y1, t.x0:t.x1])))
 
-    def _pair_forward(self, l0, l1, h0, h1, output: str) -> torch.Tensor:
-        out = self._call("pair", self._layout(l0), self._layout(l1), self._layout(h0), self._layout(h1))
+    def _pair_forward(self, l0, l1, h0, h1, t, output: str) -> torch.Tensor:
+        out = self._call("pair", *(self._layout(x) for x in (l0, l1, h0, h1)), t)
         y = out[output]
         if output == "masks":
             y = torch.cat((y, torch.zeros_like(y[:, :1])), 1)
         return y
 
-    def _pairs_run(self, l0, l1, h0, h1, output: str, tile: tuple[int, int] | None,
+    def _pairs_run(self, l0, l1, h0, h1, t, output: str, tile: tuple[int, int] | None,
                    bmax: int | None) -> torch.Tensor:
-        """The ``output`` view of DSFN on padded (B, 3, Hp, Wp) pairs (and their M_S), in
-        sub-batches of at most ``bmax`` and tiles of ``tile`` when given."""
+        """The ``output`` view of DSFN on padded (B, 3, Hp, Wp) pairs (and their M_S) at
+        timesteps ``t`` (B,), in sub-batches of at most ``bmax`` and tiles of ``tile``."""
         b, (hp, wp) = l0.shape[0], l0.shape[-2:]
         if bmax is not None and b > bmax:
             return torch.cat([self._pairs_run(l0[s:s + bmax], l1[s:s + bmax], h0[s:s + bmax], h1[s:s + bmax],
-                                              output, tile, None) for s in range(0, b, bmax)])
+                                              t[s:s + bmax], output, tile, None) for s in range(0, b, bmax)])
         plan = plan_tiles(hp, wp, tile, self.tile_overlap, self.multiple) if tile is not None else None
         if plan is None or len(plan) == 1:
-            return self._pair_forward(l0, l1, h0, h1, output)
-        out = None
-        for t in plan:
-            ys, xs = slice(t.y0, t.y1), slice(t.x0, t.x1)
-            ys2, xs2 = slice(2 * t.y0, 2 * t.y1), slice(2 * t.x0, 2 * t.x1)
-            y = self._pair_forward(l0[..., ys, xs], l1[..., ys, xs], h0[..., ys2, xs2], h1[..., ys2, xs2], output)
-            if out is None:
-                out = y.new_empty((b, y.shape[1], 2 * hp, 2 * wp))
-            out[..., 2 * t.cy0:2 * t.cy1, 2 * t.cx0:2 * t.cx1] = \
-                y[..., 2 * (t.cy0 - t.y0):2 * (t.cy1 - t.y0), 2 * (t.cx0 - t.x0):2 * (t.cx1 - t.x0)]
-            self.stats["tiles"] += 1
-        return out
+            return self._pair_forward(l0, l1, h0, h1, t, output)
+        self.stats["tiles"] += len(plan)
+
+        def run_tile(p):
+            ys, xs, ys2, xs2 = slice(p.y0, p.y1), slice(p.x0, p.x1), slice(2 * p.y0, 2 * p.y1), slice(2 * p.x0, 2 * p.x1)
+            return self._pair_forward(l0[..., ys, xs], l1[..., ys, xs], h0[..., ys2, xs2], h1[..., ys2, xs2], t,
+                                      output)
+
+        return self._stitched(plan, l0.shape, run_tile)
 
     def _with_oom_fallback(self, run, shape: tuple[int, ...], what: str) -> torch.Tensor:
         """``run(tile, bmax)``; on out-of-memory, retry smaller (see :meth:`_shrink`)."""
@@ -299,7 +302,7 @@ class Engine:
             change = f"batches of {self._auto_batch}"
         else:
             m = self.multiple
-            floor = aligned((10**9, 10**9), self.tile_overlap, m)[1] * 2 + m
+            floor = smallest_tile(self.tile_overlap, m)
             cur = (min(tile[0], wp), min(tile[1], hp)) if tile else (wp, hp)
             new = tuple(max(floor, c // 2 // m * m) if c > floor else c for c in cur)
             if new == cur:
@@ -375,18 +378,20 @@ class Engine:
         pairs: Sequence[tuple[np.ndarray, np.ndarray]],
         keys: Sequence[tuple[Hashable, Hashable]] | None = None,
         output: str = "refined",
+        timesteps: Sequence[float] | None = None,
     ) -> list[np.ndarray]:
-        """The high-res frame halfway between each pair (``batch_size`` pairs per pass).
+        """The high-res frame at each timestep (default 1/2) between each pair
+        (``batch_size`` frames per pass).
 
         ``keys``: one (key0, key1) per pair to reuse cached M_S results (see
         :meth:`spatial`). ``output``: ``"refined"`` (H_R, the result) or an intermediate:
         ``"st"``, ``"ts"``, ``"fused"`` or ``"masks"`` (an RGB image with R = M_S->T,
-        G = M_T->S, B = 0).
+        G = M_T->S, B = 0). ``timesteps``: one per pair, each in (0, 1).
         """
         with self._lock:
-            return [a for fin in self._interpolate_async(pairs, keys, output) for a in fin()]
+            return [a for fin in self._interpolate_async(pairs, keys, output, timesteps) for a in fin()]
 
-    def _interpolate_async(self, pairs, keys, output):
+    def _interpolate_async(self, pairs, keys, output, timesteps=None):
         """Queue the batches; returns one function per batch that waits for its frames
         (on CUDA each batch's download overlaps the next batch's compute)."""
         if output not in _OUTPUTS:
@@ -395,6 +400,9 @@ class Engine:
             return []
         if keys is not None and len(keys) != len(pairs):
             raise ValueError("keys must have one (key0, key1) per pair")
+        ts = torch.as_tensor([0.5] * len(pairs) if timesteps is None else [float(t) for t in timesteps])
+        if ts.shape != (len(pairs),):
+            raise ValueError("timesteps must have one timestep per pair")
         frames = [f for p in pairs for f in p]
         h, w = self.io.check(frames)
         flat_keys = [k for kk in keys for k in kk] if keys is not None else None
@@ -406,7 +414,8 @@ class Engine:
             e1 = [ent[2 * i + 1] for i in range(start, stop)]
             l0, l1 = torch.cat([e[0] for e in e0]), torch.cat([e[0] for e in e1])
             h0, h1 = torch.cat([e[1] for e in e0]), torch.cat([e[1] for e in e1])
-            run = functools.partial(self._pairs_run, l0, l1, h0, h1, output)   # run(tile, bmax)
+            t = ts[start:stop].to(self.device)
+            run = functools.partial(self._pairs_run, l0, l1, h0, h1, t, output)   # run(tile, bmax)
             y = self._with_oom_fallback(run, tuple(l0.shape), "DSFN")
             self.stats["pairs"] += stop - start
             pending.append(self.io.download_async(y, h, w))
@@ -418,29 +427,23 @@ class Engine:
         self,
         frames: Sequence[np.ndarray],
         keys: Sequence[Hashable],
-        interp: Sequence[bool],
+        count: int,
+        requests: Sequence[tuple[int, float]],
         output: str = "refined",
     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """Both output frames of ``len(interp)`` consecutive source frames.
-
-        For pair ``j``: ``evens[j]`` = M_S(frames[j]); ``odds[j]`` = the frame between
-        ``frames[j]`` and ``frames[j+1]`` when ``interp[j]``, else ``evens[j]`` (a scene cut
-        or the last frame) -- black in the ``"masks"`` view.
-        """
-        p = len(interp)
-        if p < 1 or p > len(frames) or len(keys) != len(frames):
-            raise ValueError("upscale_group: need len(keys) == len(frames) >= len(interp) >= 1")
-        idx = [j for j in range(p) if interp[j]]
-        if idx and max(idx) + 1 >= len(frames):
+        """M_S of the first ``count`` frames, and for each request ``(j, t)`` the frame at
+        timestep ``t`` between ``frames[j]`` and ``frames[j + 1]``; every M_S is computed
+        once (``keys`` name the frames for the cache)."""
+        if not 1 <= count <= len(frames) or len(keys) != len(frames):
+            raise ValueError("upscale_group: need len(keys) == len(frames) >= count >= 1")
+        if any(not 0 <= j < len(frames) - 1 for j, _ in requests):
             raise ValueError("upscale_group: an interpolated pair needs its next frame")
         with self._lock:
             # the evens' download (CUDA) overlaps the pairs' compute
-            even_fin = self._spatial_async(frames[:p], keys[:p])
-            mid_fins = self._interpolate_async([(frames[j], frames[j + 1]) for j in idx],
-                                               [(keys[j], keys[j + 1]) for j in idx], output)
+            even_fin = self._spatial_async(frames[:count], keys[:count])
+            mid_fins = self._interpolate_async([(frames[j], frames[j + 1]) for j, _ in requests],
+                                               [(keys[j], keys[j + 1]) for j, _ in requests], output,
+                                               [t for _, t in requests])
             evens = even_fin()
             mids = [a for fin in mid_fins for a in fin()]
-        odds = [e if output != "masks" else np.zeros_like(e) for e in evens]
-        for j, m in zip(idx, mids):
-            odds[j] = m
-        return evens, odds
+        return evens, mids

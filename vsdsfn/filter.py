@@ -1,13 +1,7 @@
-"""VapourSynth glue: ``vsdsfn.upscale(clip)`` doubles frame rate, width and height.
+"""VapourSynth glue: ``vsdsfn.upscale(clip)`` raises the frame rate and doubles the size.
 
-Frame-numbering contract (N source frames L_0 .. L_{N-1}, 2N output frames):
-
-* frame ``2n``   = M_S(L_n), the spatially upscaled source frame;
-* frame ``2n+1`` = the DSFN frame between L_n and L_{n+1}; where there is a scene cut
-  after n (``_SceneChangeNext`` on n, ``_SceneChangePrev`` on n+1, or the built-in
-  detector) it is M_S(L_n) instead; the last one (2N-1) repeats frame 2N-2.
-
-All tensor work lives in :mod:`vsdsfn.engine`; this module maps frames and props.
+:class:`vsdsfn.schedule.Schedule` maps each output frame to a source frame and timestep;
+:mod:`vsdsfn.engine` does all tensor work; this module maps frames and props.
 """
 
 from __future__ import annotations
@@ -16,6 +10,7 @@ import logging
 import os
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass, field
 from fractions import Fraction
 
 import numpy as np
@@ -23,6 +18,7 @@ import vapoursynth as vs
 
 from . import options
 from .engine import DEFAULT_TILE_OVERLAP, Engine, scene_score, select_device
+from .schedule import Schedule
 from .weights import WeightsError, load_model
 
 __all__ = ["upscale", "OPTIONS"]
@@ -40,6 +36,7 @@ if not log.handlers:  # stderr only: stdout may carry video (vspipe)
 OPTIONS = options.NAMES
 
 _PROP_INTERP = "DSFNInterpolated"
+_PROP_T = "DSFNTimestep"
 _PROP_SCORE = "DSFNSceneScore"
 
 
@@ -77,47 +74,62 @@ def _check_clip(clip) -> None:
         raise _err("the clip has no frames; give it at least one frame")
 
 
-class _Upscaler:
-    """State of one ``upscale`` call: the engine and a bounded cache of batch groups."""
+@dataclass
+class _Group:
+    """The computed output of one work group (source frames g*B .. g*B + count - 1)."""
 
-    def __init__(self, clip: vs.VideoNode, engine: Engine, batch_size: int, output: str,
+    evens: list[np.ndarray]                        # M_S of each source frame
+    mids: dict[tuple[int, Fraction], np.ndarray]   # (j, t) -> the frame at t after source j
+    cut: list[bool]                                # no interpolation after source j
+    score: list[float | None]                      # the detector's score after source j
+    delivered: set[int] = field(default_factory=set)
+
+
+class _Upscaler:
+    """The frame callback of one ``upscale`` call: the engine, the schedule and a bounded
+    cache of computed groups."""
+
+    def __init__(self, clip: vs.VideoNode, engine: Engine, schedule: Schedule, output: str,
                  scene_detect: bool, scene_threshold: float, max_groups: int) -> None:
         self.n = clip.num_frames
-        self.engine = engine
-        self.b = batch_size
-        self.output = output
-        self.scene_detect = scene_detect
-        self.scene_threshold = scene_threshold
+        self.engine, self.schedule, self.output = engine, schedule, output
+        self.scene_detect, self.scene_threshold = scene_detect, scene_threshold
         self.max_groups = max_groups
         self._lock = threading.Lock()
-        self._groups: OrderedDict[int, tuple] = OrderedDict()
+        self._groups: OrderedDict[int, _Group] = OrderedDict()
         self._pending: dict[int, threading.Event] = {}
 
-    def _compute(self, g: int, f: list[vs.VideoFrame]) -> tuple:
-        """Output frames of group g: f[1 + j] is source frame min(g*B + j, N-1), j = 0..B."""
-        first = g * self.b
-        count = min(self.b, self.n - first)            # pairs (= even frames) in this group
-        have = min(self.b + 1, self.n - first)         # distinct source frames available
+    def _cuts(self, first: int, srcs: list[vs.VideoFrame], frames: list[np.ndarray], count: int):
+        """Per source j of the group: whether not to interpolate after it, and the score."""
+        cut, score = [], []
+        for j in range(count):
+            if first + j + 1 >= self.n:                  # the last source frame: nothing after it
+                cut.append(True)
+                score.append(None)
+                continue
+            c = bool(srcs[j].props.get("_SceneChangeNext", 0)) or bool(srcs[j + 1].props.get("_SceneChangePrev", 0))
+            sc = scene_score(frames[j], frames[j + 1], "chw") if self.scene_detect else None
+            if sc is not None and sc > self.scene_threshold:
+                c = True
+                log.info("scene cut detected after source frame %d (score %.3f)", first + j, sc)
+            cut.append(c)
+            score.append(sc)
+        return cut, score
+
+    def _compute(self, g: int, f: list[vs.VideoFrame]) -> _Group:
+        """Group g: f[1 + j] is source frame min(g*B + j, N-1), j = 0..B."""
+        first = g * self.schedule.batch
+        count = min(self.schedule.batch, self.n - first)       # source frames of this group
+        have = min(self.schedule.batch + 1, self.n - first)    # and the next one, if any
         srcs = [f[1 + j] for j in range(have)]
         frames = [np.stack([np.asarray(s[p]) for p in range(3)]) for s in srcs]
-        interp, scores, cuts = [], [], []
-        for j in range(count):
-            n = first + j
-            if n + 1 >= self.n:
-                interp.append(False), scores.append(None), cuts.append(False)
-                continue
-            cut = bool(srcs[j].props.get("_SceneChangeNext", 0)) or bool(srcs[j + 1].props.get("_SceneChangePrev", 0))
-            score = None
-            if self.scene_detect:
-                score = scene_score(frames[j], frames[j + 1], "chw")
-                if score > self.scene_threshold:
-                    cut = True
-                    log.info("scene cut detected after source frame %d (score %.3f)", n, score)
-            interp.append(not cut), scores.append(score), cuts.append(cut)
-        evens, odds = self.engine.upscale_group(frames, list(range(first, first + have)), interp, self.output)
-        return evens, odds, interp, scores, cuts, set()
+        cut, score = self._cuts(first, srcs, frames, count)
+        requests = [(j, t) for j, t in self.schedule.timesteps(g) if not cut[j]]
+        evens, mids = self.engine.upscale_group(frames, list(range(first, first + have)), count, requests,
+                                                self.output)
+        return _Group(evens, dict(zip(requests, mids)), cut, score)
 
-    def _group(self, g: int, f) -> tuple:
+    def _group(self, g: int, f) -> _Group:
         while True:
             with self._lock:
                 hit = self._groups.get(g)
@@ -143,52 +155,107 @@ class _Upscaler:
                     self._pending.pop(g, None)
                 ev.set()
 
-    def _delivered(self, g: int, r: int, res: tuple) -> None:
+    def _delivered(self, g: int, n: int, res: _Group) -> None:
         """Drop a group from the cache once each of its output frames was delivered once
         (VapourSynth caches frames itself; a later re-request recomputes identically)."""
         with self._lock:
-            done = res[-1]
-            done.add(r)
-            if len(done) == 2 * len(res[2]) and self._groups.get(g) is res:
+            res.delivered.add(n)
+            if len(res.delivered) == len(self.schedule.outputs(g)) and self._groups.get(g) is res:
                 del self._groups[g]
 
-    def __call__(self, n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
-        g, r = divmod(n, 2 * self.b)
-        j, odd = divmod(r, 2)
-        res = self._group(g, f)
-        evens, odds, interp, scores, cuts, _ = res
-        arr = odds[j] if odd else evens[j]
-        src = f[1 + j]
-        out = f[0].copy()
-        for p in range(3):
-            np.copyto(np.asarray(out[p]), arr[p], casting="unsafe")
+    def _props(self, out: vs.VideoFrame, src: vs.VideoFrame, n: int, k: int, t: Fraction, res: _Group,
+               j: int) -> None:
+        """Source frame k's props, durations scaled by 1 / factor, the cut moved to k's last
+        output frame, and vsdsfn's own props."""
         props = out.props
         props.clear()
         props.update(src.props)
         num, den = src.props.get("_DurationNum"), src.props.get("_DurationDen")
         if num is not None and den:
-            half = Fraction(int(num), int(den)) / 2
-            props["_DurationNum"], props["_DurationDen"] = half.numerator, half.denominator
-        # the cut after source frame n now lies between output frames 2n+1 and 2n+2
-        if odd:
-            if "_SceneChangePrev" in props:
-                props["_SceneChangePrev"] = 0
-            if cuts[j]:
-                props["_SceneChangeNext"] = 1
-            props[_PROP_INTERP] = int(interp[j])
-            if scores[j] is not None:
-                props[_PROP_SCORE] = float(scores[j])
-        else:
-            if "_SceneChangeNext" in props:
-                props["_SceneChangeNext"] = 0
-            props[_PROP_INTERP] = 0
-        self._delivered(g, r, res)
+            d = Fraction(int(num), int(den)) / self.schedule.factor
+            props["_DurationNum"], props["_DurationDen"] = d.numerator, d.denominator
+        last = n + 1 == self.schedule.first_output(k + 1)
+        if n != self.schedule.first_output(k) and "_SceneChangePrev" in props:
+            props["_SceneChangePrev"] = 0
+        if "_SceneChangeNext" in props or (last and res.cut[j] and k + 1 < self.n):
+            props["_SceneChangeNext"] = int(last and res.cut[j] and k + 1 < self.n)
+        props[_PROP_INTERP] = int(bool(t) and not res.cut[j])
+        props[_PROP_T] = float(t)
+        if t and res.score[j] is not None:
+            props[_PROP_SCORE] = float(res.score[j])
+
+    def __call__(self, n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
+        k, t = self.schedule.position(n)
+        g = k // self.schedule.batch
+        j = k - g * self.schedule.batch
+        res = self._group(g, f)
+        arr = res.mids.get((j, t))
+        if arr is None:        # t = 0, a cut or the tail: the source frame (black in the masks view)
+            arr = res.evens[j] if t == 0 or self.output != "masks" else np.zeros_like(res.evens[j])
+        out = f[0].copy()
+        for p in range(3):
+            np.copyto(np.asarray(out[p]), arr[p], casting="unsafe")
+        self._props(out, f[1 + j], n, k, t, res, j)
+        self._delivered(g, n, res)
         return out
+
+
+#: the largest frame-rate factor (each source pair gives at most this many frames), and
+#: the largest numerator of the reduced factor (the length of the frame map's cycle)
+MAX_FACTOR = 16
+MAX_FACTOR_NUM = 10_000
+
+
+def _factor(clip: vs.VideoNode, opts: dict, model) -> Fraction:
+    """The frame-rate factor from factor_num/factor_den or fps_num/fps_den; checked
+    against the clip and the weights."""
+    spell = options.spell
+    if opts["fps_num"] is not None or opts["fps_den"] is not None:
+        if (opts["factor_num"], opts["factor_den"]) != (2, 1):
+            raise _err(f"give either the factor or the output frame rate, not both; e.g. {spell('fps_num', 60000)}, "
+                       f"{spell('fps_den', 1001)} alone")
+        if opts["fps_num"] is None:
+            raise _err(f"fps_den needs fps_num; e.g. {spell('fps_num', 60000)}, {spell('fps_den', 1001)}")
+        if not clip.fps_num:
+            raise _err("fps_num/fps_den need a clip with a frame rate (this one is variable); give the factor "
+                       f"instead, e.g. {spell('factor_num', 5)}, {spell('factor_den', 2)}")
+        factor = Fraction(opts["fps_num"], opts["fps_den"] or 1) / clip.fps
+    else:
+        factor = Fraction(opts["factor_num"], opts["factor_den"])
+    if not 1 < factor <= MAX_FACTOR or factor.numerator > MAX_FACTOR_NUM:
+        raise _err(f"the frame rate must rise by a factor in (1, {MAX_FACTOR}] whose reduced numerator is at "
+                   f"most {MAX_FACTOR_NUM}, not {factor} ({float(factor):.4g}); e.g. {spell('factor_num', 5)}, "
+                   f"{spell('factor_den', 2)}")
+    if factor != 2 and not model.config.time_input:
+        raise _err(f"these weights were trained for the middle frame only (factor 2), not factor {factor}; use "
+                   f"weights trained for any timestep, e.g. {spell('weights', None)}, or {spell('factor_num', 2)}, "
+                   f"{spell('factor_den', 1)}")
+    return factor
+
+
+def _source_clips(clip: vs.VideoNode, schedule: Schedule) -> list[vs.VideoNode]:
+    """Clips at the output rate: frame n of clip j is source frame min(g*B + j, N-1) for
+    n's group g, j = 0..B (the group's source frames and the next one)."""
+    core, b, n = vs.core, schedule.batch, clip.num_frames
+    padded = clip + clip[-1] * (b + 1)
+    groups = -(-n // b)
+    out = []
+    for j in range(b + 1):
+        sel = padded[j:] if b == 1 else core.std.SelectEvery(padded[j:], cycle=b, offsets=[0], modify_duration=False)
+        rep = core.std.Interleave([sel[:groups]] * b, modify_duration=False)[:n] if b > 1 else sel[:n]
+        cycle, offsets = schedule.source_map()
+        out.append(core.std.SelectEvery(rep + rep[-1] * cycle, cycle=cycle, offsets=offsets,
+                                        modify_duration=False)[: schedule.length])
+    return out
 
 
 def upscale(
     clip: vs.VideoNode,
     *,
+    factor_num: int = 2,
+    factor_den: int = 1,
+    fps_num: int | None = None,
+    fps_den: int | None = None,
     weights: str | os.PathLike | None = None,
     device: str | None = None,
     precision: str | None = None,
@@ -206,37 +273,20 @@ def upscale(
     ensemble: bool = False,
     **unknown,
 ) -> vs.VideoNode:
-    """Double the frame rate, width and height of an RGBS/RGBH clip with DSFN.
+    """Raise the frame rate of an RGBS/RGBH clip by ``factor_num / factor_den`` (or to
+    ``fps_num / fps_den``) and double its width and height with DSFN.
 
-    Output: same format, 2x width and height, 2N frames, fps doubled, each frame's
-    duration halved and its source frame's props kept. Frame 2n = M_S(L_n); frame 2n+1 =
-    the fused, refined frame between L_n and L_{n+1} (M_S(L_n) at scene cuts and for the
-    last frame).
-
-    weights: None/"default" (the shipped weights), or a .safetensors file from training/.
-    device: "auto"/None (CUDA if available), "cpu", "cuda" or "cuda:N".
-    precision: None/"auto" (bf16 on CPUs that compute it natively, fp16 on CUDA, fp32
-        otherwise), "fp32", "fp16" (CUDA) or "bf16".
-    batch_size: frame pairs per forward pass (output is the same for every value).
-    scene_detect: also detect cuts (mean abs luma difference > scene_threshold, 0..1).
-    debug: None, or "st" / "ts" / "fused" / "masks" to put that intermediate in the odd
-        frames instead of the result (masks: R = M_S->T, G = M_T->S, B = 0).
-    num_threads: torch CPU threads (process-wide). cache_size: batch groups kept.
-    tile: None/0 (whole frames), or the longest tile side in input pixels, or (width,
-        height): run the network on overlapping tiles to bound memory (also used
-        automatically, with smaller batches first, when memory runs out).
-    tile_overlap: context in input pixels kept around the used part of each tile.
-    channels_last: NHWC memory format (None: on). compile: use torch.compile.
-    st_scale: None (the weights file's), 1, 0.5 or 0.25: the scale at which the S->T
-        stream estimates its flows on the high-res frames; smaller is faster.
-    ensemble: also run M_S and the network on the frames flipped upside down and average
-        (a test-time ensemble), for twice the work.
+    Output frame n shows source position p = n * den / num: M_S(L_k) for k = floor(p)
+    when t = p - k is 0, else the fused, refined frame at t between L_k and L_{k+1}
+    (M_S(L_k) at scene cuts and after the last source frame). Format kept, fps times
+    the factor, each frame's duration divided by it, source frame k's props kept. The
+    options are described in the README's options table (vsdsfn/options.py).
 
     >>> import vapoursynth as vs
-    >>> clip = vs.core.std.BlankClip(format=vs.RGBS, width=64, height=48, length=3)
-    >>> up = upscale(clip)
-    >>> up.num_frames, up.width, up.height
-    (6, 128, 96)
+    >>> clip = vs.core.std.BlankClip(format=vs.RGBS, width=64, height=48, length=4, fpsnum=24)
+    >>> up = upscale(clip, factor_num=5, factor_den=2)
+    >>> up.num_frames, up.width, up.height, up.fps
+    (10, 128, 96, Fraction(60, 1))
     """
     if unknown:
         raise _err(options.unknown(unknown))
@@ -244,40 +294,31 @@ def upscale(
     try:
         opts = options.check(locals())   # the parameters (locals() holds nothing else yet)
         dev = select_device(device or "auto")
-    except ValueError as exc:
-        raise _err(str(exc)) from None
-    is_half = clip.format.id == vs.RGBH
-    batch_size = opts["batch_size"]
-    try:
         model = load_model(weights)
     except WeightsError as exc:
         raise _err(f"{exc}; for the shipped weights use {options.spell('weights', None)}") from None
-    try:
-        engine = Engine(model, device=dev, precision=opts["precision"], batch_size=batch_size, layout="chw",
-                        out_dtype=np.float16 if is_half else np.float32, num_threads=opts["num_threads"],
-                        spatial_cache=2 * batch_size + 4, tile=opts["tile"], tile_overlap=opts["tile_overlap"],
-                        channels_last=opts["channels_last"], compile=opts["compile"], st_scale=opts["st_scale"],
-                        ensemble=opts["ensemble"])
     except ValueError as exc:
         raise _err(str(exc)) from None
+    schedule = Schedule(clip.num_frames, _factor(clip, opts, model), opts["batch_size"])
+    engine = _engine(clip, model, dev, opts)
     log.info("DSFN on %s (%s), batch %d, %dx%d -> %dx%d, %d -> %d frames", engine.device,
-             str(engine.dtype).replace("torch.", ""), batch_size, clip.width, clip.height,
-             2 * clip.width, 2 * clip.height, clip.num_frames, 2 * clip.num_frames)
+             str(engine.dtype).replace("torch.", ""), schedule.batch, clip.width, clip.height,
+             2 * clip.width, 2 * clip.height, clip.num_frames, schedule.length)
+    fps = clip.fps * schedule.factor if clip.fps_num else Fraction(0, 1)
+    template = vs.core.std.BlankClip(clip, width=2 * clip.width, height=2 * clip.height, length=schedule.length,
+                                     fpsnum=fps.numerator, fpsden=fps.denominator, keep=True)
+    max_groups = opts["cache_size"] or max(4, 2 * vs.core.num_threads)
+    state = _Upscaler(clip, engine, schedule, debug or "refined", scene_detect, opts["scene_threshold"], max_groups)
+    return vs.core.std.ModifyFrame(template, [template] + _source_clips(clip, schedule), state)
 
-    core = vs.core
-    n, b = clip.num_frames, batch_size
-    groups = -(-n // b)
-    fps = Fraction(clip.fps_num, clip.fps_den) * 2 if clip.fps_num else Fraction(0, 1)
-    template = core.std.BlankClip(clip, width=2 * clip.width, height=2 * clip.height, length=2 * n,
-                                  fpsnum=fps.numerator, fpsden=fps.denominator, keep=True)
-    # src_j frame k = source frame min((k // 2B) * B + j, N - 1): the B+1 frames of k's group
-    padded = clip + clip[-1] * (b + 1)
-    srcs = []
-    for j in range(b + 1):
-        sel = padded[j:] if b == 1 else core.std.SelectEvery(padded[j:], cycle=b, offsets=[0], modify_duration=False)
-        sel = sel[:groups]
-        rep = core.std.Interleave([sel] * (2 * b), modify_duration=False)[: 2 * n]
-        srcs.append(rep)
-    max_groups = opts["cache_size"] or max(4, 2 * core.num_threads)
-    state = _Upscaler(clip, engine, b, debug or "refined", scene_detect, opts["scene_threshold"], max_groups)
-    return core.std.ModifyFrame(template, [template] + srcs, state)
+
+def _engine(clip: vs.VideoNode, model, dev, opts: dict) -> Engine:
+    b = opts["batch_size"]
+    try:
+        return Engine(model, device=dev, precision=opts["precision"], batch_size=b, layout="chw",
+                      out_dtype=np.float16 if clip.format.id == vs.RGBH else np.float32,
+                      num_threads=opts["num_threads"], spatial_cache=2 * b + 4, tile=opts["tile"],
+                      tile_overlap=opts["tile_overlap"], channels_last=opts["channels_last"],
+                      compile=opts["compile"], st_scale=opts["st_scale"], ensemble=opts["ensemble"])
+    except ValueError as exc:
+        raise _err(str(exc)) from None

@@ -7,7 +7,7 @@ into plain ``int``/``float``; the command line builds its flags, defaults and he
 only at import time: neither VapourSynth nor torch.
 
 >>> [o.name for o in OPTIONS][:4]
-['weights', 'device', 'precision', 'batch_size']
+['factor_num', 'factor_den', 'fps_num', 'fps_den']
 >>> check({"batch_size": 0})
 Traceback (most recent call last):
 vsdsfn.options.OptionError: batch_size must be an integer in [1, 64], not 0; e.g. batch_size=4
@@ -19,7 +19,7 @@ vsdsfn.options.OptionError: --batch-size must be an integer in [1, 64], not 0; e
 >>> check({"st_scale": fractions.Fraction(1, 2), "batch_size": 2})
 {'batch_size': 2, 'st_scale': 0.5}
 >>> print(unknown(["batchsize"]))  # doctest: +ELLIPSIS
-unknown option(s) 'batchsize' (did you mean 'batch_size'?); valid options: weights, device, ..., ensemble
+unknown option(s) 'batchsize' (did you mean 'batch_size'?); valid options: factor_num, ..., ensemble
 """
 
 from __future__ import annotations
@@ -39,10 +39,12 @@ __all__ = ["Option", "OptionError", "OPTIONS", "NAMES", "BY_NAME", "MAX_BATCH", 
            "check", "cli_terms", "spell", "unknown"]
 
 #: upper bounds where an option's cost grows with its value (the VapourSynth graph grows
-#: with batch_size squared; every cached group holds frames; every thread a stack)
+#: with batch_size squared; every cached group holds frames; every thread a stack; the
+#: frame-rate factor's numerator is the length of a frame map)
 MAX_BATCH = 64
 MAX_CACHE = 256
 MAX_THREADS = 256
+MAX_RATIO_TERM = 1_000_000
 
 
 class OptionError(ValueError):
@@ -144,6 +146,15 @@ _ON_OFF, _MAYBE = "True or False", "True, False or None"
 
 #: upscale's keyword options, in its signature's order
 OPTIONS: tuple[Option, ...] = (
+    Option("factor_num", 2, "the frame rate is multiplied by factor_num / factor_den (> 1)",
+           must=f"an integer in [1, {MAX_RATIO_TERM}]", valid=_int_in(1, MAX_RATIO_TERM), convert=int, example=5),
+    Option("factor_den", 1, "see factor_num", must=f"an integer in [1, {MAX_RATIO_TERM}]",
+           valid=_int_in(1, MAX_RATIO_TERM), convert=int, example=2),
+    Option("fps_num", None, "instead of the factor: the output frame rate fps_num / fps_den",
+           must=f"None or an integer in [1, {MAX_RATIO_TERM}]", valid=_or_none(_int_in(1, MAX_RATIO_TERM)),
+           convert=_int_or_none, example=60000),
+    Option("fps_den", None, "see fps_num (None: 1)", must=f"None or an integer in [1, {MAX_RATIO_TERM}]",
+           valid=_or_none(_int_in(1, MAX_RATIO_TERM)), convert=_int_or_none, example=1001),
     Option("weights", None, '"default" (the shipped weights) or a .safetensors file from training/',
            must="None/'default' (the shipped weights) or the path of a .safetensors file",
            valid=_weights_ok, example="my.safetensors", flag="--weights", cli_none="default"),
@@ -153,7 +164,8 @@ OPTIONS: tuple[Option, ...] = (
            '"fp16" (CUDA) or "bf16"', must=f"None or one of {', '.join(map(repr, _PRECISIONS))}",
            valid=lambda v: v is None or v in _PRECISIONS, example="fp32", flag="--precision", cli_none="auto",
            choices=_PRECISIONS),
-    Option("batch_size", 1, f"frame pairs per forward pass, at most {MAX_BATCH}",
+    Option("batch_size", 1, f"interpolated frames per forward pass (and source frames per work group), at most "
+           f"{MAX_BATCH}",
            must=f"an integer in [1, {MAX_BATCH}]", valid=_int_in(1, MAX_BATCH), convert=int, example=4,
            flag="--batch-size", parse=int),
     Option("scene_detect", False, "also detect scene cuts (no blending across them)",

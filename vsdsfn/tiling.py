@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 from .options import spell
 
-__all__ = ["Tile", "parse_tile", "aligned", "plan_tiles"]
+__all__ = ["Tile", "parse_tile", "smallest_tile", "aligned", "plan_tiles"]
 
 
 class Tile(NamedTuple):
@@ -48,6 +48,16 @@ def parse_tile(tile: int | tuple[int, int] | None) -> tuple[int, int] | None:
     return (tile, tile) if isinstance(tile, int) else (int(tile[0]), int(tile[1]))
 
 
+def smallest_tile(overlap: int, multiple: int) -> int:
+    """The smallest tile side that keeps ``overlap`` pixels of context (rounded up to
+    ``multiple``) on both sides of a ``multiple``-pixel core.
+
+    >>> smallest_tile(192, 64), smallest_tile(20, 16)
+    (448, 80)
+    """
+    return 2 * (-(-overlap // multiple) * multiple) + multiple
+
+
 def aligned(tile: tuple[int, int], overlap: int, multiple: int) -> tuple[tuple[int, int], int]:
     """Tile sides rounded down and the overlap rounded up to multiples of ``multiple``.
 
@@ -55,7 +65,7 @@ def aligned(tile: tuple[int, int], overlap: int, multiple: int) -> tuple[tuple[i
     would have no core left once both overlaps are taken off.
     """
     ov = -(-overlap // multiple) * multiple
-    need = 2 * ov + multiple
+    need = smallest_tile(overlap, multiple)
     for side in tile:
         if side < need:
             raise ValueError(

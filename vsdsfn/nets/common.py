@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["conv", "backwarp", "resize_flow", "bicubic_up2"]
+__all__ = ["conv", "backwarp", "resize_flow", "bicubic_up2", "time_plane"]
 
 
 def conv(cin: int, cout: int, k: int = 3, stride: int = 1, act: bool = True) -> nn.Module:
@@ -67,3 +67,11 @@ def resize_flow(flow: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def bicubic_up2(x: torch.Tensor) -> torch.Tensor:
     """2x bicubic upscaling (PyTorch, ``align_corners=False``)."""
     return F.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False)
+
+
+def time_plane(t: float | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """The timestep ``t`` (a number, or one per batch item) as a (B, 1, H, W) plane shaped
+    and typed like ``like``."""
+    b, _, h, w = like.shape
+    t = torch.as_tensor(t, dtype=like.dtype, device=like.device).reshape(-1, 1, 1, 1)
+    return t.expand(b, 1, h, w)

@@ -12,6 +12,7 @@ from torch import nn
 
 from .espcn import ESPCN
 from .fusion import FusionUNet, Refine
+from .common import time_plane
 from .rife import RIFE
 
 __all__ = ["DSFN", "DSFNConfig", "SPATIAL", "TEMPORAL", "flip_ensemble"]
@@ -50,10 +51,12 @@ class DSFNConfig:
     #: M_T in the S->T stream estimates its flows on the high-res frames resized by this
     #: factor (``forward(..., scale=)``; 0.5 = at the low-res size)
     st_scale: float = 1.0
-    #: T->S runs M_T on the low-res frames in reverse order, M_T(L+, L-): the two streams
-    #: then do not share M_T's input-order bias and fail less alike (both orders give the
-    #: middle frame)
+    #: T->S runs M_T on the low-res frames in reverse order, M_T(L+, L-) at 1 - t: the two
+    #: streams then do not share M_T's input-order bias and fail less alike
     ts_reverse: bool = True
+    #: F and R are also given the timestep t (a constant plane); a network without it was
+    #: trained for t = 1/2 only and refuses other timesteps
+    time_input: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -105,11 +108,13 @@ class DSFN(nn.Module):
         self.spatial = SPATIAL[config.spatial](**config.spatial_args)
         self.temporal = TEMPORAL[config.temporal](**config.temporal_args)
         self.fusion = FusionUNet(tuple(config.fusion_widths), config.fusion_masks,
-                                 config.fusion_split and config.fusion_masks == 2, config.fusion_context)
+                                 config.fusion_split and config.fusion_masks == 2, config.fusion_context,
+                                 config.time_input)
         #: low-res frame sizes must be multiples of this (F's strided stages at high res,
         #: M_T's at low and high res; see :meth:`multiple_for`)
         self.multiple = self.multiple_for(config.st_scale)
-        self.refine = Refine(config.refine_channels, config.refine_blocks, 12 if config.refine_context else 0)
+        self.refine = Refine(config.refine_channels, config.refine_blocks,
+                             (12 if config.refine_context else 0) + config.time_input)
 
     def multiple_for(self, st_scale: float) -> int:
         """Low-res size multiple for a given ``st_scale``: F's (half of its high-res
@@ -135,8 +140,10 @@ class DSFN(nn.Module):
         hr0: torch.Tensor | None = None,
         hr1: torch.Tensor | None = None,
         st_scale: float | None = None,
+        t: float | torch.Tensor = 0.5,
     ) -> dict[str, torch.Tensor]:
-        """Run both streams, fusion and refinement (training; :meth:`run` serves).
+        """Run both streams, fusion and refinement (training; :meth:`run` serves) for the
+        frame at timestep ``t`` (0 = l0, 1 = l1; a number or one per batch item).
 
         Frame sizes must be multiples of :meth:`multiple_for`. ``hr0``/``hr1`` may pass
         M_S(l0)/M_S(l1) computed earlier (the engine computes M_S once per source frame
@@ -147,13 +154,28 @@ class DSFN(nn.Module):
         if hr0 is None or hr1 is None:
             hr0, hr1 = self.spatial(torch.cat((l0, l1), 0)).chunk(2, 0)
         scale = self.config.st_scale if st_scale is None else st_scale
-        lt = self.temporal(l1, l0) if self.config.ts_reverse else self.temporal(l0, l1)
-        st = self.temporal(hr0, hr1, scale=scale)
+        t = self.check_timestep(t, l0)
+        lt = self.temporal(l1, l0, timestep=1 - t) if self.config.ts_reverse else self.temporal(l0, l1, timestep=t)
+        st = self.temporal(hr0, hr1, scale=scale, timestep=t)
         ts = self.spatial(lt)
-        fused, masks = self.fusion(st, ts, hr0, hr1)
-        refined = fused + self.refine(fused, (st, ts, hr0, hr1) if self.config.refine_context else None)
+        fused, masks = self.fusion(st, ts, hr0, hr1, t)
+        extra = [st, ts, hr0, hr1] if self.config.refine_context else []
+        if self.config.time_input:
+            extra.append(time_plane(t, fused))
+        refined = fused + self.refine(fused, extra or None)
         return {"hr0": hr0, "hr1": hr1, "lt": lt, "st": st, "ts": ts, "masks": masks, "fused": fused,
                 "refined": refined}
+
+    def check_timestep(self, t: float | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """``t`` as a float32 tensor of one timestep per batch item (or one for all), each in
+        (0, 1); a :class:`ValueError` for other timesteps than 1/2 on a network without
+        :attr:`DSFNConfig.time_input`."""
+        t = torch.as_tensor(t, dtype=torch.float32, device=like.device).reshape(-1)
+        if not bool(((t > 0) & (t < 1)).all()):
+            raise ValueError(f"timesteps must lie in (0, 1), not {t.tolist()}")
+        if not self.config.time_input and not bool((t == 0.5).all()):
+            raise ValueError("these weights were trained for the middle frame (t = 1/2) only")
+        return t
 
     def run(
         self,
@@ -164,6 +186,7 @@ class DSFN(nn.Module):
         *,
         st_scale: float | None = None,
         ensemble: bool = False,
+        t: float | torch.Tensor = 0.5,
     ) -> dict[str, torch.Tensor]:
         """Every output of :meth:`forward` for frames of any size: the one inference path
         (the engine, per frame or tile, and ``training.evaluate`` call it).
@@ -183,7 +206,7 @@ class DSFN(nn.Module):
         if hr0 is None or hr1 is None:
             hr0, hr1 = self.upscale(torch.cat((l0, l1)), ensemble=ensemble).chunk(2)
         net = flip_ensemble(self) if ensemble else self
-        out = net(l0, l1, hr0, hr1, st_scale=st_scale)
+        out = net(l0, l1, hr0, hr1, st_scale=st_scale, t=t)
         return {k: v[..., :h, :w] if k == "lt" else v[..., : 2 * h, : 2 * w] for k, v in out.items()}
 
     def upscale(self, lr: torch.Tensor, *, ensemble: bool = False) -> torch.Tensor:

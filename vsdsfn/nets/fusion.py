@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import conv
+from .common import conv, time_plane
 
 __all__ = ["FusionUNet", "Refine"]
 
@@ -35,7 +35,8 @@ class FusionUNet(nn.Module):
     ``context=True`` also feeds F the neighbours' high-res frames M_S(L-), M_S(L+) and
     the streams' disagreement ``|st - ts|`` (mean over RGB): where the streams differ
     and which of them resembles its neighbours is what tells F which one to trust.
-    ``forward`` then needs ``hr0``/``hr1``.
+    ``forward`` then needs ``hr0``/``hr1``. ``time=True`` also feeds it the timestep of
+    the frame (``forward(..., t=)``, a constant plane, as RIFE takes it).
 
     >>> f = FusionUNet(widths=(4, 4, 4, 4, 4))
     >>> st, ts = torch.rand(2, 1, 3, 32, 64)
@@ -49,7 +50,7 @@ class FusionUNet(nn.Module):
 
     def __init__(
         self, widths: tuple[int, ...] = (16, 32, 48, 64, 96), masks: int = 2, split: bool = False,
-        context: bool = False,
+        context: bool = False, time: bool = False,
     ) -> None:
         super().__init__()
         if len(widths) < 2:
@@ -61,9 +62,10 @@ class FusionUNet(nn.Module):
         self.masks = masks
         self.split = bool(split)
         self.context = bool(context)
+        self.time = bool(time)
         self.multiple = 2 ** len(widths)
         n = len(widths) - 1
-        cin = 6 + (3 + 3 + 1 if self.context else 0)   # st, ts (+ hr0, hr1, |st - ts|)
+        cin = 6 + (3 + 3 + 1 if self.context else 0) + self.time   # st, ts (+ hr0, hr1, |st - ts|) (+ t)
         self.inc = conv(cin * 4, widths[0])
         self.downs = nn.ModuleList(
             nn.Sequential(conv(widths[i], widths[i + 1], 3, 2), conv(widths[i + 1], widths[i + 1]))
@@ -76,6 +78,7 @@ class FusionUNet(nn.Module):
 
     def forward(
         self, st: torch.Tensor, ts: torch.Tensor, hr0: torch.Tensor | None = None, hr1: torch.Tensor | None = None,
+        t: float | torch.Tensor = 0.5,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if self.context:
             if hr0 is None or hr1 is None:
@@ -83,6 +86,8 @@ class FusionUNet(nn.Module):
             x = torch.cat((st, ts, hr0, hr1, (st - ts).abs().mean(1, keepdim=True)), 1)
         else:
             x = torch.cat((st, ts), 1)
+        if self.time:
+            x = torch.cat((x, time_plane(t, x)), 1)
         x = self.inc(F.pixel_unshuffle(x, 2))
         skips = [x]
         for down in self.downs:

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import backwarp, resize_flow
+from .common import backwarp, resize_flow, time_plane
 
 __all__ = ["RIFE", "IFBlock"]
 
@@ -179,13 +179,13 @@ class RIFE(nn.Module):
         return F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
 
     def estimate(self, i0: torch.Tensor, i1: torch.Tensor, scale: float = 1.0,
-                 timestep: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+                 timestep: float | torch.Tensor = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
         """The flows (B, 4, H, W) from time ``timestep`` to ``i0`` (channels 0-1) and to
         ``i1`` (2-3), in pixels of the inputs, and the mask logit (B, 1, H, W)."""
         scale = self.check_scale(scale)
         h, w = i0.shape[-2:]
         x0, x1 = self._pad(i0, scale), self._pad(i1, scale)
-        t = x0.new_full((x0.shape[0], 1, *x0.shape[-2:]), timestep)
+        t = time_plane(timestep, x0)
         flow, mask, big = self._estimate(x0, x1, t, scale, self.large_motion)
         if big is not None and bool(big.any()):
             f2, m2, _ = self._estimate(x0[big], x1[big], t[big], scale / 2, False)
@@ -214,7 +214,7 @@ class RIFE(nn.Module):
             out = (out + res * 2 - 1).clamp(0, 1)
         return out.to(i0.dtype)
 
-    def forward(self, i0: torch.Tensor, i1: torch.Tensor, scale: float = 1.0, timestep: float = 0.5,
+    def forward(self, i0: torch.Tensor, i1: torch.Tensor, scale: float = 1.0, timestep: float | torch.Tensor = 0.5,
                 fast: bool = False) -> torch.Tensor:
         flow, mask = self.estimate(i0, i1, scale, timestep)
         return self.synthesize(i0, i1, flow, mask, fast)
