@@ -1,4 +1,4 @@
-"""vsdsfn: 2x space-time video upscaling (frame rate and resolution) for VapourSynth."""
+"""vsdsfn: space-time video upscaling for VapourSynth: any higher frame rate, twice the resolution."""
 
 import re
 from pathlib import Path
@@ -11,7 +11,7 @@ VERSION = re.search(r'^__version__ = "([^"]+)"', (HERE / "vsdsfn" / "__init__.py
 setup(
     name="vsdsfn",
     version=VERSION,
-    description="Dual-Stream Fusion Network (WACV 2021) as a VapourSynth filter: doubles frame rate and resolution",
+    description="Dual-Stream Fusion Network (WACV 2021) as a VapourSynth filter: raises the frame rate, doubles the resolution",
     long_description=(HERE / "README.md").read_text(encoding="utf-8") if (HERE / "README.md").exists() else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.10",

@@ -1,14 +1,14 @@
-"""vsdsfn: 2x space-time upscaling (frame rate and resolution) for VapourSynth with DSFN.
+"""vsdsfn: space-time upscaling for VapourSynth with DSFN: any higher frame rate, twice the size.
 
 >>> import vapoursynth as vs
 >>> import vsdsfn
 >>> clip = vs.core.std.BlankClip(format=vs.RGBS, width=32, height=24, length=3)
->>> up = vsdsfn.upscale(clip)                       # RGBS/RGBH in, 2x fps and size out
+>>> up = vsdsfn.upscale(clip)                       # RGBS/RGBH in, 2x fps (by default) and size out
 >>> up.num_frames, up.width, up.height
 (6, 64, 48)
 """
 
-__version__ = "1.2.0"
+__version__ = "1.3.0"
 
 __all__ = ["upscale", "Engine", "WeightsError", "default_weights_path", "load_model", "__version__"]
 

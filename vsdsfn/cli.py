@@ -40,7 +40,7 @@ class CliError(Exception):
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="vsdsfn",
-        description="Double a video's frame rate and resolution with the Dual-Stream Fusion Network.",
+        description="Raise a video's frame rate and double its resolution with the Dual-Stream Fusion Network.",
         epilog="Without INPUT (or with --sample) the small sample clip shipped with vsdsfn is used. "
                "OUTPUT ending in .y4m is written directly; any other extension is encoded by ffmpeg.",
     )
@@ -55,6 +55,11 @@ def _parser() -> argparse.ArgumentParser:
                     else {"type": o.parse, "choices": o.choices or None})
             shown = "" if o.default is None or o.default is False else " (default: %(default)s)"
             g.add_argument(o.flag, dest=o.name, default=o.default, help=o.help + shown, **kind)
+    rate = p.add_argument_group("frame rate (default: twice the input's)")
+    rate.add_argument("--factor", type=_ratio, metavar="N[/D]",
+                      help="multiply the frame rate by N/D, e.g. 5/2 (upscale's factor_num/factor_den)")
+    rate.add_argument("--fps", type=_ratio, metavar="N[/D]",
+                      help="the output frame rate, e.g. 60000/1001 (upscale's fps_num/fps_den)")
     io = p.add_argument_group("input/output")
     io.add_argument("--frames", type=int, help="only the first N input frames")
     io.add_argument("--matrix", choices=sorted(_MATRICES),
@@ -67,6 +72,25 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="log details (stderr)")
     p.add_argument("--version", action="version", version=f"vsdsfn {__version__}")
     return p
+
+
+def _ratio(text: str) -> tuple[int, int]:
+    """``"5/2"`` -> (5, 2), ``"60"`` -> (60, 1)."""
+    num, _, den = text.partition("/")
+    try:
+        return int(num), int(den or 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or N/D (e.g. 5/2 or 60000/1001), not {text!r}") from None
+
+
+def _rate_options(args: argparse.Namespace) -> dict[str, int | None]:
+    """upscale's factor_num/factor_den and fps_num/fps_den from --factor and --fps."""
+    out: dict[str, int | None] = {}
+    if args.factor:
+        out["factor_num"], out["factor_den"] = args.factor
+    if args.fps:
+        out["fps_num"], out["fps_den"] = args.fps
+    return out
 
 
 def _cache_dir() -> str:
@@ -181,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
     if args.frames is not None and args.frames < 1:
         raise CliError("--frames must be at least 1; e.g. --frames 10")
     try:
-        options.check(vars(args))
+        options.check({**vars(args), **_rate_options(args)})
     except ValueError as exc:
         raise CliError(str(exc)) from None
     part = _Partial(out)
@@ -225,7 +249,7 @@ def _write(args: argparse.Namespace, src: Path, out: Path, part: _Partial, ffmpe
     else:
         rgb = core.resize.Point(clip, format=vs.RGBS)
     try:
-        up = upscale(rgb, **{o.name: getattr(args, o.name) for o in options.OPTIONS if o.flag})
+        up = upscale(rgb, **{o.name: getattr(args, o.name) for o in options.OPTIONS if o.flag}, **_rate_options(args))
     except vs.Error as exc:
         raise CliError(str(exc)) from None
     yuv = core.resize.Bicubic(up, format=getattr(vs, _PIX_FMTS[args.pix_fmt]), matrix=matrix)

@@ -209,27 +209,25 @@ MAX_FACTOR_NUM = 10_000
 def _factor(clip: vs.VideoNode, opts: dict, model) -> Fraction:
     """The frame-rate factor from factor_num/factor_den or fps_num/fps_den; checked
     against the clip and the weights."""
-    spell = options.spell
+    fps_fix, factor_fix = options.spell_ratio("fps", 60000, 1001), options.spell_ratio("factor", 5, 2)
     if opts["fps_num"] is not None or opts["fps_den"] is not None:
         if (opts["factor_num"], opts["factor_den"]) != (2, 1):
-            raise _err(f"give either the factor or the output frame rate, not both; e.g. {spell('fps_num', 60000)}, "
-                       f"{spell('fps_den', 1001)} alone")
+            raise _err(f"give either the factor or the output frame rate, not both; e.g. {fps_fix} alone")
         if opts["fps_num"] is None:
-            raise _err(f"fps_den needs fps_num; e.g. {spell('fps_num', 60000)}, {spell('fps_den', 1001)}")
+            raise _err(f"fps_den needs fps_num; e.g. {fps_fix}")
         if not clip.fps_num:
-            raise _err("fps_num/fps_den need a clip with a frame rate (this one is variable); give the factor "
-                       f"instead, e.g. {spell('factor_num', 5)}, {spell('factor_den', 2)}")
+            raise _err("an output frame rate needs a clip with a frame rate (this one is variable); give the "
+                       f"factor instead, e.g. {factor_fix}")
         factor = Fraction(opts["fps_num"], opts["fps_den"] or 1) / clip.fps
     else:
         factor = Fraction(opts["factor_num"], opts["factor_den"])
     if not 1 < factor <= MAX_FACTOR or factor.numerator > MAX_FACTOR_NUM:
         raise _err(f"the frame rate must rise by a factor in (1, {MAX_FACTOR}] whose reduced numerator is at "
-                   f"most {MAX_FACTOR_NUM}, not {factor} ({float(factor):.4g}); e.g. {spell('factor_num', 5)}, "
-                   f"{spell('factor_den', 2)}")
+                   f"most {MAX_FACTOR_NUM}, not {factor} ({float(factor):.4g}); e.g. {factor_fix}")
     if factor != 2 and not model.config.time_input:
         raise _err(f"these weights were trained for the middle frame only (factor 2), not factor {factor}; use "
-                   f"weights trained for any timestep, e.g. {spell('weights', None)}, or {spell('factor_num', 2)}, "
-                   f"{spell('factor_den', 1)}")
+                   f"weights trained for any timestep, e.g. {options.spell('weights', None)}, or "
+                   f"{options.spell_ratio('factor', 2, 1)}")
     return factor
 
 
@@ -277,10 +275,8 @@ def upscale(
     ``fps_num / fps_den``) and double its width and height with DSFN.
 
     Output frame n shows source position p = n * den / num: M_S(L_k) for k = floor(p)
-    when t = p - k is 0, else the fused, refined frame at t between L_k and L_{k+1}
-    (M_S(L_k) at scene cuts and after the last source frame). Format kept, fps times
-    the factor, each frame's duration divided by it, source frame k's props kept. The
-    options are described in the README's options table (vsdsfn/options.py).
+    when t = p - k is 0, else the frame at t between L_k and L_{k+1} (M_S(L_k) at scene
+    cuts and after the last source frame). The options: README's table, vsdsfn/options.py.
 
     >>> import vapoursynth as vs
     >>> clip = vs.core.std.BlankClip(format=vs.RGBS, width=64, height=48, length=4, fpsnum=24)

@@ -36,7 +36,7 @@ from numbers import Integral, Real
 from typing import Any
 
 __all__ = ["Option", "OptionError", "OPTIONS", "NAMES", "BY_NAME", "MAX_BATCH", "MAX_CACHE", "MAX_THREADS",
-           "check", "cli_terms", "spell", "unknown"]
+           "check", "cli_terms", "spell", "spell_ratio", "unknown"]
 
 #: upper bounds where an option's cost grows with its value (the VapourSynth graph grows
 #: with batch_size squared; every cached group holds frames; every thread a stack; the
@@ -66,6 +66,7 @@ class Option:
     parse: Callable[[str], Any] = str             # the CLI's text -> value (bool: --flag/--no-flag)
     cli_none: str | None = None                   # what the CLI writes for the value None
     choices: tuple[str, ...] = ()                 # the CLI's choices
+    cli: str | None = None                        # the CLI's own spelling where it has no flag of its own
 
 
 _CLI = contextvars.ContextVar("vsdsfn_cli_terms", default=False)
@@ -147,14 +148,15 @@ _ON_OFF, _MAYBE = "True or False", "True, False or None"
 #: upscale's keyword options, in its signature's order
 OPTIONS: tuple[Option, ...] = (
     Option("factor_num", 2, "the frame rate is multiplied by factor_num / factor_den (> 1)",
-           must=f"an integer in [1, {MAX_RATIO_TERM}]", valid=_int_in(1, MAX_RATIO_TERM), convert=int, example=5),
+           must=f"an integer in [1, {MAX_RATIO_TERM}]", valid=_int_in(1, MAX_RATIO_TERM), convert=int, example=5,
+           cli="--factor"),
     Option("factor_den", 1, "see factor_num", must=f"an integer in [1, {MAX_RATIO_TERM}]",
-           valid=_int_in(1, MAX_RATIO_TERM), convert=int, example=2),
+           valid=_int_in(1, MAX_RATIO_TERM), convert=int, example=2, cli="--factor"),
     Option("fps_num", None, "instead of the factor: the output frame rate fps_num / fps_den",
            must=f"None or an integer in [1, {MAX_RATIO_TERM}]", valid=_or_none(_int_in(1, MAX_RATIO_TERM)),
-           convert=_int_or_none, example=60000),
+           convert=_int_or_none, example=60000, cli="--fps"),
     Option("fps_den", None, "see fps_num (None: 1)", must=f"None or an integer in [1, {MAX_RATIO_TERM}]",
-           valid=_or_none(_int_in(1, MAX_RATIO_TERM)), convert=_int_or_none, example=1001),
+           valid=_or_none(_int_in(1, MAX_RATIO_TERM)), convert=_int_or_none, example=1001, cli="--fps"),
     Option("weights", None, '"default" (the shipped weights) or a .safetensors file from training/',
            must="None/'default' (the shipped weights) or the path of a .safetensors file",
            valid=_weights_ok, example="my.safetensors", flag="--weights", cli_none="default"),
@@ -231,6 +233,19 @@ def spell(name: str, value: Any) -> str:
     return f"{o.flag} {_cli_value(o, value)}"
 
 
+def spell_ratio(kind: str, num: int, den: int) -> str:
+    """How the caller sets the ``"factor"`` or ``"fps"`` ratio: ``factor_num=5,
+    factor_den=2`` in Python, ``--factor 5/2`` inside :func:`cli_terms`.
+
+    >>> spell_ratio("fps", 60000, 1001)
+    'fps_num=60000, fps_den=1001'
+    """
+    o = BY_NAME[f"{kind}_num"]
+    if _CLI.get() and o.cli:
+        return f"{o.cli} {num}/{den}"
+    return f"{kind}_num={num}, {kind}_den={den}"
+
+
 def check(values: Mapping[str, Any]) -> dict[str, Any]:
     """The options in ``values`` (names not in the table are ignored) as plain Python
     values; :class:`OptionError` ("<problem>; <fix>") for the first bad one."""
@@ -240,8 +255,9 @@ def check(values: Mapping[str, Any]) -> dict[str, Any]:
             continue
         v = values[o.name]
         if o.valid is not None and not o.valid(v):
-            name = o.flag if _CLI.get() and o.flag else o.name
-            raise OptionError(f"{name} must be {o.must}, not {v!r}; e.g. {spell(o.name, o.example)}")
+            name = (o.flag or o.cli) if _CLI.get() and (o.flag or o.cli) else o.name
+            fix = spell(o.name, o.example) if not (_CLI.get() and o.cli) else f"{o.cli} 5/2"
+            raise OptionError(f"{name} must be {o.must}, not {v!r}; e.g. {fix}")
         out[o.name] = o.convert(v)
     return out
 
