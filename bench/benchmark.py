@@ -1,25 +1,14 @@
 """Speed and memory of vsdsfn.upscale against the pipelines users would pick instead.
 
-Every measurement pulls frames from the output clip through VapourSynth, as vspipe does,
-in a fresh worker process (so peak memory belongs to one configuration): a warm-up, then
-``--runs`` timed runs of ``--frames`` output frames each (each run on source frames not
-seen before, so no cache helps); the report gives medians. The source is a moving
-texture (:func:`bench.common.texture_frames`). Methods:
+Frames are pulled from the output clip through VapourSynth (as vspipe does), each method
+and size in a fresh worker process: a warm-up, then ``--runs`` timed runs of ``--frames``
+new output frames; the report gives medians. Methods: ``dsfn`` (``vsdsfn.upscale``, once
+per ``--precisions`` entry), ``mvtools`` (the evaluation's "Spline36 -> FlowFPS") and
+``blend`` (bicubic 2x and frame blending). ``--json PATH`` also merges dsfn's rows (path
+``"vapoursynth"``) into a results file (:func:`bench.common.merge_json_rows`). From the
+repository root:
 
-* ``dsfn`` -- ``vsdsfn.upscale`` (default weights), once per ``--precisions`` entry (by
-  default every precision the device runs, ``auto`` last), back to back;
-* ``mvtools`` -- the evaluation's "Spline36 -> FlowFPS" baseline: a 2x Spline36 resize
-  (:func:`training.mvbaseline.spline36_2x`), then :func:`vsdsfn.flowfps.flowfps` to twice
-  the frame rate;
-* ``blend`` -- bicubic 2x resize and frame blending (each new frame the mean of its
-  neighbours).
-
-Writes a markdown report (machine, date, command, medians; default ``bench/RESULTS.md``);
-with ``--json PATH``, also merges dsfn's rows (path ``"vapoursynth"``) into a results file
-(:func:`bench.common.merge_json_rows`). ``--tile N`` runs dsfn with ``upscale(tile=N)``.
-Run from the repository root:
-
-    python -m bench.benchmark                      # CPU sizes; adds 1080p->4K on CUDA
+    python -m bench.benchmark                      # CPU sizes; adds 1920x1080 on CUDA
     python -m bench.benchmark --sizes 480x270 --frames 4 --runs 3 --out /tmp/r.md
     python -m bench.benchmark --device cuda --methods dsfn --precisions fp16 --batch-size 4 --json bench/gpu.json
 """
@@ -40,7 +29,7 @@ import vapoursynth as vs
 import vsdsfn
 from bench.common import merge_json_rows, peak_rss_mb, report_header, result_row, texture_frames
 from training.mvbaseline import spline36_2x
-from vsdsfn.flowfps import clip_from_frames, flowfps
+from training.flowfps import clip_from_frames, flowfps
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -137,7 +126,7 @@ def _runs(size: str, methods: list[str], precisions: list[str], args: argparse.N
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", help="comma-separated input sizes WxH (default: 480x270,960x540, "
                                     "plus 1920x1080 on CUDA)")
@@ -151,8 +140,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--precisions", help="dsfn's upscale(precision=...) values, comma-separated (default: every "
                     "precision the device runs, then auto)")
     ap.add_argument("--rgbh", action="store_true", help="RGBH input clips (default RGBS)")
-    ap.add_argument("--weights", help="upscale(weights=...) for dsfn: default, quality or a .safetensors file "
-                    "(default: the shipped default)")
+    ap.add_argument("--weights", help="upscale(weights=...) for dsfn: a name such as default, or a .safetensors "
+                    "file (default: the shipped default)")
     ap.add_argument("--ensemble", action="store_true", help="upscale(ensemble=True) for dsfn (the flip ensemble)")
     ap.add_argument("--st-scale", type=float, help="upscale(st_scale=...) for dsfn (default: the weights file's)")
     ap.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto",
@@ -165,15 +154,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--worker", choices=METHODS, help=argparse.SUPPRESS)
     ap.add_argument("--size", help=argparse.SUPPRESS)
     ap.add_argument("--precision", default="auto", help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
     if args.worker:
         args.method = args.worker
         print(json.dumps(worker(args)))
         return
 
-    import torch
-
-    from vsdsfn.precision import choose, name_of, runs_on
+    from vsdsfn.precision import runs_on
     from vsdsfn.transfer import select_device
 
     device = select_device(args.device)
@@ -181,10 +172,23 @@ def main(argv: list[str] | None = None) -> None:
     sizes = args.sizes.split(",") if args.sizes else ["480x270", "960x540"] + (["1920x1080"] if cuda else [])
     precisions = args.precisions.split(",") if args.precisions else [*runs_on(device), "auto"]
     rows = [(size, _runs(size, args.methods.split(","), precisions, args)) for size in sizes]
-    cmd = "python -m bench.benchmark " + shlex.join(argv if argv is not None else sys.argv[1:])
+    cmd = ("python -m bench.benchmark " + shlex.join(argv if argv is not None else sys.argv[1:])).strip()
+    lines = _report(rows, args, device, cmd)
+    Path(args.out).write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    if args.json:
+        _write_json(args.json, rows, args, cuda, cmd)
+
+
+def _report(rows: list[tuple[str, list[dict]]], args: argparse.Namespace, device, cmd: str) -> list[str]:
+    """The markdown report: the header (machine, setup, method) and a table row per measurement."""
+    import torch
+
+    from vsdsfn.precision import choose, name_of
+
     lines = report_header(
         "vsdsfn benchmark", f"{device}; batch_size {args.batch_size}; {'RGBH' if args.rgbh else 'RGBS'} clips; "
-        f"torch threads {args.threads or torch.get_num_threads()}; tile {args.tile or 'none'}", cmd.strip(),
+        f"torch threads {args.threads or torch.get_num_threads()}; tile {args.tile or 'none'}", cmd,
         f"Default precision here (auto): {name_of(choose(None, device))}",
         f"Weights (dsfn): {args.weights or 'default'}{', flip ensemble (ensemble=True)' if args.ensemble else ''}",
         f"Method: frames pulled from the output clip through VapourSynth (as vspipe does), {args.frames} output "
@@ -196,10 +200,7 @@ def main(argv: list[str] | None = None) -> None:
               "| CUDA peak (MB) | vs dsfn fp32 |", "|---|---|---|---|---|---|---|---|"]
     for size, results in rows:
         lines += _table_rows(size, results)
-    Path(args.out).write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    if args.json:
-        _write_json(args.json, rows, args, cuda, cmd.strip())
+    return lines
 
 
 def _table_rows(size: str, results: list[dict]) -> list[str]:

@@ -1,24 +1,12 @@
-"""The inference engine on a GPU, without VapourSynth: correctness against the CPU and speed.
+"""The inference engine on a GPU without VapourSynth (:class:`vsdsfn.engine.Engine`
+directly): its output against the CPU's, its FLOPs per output frame and its speed.
 
-``bench.benchmark`` measures through VapourSynth, as users run vsdsfn; this script
-drives :class:`vsdsfn.engine.Engine` directly, so it runs on a machine that has PyTorch
-and a GPU but no VapourSynth. It
-
-1. checks the device's output against the CPU's on the same frames (every precision, with
-   and without tiles): max absolute difference and PSNR against the CPU result;
-2. times the filter's work -- ``Engine.upscale_group`` over a moving texture, groups of
-   ``batch_size`` pairs as ``vsdsfn.upscale`` sends them, each source frame's M_S computed
-   once -- for each size, precision and batch size: a warm-up, then ``--runs`` runs of
-   ``--pairs`` pairs (2 output frames each; the report gives the median seconds per output
-   frame) and the peak device memory;
-3. counts the FLOPs of one output frame (:func:`flops_per_output_frame`: one pair and one
-   M_S run under ``torch.utils.flop_counter.FlopCounterMode`` on the device's own tensors,
-   which counts convolutions and matrix products), and gives the speed in TFLOP/s and, on
-   a GPU of :data:`FP16_DENSE_PEAK_TFLOPS`, the fp16 rows' share of its dense fp16 peak;
-
-and writes a markdown report (machine, date, command, medians), rewritten after every
-measurement, and with ``--json PATH`` merges its rows (path ``"engine"``) into a results file
-(:func:`bench.common.merge_json_rows`). Run from the repository root:
+For each size, precision and batch size: a warm-up, then ``--runs`` runs of ``--pairs``
+pairs as ``vsdsfn.upscale`` sends them (median seconds per output frame, peak device
+memory, TFLOP/s and, on a GPU of :data:`FP16_DENSE_PEAK_TFLOPS`, the share of its fp16
+peak). The markdown report is rewritten after every measurement; ``--json PATH`` merges
+the rows (path ``"engine"``) into a results file (:func:`bench.common.merge_json_rows`).
+From the repository root:
 
     python -m bench.engine_cuda --out bench/CUDA.md --json bench/gpu.json
     python -m bench.engine_cuda --device cpu --sizes 64x48 --pairs 2 --runs 1 --out /tmp/e.md
@@ -80,7 +68,8 @@ def run_pairs(engine: Engine, frames: list[np.ndarray], first_key: int) -> list[
     for s in range(0, pairs, b):
         p = min(b, pairs - s)
         group = frames[s:s + p + 1]
-        evens, odds = engine.upscale_group(group, [first_key + s + k for k in range(p + 1)], [True] * p)
+        evens, odds = engine.upscale_group(group, [first_key + s + k for k in range(p + 1)], p,
+                                           [(k, 0.5) for k in range(p)])
         for e, o in zip(evens, odds):
             out += [e, o]
     return out
@@ -159,7 +148,7 @@ def _speed_row(size: tuple[int, int], precision: str, batch: int, sec: float, pe
             f"{peak:.0f} | {f'{tflops:.2f}' if tflops else '-'} | {share} |")
 
 
-def main(argv: list[str] | None = None) -> None:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", help="weights file (default: the shipped default)")
     ap.add_argument("--device", default="cuda")
@@ -171,54 +160,80 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default=str(ROOT / "bench" / "CUDA.md"))
     ap.add_argument("--json", metavar="PATH", help="also merge the speed rows (path \"engine\") into this "
                     "results file, e.g. bench/gpu.json (see bench.common)")
-    args = ap.parse_args(argv)
-    model = load_model(args.weights)
-    sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
-    batches = [int(b) for b in args.batches.split(",")]
-    cuda = torch.device(args.device).type == "cuda"
-    precisions = runs_on(select_device(args.device))
-    name = _device_name(args.device)
-    peak_tflops = fp16_dense_peak(name) if cuda else None
-    command = f"python -m bench.engine_cuda {' '.join(shlex.quote(a) for a in (argv or sys.argv[1:]))}".strip()
-    lines = report_header("vsdsfn engine on a GPU (bench.engine_cuda)", name, command,
-                          f"Weights: {args.weights or 'shipped default'}") + [
-        "", f"## Output against the CPU's ({args.check_size} input, 2 pairs; tile = longest tile side)", "",
-        "| input | precision | tile | max abs diff | worst PSNR vs CPU (dB, 100 = identical) |", "|---|---|---|---|---|",
-    ]
-    lines += check_against_cpu(model, args.device, tuple(int(v) for v in args.check_size.split("x")))
-    print("\n".join(lines), file=sys.stderr, flush=True)
+    return ap
+
+
+def _size(text: str) -> tuple[int, int]:
+    w, h = (int(v) for v in text.split("x"))
+    return w, h
+
+
+def _check_section(model: DSFN, args: argparse.Namespace) -> list[str]:
+    """The report's comparison of the device's output with the CPU's."""
+    return ["", f"## Output against the CPU's ({args.check_size} input, 2 pairs; tile = longest tile side)", "",
+            "| input | precision | tile | max abs diff | worst PSNR vs CPU (dB, 100 = identical) |",
+            "|---|---|---|---|---|", *check_against_cpu(model, args.device, _size(args.check_size))]
+
+
+def _count_flops(model: DSFN, device: str, sizes: list[tuple[int, int]]) -> dict[tuple[int, int], float | None]:
+    """:func:`flops_per_output_frame` of each size (``None`` where counting failed)."""
     flops: dict[tuple[int, int], float | None] = {}
     for size in sizes:
         try:
-            flops[size] = flops_per_output_frame(model, args.device, size)
+            flops[size] = flops_per_output_frame(model, device, size)
         except Exception as exc:  # noqa: BLE001 -- the speed rows do not need it
             print(f"FLOPs of {size[0]}x{size[1]} not counted: {type(exc).__name__}: {exc}", file=sys.stderr)
             flops[size] = None
-    lines += ["", "## FLOPs per output frame", "",
-              "Counted by `torch.utils.flop_counter.FlopCounterMode` on one pair's DSFN and one frame's M_S "
-              "(two output frames) on the device's own tensors; convolutions and matrix products only. "
-              + (f"Dense fp16 peak of this device: {peak_tflops:.0f} TFLOP/s." if peak_tflops
-                 else "This device's fp16 peak is not in the table: no share of peak."), "",
-              "| input -> output | GFLOP per output frame |", "|---|---|"]
-    lines += [f"| {w}x{h} -> {2 * w}x{2 * h} | {f / 1e9:.1f} |" if f else f"| {w}x{h} -> {2 * w}x{2 * h} | - |"
-              for (w, h), f in flops.items()]
-    lines += ["", f"## Speed (median of {args.runs} runs of {args.pairs} pairs, after a warm-up)", "",
-              "| input -> output | precision | batch | s per output frame | output fps | peak memory (MB) | "
-              "TFLOP/s | share of fp16 dense peak |", "|---|---|---|---|---|---|---|---|"]
-    Path(args.out).write_text("\n".join(lines) + "\n")
-    for w, h in sizes:
-        for precision in precisions:
-            for b in batches:
+    return flops
+
+
+def _flops_section(flops: dict[tuple[int, int], float | None], peak_tflops: float | None) -> list[str]:
+    lines = ["", "## FLOPs per output frame", "",
+             "Counted by `torch.utils.flop_counter.FlopCounterMode` on one pair's DSFN and one frame's M_S "
+             "(two output frames) on the device's own tensors; convolutions and matrix products only. "
+             + (f"Dense fp16 peak of this device: {peak_tflops:.0f} TFLOP/s." if peak_tflops
+                else "This device's fp16 peak is not in the table: no share of peak."), "",
+             "| input -> output | GFLOP per output frame |", "|---|---|"]
+    return lines + [f"| {w}x{h} -> {2 * w}x{2 * h} | {f'{f / 1e9:.1f}' if f else '-'} |"
+                    for (w, h), f in flops.items()]
+
+
+def _measure_speed(model: DSFN, args: argparse.Namespace, lines: list[str], flops: dict, peak_tflops: float | None,
+                   name: str, command: str) -> None:
+    """Time every size, precision and batch, appending each row to ``lines`` and rewriting the
+    report (and the ``--json`` file) after each, so that a timeout keeps what was measured."""
+    cuda = torch.device(args.device).type == "cuda"
+    for w, h in (_size(s) for s in args.sizes.split(",")):
+        for precision in runs_on(select_device(args.device)):
+            for b in (int(b) for b in args.batches.split(",")):
                 sec, peak = time_engine(model, args.device, (w, h), precision, b, args.pairs, args.runs)
                 row = _speed_row((w, h), precision, b, sec, peak, flops[(w, h)], peak_tflops)
                 lines.append(row)
                 print(row, file=sys.stderr, flush=True)
-                Path(args.out).write_text("\n".join(lines) + "\n")   # a timeout keeps what was measured
+                Path(args.out).write_text("\n".join(lines) + "\n")
                 if args.json:
                     merge_json_rows(args.json, [result_row(w, h, precision, b, "engine", 1 / sec,
                                                            peak if cuda else peak_rss_mb())],
                                     device=name, command=command)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    model = load_model(args.weights)
+    name = _device_name(args.device)
+    peak_tflops = fp16_dense_peak(name) if torch.device(args.device).type == "cuda" else None
+    command = f"python -m bench.engine_cuda {' '.join(shlex.quote(a) for a in (argv or sys.argv[1:]))}".strip()
+    lines = report_header("vsdsfn engine on a GPU (bench.engine_cuda)", name, command,
+                          f"Weights: {args.weights or 'shipped default'}")
+    lines += _check_section(model, args)
+    print("\n".join(lines), file=sys.stderr, flush=True)
+    flops = _count_flops(model, args.device, [_size(s) for s in args.sizes.split(",")])
+    lines += _flops_section(flops, peak_tflops)
+    lines += ["", f"## Speed (median of {args.runs} runs of {args.pairs} pairs, after a warm-up)", "",
+              "| input -> output | precision | batch | s per output frame | output fps | peak memory (MB) | "
+              "TFLOP/s | share of fp16 dense peak |", "|---|---|---|---|---|---|---|---|"]
     Path(args.out).write_text("\n".join(lines) + "\n")
+    _measure_speed(model, args, lines, flops, peak_tflops, name, command)
     print(f"wrote {args.out}" + (f" and {args.json}" if args.json else ""), file=sys.stderr)
 
 

@@ -1,21 +1,10 @@
 """Where the engine's time goes: a ``torch.profiler`` trace of a few frame pairs, summarised.
 
-Drives :class:`vsdsfn.engine.Engine` as :mod:`bench.engine_cuda` does (groups of
-``--batch`` pairs over a moving texture, each source frame's M_S computed once): a warm-up
-of ``--warmup`` pairs, one run of ``--pairs`` pairs without the profiler (its wall time),
-then the same number of new pairs under the profiler. The markdown summary (``--out``)
-gives the machine, date and command, then
-
-* the time: wall time, and on a GPU the device's busy time (union of its kernels and
-  copies), the sum of kernel times and the GPU's idle share (gaps between kernels);
-* the top ops by self device time (GPU; and the top kernels) or by self CPU time (CPU);
-* host syncs the profiler sees (``aten::item``, ``aten::_local_scalar_dense``,
-  ``aten::nonzero``, ``cuda*Synchronize``);
-* dtype conversions and copies (``aten::to``, ``aten::_to_copy``, ``aten::copy_``);
-* memory copies between host and device (``Memcpy HtoD``/``DtoH``/``DtoD``).
-
-``--trace DIR`` also writes the Chrome trace (gzipped; open in https://ui.perfetto.dev).
-Run from the repository root:
+After ``--warmup`` pairs, ``--pairs`` pairs run without the profiler (the wall time), then
+as many new ones under it. The summary (``--out``) gives the wall time and, on a GPU, its
+busy time and idle share; the top ops (and kernels); host syncs; dtype conversions; and
+host/device memory copies. ``--trace DIR`` also writes the Chrome trace (gzipped; open in
+https://ui.perfetto.dev). From the repository root:
 
     python -m bench.profile_cuda                                 # 1920x1080 -> 4K, auto precision (fp16), batch 1
     python -m bench.profile_cuda --precision fp32 --batch 4 --trace /tmp/traces
@@ -109,77 +98,94 @@ def _op_rows(names: Iterable[str], by_name: dict, device: bool) -> list[str]:
     return rows
 
 
-def summarize(prof: profile, wall_s: float, plain_wall_s: float, out_frames: int, cuda: bool,
-              top: int) -> list[str]:
-    """The markdown sections of the summary (time, top ops, host syncs, conversions, copies)."""
-    events = prof.events()
-    dev = [e for e in events if e.device_type != DeviceType.CPU and not _annotation(e)]
-    copies = [e for e in dev if e.name.startswith(("Memcpy", "Memset"))]
-    kernels = [e for e in dev if not e.name.startswith(("Memcpy", "Memset"))]
-    avg = prof.key_averages()
-    ops = [a for a in avg if a.device_type == DeviceType.CPU]
-    wall_us = wall_s * 1e6
+def _time_section(dev: list, kernels: list, copies: list, wall_s: float, plain_wall_s: float, out_frames: int,
+                  cuda: bool) -> list[str]:
+    """Wall times, and on a GPU its busy time and idle share."""
     lines = ["## Time", "",
              f"- Wall time without the profiler: {plain_wall_s * 1000:.1f} ms "
              f"({plain_wall_s / out_frames * 1000:.1f} ms per output frame, {out_frames / plain_wall_s:.2f} fps)",
              f"- Wall time under the profiler: {wall_s * 1000:.1f} ms ({out_frames} output frames)"]
-    if cuda and dev:
-        span = max(e.time_range.end for e in dev) - min(e.time_range.start for e in dev)
-        busy = busy_us((e.time_range.start, e.time_range.end) for e in dev)
-        ksum = sum(e.time_range.elapsed_us() for e in kernels)
-        lines += [f"- Device busy (union of kernels and copies): {_ms(busy)} ms; sum of kernel times: {_ms(ksum)} ms "
-                  f"({len(kernels)} kernels, {len(copies)} copies/memsets)",
-                  f"- GPU idle share of the wall time under the profiler: {100 * (1 - busy / wall_us):.1f}% "
-                  f"(gaps between its first and last kernel: {100 * (1 - busy / (span or 1)):.1f}% of {_ms(span)} ms)",
-                  f"- GPU idle share of the wall time without the profiler (same work, busy time as profiled): "
-                  f"{100 * max(0.0, 1 - busy / (plain_wall_s * 1e6)):.1f}%"]
-    else:
-        lines.append("- No device activity recorded (CPU run): no kernel time or GPU idle share.")
+    if not (cuda and dev):
+        return lines + ["- No device activity recorded (CPU run): no kernel time or GPU idle share."]
+    span = max(e.time_range.end for e in dev) - min(e.time_range.start for e in dev)
+    busy = busy_us((e.time_range.start, e.time_range.end) for e in dev)
+    ksum = sum(e.time_range.elapsed_us() for e in kernels)
+    return lines + [
+        f"- Device busy (union of kernels and copies): {_ms(busy)} ms; sum of kernel times: {_ms(ksum)} ms "
+        f"({len(kernels)} kernels, {len(copies)} copies/memsets)",
+        f"- GPU idle share of the wall time under the profiler: {100 * (1 - busy / (wall_s * 1e6)):.1f}% "
+        f"(gaps between its first and last kernel: {100 * (1 - busy / (span or 1)):.1f}% of {_ms(span)} ms)",
+        f"- GPU idle share of the wall time without the profiler (same work, busy time as profiled): "
+        f"{100 * max(0.0, 1 - busy / (plain_wall_s * 1e6)):.1f}%"]
 
+
+def _by_name(events: Iterable) -> dict[str, list[float]]:
+    """Event name -> the durations (us) of its events, longest total first."""
+    per: dict[str, list[float]] = defaultdict(list)
+    for e in events:
+        per[e.name].append(e.time_range.elapsed_us())
+    return dict(sorted(per.items(), key=lambda kv: sum(kv[1]), reverse=True))
+
+
+def _top_sections(ops: list, kernels: list, cuda: bool, top: int) -> list[str]:
+    """The top ops by self time, and on a GPU the top kernels."""
     key = "self_device_time_total" if cuda else "self_cpu_time_total"
-    lines += ["", f"## Top ops by self {'device' if cuda else 'CPU'} time", "",
-              "| op | calls | self device (ms) | self CPU (ms) | CPU total (ms) |", "|---|---|---|---|---|"]
+    lines = ["", f"## Top ops by self {'device' if cuda else 'CPU'} time", "",
+             "| op | calls | self device (ms) | self CPU (ms) | CPU total (ms) |", "|---|---|---|---|---|"]
     for a in sorted(ops, key=lambda a: getattr(a, key), reverse=True)[:top]:
         lines.append(f"| {_cell(a.key)} | {a.count} | {_ms(a.self_device_time_total)} | {_ms(a.self_cpu_time_total)} | "
                      f"{_ms(a.cpu_time_total)} |")
-    if cuda and kernels:
-        per: dict[str, list[float]] = defaultdict(list)
-        for e in kernels:
-            per[e.name].append(e.time_range.elapsed_us())
-        ksum = sum(map(sum, per.values())) or 1
-        lines += ["", "## Top kernels by device time", "", "| kernel | launches | total (ms) | share of kernel time |",
-                  "|---|---|---|---|"]
-        for name, ts in sorted(per.items(), key=lambda kv: sum(kv[1]), reverse=True)[:top]:
-            lines.append(f"| {_cell(name)} | {len(ts)} | {_ms(sum(ts))} | {100 * sum(ts) / ksum:.1f}% |")
+    if not (cuda and kernels):
+        return lines
+    per = _by_name(kernels)
+    ksum = sum(map(sum, per.values())) or 1
+    lines += ["", "## Top kernels by device time", "", "| kernel | launches | total (ms) | share of kernel time |",
+              "|---|---|---|---|"]
+    for name, ts in list(per.items())[:top]:
+        lines.append(f"| {_cell(name)} | {len(ts)} | {_ms(sum(ts))} | {100 * sum(ts) / ksum:.1f}% |")
+    return lines
 
+
+def _sync_and_conversion_sections(avg) -> list[str]:
     by_name = {a.key: a for a in avg}
-    lines += ["", "## Host syncs", "",
-              "Calls that make the host wait for the device (the run's own final "
-              "`torch.cuda.synchronize` is one `cudaDeviceSynchronize`).", "",
-              "| call | count | CPU total (ms) |", "|---|---|---|"]
+    lines = ["", "## Host syncs", "",
+             "Calls that make the host wait for the device (the run's own final "
+             "`torch.cuda.synchronize` is one `cudaDeviceSynchronize`).", "",
+             "| call | count | CPU total (ms) |", "|---|---|---|"]
     lines += _op_rows(HOST_SYNCS, by_name, device=False)
     lines += ["", "## Dtype conversions", "",
               "Totals include children (`aten::to` calls `aten::_to_copy`, which calls `aten::copy_`); "
               "`aten::copy_` also counts uploads and layout copies.", "",
               "| op | count | CPU total (ms) | device total (ms) |", "|---|---|---|---|"]
-    lines += _op_rows(CONVERSIONS, by_name, device=True)
-    lines += ["", "## Memory copies", ""]
-    if copies:
-        per_copy: dict[str, list[float]] = defaultdict(list)
-        for e in copies:
-            per_copy[e.name].append(e.time_range.elapsed_us())
-        lines += ["| copy | count | device time (ms) |", "|---|---|---|"]
-        for name, ts in sorted(per_copy.items(), key=lambda kv: sum(kv[1]), reverse=True):
-            lines.append(f"| {_cell(name)} | {len(ts)} | {_ms(sum(ts))} |")
-        for kind in ("HtoD", "DtoH", "DtoD"):
-            t = sum(e.time_range.elapsed_us() for e in copies if f"Memcpy {kind}" in e.name)
-            lines.append(f"- Memcpy {kind}: {_ms(t)} ms")
-    else:
-        lines.append("No device copies recorded" + (" (CPU run)." if not cuda else "."))
+    return lines + _op_rows(CONVERSIONS, by_name, device=True)
+
+
+def _copy_section(copies: list, cuda: bool) -> list[str]:
+    lines = ["", "## Memory copies", ""]
+    if not copies:
+        return lines + ["No device copies recorded" + (" (CPU run)." if not cuda else ".")]
+    lines += ["| copy | count | device time (ms) |", "|---|---|---|"]
+    lines += [f"| {_cell(name)} | {len(ts)} | {_ms(sum(ts))} |" for name, ts in _by_name(copies).items()]
+    for kind in ("HtoD", "DtoH", "DtoD"):
+        t = sum(e.time_range.elapsed_us() for e in copies if f"Memcpy {kind}" in e.name)
+        lines.append(f"- Memcpy {kind}: {_ms(t)} ms")
     return lines
 
 
-def main(argv: list[str] | None = None) -> None:
+def summarize(prof: profile, wall_s: float, plain_wall_s: float, out_frames: int, cuda: bool,
+              top: int) -> list[str]:
+    """The markdown sections of the summary (time, top ops, host syncs, conversions, copies)."""
+    dev = [e for e in prof.events() if e.device_type != DeviceType.CPU and not _annotation(e)]
+    copies = [e for e in dev if e.name.startswith(("Memcpy", "Memset"))]
+    kernels = [e for e in dev if not e.name.startswith(("Memcpy", "Memset"))]
+    avg = prof.key_averages()
+    ops = [a for a in avg if a.device_type == DeviceType.CPU]
+    return (_time_section(dev, kernels, copies, wall_s, plain_wall_s, out_frames, cuda)
+            + _top_sections(ops, kernels, cuda, top) + _sync_and_conversion_sections(avg)
+            + _copy_section(copies, cuda))
+
+
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", help="weights file (default: the shipped default)")
     ap.add_argument("--device", default="cuda")
@@ -192,7 +198,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--top", type=int, default=25, help="rows of the top-ops tables")
     ap.add_argument("--out", default=str(ROOT / "bench" / "PROFILE.md"))
     ap.add_argument("--trace", metavar="DIR", help="also write the Chrome trace (.json.gz) into DIR")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
     w, h = (int(v) for v in args.size.split("x"))
     engine = Engine(load_model(args.weights), device=args.device, precision=args.precision,
                     batch_size=args.batch)

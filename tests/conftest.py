@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from vsdsfn.flowfps import clip_from_frames
+from training.flowfps import clip_from_frames
 from vsdsfn.nets import DSFN, DSFNConfig
 from vsdsfn.weights import save_model
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import os
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -23,7 +24,7 @@ from bench.common import (JSON_KEYS, ROW_KEYS, merge_json_rows, peak_rss_mb, res
                           texture_frames)
 from vsdsfn.engine import Engine  # noqa: E402
 from training.mvbaseline import frames_from_clip, spline36_then_flowfps  # noqa: E402
-from vsdsfn.flowfps import available, clip_from_frames  # noqa: E402
+from training.flowfps import available, clip_from_frames  # noqa: E402
 
 needs_mvtools = pytest.mark.skipif(not available(), reason="vapoursynth-mvtools is not installed")
 
@@ -114,14 +115,75 @@ def test_help_names_the_options(module, options, capsys):
     assert [o for o in options if o not in text] == []
 
 
-def test_gpu_script_parses_and_runs_every_step():
-    script = ROOT / "bench" / "gpu.sh"
-    assert subprocess.run(["bash", "-n", str(script)], capture_output=True, check=False).returncode == 0
-    text = script.read_text()
-    for cmd in ("-m bench.profile_cuda --size 1920x1080 --precision fp16 --batch 1",
-                "-m bench.engine_cuda --sizes 960x540,1920x1080 --batches 1,4", "--json bench/gpu.json",
-                "-m bench.benchmark --device cuda", "--tile ", "timeout ", '"$OUT'):
-        assert cmd in text, cmd
+_STUB = """#!{python}
+import json, os, sys
+args = sys.argv[1:]
+with open(os.environ["STUB_CALLS"], "a") as f:
+    f.write(json.dumps([os.path.basename(sys.argv[0]), *args]) + "\\n")
+if "--out" in args:   # what the bench modules write
+    out = args[args.index("--out") + 1]
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    open(out, "w").write("report\\n")
+sys.exit(3 if os.environ.get("STUB_FAIL") in args else 0)
+"""
+
+
+def _run_gpu_sh(tmp_path, fail: str = "", budget: int = 470):
+    """bench/gpu.sh (copied, so it writes in ``tmp_path``) with ``python`` and ``nvidia-smi``
+    stubs that record their arguments and fail (status 3) when ``fail`` is one of them."""
+    (tmp_path / "bench").mkdir(parents=True)
+    script = tmp_path / "bench" / "gpu.sh"
+    script.write_text((ROOT / "bench" / "gpu.sh").read_text())
+    stubs = tmp_path / "stubs"
+    stubs.mkdir()
+    for name in ("python", "nvidia-smi"):
+        (stubs / name).write_text(_STUB.format(python=sys.executable))
+        (stubs / name).chmod(0o755)
+    calls = tmp_path / "calls.jsonl"
+    env = {**os.environ, "PATH": f"{stubs}{os.pathsep}{os.environ['PATH']}", "PYTHON": str(stubs / "python"),
+           "OUT": str(tmp_path / "out"), "BUDGET_S": str(budget), "STUB_CALLS": str(calls), "STUB_FAIL": fail}
+    proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env, timeout=60)
+    recorded = [json.loads(ln) for ln in calls.read_text().splitlines()] if calls.exists() else []
+    return proc, recorded
+
+
+def test_gpu_script_runs_every_step_and_goes_on_after_a_failure(tmp_path):
+    """Each step's command is one the bench module accepts, with the sizes, precisions and
+    batches the script promises; a failing step (the first profile) does not stop the next
+    ones but makes the exit status 1; the reports written so far are copied into $OUT."""
+    proc, calls = _run_gpu_sh(tmp_path, fail="bench/PROFILE.md")
+    assert proc.returncode == 1, proc.stderr
+    assert [c[0] for c in calls] == ["python", "nvidia-smi"] + ["python"] * 7
+    versions = subprocess.run([sys.executable, *calls[0][1:]], capture_output=True, text=True, timeout=120)
+    assert versions.returncode == 0 and "torch " in versions.stdout, versions.stderr
+    assert calls[5][1:] == ["-c", "import vapoursynth"]
+    modules = {"bench.profile_cuda": profile_cuda, "bench.engine_cuda": engine_cuda, "bench.benchmark": benchmark}
+    steps = [c for c in calls if c[1] == "-m"]
+    assert [c[2] for c in steps] == ["bench.profile_cuda"] * 2 + ["bench.engine_cuda"] + ["bench.benchmark"] * 3
+    args = [modules[c[2]]._parser().parse_args(c[3:]) for c in steps]
+    assert [(a.size, a.precision, a.batch, a.out) for a in args[:2]] == [
+        ("1920x1080", "fp16", 1, "bench/PROFILE.md"), ("1920x1080", "bf16", 1, "bench/PROFILE_bf16.md")]
+    assert args[0].trace == "bench/traces"
+    assert (args[2].sizes, args[2].batches, args[2].json) == ("960x540,1920x1080", "1,4", "bench/gpu.json")
+    assert [(a.device, a.methods, a.sizes, a.precisions, a.batch_size, a.tile, a.rgbh, a.json) for a in args[3:]] == [
+        ("cuda", "dsfn", "960x540,1920x1080", "fp16,bf16", 1, 0, True, "bench/gpu.json"),
+        ("cuda", "dsfn", "960x540,1920x1080", "fp16,bf16", 4, 0, True, "bench/gpu.json"),
+        ("cuda", "dsfn", "1920x1080", "fp16", 1, 960, True, "bench/gpu_tiled.json")]
+    log = (tmp_path / "bench" / "gpu_sh.log").read_text()
+    assert "profile: exit 3" in log and "profile-bf16: exit 0" in log and "(exit 1)" in log
+    assert sorted(p.name for p in (tmp_path / "out" / "bench").iterdir()) == [
+        "CUDA.md", "GPU_VS_TILED.md", "GPU_VS_b1.md", "GPU_VS_b4.md", "PROFILE.md", "PROFILE_bf16.md", "gpu_sh.log"]
+
+
+def test_gpu_script_without_vapoursynth_or_budget(tmp_path):
+    """Without VapourSynth the VapourSynth steps are skipped (exit 1); with a budget too small
+    for any step, none runs (exit 1)."""
+    proc, calls = _run_gpu_sh(tmp_path / "novs", fail="import vapoursynth")
+    assert proc.returncode == 1
+    assert [c[2] for c in calls if c[1] == "-m"] == ["bench.profile_cuda"] * 2 + ["bench.engine_cuda"]
+    proc, calls = _run_gpu_sh(tmp_path / "short", budget=10)
+    assert proc.returncode == 1 and [c[1:] for c in calls] == [["-c", "import vapoursynth"]]   # the probe only
+    assert "skipped (budget spent)" in proc.stderr
 
 
 def test_smallest_tile_is_the_engines():

@@ -10,6 +10,7 @@ import torch
 
 from conftest import pattern, tiny_model
 from vsdsfn.engine import DEFAULT_TILE_OVERLAP, Engine
+from vsdsfn.nets import DSFN
 
 
 def frames(n=3, w=40, h=24):
@@ -72,10 +73,11 @@ def test_compile_wraps_without_touching_the_model(monkeypatch):
     """compile=True compiles (once each, lazily, with fixed shapes) the two functions the
     engine runs, DSFN.upscale (M_S: one frame) and DSFN.run (a pair with its M_S frames),
     and uses what torch.compile returns."""
-    seen, used = [], []
+    seen, used, given = [], [], []
 
     def fake_compile(fn, **kw):
         seen.append(kw.get("dynamic"))
+        given.append(fn)
 
         def compiled(*args):
             used.append(len(args))
@@ -90,9 +92,14 @@ def test_compile_wraps_without_touching_the_model(monkeypatch):
     ref = Engine(tiny_model(), device="cpu")
     np.testing.assert_array_equal(eng.interpolate([(f[0], f[1])])[0], ref.interpolate([(f[0], f[1])])[0])
     np.testing.assert_array_equal(eng.spatial([f[2]])[0], ref.spatial([f[2]])[0])
-    assert seen == [False, False] and sorted(used) == [1, 1, 1, 4]   # M_S of 3 frames, one pair
+    assert seen == [False, False] and sorted(used) == [1, 1, 1, 5]   # M_S of 3 frames; one pair (l0, l1, h0, h1, t)
     assert eng.compile is True
-    assert set(net.state_dict()) == set(tiny_model().state_dict())
+    # functions were compiled, never the model: it stays a plain DSFN with its own weights
+    assert not any(isinstance(fn, torch.nn.Module) for fn in given)
+    assert type(eng.model) is DSFN
+    fresh = tiny_model().state_dict()
+    assert eng.model.state_dict().keys() == fresh.keys()
+    assert all(torch.equal(v, fresh[k]) for k, v in eng.model.state_dict().items())
 
 
 def test_num_threads_is_applied():
@@ -110,7 +117,6 @@ def test_cli_tile_options():
     a = _parser().parse_args(["x.mkv", "--tile", "512", "--tile-overlap", "32", "--compile"])
     assert (a.tile, a.tile_overlap, a.compile) == (512, 32, True)
     assert _parser().parse_args(["x.mkv", "--tile", "640x360"]).tile == (640, 360)
-    # unset: upscale's default (the parser leaves it out, or names the same value)
-    assert _parser().parse_args(["x.mkv"]).tile_overlap in (None, DEFAULT_TILE_OVERLAP)
+    assert _parser().parse_args(["x.mkv"]).tile_overlap == DEFAULT_TILE_OVERLAP   # unset: upscale's default
     with pytest.raises(SystemExit):
         _parser().parse_args(["x.mkv", "--tile", "big"])

@@ -295,7 +295,7 @@ def test_exported_weights_run_in_upscale(data, tmp_path):
     run_stage(data, "joint", tmp_path / "joint", iters=1)
     path = export(tmp_path / "joint" / "last.pt", tmp_path / "tiny.safetensors")
     from training.mvbaseline import frames_from_clip
-    from vsdsfn.flowfps import clip_from_frames
+    from training.flowfps import clip_from_frames
 
     frames = [f[:32, :48].astype(np.float32) / 255 for f in moving_frames(np.random.default_rng(1), 2)]
     clip = clip_from_frames(frames, fps=(24, 1))
@@ -577,7 +577,7 @@ def test_evaluate_config_split(data, tmp_path):
 def test_mvtools_baseline_interpolates_motion():
     pytest.importorskip("vapoursynth")
     from training.mvbaseline import QUARTER_PEL, flowfps_middle, flowfps_of, frames_from_clip
-    from vsdsfn.flowfps import clip_from_frames
+    from training.flowfps import clip_from_frames
 
     f = [x.astype(np.float32) / 255 for x in moving_frames(np.random.default_rng(2), 3, size=64, step=(3, 0))]
     mid = frames_from_clip(flowfps_middle(clip_from_frames([f[0], f[2]])))[0]

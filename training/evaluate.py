@@ -6,46 +6,21 @@
     python -m training.evaluate --config training/configs/cpu.toml --split val \\
         [--data-root ROOT] ...
 
-Protocol (as the paper's code): each triplet (frame i, i+s, i+2s) is cropped to even
-sizes; frames 1 and 3 are downscaled 2x with PyTorch bicubic (no antialias,
-:func:`training.datasets.downscale`); every method predicts the high-res middle frame
-from the two low-res frames, which is compared with the ground-truth middle frame:
-PSNR on float RGB in [0, 1] (predictions clamped, no quantisation), SSIM on RGB (11x11
-Gaussian, sigma 1.5, averaged over channels; :mod:`training.metrics`). Scores are
-averaged over triplets. The network runs on the low-res frames padded (replicate) to a
-multiple of ``DSFN.multiple``; its outputs are cropped back.
+Protocol: each triplet (frame i, i+s, i+2s) is cropped to even sizes; frames 1 and 3 are
+downscaled 2x (:func:`training.datasets.downscale`), every method predicts the high-res
+middle frame from them, scored by PSNR (float RGB in [0, 1]) and SSIM
+(:mod:`training.metrics`), averaged over triplets. The rows (:data:`ROWS`): the model's
+streams S->T and T->S, F (two-mask; one-mask from ``--one-mask-weights``) and R; bicubic
++ frame blend; Spline36 and the model's RIFE in both orders; Spline36 and mvtools FlowFPS
+in both orders (:mod:`training.mvbaseline`); M_S -> FlowFPS.
 
-Rows: the two streams S->T = M_T(M_S(L-), M_S(L+)) and T->S = M_S(M_T(L+, L-)) (with
-the shipped weights M_T is the pretrained RIFE: these are "M_S -> RIFE" and "RIFE ->
-M_S"), the fused frame F (two-mask model; one-mask from ``--one-mask-weights``, the
-paper's ablation), the refined output R, and the baselines "bicubic + frame blend"
-(PyTorch bicubic 2x of both low-res frames, averaged), "Spline36 -> RIFE" and "RIFE ->
-Spline36" with the model's own RIFE weights (as vs-rife runs it: ``fastmode``, flows at
-full size; and with RIFE's refinement), "Spline36 -> FlowFPS" and "FlowFPS -> Spline36"
-(VapourSynth resize.Spline36 and mvtools ``Super/Analyse/FlowFPS`` doubling the frame
-rate; :mod:`training.mvbaseline`), "Spline36 -> FlowFPS (quarter-pel)" (the mean of
-FlowFPS's middle frames under :data:`training.mvbaseline.QUARTER_PEL`), and the hybrid
-"M_S -> FlowFPS" (the model's M_S(L-), M_S(L+), then FlowFPS as an off-the-shelf M_T:
-compare it with S->T to see how far the model's M_T is from mvtools' on the same frames).
+Layouts: ``vimeo`` (Vimeo-90K's ``tri_testlist.txt``, or every triplet of the septuplets
+of ``sep_testlist.txt``); ``frames`` (a folder of frames, a folder of such folders or of
+videos, or a video file); ``middlebury`` (frame10, frame10i11, frame11 with
+``other-gt-interp/``, else every triplet of frame07..frame14); ``ucf`` (UCF101's
+``frame_00.png, frame_01_gt.png, frame_02.png``).
 
-Layouts (``--data DIR --layout ...``):
-
-* ``vimeo``: Vimeo-90K, ``sequences/%05d/%04d/im1..im3.png`` listed in
-  ``tri_testlist.txt`` (or the septuplet ``im1..im7`` with ``sep_testlist.txt``: every
-  consecutive triplet of each septuplet, or stride ``--stride``);
-* ``frames``: a folder of frame images, a folder of such folders (one per sequence,
-  video files among them are decoded too), or a single video file; all triplets
-  (i, i+s, i+2s) of each sequence;
-* ``middlebury``: with ``other-gt-interp/`` next to ``other-data/`` (the Middlebury
-  interpolation benchmark), the triplets (frame10, frame10i11, frame11) -- the true
-  half-way frame; otherwise the "other" layout ``<name>/frame07.png..frame14.png``,
-  where we use *every* consecutive triplet (07-08-09 ... 12-13-14, six per sequence,
-  ``--stride`` applies), not only 09-10-11, for more samples per scene;
-* ``ucf``: the UCF101 interpolation test set, ``<id>/frame_00.png, frame_01_gt.png,
-  frame_02.png``.
-
-``--max N`` keeps N triplets evenly spaced over the list (deterministic). A triplet
-whose files cannot be read is skipped with a warning and counted in the report.
+``--max N`` keeps N triplets evenly spaced; unreadable triplets are skipped and counted.
 """
 
 from __future__ import annotations
@@ -67,10 +42,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .datasets import (FolderSequence, VIDEO_EXTS, downscale, list_images, load_image,
-                       open_sequence, vimeo_sequences)
+from . import mvbaseline
+from .datasets import FolderSequence, VIDEO_EXTS, downscale, list_images, open_sequence, vimeo_sequences
+from .flowfps import clip_from_frames
 from .metrics import psnr, ssim
-from .mvbaseline import QUARTER_PEL
 from vsdsfn.nets import RIFE as _RIFE
 from vsdsfn.options import OptionError, check as check_options
 from vsdsfn.precision import autocast, choose as choose_precision, name_of
@@ -101,18 +76,15 @@ RIFE_ROWS = (SPLINE_RIFE, SPLINE_RIFE_R, RIFE_SPLINE)
 
 
 # ----------------------------------------------------------------------------- triplets
-class _Files:
-    """A 'sequence' of explicitly listed image files."""
+class _Files(FolderSequence):
+    """A :class:`~training.datasets.FolderSequence` of listed files rather than a whole folder:
+    Middlebury's ground truth lies in another folder than its inputs, and UCF's folders hold
+    other pictures besides the triplet."""
 
     def __init__(self, files: Sequence[Path], name: str) -> None:
+        # not FolderSequence.__init__, which lists a folder
         self.files = [Path(f) for f in files]
-        self.name = name
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def frame(self, i: int) -> np.ndarray:
-        return load_image(self.files[i])
+        self.folder, self.name = self.files[0].parent, name
 
 
 @dataclass
@@ -151,7 +123,7 @@ def _frames(path: Path, stride: int) -> list[Triplet]:
         seq = open_sequence(path)
         return _seq_triplets(seq, stride, path.name)
     if not path.is_dir():
-        raise SystemExit(f"evaluate: --data {path}: no such file or folder")
+        raise EvaluateError(f"--data {path}: no such file or folder")
     if list_images(path):
         return _seq_triplets(FolderSequence(path), stride, path.name)
     out = []
@@ -223,7 +195,7 @@ def config_triplets(config: str, split: str = "val", data_root: str | None = Non
         # data.root in a config file is relative to the current directory, as in training
         root = Path.cwd() / root
     if split != "val":
-        raise SystemExit(f"evaluate: --split {split!r}: only 'val' (data.val_sequences) is defined")
+        raise EvaluateError(f"--split {split!r}: only 'val' (data.val_sequences) is defined")
     entries = d["val_sequences"]
     out = []
     for e, seq in zip(entries, _sequences(root, entries)):
@@ -231,7 +203,7 @@ def config_triplets(config: str, split: str = "val", data_root: str | None = Non
     if d.get("vimeo"):
         out += _vimeo(_rel(root, d["vimeo"]), stride)
     if not out:
-        raise SystemExit(f"evaluate: {config}: split {split!r} has no triplets")
+        raise EvaluateError(f"{config}: split {split!r} has no triplets")
     desc = f"`{config}` split `{split}` (`data.val_sequences`: " + ", ".join(
         f"{(e if isinstance(e, str) else e['path'])}"
         + ("" if isinstance(e, str) else f"[{e.get('start', 0)}:{e.get('stop', '') or ''}]")
@@ -295,6 +267,102 @@ class Result:
         return float(a[:, 0].mean()), float(a[:, 1].mean())
 
 
+def _not_run(model, one_mask_model, mvtools: bool) -> dict[str, str]:
+    """The rows :func:`evaluate` cannot fill, with why (what the report shows instead)."""
+    notes: dict[str, str] = {}
+    mv_reason = _mvtools_available() if mvtools else "skipped (--no-mvtools)"
+    if mv_reason:
+        notes.update(dict.fromkeys(MV_ROWS, mv_reason))
+    if _rife(model) is None:
+        notes.update(dict.fromkeys(RIFE_ROWS, "n/a (the model's M_T is not RIFE)"))
+    if model is None:
+        notes.update(dict.fromkeys((ST, TS, F1, F2, R, MS_FLOW), "n/a (no model)"))
+    elif model.config.fusion_masks == 1:
+        notes[F2] = "n/a (the weights are a one-mask model)"
+    elif one_mask_model is None:
+        notes[F1] = "n/a (pass --one-mask-weights)"
+    return notes
+
+
+def _rife(model) -> _RIFE | None:
+    """The model's M_T when it is RIFE (the RIFE cascades' interpolator)."""
+    return model.temporal if model is not None and isinstance(model.temporal, _RIFE) else None
+
+
+def _load_triplet(trip: Triplet, res: Result) -> list[torch.Tensor] | None:
+    """The triplet's frames as (1, 3, H, W) tensors in [0, 1], cropped to even sizes; ``None``
+    (and the triplet counted as skipped) when a file cannot be read or the sizes differ."""
+    try:
+        frames = trip.load()
+    except Exception as exc:  # noqa: BLE001 -- an unreadable file is skipped, not fatal
+        log.warning("skipping triplet %s: %s", trip.name, exc)
+        res.skipped.append(trip.name)
+        return None
+    if any(f.shape != frames[0].shape for f in frames):
+        log.warning("skipping triplet %s: frames of different sizes", trip.name)
+        res.skipped.append(trip.name)
+        return None
+    h, w = (n - n % 2 for n in frames[0].shape[:2])
+    return [_t(f[:h, :w].astype(np.float32) / 255.0) for f in frames]
+
+
+def _model_rows(res: Result, g: str, model, one_mask_model, l0, l2, h1, st_scale, ensemble) -> tuple[dict, list[str]]:
+    """S->T, T->S, F and R of the model (and of the one-mask model): its outputs and the
+    progress line's part."""
+    out = model.run(l0, l2, st_scale=st_scale, ensemble=ensemble)
+    res.add(ST, g, out["st"], h1)
+    res.add(TS, g, out["ts"], h1)
+    res.add(F1 if model.config.fusion_masks == 1 else F2, g, out["fused"], h1)
+    line = [f"R {res.add(R, g, out['refined'], h1)[0]:.2f}"]
+    if one_mask_model is not None:
+        out1 = one_mask_model.run(l0, l2, st_scale=st_scale, ensemble=ensemble)
+        res.add(F1, g, out1["fused"], h1)
+        res.add(R1, g, out1["refined"], h1)
+    return out, line
+
+
+def _blend_row(res: Result, g: str, l0, l2, h1) -> list[str]:
+    """Bicubic 2x of both low-res frames, averaged."""
+    up = [F.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False).clamp(0, 1) for x in (l0, l2)]
+    return [f"blend {res.add(BLEND, g, (up[0] + up[1]) / 2, h1)[0]:.2f}"]
+
+
+def _rife_rows(res: Result, g: str, rife: _RIFE, l0, l2, h1) -> list[str]:
+    """The cascades with the model's RIFE: Spline36 then RIFE (fast, as vs-rife, and
+    refined), RIFE then Spline36."""
+    up = mvbaseline.spline36_2x(clip_from_frames([_np(l0), _np(l2)]))
+    s0, s2 = (_t(a) for a in mvbaseline.frames_from_clip(up))
+    line = [f"S36→RIFE {res.add(SPLINE_RIFE, g, rife(s0, s2, fast=True).clamp(0, 1), h1)[0]:.2f}"]
+    res.add(SPLINE_RIFE_R, g, rife(s0, s2).clamp(0, 1), h1)
+    mid = clip_from_frames([_np(rife(l0, l2, fast=True).clamp(0, 1))])
+    res.add(RIFE_SPLINE, g, _t(mvbaseline.frames_from_clip(mvbaseline.spline36_2x(mid))[0]).clamp(0, 1), h1)
+    return line
+
+
+def _mvtools_rows(res: Result, g: str, l0, l2, out: dict | None, h1) -> list[str]:
+    """The mvtools baselines (and M_S -> FlowFPS on the model's ``out``). Frames too small for
+    mvtools end these rows for the whole evaluation: their scores so far are dropped."""
+    a0, a2 = _np(l0), _np(l2)
+    try:
+        p_sf = mvbaseline.spline36_then_flowfps(a0, a2)
+        p_sfq = np.mean([mvbaseline.spline36_then_flowfps(a0, a2, s) for s in mvbaseline.QUARTER_PEL], 0)
+        p_fs = mvbaseline.flowfps_then_spline36(a0, a2)
+        p_mf = None if out is None else mvbaseline.flowfps_of(*(_np(out[k].clamp(0, 1)) for k in ("hr0", "hr1")))
+    except ValueError as exc:
+        res.notes.update(dict.fromkeys(MV_ROWS, f"n/a ({exc})"))
+        for row in MV_ROWS:
+            res.scores.pop(row, None)
+            for grp in res.groups.values():
+                grp.pop(row, None)
+        return []
+    line = [f"mv {res.add(SPLINE_FLOW, g, _t(p_sf), h1)[0]:.2f}"]
+    res.add(SPLINE_FLOW_QP, g, _t(p_sfq), h1)
+    res.add(FLOW_SPLINE, g, _t(p_fs), h1)
+    if p_mf is not None:
+        res.add(MS_FLOW, g, _t(p_mf), h1)
+    return line
+
+
 def evaluate(triplets: Sequence[Triplet], model=None, one_mask_model=None, mvtools: bool = True,
              panels: str | os.PathLike | None = None, progress: bool = True,
              st_scale: float | None = None, ensemble: bool = False, dtype: torch.dtype = torch.float32) -> Result:
@@ -302,99 +370,38 @@ def evaluate(triplets: Sequence[Triplet], model=None, one_mask_model=None, mvtoo
     ``st_scale`` overrides the models' and ``ensemble`` runs them as
     ``upscale(ensemble=True)`` (see :meth:`vsdsfn.nets.DSFN.run`); the networks (whose
     weights must be in ``dtype``) run under :func:`vsdsfn.precision.autocast`."""
-    res = Result()
-    mv_reason = None if mvtools else "skipped (--no-mvtools)"
-    if mv_reason is None:
-        mv_reason = _mvtools_available()
-    if mv_reason:
-        res.notes.update(dict.fromkeys(MV_ROWS, mv_reason))
-    else:
-        from . import mvbaseline
-    rife = model.temporal if model is not None and isinstance(model.temporal, _RIFE) else None
-    if rife is None:
-        res.notes.update(dict.fromkeys(RIFE_ROWS, "n/a (the model's M_T is not RIFE)"))
-    else:
-        from . import mvbaseline as mvb
-    if model is None:
-        for row in (ST, TS, F1, F2, R, MS_FLOW):
-            res.notes[row] = "n/a (no model)"
-    else:
-        if model.config.fusion_masks == 1:
-            res.notes[F2] = "n/a (the weights are a one-mask model)"
-        elif one_mask_model is None:
-            res.notes[F1] = "n/a (pass --one-mask-weights)"
+    res = Result(notes=_not_run(model, one_mask_model, mvtools))
+    rife = _rife(model)
     t0 = time.time()
     for k, trip in enumerate(triplets):
-        try:
-            frames = trip.load()
-        except Exception as exc:  # noqa: BLE001 -- an unreadable file is skipped, not fatal
-            log.warning("skipping triplet %s: %s", trip.name, exc)
-            res.skipped.append(trip.name)
+        frames = _load_triplet(trip, res)
+        if frames is None:
             continue
-        h, w = frames[0].shape[:2]
-        if any(f.shape != frames[0].shape for f in frames):
-            log.warning("skipping triplet %s: frames of different sizes", trip.name)
-            res.skipped.append(trip.name)
-            continue
-        h, w = h - h % 2, w - w % 2
-        h0, h1, h2 = (_t(f[:h, :w].astype(np.float32) / 255.0) for f in frames)
+        h0, h1, h2 = frames
         l0, l2 = downscale(h0), downscale(h2)
-        res.size.add((w, h))
+        res.size.add((h1.shape[-1], h1.shape[-2]))
         res.names.append(trip.name)
-        g = trip.group
-        line = []
+        g, out, line = trip.group, None, []
         with torch.inference_mode(), autocast(torch.device("cpu"), dtype):
-            out = None
             if model is not None:
-                out = model.run(l0, l2, st_scale=st_scale, ensemble=ensemble)
-                res.add(ST, g, out["st"], h1)
-                res.add(TS, g, out["ts"], h1)
-                res.add(F1 if model.config.fusion_masks == 1 else F2, g, out["fused"], h1)
-                line.append(f"R {res.add(R, g, out['refined'], h1)[0]:.2f}")
-            if one_mask_model is not None:
-                out1 = one_mask_model.run(l0, l2, st_scale=st_scale, ensemble=ensemble)
-                res.add(F1, g, out1["fused"], h1)
-                res.add(R1, g, out1["refined"], h1)
-            up = lambda x: F.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False).clamp(0, 1)  # noqa: E731
-            line.append(f"blend {res.add(BLEND, g, (up(l0) + up(l2)) / 2, h1)[0]:.2f}")
+                out, line = _model_rows(res, g, model, one_mask_model, l0, l2, h1, st_scale, ensemble)
+            line += _blend_row(res, g, l0, l2, h1)
             if rife is not None:
-                s0, s2 = (_t(a) for a in mvb.frames_from_clip(mvb.spline36_2x(mvb.clip_from_frames([_np(l0), _np(l2)]))))
-                line.append(f"S36→RIFE {res.add(SPLINE_RIFE, g, rife(s0, s2, fast=True).clamp(0, 1), h1)[0]:.2f}")
-                res.add(SPLINE_RIFE_R, g, rife(s0, s2).clamp(0, 1), h1)
-                mid = mvb.clip_from_frames([_np(rife(l0, l2, fast=True).clamp(0, 1))])
-                res.add(RIFE_SPLINE, g, _t(mvb.frames_from_clip(mvb.spline36_2x(mid))[0]).clamp(0, 1), h1)
-            if not mv_reason:
-                a0, a2 = _np(l0), _np(l2)
-                try:
-                    p_sf = mvbaseline.spline36_then_flowfps(a0, a2)
-                    p_sfq = np.mean([mvbaseline.spline36_then_flowfps(a0, a2, s) for s in QUARTER_PEL], 0)
-                    p_fs = mvbaseline.flowfps_then_spline36(a0, a2)
-                    p_mf = None
-                    if out is not None:
-                        p_mf = mvbaseline.flowfps_of(_np(out["hr0"].clamp(0, 1)), _np(out["hr1"].clamp(0, 1)))
-                except ValueError as exc:  # frames too small for mvtools: no mvtools rows at all
-                    mv_reason = f"n/a ({exc})"
-                    res.notes.update(dict.fromkeys(MV_ROWS, mv_reason))
-                    for row in MV_ROWS:
-                        res.scores.pop(row, None)
-                        for grp in res.groups.values():
-                            grp.pop(row, None)
-                else:
-                    line.append(f"mv {res.add(SPLINE_FLOW, g, _t(p_sf), h1)[0]:.2f}")
-                    res.add(SPLINE_FLOW_QP, g, _t(p_sfq), h1)
-                    res.add(FLOW_SPLINE, g, _t(p_fs), h1)
-                    if p_mf is not None:
-                        res.add(MS_FLOW, g, _t(p_mf), h1)
+                line += _rife_rows(res, g, rife, l0, l2, h1)
+            if SPLINE_FLOW not in res.notes:
+                line += _mvtools_rows(res, g, l0, l2, out, h1)
             if panels and out is not None:
                 save_panel(Path(panels) / f"{k:04d}_{_safe(trip.name)}.png", h1, out)
         if progress:
-            el = time.time() - t0
-            n = k + 1
-            print(f"[{n}/{len(triplets)}] {trip.name} {w}x{h}: " + " ".join(line)
-                  + f"  ({el / n:.1f} s/triplet, eta {(len(triplets) - n) * el / n / 60:.1f} min)",
-                  file=sys.stderr, flush=True)
+            _print_progress(k + 1, len(triplets), trip.name, h1, line, time.time() - t0)
     res.seconds = time.time() - t0
     return res
+
+
+def _print_progress(n: int, total: int, name: str, gt: torch.Tensor, line: list[str], elapsed: float) -> None:
+    print(f"[{n}/{total}] {name} {gt.shape[-1]}x{gt.shape[-2]}: " + " ".join(line)
+          + f"  ({elapsed / n:.1f} s/triplet, eta {(total - n) * elapsed / n / 60:.1f} min)",
+          file=sys.stderr, flush=True)
 
 
 def _safe(name: str) -> str:
@@ -459,7 +466,7 @@ def _weights_desc(path: Path | None) -> str:
 def _quarter_pel_desc() -> str:
     return ("the mean of FlowFPS's middle frames with "
             + " and with ".join(f"pel={s.pel}, blksize={s.blksize}, overlap={s.overlap}, searchparam={s.searchparam}"
-                                for s in QUARTER_PEL))
+                                for s in mvbaseline.QUARTER_PEL))
 
 
 def format_report(res: Result, dataset: str, command: str, weights: str, one_mask: str,
@@ -502,8 +509,11 @@ def format_report(res: Result, dataset: str, command: str, weights: str, one_mas
 
 
 # ----------------------------------------------------------------------------- CLI
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+class EvaluateError(ValueError):
+    """A problem with the evaluation's inputs; ``main`` prints it and exits with status 1."""
+
+
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     src = ap.add_argument_group("data (either --data/--layout or --config/--split)")
@@ -518,6 +528,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="override the models' st_scale (S->T flow scale, as upscale(st_scale=...))")
     ap.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                     help="as upscale(precision=...) on the CPU: auto is bf16 where the CPU computes it natively")
+    ap.add_argument("--t", action="store_true", help="evaluate at t = 1/4, 1/3, 1/2, 2/3, 3/4 instead "
+                    "(training.timesteps; --max applies per timestep)")
     ap.add_argument("--ensemble", action="store_true",
                     help="run the models with the flip ensemble of upscale(ensemble=True) (twice the time)")
     ap.add_argument("--no-model", action="store_true", help="baselines only")
@@ -530,72 +542,96 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-mvtools", action="store_true", help="skip the mvtools baselines")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--quiet", action="store_true", help="no per-triplet progress lines")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    return ap
+
+
+def _triplets(args: argparse.Namespace) -> tuple[list[Triplet], str]:
     if args.stride < 1:
-        ap.error("--stride must be >= 1")
+        raise EvaluateError("--stride must be >= 1")
     if args.config:
         triplets, dataset = config_triplets(args.config, args.split, args.data_root, args.stride)
     elif args.data:
         triplets = list_triplets(args.data, args.layout, args.stride)
         dataset = f"`{args.data}` ({args.layout} layout, stride {args.stride})"
     else:
-        ap.error("pass --data DIR --layout LAYOUT, or --config FILE --split val")
+        raise EvaluateError("pass --data DIR --layout LAYOUT, or --config FILE --split val")
     if not triplets:
-        raise SystemExit(f"evaluate: no triplets found in {args.data or args.config} "
-                         f"(layout {args.layout}, stride {args.stride})")
+        raise EvaluateError(f"no triplets found in {args.data or args.config} (layout {args.layout}, "
+                            f"stride {args.stride})")
+    if args.t:
+        return triplets, dataset
     total = len(triplets)
     triplets = select(triplets, args.max)
     if len(triplets) < total:
         dataset += f", {len(triplets)} of {total} triplets evenly spaced (--max)"
+    return triplets, dataset
 
+
+def _models(args: argparse.Namespace, dtype: torch.dtype):
+    """(model, one-mask model, their paths), the weights in ``dtype``."""
     from vsdsfn.weights import WeightsError, load_model, resolve_weights
 
-    model = one = None
-    wpath = opath = None
-    try:
-        if not args.no_model:
-            wpath = resolve_weights(args.weights)
-            model = load_model(wpath)
-        if args.one_mask_weights:
-            opath = resolve_weights(args.one_mask_weights)
-            one = load_model(opath)
-            if one.config.fusion_masks != 1:
-                raise SystemExit(f"evaluate: --one-mask-weights {opath}: the model has "
-                                 f"fusion_masks={one.config.fusion_masks}, not 1")
-            if model is not None and model.config.fusion_masks == 1:
-                raise SystemExit(f"evaluate: --weights {wpath} is a one-mask model too; pass a two-mask "
-                                 "model as --weights, or drop --one-mask-weights")
-    except WeightsError as exc:
-        raise SystemExit(f"evaluate: {exc}") from None
     try:
         check_options({"st_scale": args.st_scale})
-    except OptionError as exc:
-        ap.error(str(exc))
+        wpath = None if args.no_model else resolve_weights(args.weights)
+        opath = resolve_weights(args.one_mask_weights) if args.one_mask_weights else None
+        model, one = (load_model(p).to(dtype) if p else None for p in (wpath, opath))
+    except (WeightsError, OptionError) as exc:
+        raise EvaluateError(str(exc)) from None
+    if one is not None and one.config.fusion_masks != 1:
+        raise EvaluateError(f"--one-mask-weights {opath}: the model has fusion_masks={one.config.fusion_masks}, "
+                            "not 1")
+    if one is not None and model is not None and model.config.fusion_masks == 1:
+        raise EvaluateError(f"--weights {wpath} is a one-mask model too; pass a two-mask model as --weights, "
+                            "or drop --one-mask-weights")
+    return model, one, wpath, opath
+
+
+def _write(path: str | None, text: str) -> None:
+    if path:
+        out = Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+        print(f"wrote {out}", file=sys.stderr)
+
+
+def run(args: argparse.Namespace, command: str) -> None:
+    """The evaluation ``args`` ask for: the report on stdout, and ``--out``/``--json``."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    triplets, dataset = _triplets(args)
     dtype = choose_precision(args.precision, torch.device("cpu"))
-    model, one = (m.to(dtype) if m is not None else None for m in (model, one))
+    model, one, wpath, opath = _models(args, dtype)
+    desc = (", run with the flip ensemble (--ensemble)" if args.ensemble else "") + f", in {name_of(dtype)}"
+    if args.t:
+        from .timesteps import evaluate_timesteps, format_timesteps
+
+        if model is None:
+            raise EvaluateError("--t needs a model (drop --no-model)")
+        report = format_timesteps(evaluate_timesteps(triplets, model, args.max, dtype, not args.quiet), dataset,
+                                  command, _weights_desc(wpath) + desc)
+        print(report)
+        _write(args.out, report)
+        return
     res = evaluate(triplets, model, one, mvtools=not args.no_mvtools, panels=args.panels,
                    progress=not args.quiet, st_scale=args.st_scale, ensemble=args.ensemble, dtype=dtype)
     if not res.names:
-        raise SystemExit("evaluate: no triplet could be read")
-    command = "python -m training.evaluate " + shlex.join(argv)
-    tta = (", run with the flip ensemble (--ensemble)" if args.ensemble else "") + f", in {name_of(dtype)}"
-    report = format_report(res, dataset, command, _weights_desc(wpath) + tta,
-                           _weights_desc(opath) + tta if opath else "none",
-                           res.notes.get(SPLINE_FLOW, ""))
+        raise EvaluateError("no triplet could be read")
+    report = format_report(res, dataset, command, _weights_desc(wpath) + desc,
+                           _weights_desc(opath) + desc if opath else "none", res.notes.get(SPLINE_FLOW, ""))
     print(report)
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(report)
-        print(f"wrote {out}", file=sys.stderr)
-    if args.json:
-        out = Path(args.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result_dict(res, command), indent=1))
-        print(f"wrote {out}", file=sys.stderr)
+    _write(args.out, report)
+    _write(args.json, json.dumps(result_dict(res, command), indent=1))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
+    try:
+        run(args, "python -m training.evaluate " + shlex.join(argv))
+    except EvaluateError as exc:
+        raise SystemExit(f"evaluate: {exc}") from None
     return 0
 
 

@@ -4,17 +4,13 @@
         [--folder frames/sintel] [--frames frame_0016.png,frame_0017.png,frame_0018.png] \\
         [--crop X,Y,W,H] [--context N] [--weights W.safetensors] [--max-kb 400]
 
-Protocol (as :mod:`training.evaluate`): the first and last of the three frames are
-downscaled 2x with PyTorch bicubic, no antialias (:func:`training.datasets.downscale`),
-so the true middle frame is the ground truth at the output size. The two low-res frames
-become a 2-frame RGBS clip (:func:`vsdsfn.flowfps.clip_from_frames`), and output frame 1
-of ``vsdsfn.upscale`` is taken with ``debug=None`` (the result), ``"st"``, ``"ts"`` and
-``"masks"``. The network sees the crop plus ``--context`` low-res pixels around it (clamped
-to the frame), not the whole frame. The PNG shows the crop (``--crop``, in output
-pixels) in a 2 x 4 grid: the low-res inputs (nearest 2x), the S->T and T->S streams, the
-masks (R = S->T's, G = T->S's), the output, the true middle frame and the output's error
-(x4, mean of RGB); captions give each prediction's PSNR on the crop. The PNG is kept under
-``--max-kb`` by dropping low bits if needed (1 bit is invisible).
+As :mod:`training.evaluate`, the first and last frames are downscaled 2x and the true
+middle frame is the ground truth. Output frame 1 of ``vsdsfn.upscale`` is taken with
+``debug=None``, ``"st"``, ``"ts"`` and ``"masks"``, the network seeing the crop plus
+``--context`` low-res pixels around it. The PNG shows the crop (``--crop``, in output
+pixels) in a 2 x 4 grid: the low-res inputs, the S->T and T->S streams, the masks (R =
+S->T's, G = T->S's), the output, the true middle frame and the output's error (x4), with
+each prediction's PSNR on the crop; low bits are dropped to keep it under ``--max-kb``.
 """
 
 from __future__ import annotations
@@ -56,7 +52,7 @@ def streams(l0: np.ndarray, l1: np.ndarray, weights: str | None = None) -> dict[
     """Output frame 1 of ``vsdsfn.upscale`` on the clip [l0, l1] for each of
     :data:`DEBUG_VIEWS` (float32 (2H, 2W, 3))."""
     import vsdsfn
-    from vsdsfn.flowfps import clip_from_frames
+    from .flowfps import clip_from_frames
 
     clip = clip_from_frames([l0, l1])
     return {name: frames_from_clip(vsdsfn.upscale(clip, weights=weights, debug=debug)[1])[0]

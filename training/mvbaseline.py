@@ -1,12 +1,12 @@
 """The classic VapourSynth baselines of the evaluation: Spline36 resizing and mvtools
 ``FlowFPS`` frame-rate doubling, in both orders, on numpy frames (clips made by
-:func:`vsdsfn.flowfps.clip_from_frames`).
+:func:`training.flowfps.clip_from_frames`).
 
-FlowFPS is :func:`vsdsfn.flowfps.flowfps` (RGB -> YUV444P16 -> mvtools -> RGB);
+FlowFPS is :func:`training.flowfps.flowfps` (RGB -> YUV444P16 -> mvtools -> RGB);
 resizing is done in float RGB.
 
 >>> import numpy as np
->>> from vsdsfn.flowfps import clip_from_frames
+>>> from training.flowfps import clip_from_frames
 >>> a = np.random.default_rng(0).random((48, 64, 3), dtype=np.float32)
 >>> b = frames_from_clip(clip_from_frames([a, a]))
 >>> len(b), b[0].shape, bool(np.abs(b[1] - a).max() == 0)
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from vsdsfn.flowfps import MVSettings, clip_from_frames, flowfps
+from .flowfps import MVSettings, clip_from_frames, flowfps
 
 if TYPE_CHECKING:
     import vapoursynth as vs

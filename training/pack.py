@@ -1,22 +1,18 @@
 """Pack a training config's data into a compact copy, for training on another machine.
 
-A rented GPU box often takes only a small upload and has neither VapourSynth nor the
-original files. ``pack`` writes every frame folder the config names (``data.sequences``
-and ``data.val_sequences``) as one RGB-coded H.264 video (``libx264rgb``, so any decoder
-returns the same RGB, OpenCV included), copies its video files as they are (or, with
-``--videos encode``, re-encodes them the same way), writes the still images
-(``data.sr_images``, ``data.sr_val``) as JPEG, and a ``config.toml`` that is the given
-config with its ``[data]`` table pointing at the copy (slices, strides and every other
-option unchanged). The copy is lossy: say so wherever weights trained on it are
-described. (On ../shared/data with the defaults: 43 MiB, from 194 MiB; 31 s on 2 cores.)
+Frame folders (``data.sequences``, ``data.val_sequences``) become RGB H.264 videos
+(``libx264rgb``: every decoder returns the same RGB), video files are copied (or, with
+``--videos encode``, re-encoded the same way), stills (``data.sr_images``, ``data.sr_val``)
+become JPEG, and ``config.toml`` is the config with its ``[data]`` table pointing at the
+copy. The copy is lossy: say so wherever weights trained on it are described.
 
     python -m training.pack --config training/configs/cpu.toml --data-root ../shared/data \\
         --out pack/
     # on the other machine (VapourSynth, ffmpeg or OpenCV decodes the videos):
     python -m training.train --config pack/config.toml --data-root pack/ --stage temporal ...
 
-Needs the ``ffmpeg`` command here (and, for video sources, a decoder: VapourSynth with
-BestSource, ffmpeg or OpenCV; see :class:`training.datasets.VideoSequence`).
+Needs the ``ffmpeg`` command here (and a video decoder there:
+:class:`training.datasets.VideoSequence`).
 """
 
 from __future__ import annotations
@@ -98,52 +94,46 @@ def _encode(seq, out: Path, crf: int, fps: int = 25) -> int:
     return len(seq)
 
 
-def pack(config: str | Path | None, data_root: str | Path, out: str | Path, crf: int = 18,
-         jpeg: int = 85, videos: str = "copy") -> Path:
-    """Write the compact copy of ``config``'s data under ``out``; returns ``out/config.toml``.
+def _pack_sequence(path: str, root: Path, out: Path, crf: int, videos: str, taken: set[str]) -> str:
+    """One sequence of the config (a frame folder or a video file) into ``out/seq/`` under a
+    name not in ``taken``; returns that name, relative to ``out``."""
+    src = Path(path) if Path(path).is_absolute() else root / path
+    copy = videos == "copy" and src.is_file()
+    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", src.stem if src.is_file() else src.name)
+    ext = src.suffix.lower() if copy else ".mkv"
+    name, k = f"seq/{stem}{ext}", 1
+    while name in taken:
+        k += 1
+        name = f"seq/{stem}_{k}{ext}"
+    if copy:
+        shutil.copyfile(src, out / name)
+        what = "copied"
+    else:
+        what = f"{_encode(open_sequence(src), out / name, crf)} frames"
+    log.info("packed %s: %s -> %s (%.1f MB)", src, what, out / name, (out / name).stat().st_size / 1e6)
+    return name
 
-    ``videos="copy"`` copies video files unchanged (smallest; on a machine with only OpenCV
-    their YUV is converted with BT.601 whatever the video's matrix), ``"encode"`` re-encodes
-    them as RGB H.264 like the frame folders."""
-    if videos not in ("copy", "encode"):
-        raise ValueError("pack: videos must be 'copy' or 'encode'")
-    from PIL import Image
 
-    if not shutil.which("ffmpeg"):
-        raise SystemExit("pack: needs the ffmpeg command (e.g. apt-get install ffmpeg)")
-    cfg = load_config(config)
-    d = dict(cfg["data"])
-    root, out = Path(data_root), Path(out)
-    (out / "seq").mkdir(parents=True, exist_ok=True)
-    names: dict[str, str] = {}  # source path -> packed path (relative to out)
-
-    def packed(path: str) -> str:
-        if path not in names:
-            src = Path(path) if Path(path).is_absolute() else root / path
-            copy = videos == "copy" and src.is_file()
-            stem = re.sub(r"[^A-Za-z0-9_.-]", "_", src.stem if src.is_file() else src.name)
-            ext = src.suffix.lower() if copy else ".mkv"
-            name, k = f"seq/{stem}{ext}", 1
-            while name in names.values():
-                k += 1
-                name = f"seq/{stem}_{k}{ext}"
-            if copy:
-                shutil.copyfile(src, out / name)
-                what = "copied"
-            else:
-                n = _encode(open_sequence(src), out / name, crf)
-                what = f"{n} frames"
-            log.info("packed %s: %s -> %s (%.1f MB)", src, what, out / name, (out / name).stat().st_size / 1e6)
-            names[path] = name
-        return names[path]
-
+def _pack_sequences(d: dict, root: Path, out: Path, crf: int, videos: str) -> None:
+    """``data.sequences`` and ``data.val_sequences`` into ``out/seq/`` (each source once), their
+    entries in ``d`` pointed at the copies (slices and strides kept)."""
+    names: dict[str, str] = {}  # source path -> packed path
     for key in ("sequences", "val_sequences"):
         entries = []
         for e in d.get(key) or []:
             e = {"path": e} if isinstance(e, str) else dict(e)
-            e["path"] = packed(e["path"])
+            if e["path"] not in names:
+                names[e["path"]] = _pack_sequence(e["path"], root, out, crf, videos, set(names.values()))
+            e["path"] = names[e["path"]]
             entries.append(e)
         d[key] = entries
+
+
+def _pack_stills(d: dict, root: Path, out: Path, jpeg: int) -> None:
+    """The folders of ``data.sr_images`` and ``data.sr_val`` as JPEG under ``out`` (each once),
+    their entries in ``d`` pointed at the copies."""
+    from PIL import Image
+
     done: dict[str, str] = {}
     for key in ("sr_images", "sr_val"):
         folders = []
@@ -159,16 +149,34 @@ def pack(config: str | Path | None, data_root: str | Path, out: str | Path, crf:
                 done[f] = dst
             folders.append(done[f])
         d[key] = folders
+
+
+def pack(config: str | Path | None, data_root: str | Path, out: str | Path, crf: int = 18,
+         jpeg: int = 85, videos: str = "copy") -> Path:
+    """Write the compact copy of ``config``'s data under ``out``; returns ``out/config.toml``.
+
+    ``videos="copy"`` copies video files unchanged (smallest; on a machine with only OpenCV
+    their YUV is converted with BT.601 whatever the video's matrix), ``"encode"`` re-encodes
+    them as RGB H.264 like the frame folders."""
+    if videos not in ("copy", "encode"):
+        raise ValueError("pack: videos must be 'copy' or 'encode'")
+    import PIL  # noqa: F401 -- the stills need Pillow: fail before any work
+
+    if not shutil.which("ffmpeg"):
+        raise RuntimeError("pack: needs the ffmpeg command (e.g. apt-get install ffmpeg)")
+    d = dict(load_config(config)["data"])
+    root, out = Path(data_root), Path(out)
+    (out / "seq").mkdir(parents=True, exist_ok=True)
+    _pack_sequences(d, root, out, crf, videos)
+    _pack_stills(d, root, out, jpeg)
     if d.get("vimeo"):
         log.warning("pack: data.vimeo is not packed; the copy's config keeps its path")
     d.pop("root", None)
-    base = Path(config).read_text() if config else ""
-    text = _replace_data_table(base, data_table(d))
     head = (f"# packed by python -m training.pack from {config or 'the defaults'} (data root {data_root});\n"
             f"# frame folders{' and videos' if videos == 'encode' else ''} as libx264rgb crf {crf}"
             f"{'' if videos == 'encode' else ', videos copied'}, stills as JPEG quality {jpeg}\n")
     cfg_path = out / "config.toml"
-    cfg_path.write_text(head + text)
+    cfg_path.write_text(head + _replace_data_table(Path(config).read_text() if config else "", data_table(d)))
     load_config(cfg_path)  # the copy's config must load
     return cfg_path
 
@@ -185,7 +193,10 @@ def main(argv: list[str] | None = None) -> None:
                     help="copy video files unchanged (default) or re-encode them as RGB H.264")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    path = pack(args.config, args.data_root, args.out, args.crf, args.jpeg, args.videos)
+    try:
+        path = pack(args.config, args.data_root, args.out, args.crf, args.jpeg, args.videos)
+    except (ValueError, RuntimeError) as exc:
+        raise SystemExit(str(exc)) from None
     size = sum(p.stat().st_size for p in Path(args.out).rglob("*") if p.is_file())
     print(f"wrote {path} ({size / 2**20:.1f} MiB in all)", file=sys.stderr)
 

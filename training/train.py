@@ -3,7 +3,8 @@
 Stages: ``spatial`` and ``temporal`` pretrain M_S and M_T (stage 1); ``fusion`` freezes
 them and trains F and R on L_F + L_R (stage 2); ``joint`` fine-tunes everything on all
 six losses (stage 3). Each run writes to ``--out``: ``last.pt`` (atomic, every
-``ckpt_every`` steps), ``best.pt`` (best validation PSNR), ``log.csv`` and ``config.toml``.
+``ckpt_every`` steps), ``best.pt`` (best validation PSNR), ``log.csv`` and ``config.json``
+(the resolved config).
 
 Examples::
 
@@ -27,6 +28,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -157,6 +159,10 @@ def _widened(state: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) ->
 
 
 # ----------------------------------------------------------------------------- trainer
+class TrainError(ValueError):
+    """A run that cannot start or continue as asked; ``main`` prints it and exits."""
+
+
 #: options that do not change what a run computes (may differ on --resume)
 RUNTIME_KEYS = ("threads", "workers", "log_every", "ckpt_every")
 
@@ -275,7 +281,7 @@ class Trainer:
         ck = load_checkpoint(path)
         theirs = json.loads(ck["config"])
         if _trajectory(theirs) != _trajectory(self.cfg) or ck["stage"] != self.stage:
-            raise SystemExit(f"train: --resume {path}: the checkpoint was made with a different config or "
+            raise TrainError(f"--resume {path}: the checkpoint was made with a different config or "
                              "stage; resume with the same --config/--set/--stage, or start a new --out")
         self.model.load_state_dict(ck["model"])
         self.optim.load_state_dict(ck["optim"])
@@ -298,7 +304,7 @@ class Trainer:
         sub = {k: v for k, v in state.items() if k.split(".", 1)[0] in wanted}
         missing = [k for k in self.model.state_dict() if k.split(".", 1)[0] in wanted and k not in sub]
         if missing:
-            raise SystemExit(f"train: --init {spec}: checkpoint lacks {len(missing)} tensors (e.g. {missing[0]}); "
+            raise TrainError(f"--init {spec}: checkpoint lacks {len(missing)} tensors (e.g. {missing[0]}); "
                              "was it made with the same model config?")
         self.model.load_state_dict(_widened(sub, self.model.state_dict()), strict=False)
         log.info("initialised %s from %s", ",".join(wanted), path)
@@ -415,79 +421,113 @@ class Trainer:
 
     # -- the loop
     def run(self, resume: bool = False, init: list[str] = ()) -> None:
+        """Train from step 0 (after ``init``) or from ``last.pt`` (``resume``) to the stage's ``iters``."""
+        self._start(resume, init)
+        runlog = RunLog(self.out) if self.rank == 0 else None
+        since = (time.time(), self.step)
+        avg: dict[str, float] = {}
+        try:
+            while self.step < self.opt["iters"]:
+                _smooth(avg, self.train_step())
+                row = self._validate_if_due()
+                if self.rank == 0 and self._due("ckpt_every"):
+                    save_checkpoint(self.out / "last.pt", self.state())
+                if runlog and (self.step % self.opt["log_every"] == 0 or row):
+                    self._log_step(runlog, avg, row, since)
+        finally:
+            if runlog:
+                runlog.close()
+        if self.data_skipped:
+            log.warning("%d unreadable samples were skipped", self.data_skipped)
+
+    def _start(self, resume: bool, init: Sequence[str]) -> None:
+        """The data sets, the weights (``last.pt`` or the ``init`` specs) and ``config.json``."""
         self.out.mkdir(parents=True, exist_ok=True)
-        crop = self.opt["crop"]
-        self.train_set, self.val = build_datasets(self.cfg, self.stage, crop)
+        self.train_set, self.val = build_datasets(self.cfg, self.stage, self.opt["crop"])
         last = self.out / "last.pt"
         if resume:
             if not last.exists():
-                raise SystemExit(f"train: --resume: {last} does not exist")
+                raise TrainError(f"--resume: {last} does not exist")
             self.resume(last)
         else:
             for spec in init:
                 self.init_from(spec)
             if last.exists():
-                raise SystemExit(f"train: {last} exists; pass --resume to continue it or choose another --out")
-        main_rank = self.rank == 0
-        if main_rank:
+                raise TrainError(f"{last} exists; pass --resume to continue it or choose another --out")
+        if self.rank == 0:
             (self.out / "config.json").write_text(json.dumps(self.cfg, indent=2, sort_keys=True))
-        csv_path = self.out / "log.csv"
-        new_csv = not csv_path.exists()
-        fcsv = open(csv_path, "a", newline="") if main_rank else None
-        writer = None
-        tb = None
-        if main_rank:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-                tb = SummaryWriter(str(self.out / "tb"))
-            except Exception:  # tensorboard not installed
-                tb = None
+
+    def _due(self, every: str) -> bool:
+        """Whether the option ``every`` (``val_every``, ``ckpt_every``) falls on this step, or it is the last."""
+        return self.step % self.opt[every] == 0 or self.step == self.opt["iters"]
+
+    def _validate_if_due(self) -> dict[str, float] | None:
+        """Validate when due, keeping ``best.pt``; the log's ``val_*`` values (``None`` if not due)."""
+        if not self._due("val_every"):
+            return None
+        val = self.validate()
+        if val["psnr"] > self.best:
+            self.best = val["psnr"]
+            if self.rank == 0:
+                save_checkpoint(self.out / "best.pt", self.state())
+        if self.rank == 0:
+            log.info("step %d validation: %s (best %.3f)", self.step,
+                     " ".join(f"{k}={v:.3f}" for k, v in val.items()), self.best)
+        return {f"val_{k}": v for k, v in val.items()}
+
+    def _log_step(self, runlog: RunLog, avg: dict[str, float], row: dict[str, float] | None,
+                  since: tuple[float, int]) -> None:
+        """This step's record into ``runlog``, and a progress line on stderr."""
         iters = self.opt["iters"]
-        t0, s0 = time.time(), self.step
-        avg: dict[str, float] = {}
-        while self.step < iters:
-            stats = self.train_step()
-            for k, v in stats.items():
-                if math.isfinite(v):
-                    avg[k] = 0.9 * avg.get(k, v) + 0.1 * v
-            row = None
-            if self.step % self.opt["val_every"] == 0 or self.step == iters:
-                val = self.validate()
-                row = {f"val_{k}": v for k, v in val.items()}
-                if val["psnr"] > self.best:
-                    self.best = val["psnr"]
-                    if main_rank:
-                        save_checkpoint(self.out / "best.pt", self.state())
-                if main_rank:
-                    log.info("step %d validation: %s (best %.3f)", self.step,
-                             " ".join(f"{k}={v:.3f}" for k, v in val.items()), self.best)
-            if main_rank and (self.step % self.opt["ckpt_every"] == 0 or self.step == iters):
-                save_checkpoint(last, self.state())
-            if main_rank and (self.step % self.opt["log_every"] == 0 or row):
-                rate = (self.step - s0) / max(1e-9, time.time() - t0)
-                eta = (iters - self.step) / max(rate, 1e-9)
-                record = {"step": self.step, "time": round(time.time(), 1), "lr": self.lr_at(self.step - 1),
-                          "it_s": round(rate, 3), **{k: round(v, 5) for k, v in avg.items()}, **(row or {})}
-                if writer is None:
-                    fields = ["step", "time", "lr", "it_s", "loss", "psnr", *STAGE_LOSSES["joint"],
-                              "val_psnr", "val_bicubic", "val_blend", "val_psnr_lr", "val_st", "val_ts", "val_fused"]
-                    writer = csv.DictWriter(fcsv, fieldnames=fields, extrasaction="ignore")
-                    if new_csv:
-                        writer.writeheader()
-                writer.writerow(record)
-                fcsv.flush()
-                if tb:
-                    for k, v in record.items():
-                        if k not in ("step", "time"):
-                            tb.add_scalar(k, v, self.step)
-                print(f"[{self.stage}] {self.step}/{iters} loss {avg.get('loss', float('nan')):.4f} "
-                      f"psnr {avg.get('psnr', float('nan')):.2f} {rate:.2f} it/s eta {eta / 60:.1f} min",
-                      file=sys.stderr, flush=True)
-        if fcsv:
-            fcsv.close()
-        skipped = self.data_skipped
-        if skipped:
-            log.warning("%d unreadable samples were skipped", skipped)
+        rate = (self.step - since[1]) / max(1e-9, time.time() - since[0])
+        runlog.write({"step": self.step, "time": round(time.time(), 1), "lr": self.lr_at(self.step - 1),
+                      "it_s": round(rate, 3), **{k: round(v, 5) for k, v in avg.items()}, **(row or {})})
+        eta = (iters - self.step) / max(rate, 1e-9)
+        print(f"[{self.stage}] {self.step}/{iters} loss {avg.get('loss', float('nan')):.4f} "
+              f"psnr {avg.get('psnr', float('nan')):.2f} {rate:.2f} it/s eta {eta / 60:.1f} min",
+              file=sys.stderr, flush=True)
+
+
+def _smooth(avg: dict[str, float], stats: dict[str, float]) -> None:
+    """Fold a step's finite ``stats`` into their running averages (weight 0.1 for the new step)."""
+    for k, v in stats.items():
+        if math.isfinite(v):
+            avg[k] = 0.9 * avg.get(k, v) + 0.1 * v
+
+
+class RunLog:
+    """A run's log: rows of ``log.csv`` (appended to on resume) and, when tensorboard is
+    installed, the same values as TensorBoard scalars under ``tb/``."""
+
+    FIELDS = ("step", "time", "lr", "it_s", "loss", "psnr", *STAGE_LOSSES["joint"],
+              "val_psnr", "val_bicubic", "val_blend", "val_psnr_lr", "val_st", "val_ts", "val_fused")
+
+    def __init__(self, out: Path) -> None:
+        path = out / "log.csv"
+        self._header = not path.exists()
+        self._file = open(path, "a", newline="")
+        self._csv = csv.DictWriter(self._file, fieldnames=self.FIELDS, extrasaction="ignore")
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+            self._tb = SummaryWriter(str(out / "tb"))
+        except Exception:  # tensorboard not installed
+            self._tb = None
+
+    def write(self, record: dict[str, float]) -> None:
+        if self._header:
+            self._csv.writeheader()
+            self._header = False
+        self._csv.writerow(record)
+        self._file.flush()
+        if self._tb:
+            for k, v in record.items():
+                if k not in ("step", "time"):
+                    self._tb.add_scalar(k, v, record["step"])
+
+    def close(self) -> None:
+        self._file.close()
+        if self._tb:
+            self._tb.close()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,17 +1,10 @@
-"""mvtools ``FlowFPS``, the classic baseline of the evaluation and the benchmark.
+"""mvtools ``FlowFPS``, the classic interpolator of the evaluation's and the benchmark's
+baselines: :func:`flowfps` doubles a clip's frame rate; :func:`clip_from_frames` makes a
+clip of numpy frames.
 
-This module runs vapoursynth-mvtools' block-matching interpolator on a clip:
-:func:`flowfps` doubles its frame rate. It is no runtime option of ``vsdsfn.upscale``:
-the evaluation (:mod:`training.evaluate` through :mod:`training.mvbaseline`: "Spline36 ->
-FlowFPS", "FlowFPS -> Spline36", "M_S -> FlowFPS") and the benchmark
-(``bench/benchmark.py --methods mvtools``) use it as the classic VapourSynth pipeline's
-interpolator, and :func:`clip_from_frames` makes a clip of numpy frames for them, the
-figure script and the tests.
-
-mvtools only accepts integer GRAY/YUV clips of up to 16 bits (no RGB, no float), so frames
-travel RGB -> YUV444P16 (BT.709 matrix, limited range, no chroma subsampling) -> mvtools
--> RGB with the same matrix and range; the round trip loses well under 0.001 dB.
-VapourSynth is imported on first use only, so the settings can be read without it.
+mvtools takes integer GRAY/YUV clips only, so frames travel RGB -> YUV444P16 (BT.709,
+limited range) -> mvtools -> RGB; the round trip loses well under 0.001 dB. VapourSynth is
+imported on first use only.
 
 >>> import numpy as np
 >>> clip = clip_from_frames([np.full((96, 128, 3), v, np.float32) for v in (0.2, 0.4, 0.6)], fps=(24, 1))
@@ -51,7 +44,6 @@ class MVSettings:
     truemotion: bool = True
     mask: int = 2       # FlowFPS occlusion mask mode (the default)
     ml: float = 100.0   # FlowFPS mask scale (the default)
-
 
 
 def _vs():
