@@ -304,7 +304,7 @@ def sample_scores(model=None, precision: str = "fp32") -> dict[str, list[float]]
         pytest.skip("needs VapourSynth's BestSource (pip install vapoursynth-bestsource)")
     from training.datasets import downscale
     from vsdsfn.cli import SAMPLE
-    from vsdsfn.flowfps import clip_from_frames
+    from training.flowfps import clip_from_frames
 
     core = vs.core
     rgb = core.resize.Bicubic(core.bs.VideoSource(str(SAMPLE), cachemode=0), format=vs.RGB24, matrix_in_s="170m")

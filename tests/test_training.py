@@ -406,11 +406,35 @@ def test_tripletset_augmented_sample_is_consistent(data):
     ts = TripletSet(seqs, [1], crop=32)
     for seed in range(5):
         s = ts.get(seed % len(ts), np.random.default_rng(seed))
-        assert [f.shape for f in s] == [(32, 32, 3)] * 3 and all(f.dtype == np.float32 for f in s)
-        assert all(0 <= f.min() and f.max() <= 1 for f in s)
+        assert [f.shape for f in s] == [(32, 32, 3)] * 3 + [(1, 1, 1)] and all(f.dtype == np.float32 for f in s)
+        assert all(0 <= f.min() and f.max() <= 1 for f in s) and float(s[3].flat[0]) == 0.5   # the middle frame
     a = ts.get(1, np.random.default_rng(0), train=False)
     b = ts.get(1, np.random.default_rng(99), train=False)
     assert all(np.array_equal(x, y) for x, y in zip(a, b))   # deterministic validation
+
+
+def test_tripletset_timesteps_and_reversal(data):
+    """Spans give the outer frames i, i + m and the truth i + j at t = j/m; temporal
+    reversal swaps the outer frames and turns t into 1 - t."""
+    seq = [np.full((8, 8, 3), 10 * i, np.uint8) for i in range(7)]
+
+    class Seq:
+        def __len__(self):
+            return len(seq)
+
+        def frame(self, i):
+            return seq[i]
+
+    ts = TripletSet([Seq()], crop=None, spans={2: [1], 4: [1]})
+    assert len(ts) == 5 + 3 * 3                                   # span 2: i < 5; span 4: i < 3, j = 1, 2, 3
+    seen = set()
+    for k in range(len(ts)):
+        for seed in range(4):
+            a, truth, b, t = ts.get(k, np.random.default_rng(seed), train=seed > 0)
+            i0, i1, i2 = (round(float(x.flat[0]) * 255 / 10) for x in (a, truth, b))
+            assert float(t.flat[0]) == pytest.approx((i1 - i0) / (i2 - i0))
+            seen.add((abs(i2 - i0), float(t.flat[0])))
+    assert {t for m, t in seen if m == 4} == {0.25, 0.5, 0.75} and {t for m, t in seen if m == 2} == {0.5}
 
 
 # ----------------------------------------------------------------------------- robustness

