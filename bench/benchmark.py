@@ -42,7 +42,9 @@ METHODS = ("dsfn", "mvtools", "blend")
 def _pipeline(method: str, clip: vs.VideoNode, args: argparse.Namespace) -> vs.VideoNode:
     core = vs.core
     if method == "dsfn":
-        return vsdsfn.upscale(clip, weights=args.weights, device=args.device, batch_size=args.batch_size,
+        num, _, den = args.factor.partition("/")
+        return vsdsfn.upscale(clip, factor_num=int(num), factor_den=int(den or 1), weights=args.weights,
+                              device=args.device, batch_size=args.batch_size,
                               num_threads=args.threads or None, precision=args.precision,
                               st_scale=args.st_scale, channels_last=_flag(args.channels_last),
                               ensemble=args.ensemble, tile=args.tile or None)
@@ -65,22 +67,22 @@ def worker(args: argparse.Namespace) -> dict:
         vs.core.num_threads = args.vs_threads
     w, h = (int(v) for v in args.size.split("x"))
     per_run = args.frames
-    total_src = (args.runs + 1) * (per_run // 2 + 2) + 2
+    total_src = (args.runs + 1) * (per_run + 6) + 2     # enough for any factor > 1
     src = clip_from_frames(texture_frames(w, h, total_src), fps=(24000, 1001), fmt=vs.RGBH if args.rgbh else vs.RGBS)
     out = _pipeline(args.method, src, args)
-    times = []
+    times, synthesised = [], []
     start = 0
     for r in range(args.runs + 1):  # run 0 is the warm-up
         t0 = time.perf_counter()
         futures = [out.get_frame_async(start + i) for i in range(per_run)]
-        for fu in futures:
-            fu.result()
+        frames = [fu.result() for fu in futures]
         dt = time.perf_counter() - t0
         if r:
             times.append(dt)
+            synthesised.append(sum(int(f.props.get("DSFNInterpolated", (start + i) % 2)) for i, f in enumerate(frames)))
         start += per_run + 4
     res = {"method": args.method, "size": args.size, "frames": per_run, "runs": args.runs,
-           "times": times, "rss_mb": peak_rss_mb()}
+           "times": times, "synthesised": synthesised, "rss_mb": peak_rss_mb()}
     if args.method == "dsfn":
         import torch  # the filter has loaded it
 
@@ -88,17 +90,19 @@ def worker(args: argparse.Namespace) -> dict:
         from vsdsfn.transfer import select_device
 
         res["precision"] = name_of(choose(args.precision, select_device(args.device)))
+        res["factor"] = args.factor
         if torch.cuda.is_available():
             res["cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return res
 
 
 # ----------------------------------------------------------------------------- driver
-def run_worker(method: str, size: str, args: argparse.Namespace, precision: str = "auto") -> dict:
+def run_worker(method: str, size: str, args: argparse.Namespace, precision: str = "auto", factor: str = "2") -> dict:
     """:func:`worker`'s result, from a fresh process (its error line if it failed)."""
     cmd = [sys.executable, "-m", "bench.benchmark", "--worker", method, "--size", size, "--frames", str(args.frames),
            "--runs", str(args.runs), "--device", args.device, "--batch-size", str(args.batch_size),
-           "--threads", str(args.threads), "--vs-threads", str(args.vs_threads), "--precision", precision]
+           "--threads", str(args.threads), "--vs-threads", str(args.vs_threads), "--precision", precision,
+           "--factor", factor]
     if args.rgbh:
         cmd.append("--rgbh")
     if args.st_scale is not None:
@@ -110,19 +114,23 @@ def run_worker(method: str, size: str, args: argparse.Namespace, precision: str 
     if args.tile:
         cmd += ["--tile", str(args.tile)]
     cmd += ["--channels-last", args.channels_last]
-    print(f"bench: {method} {size} {precision if method == 'dsfn' else ''} ...", file=sys.stderr, flush=True)
+    print(f"bench: {method} {size} {f'{precision} x{factor}' if method == 'dsfn' else ''} ...", file=sys.stderr,
+          flush=True)
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if proc.returncode:
-        return {"method": method, "size": size, "precision": precision,
+        return {"method": method, "size": size, "precision": precision, "factor": factor,
                 "error": proc.stderr.strip().splitlines()[-1:] or ["failed"]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def _runs(size: str, methods: list[str], precisions: list[str], args: argparse.Namespace) -> list[dict]:
-    """Every method at one size; dsfn once per precision, back to back."""
+    """Every method at one size; dsfn once per precision and factor, back to back."""
     out = []
     for m in methods:
-        out += [run_worker(m, size, args, p) for p in (precisions if m == "dsfn" else ["auto"])]
+        if m != "dsfn":
+            out.append(run_worker(m, size, args))
+            continue
+        out += [run_worker(m, size, args, p, f) for p in precisions for f in args.factors.split(",")]
     return out
 
 
@@ -154,6 +162,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--worker", choices=METHODS, help=argparse.SUPPRESS)
     ap.add_argument("--size", help=argparse.SUPPRESS)
     ap.add_argument("--precision", default="auto", help=argparse.SUPPRESS)
+    ap.add_argument("--factor", default="2", help=argparse.SUPPRESS)
+    ap.add_argument("--factors", default="2", help="dsfn's frame-rate factors N or N/D, comma-separated (e.g. 2,5/2)")
     return ap
 
 
@@ -195,9 +205,10 @@ def _report(rows: list[tuple[str, list[dict]]], args: argparse.Namespace, device
         f"frames per run (even and interpolated alike), median of {args.runs} runs after a warm-up run; each row in "
         "its own process, the rows of one size back to back. Peak memory: the process's RSS high-water mark "
         "(VmHWM) or torch.cuda.max_memory_allocated (CUDA). vs dsfn fp32: the row's output frames/s divided by "
-        "dsfn's at fp32 on the same input size.")
-    lines += ["", "| input → output | method | precision | output frames/s | s per output frame | peak RSS (MB) "
-              "| CUDA peak (MB) | vs dsfn fp32 |", "|---|---|---|---|---|---|---|---|"]
+        "dsfn's at fp32 (same size and factor). s per synthesised frame: a run's time over its interpolated frames.")
+    lines += ["", "| input → output | method | precision | factor | output frames/s | s per output frame "
+              "| s per synthesised frame | peak RSS (MB) | CUDA peak (MB) | vs dsfn fp32 |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for size, results in rows:
         lines += _table_rows(size, results)
     return lines
@@ -207,19 +218,20 @@ def _table_rows(size: str, results: list[dict]) -> list[str]:
     w, h = (int(v) for v in size.split("x"))
     label = f"{w}x{h} → {2 * w}x{2 * h}"
     fps = {id(r): r["frames"] / statistics.median(r["times"]) for r in results if "times" in r}
-    base = next((fps[id(r)] for r in results if r["method"] == "dsfn" and r.get("precision") == "fp32"
-                 and id(r) in fps), None)
+    base = {r.get("factor"): fps[id(r)] for r in results
+            if r["method"] == "dsfn" and r.get("precision") == "fp32" and id(r) in fps}
     lines = []
     for r in results:
-        prec = r.get("precision", "") if r["method"] == "dsfn" else ""
+        prec, fct = (r.get("precision", ""), r.get("factor", "")) if r["method"] == "dsfn" else ("", "2")
         if "error" in r:
-            lines.append(f"| {label} | {r['method']} | {prec} | error: {' '.join(r['error'])[:80]} | | | | |")
+            lines.append(f"| {label} | {r['method']} | {prec} | {fct} | error: {' '.join(r['error'])[:80]} | | | | | |")
             continue
         f = fps[id(r)]
+        per_synth = statistics.median(t / max(n, 1) for t, n in zip(r["times"], r["synthesised"]))
         cmb = f"{r['cuda_mb']:.0f}" if "cuda_mb" in r else ""
-        ratio = f"{f / base:.2f}x" if base else ""
-        lines.append(f"| {label} | {r['method']} | {prec} | {f:.3f} | {1 / f:.3f} | {r['rss_mb']:.0f} | {cmb} "
-                     f"| {ratio} |")
+        ratio = f"{f / base[fct]:.2f}x" if r["method"] == "dsfn" and fct in base else ""
+        lines.append(f"| {label} | {r['method']} | {prec} | {fct} | {f:.3f} | {1 / f:.3f} | {per_synth:.3f} "
+                     f"| {r['rss_mb']:.0f} | {cmb} | {ratio} |")
     return lines
 
 
@@ -231,7 +243,7 @@ def _write_json(path: str, rows: list[tuple[str, dict]], args: argparse.Namespac
     for size, results in rows:
         w, h = (int(v) for v in size.split("x"))
         for r in results:
-            if r["method"] != "dsfn" or "times" not in r:
+            if r["method"] != "dsfn" or "times" not in r or r.get("factor") != "2":   # rows are 2x rates
                 continue
             peak = r["cuda_mb"] if cuda and "cuda_mb" in r else r["rss_mb"]
             out.append(result_row(w, h, r["precision"], args.batch_size, "vapoursynth",
