@@ -66,8 +66,9 @@ def worker(args: argparse.Namespace) -> dict:
     if args.vs_threads:
         vs.core.num_threads = args.vs_threads
     w, h = (int(v) for v in args.size.split("x"))
-    per_run = args.frames
-    total_src = (args.runs + 1) * (per_run + 6) + 2     # enough for any factor > 1
+    num = int(args.factor.partition("/")[0]) if args.method == "dsfn" else 2
+    per_run = -(-args.frames // num) * num   # whole cycles of the factor: each run computes what it shows
+    total_src = (args.runs + 1) * (per_run + num) + 2     # enough for any factor > 1
     src = clip_from_frames(texture_frames(w, h, total_src), fps=(24000, 1001), fmt=vs.RGBH if args.rgbh else vs.RGBS)
     out = _pipeline(args.method, src, args)
     times, synthesised = [], []
@@ -80,7 +81,7 @@ def worker(args: argparse.Namespace) -> dict:
         if r:
             times.append(dt)
             synthesised.append(sum(int(f.props.get("DSFNInterpolated", (start + i) % 2)) for i, f in enumerate(frames)))
-        start += per_run + 4
+        start += per_run + num   # a cycle apart: the next run starts on source frames not computed yet
     res = {"method": args.method, "size": args.size, "frames": per_run, "runs": args.runs,
            "times": times, "synthesised": synthesised, "rss_mb": peak_rss_mb()}
     if args.method == "dsfn":
@@ -202,7 +203,7 @@ def _report(rows: list[tuple[str, list[dict]]], args: argparse.Namespace, device
         f"Default precision here (auto): {name_of(choose(None, device))}",
         f"Weights (dsfn): {args.weights or 'default'}{', flip ensemble (ensemble=True)' if args.ensemble else ''}",
         f"Method: frames pulled from the output clip through VapourSynth (as vspipe does), {args.frames} output "
-        f"frames per run (even and interpolated alike), median of {args.runs} runs after a warm-up run; each row in "
+        f"frames per run rounded up to whole cycles of the factor (5 at 5/2; source and interpolated frames alike), median of {args.runs} runs after a warm-up run; each row in "
         "its own process, the rows of one size back to back. Peak memory: the process's RSS high-water mark "
         "(VmHWM) or torch.cuda.max_memory_allocated (CUDA). vs dsfn fp32: the row's output frames/s divided by "
         "dsfn's at fp32 (same size and factor). s per synthesised frame: a run's time over its interpolated frames.")
