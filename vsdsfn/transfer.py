@@ -19,8 +19,8 @@ from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from .nets.common import pad_to
 from .options import spell
 
 __all__ = ["Layout", "Transfer", "select_device"]
@@ -152,10 +152,7 @@ class Transfer:
             x = x.permute(0, 3, 1, 2)
         x = x.to(torch.float32)
         x = torch.nan_to_num(x, nan=0.0, posinf=1.0, neginf=0.0).clamp_(0.0, 1.0)
-        ph, pw = -h % self.multiple, -w % self.multiple
-        if ph or pw:
-            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
-        return x.contiguous()
+        return pad_to(x, self.multiple).contiguous()
 
     def download_async(self, x: torch.Tensor, h: int, w: int):
         """Start copying a (B, C, Hp, Wp) high-res tensor to the host (cropped, clamped, in

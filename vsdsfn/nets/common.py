@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["conv", "backwarp", "resize_flow", "bicubic_up2", "time_plane"]
+__all__ = ["conv", "backwarp", "resize_flow", "bicubic_up2", "time_plane", "pad_to"]
 
 
 def conv(cin: int, cout: int, k: int = 3, stride: int = 1, act: bool = True) -> nn.Module:
@@ -75,3 +75,19 @@ def time_plane(t: float | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     b, _, h, w = like.shape
     t = torch.as_tensor(t, dtype=like.dtype, device=like.device).reshape(-1, 1, 1, 1)
     return t.expand(b, 1, h, w)
+
+
+def pad_to(x: torch.Tensor, multiple: int, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """``x`` replicate-padded at the bottom and right so that its height and width become
+    multiples of ``multiple`` (``size``: pad as a frame of that (h, w) would be, scaled to
+    ``x``'s size, e.g. a high-res frame padded like its low-res one).
+
+    >>> pad_to(torch.zeros(1, 3, 5, 7), 4).shape, pad_to(torch.zeros(1, 3, 10, 14), 4, (5, 7)).shape
+    (torch.Size([1, 3, 8, 8]), torch.Size([1, 3, 16, 16]))
+    """
+    h, w = size or x.shape[-2:]
+    ph, pw = -h % multiple, -w % multiple
+    if not (ph or pw):
+        return x
+    sy, sx = x.shape[-2] // h, x.shape[-1] // w
+    return F.pad(x, (0, pw * sx, 0, ph * sy), mode="replicate")

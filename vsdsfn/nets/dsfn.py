@@ -7,12 +7,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .espcn import ESPCN
 from .fusion import FusionUNet, Refine
-from .common import time_plane
+from .common import pad_to, time_plane
 from .rife import RIFE
 
 __all__ = ["DSFN", "DSFNConfig", "SPATIAL", "TEMPORAL", "flip_ensemble"]
@@ -198,11 +197,9 @@ class DSFN(nn.Module):
         """
         h, w = l0.shape[-2:]
         m = self.multiple_for(self.config.st_scale if st_scale is None else st_scale)
-        ph, pw = -h % m, -w % m
-        if ph or pw:
-            l0, l1 = (F.pad(x, (0, pw, 0, ph), mode="replicate") for x in (l0, l1))
-            if hr0 is not None and hr1 is not None:
-                hr0, hr1 = (F.pad(x, (0, 2 * pw, 0, 2 * ph), mode="replicate") for x in (hr0, hr1))
+        l0, l1 = pad_to(l0, m), pad_to(l1, m)
+        if hr0 is not None and hr1 is not None:
+            hr0, hr1 = pad_to(hr0, m, (h, w)), pad_to(hr1, m, (h, w))
         if hr0 is None or hr1 is None:
             hr0, hr1 = self.upscale(torch.cat((l0, l1)), ensemble=ensemble).chunk(2)
         net = flip_ensemble(self) if ensemble else self

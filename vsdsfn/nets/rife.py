@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import backwarp, resize_flow, time_plane
+from .common import backwarp, pad_to, resize_flow, time_plane
 
 __all__ = ["RIFE", "IFBlock"]
 
@@ -173,10 +173,7 @@ class RIFE(nn.Module):
         return flow, mask, big
 
     def _pad(self, x: torch.Tensor, scale: float) -> torch.Tensor:
-        m = self.multiple(scale)
-        h, w = x.shape[-2:]
-        ph, pw = -h % m, -w % m
-        return F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
+        return pad_to(x, self.multiple(scale))
 
     def estimate(self, i0: torch.Tensor, i1: torch.Tensor, scale: float = 1.0,
                  timestep: float | torch.Tensor = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
@@ -205,10 +202,8 @@ class RIFE(nn.Module):
         m = torch.sigmoid(mask.float())
         out = w0.float() * m + w1.float() * (1 - m)       # the blend in float32, like the flows
         if self.refine and not fast:
-            h, w = i0.shape[-2:]
-            ph, pw = -h % 16, -w % 16   # the context net and U-Net have four strided stages
-            i0, i1, w0, w1, mask, flow = (F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
-                                          for x in (i0, i1, w0, w1, mask.to(i0.dtype), flow))
+            h, w = i0.shape[-2:]      # the context net and U-Net have four strided stages: multiples of 16
+            i0, i1, w0, w1, mask, flow = (pad_to(x, 16) for x in (i0, i1, w0, w1, mask.to(i0.dtype), flow))
             c0, c1 = self.context(i0, flow[:, :2]), self.context(i1, flow[:, 2:4])
             res = self.unet(torch.cat((i0, i1, w0, w1, mask, flow.to(i0.dtype)), 1), c0, c1)[..., :h, :w]
             out = (out + res * 2 - 1).clamp(0, 1)
