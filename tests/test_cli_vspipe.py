@@ -154,7 +154,7 @@ def test_cli_bad_paths_fail_before_any_work(tmp_path, monkeypatch, capsys):
     _fails(capsys, ["--sample", "-o", str(tmp_path)], "is a folder")
     _fails(capsys, [str(tmp_path / "missing.mkv"), "-o", "x.y4m"], "does not exist")
     _fails(capsys, [str(tmp_path), "-o", "x.y4m"], "is not a file")
-    _fails(capsys, ["--sample", "--batch-size", "0"], "--batch-size must be a positive integer")
+    _fails(capsys, ["--sample", "--batch-size", "0"], "--batch-size must be an integer in [1, 64]")
     locked = tmp_path / "locked.y4m"
     locked.write_bytes(b"")
     locked.chmod(0)

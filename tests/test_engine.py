@@ -119,7 +119,7 @@ def test_flip_ensemble(net):
     training.evaluate --ensemble runs too."""
     a, b = (chw(n, w=64, h=64).transpose(1, 2, 0).copy() for n in (0, 2))   # 64x64 HWC, no padding
     eng = Engine(net, device="cpu", ensemble=True)
-    even, odd = (x[0] for x in eng.upscale_group([a, b], ["a", "b"], [True]))
+    even, odd = (x[0] for x in eng.upscale_group([a, b], ["a", "b"], 1, [(0, 0.5)]))
     with torch.no_grad():
         l0, l1 = (torch.from_numpy(x).permute(2, 0, 1)[None] for x in (a, b))
         hr0 = net.upscale(l0, ensemble=True)
@@ -127,7 +127,7 @@ def test_flip_ensemble(net):
     hwc = lambda t: t[0].permute(1, 2, 0).clamp(0, 1).numpy()  # noqa: E731
     np.testing.assert_allclose(even, hwc(hr0), atol=1e-5)
     np.testing.assert_allclose(odd, hwc(want), atol=1e-5)
-    plain = Engine(net, device="cpu").upscale_group([a, b], ["a", "b"], [True])
+    plain = Engine(net, device="cpu").upscale_group([a, b], ["a", "b"], 1, [(0, 0.5)])
     assert np.abs(plain[0][0] - even).max() > 1e-4 and np.abs(plain[1][0] - odd).max() > 1e-4
     # any size: padded like the plain engine, output cropped back
     c = chw(1, w=27, h=19).transpose(1, 2, 0).copy()
@@ -210,8 +210,8 @@ def test_spatial_once_per_key_and_cache_is_bounded(net):
     for first in range(0, 9, b):  # consecutive groups share a boundary frame
         have = min(b + 1, 9 - first)
         count = min(b, 9 - first)
-        interp = [first + j + 1 < 9 for j in range(count)]
-        eng.upscale_group(frames[first:first + have], list(range(first, first + have)), interp)
+        requests = [(j, 0.5) for j in range(count) if first + j + 1 < 9]
+        eng.upscale_group(frames[first:first + have], list(range(first, first + have)), count, requests)
     assert eng.stats["spatial"] == 9
     assert eng.stats["pairs"] == 8
     assert len(eng._cache) <= eng.spatial_cache
@@ -221,16 +221,20 @@ def test_spatial_once_per_key_and_cache_is_bounded(net):
 
 
 def test_group_contract(net):
+    """M_S of the group's frames, and one frame per (pair, timestep) request."""
     eng = Engine(net, device="cpu", layout="chw")
     frames = [chw(i) for i in range(3)]
-    evens, odds = eng.upscale_group(frames, [0, 1, 2], [True, False])
+    evens, mids = eng.upscale_group(frames, [0, 1, 2], 2, [(0, 0.25), (0, 0.75), (1, 0.5)])
+    assert len(evens) == 2 and len(mids) == 3
     np.testing.assert_array_equal(evens[0], eng.spatial([frames[0]])[0])
-    np.testing.assert_array_equal(odds[1], evens[1])  # a cut: odd frame = M_S(L_n)
-    np.testing.assert_array_equal(odds[0], eng.interpolate([(frames[0], frames[1])])[0])
-    _, masks = eng.upscale_group(frames, [0, 1, 2], [True, False], output="masks")
-    assert masks[0].shape == evens[0].shape
-    assert (masks[0][2] == 0).all() and (masks[1] == 0).all()
+    for (j, t), m in zip([(0, 0.25), (0, 0.75), (1, 0.5)], mids):
+        np.testing.assert_allclose(m, eng.interpolate([(frames[j], frames[j + 1])], timesteps=[t])[0], atol=1e-6)
+    assert np.abs(mids[0] - mids[1]).max() > 1e-3                    # the timestep reaches the network
+    _, masks = eng.upscale_group(frames, [0, 1, 2], 2, [(0, 0.5)], output="masks")
+    assert masks[0].shape == evens[0].shape and (masks[0][2] == 0).all()
     assert 0 <= masks[0][:2].min() and masks[0][:2].max() <= 1 and masks[0][:2].std() > 0
+    with pytest.raises(ValueError, match="needs its next frame"):
+        eng.upscale_group(frames, [0, 1, 2], 3, [(2, 0.5)])
 
 
 def test_batch_equivalence(net):

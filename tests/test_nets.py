@@ -216,7 +216,7 @@ class _Recorder(nn.Module):
         super().__init__()
         self.calls: list[tuple[tuple[int, int], float]] = []
 
-    def forward(self, i0, i1, scale=1.0):
+    def forward(self, i0, i1, scale=1.0, timestep=0.5):
         self.calls.append((tuple(i0.shape[-2:]), scale))
         return (i0 + i1) / 2
 
@@ -271,7 +271,7 @@ def test_ts_reverse_reaches_the_temporal_backbone():
     S->T always on (M_S(L-), M_S(L+))."""
 
     class FirstInput(_Recorder):
-        def forward(self, i0, i1, scale=1.0):
+        def forward(self, i0, i1, scale=1.0, timestep=0.5):
             self.calls.append((round(float(i0.mean()), 3), scale))
             return i0
 
@@ -289,8 +289,8 @@ def test_ts_reverse_reaches_the_temporal_backbone():
 
 
 def test_stored_config_without_a_field_keeps_the_network_it_was_trained_as(tmp_path):
-    """A weights file written before ``ts_reverse`` existed ran T->S in order: it loads
-    so, not with today's default."""
+    """A weights file written before ``ts_reverse`` and ``time_input`` existed ran T->S in
+    order and gave F and R no timestep: it loads so, not with today's defaults."""
     from safetensors import safe_open
     from safetensors.torch import save_file
 
@@ -305,8 +305,8 @@ def test_stored_config_without_a_field_keeps_the_network_it_was_trained_as(tmp_p
         del config[name]
     save_file(tensors, str(tmp_path / "old.safetensors"), {**meta, "config": json.dumps(config)})
     old = read_config(tmp_path / "old.safetensors")[0]
-    assert old.ts_reverse is False
-    assert dataclasses.replace(old, ts_reverse=True) == TINY
+    assert old.ts_reverse is False and old.time_input is False
+    assert dataclasses.replace(old, ts_reverse=True, time_input=True) == TINY
 
 
 def test_multiple_for():

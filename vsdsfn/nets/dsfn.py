@@ -17,8 +17,8 @@ from .rife import RIFE
 __all__ = ["DSFN", "DSFNConfig", "SPATIAL", "TEMPORAL", "flip_ensemble"]
 
 #: Backbone registries: name -> constructor taking keyword arguments. Any module with
-#: ``forward(l) -> 2x upscaled`` (spatial) or ``forward(i0, i1, scale=) -> middle``
-#: (temporal) can be plugged in by adding it here (``TEMPORAL["mine"] = MyNet``); its name
+#: ``forward(l) -> 2x upscaled`` (spatial) or ``forward(i0, i1, scale=, timestep=) -> the
+#: frame at timestep`` (temporal; ``timestep`` a number or one per batch item) can be plugged in by adding it here (``TEMPORAL["mine"] = MyNet``); its name
 #: and arguments are stored in the weights file. A temporal backbone may also have
 #: ``multiple(scale)``: the size its inputs must be a multiple of.
 SPATIAL: dict[str, Callable[..., nn.Module]] = {"espcn": ESPCN}
