@@ -847,7 +847,7 @@ def test_pack_writes_a_compact_copy_that_trains(data, tmp_path, monkeypatch):
         assert 10 * np.log10(255 ** 2 / mse) > 35
     packed["data"]["root"] = str(out)
     train, val = tr.build_datasets(packed, "temporal", 32)
-    assert len(val) > 0 and len(train.sample(np.random.default_rng(0))) == 3
+    assert len(val) > 0 and len(train.sample(np.random.default_rng(0))) == 4   # 3 frames and the timestep
     # --videos encode: the video re-encoded as RGB H.264 too, decoding to the same colours
     path2 = pack(cfg, data, tmp_path / "packed2", crf=12, videos="encode")
     assert load_config(path2)["data"]["sequences"][1] == {"path": "seq/flat.mkv"}

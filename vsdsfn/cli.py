@@ -295,8 +295,8 @@ def _encode(yuv, args: argparse.Namespace, out: Path, part: _Partial, ffmpeg: st
 
 
 class _Stopped(BaseException):
-    """A termination signal (SIGTERM, SIGHUP) turned into an exception, so that the
-    partial output is removed on the way out."""
+    """A signal (SIGINT, SIGTERM, SIGHUP) turned into an exception, so that the partial
+    output is removed on the way out."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
@@ -311,7 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.verbose:
         logging.getLogger("vsdsfn").setLevel(logging.INFO)
-    handled = (signal.SIGTERM, signal.SIGHUP) if threading.current_thread() is threading.main_thread() else ()
+    handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP) if threading.current_thread() is threading.main_thread() \
+        else ()
     previous = {s: signal.signal(s, _raise_stopped) for s in handled}
     try:
         with options.cli_terms():
@@ -323,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write("\nvsdsfn: interrupted\n")
         return 130
     except _Stopped as exc:
-        sys.stderr.write(f"\nvsdsfn: stopped by {exc}\n")
+        sys.stderr.write(f"\nvsdsfn: {'interrupted' if exc.signum == signal.SIGINT else f'stopped by {exc}'}\n")
         return 128 + exc.signum
     finally:
         for s, h in previous.items():
