@@ -100,6 +100,16 @@ def make_clip(n=5, w=24, h=20, fmt=None, fps=(30000, 1001), frames=None, props=N
     return vs.core.std.ModifyFrame(clip, clip, tag)
 
 
+def default_signals() -> None:
+    """``preexec_fn`` of a child that a test signals: the default dispositions, as in a
+    foreground terminal (a run in the background or under nohup ignores SIGINT/SIGHUP,
+    and children inherit that)."""
+    import signal
+
+    for s in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM, signal.SIGQUIT):
+        signal.signal(s, signal.SIG_DFL)
+
+
 def planes(frame) -> np.ndarray:
     """A VapourSynth frame as a (3, H, W) float32 array."""
     return np.stack([np.asarray(frame[p]) for p in range(frame.format.num_planes)]).astype(np.float32)

@@ -20,7 +20,7 @@ import torch
 import vapoursynth as vs
 from safetensors.torch import load_file, save_file
 
-from conftest import ROOT, all_frames, make_clip
+from conftest import ROOT, all_frames, default_signals, make_clip
 
 SAMPLE = ROOT / "vsdsfn" / "data" / "sample.y4m"
 
@@ -98,6 +98,15 @@ def test_failure_while_writing_leaves_the_folder_as_it_was(tmp_path, tiny_weight
     assert _folder(tmp_path) == before
 
 
+def test_ignored_signals_stay_ignored(tmp_path, tiny_weights):
+    """``nohup vsdsfn ...``: a signal the CLI was started to ignore stays ignored."""
+    code = ("import signal, sys; signal.signal(signal.SIGHUP, signal.SIG_IGN); from vsdsfn import cli; "
+            "print(cli._catchable() == [signal.SIGINT, signal.SIGTERM])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                         preexec_fn=default_signals, timeout=60)
+    assert out.stdout.strip() == "True", out.stderr
+
+
 def _long_y4m(path: Path, repeats: int) -> None:
     """The sample clip's frames ``repeats`` times over: a run long enough to be stopped."""
     data = SAMPLE.read_bytes()
@@ -115,7 +124,8 @@ def test_signal_leaves_no_file(tmp_path, tiny_weights, sig):
     before = src.read_bytes()
     env = dict(os.environ, PYTHONPATH=str(ROOT), XDG_CACHE_HOME=str(tmp_path / "cache"))
     proc = subprocess.Popen([sys.executable, "-m", "vsdsfn", str(src), "-o", str(tmp_path / "t.y4m"), "-q",
-                             "--weights", str(tiny_weights), "--threads", "1"], env=env, stderr=subprocess.PIPE)
+                             "--weights", str(tiny_weights), "--threads", "1"], env=env, stderr=subprocess.PIPE,
+                            preexec_fn=default_signals)
     try:
         deadline = time.monotonic() + 120
         while not any(p.name.endswith(".vsdsfn-part.y4m") and p.stat().st_size > 100_000

@@ -51,7 +51,7 @@ import pytest
 import torch
 import vapoursynth as vs
 
-from conftest import ROOT, all_frames, make_clip, pattern, planes, tiny_model
+from conftest import ROOT, all_frames, default_signals, make_clip, pattern, planes, tiny_model
 from test_training import data  # noqa: F401  (the tiny Vimeo-layout data set fixture)
 
 core = vs.core
@@ -399,7 +399,7 @@ def test_vspipe_stops_when_the_reader_goes_away(tmp_path, tiny_weights, how):
     """))
     env = _vspipe_env(tmp_path)
     proc = subprocess.Popen([str(exe), "-c", "y4m", str(script), "-"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=env, cwd=tmp_path)
+                            stderr=subprocess.PIPE, env=env, cwd=tmp_path, preexec_fn=default_signals)
     try:
         frame = 64 * 48 * 3 + len(b"FRAME\n")
         head = proc.stdout.readline()

@@ -307,13 +307,19 @@ def _raise_stopped(signum: int, frame) -> None:
     raise _Stopped(signum)
 
 
+def _catchable() -> list[int]:
+    """SIGINT, SIGTERM and SIGHUP, except those this process was started to ignore
+    (``nohup``, a background job) and except off the main thread (no handlers there)."""
+    if threading.current_thread() is not threading.main_thread():
+        return []
+    return [s for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP) if signal.getsignal(s) is not signal.SIG_IGN]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.verbose:
         logging.getLogger("vsdsfn").setLevel(logging.INFO)
-    handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP) if threading.current_thread() is threading.main_thread() \
-        else ()
-    previous = {s: signal.signal(s, _raise_stopped) for s in handled}
+    previous = {s: signal.signal(s, _raise_stopped) for s in _catchable()}
     try:
         with options.cli_terms():
             return run(args)
