@@ -414,7 +414,7 @@ class Engine:
             e1 = [ent[2 * i + 1] for i in range(start, stop)]
             l0, l1 = torch.cat([e[0] for e in e0]), torch.cat([e[0] for e in e1])
             h0, h1 = torch.cat([e[1] for e in e0]), torch.cat([e[1] for e in e1])
-            t = ts[start:stop].to(self.device)
+            t = ts[start:stop]   # on the CPU: the network checks it there and moves it
             run = functools.partial(self._pairs_run, l0, l1, h0, h1, t, output)   # run(tile, bmax)
             y = self._with_oom_fallback(run, tuple(l0.shape), "DSFN")
             self.stats["pairs"] += stop - start

@@ -169,12 +169,12 @@ class DSFN(nn.Module):
         """``t`` as a float32 tensor of one timestep per batch item (or one for all), each in
         (0, 1); a :class:`ValueError` for other timesteps than 1/2 on a network without
         :attr:`DSFNConfig.time_input`."""
-        t = torch.as_tensor(t, dtype=torch.float32, device=like.device).reshape(-1)
+        t = torch.as_tensor(t, dtype=torch.float32).reshape(-1)   # checked where it is (the CPU: no sync)
         if not bool(((t > 0) & (t < 1)).all()):
             raise ValueError(f"timesteps must lie in (0, 1), not {t.tolist()}")
         if not self.config.time_input and not bool((t == 0.5).all()):
             raise ValueError("these weights were trained for the middle frame (t = 1/2) only")
-        return t
+        return t.to(like.device)
 
     def run(
         self,
