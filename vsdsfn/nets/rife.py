@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import backwarp, pad_to, resize_flow, time_plane
+from .common import backwarp, conv_input, pad_to, resize_flow, time_plane
 
 __all__ = ["RIFE", "IFBlock"]
 
@@ -45,8 +45,9 @@ def _resize(x: torch.Tensor, factor: float) -> torch.Tensor:
 
 
 class IFBlock(nn.Module):
-    """One level: its inputs at ``1 / scale``, eight convolutions at a further 1/4, the
-    flow update (4 channels, in input pixels) and mask logit update at full size."""
+    """One level: its inputs (``parts``, side by side) at ``1 / scale``, eight convolutions
+    at a further 1/4, the flow update (4 channels, in input pixels) and mask logit update at
+    full size, in float32."""
 
     def __init__(self, cin: int, width: int) -> None:
         super().__init__()
@@ -54,12 +55,15 @@ class IFBlock(nn.Module):
         self.body = nn.Sequential(*(_conv(width, width) for _ in range(8)))
         self.up = nn.ConvTranspose2d(width, 5, 4, 2, 1)
 
-    def forward(self, x: torch.Tensor, flow: torch.Tensor | None, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-        x = _resize(x, 1.0 / scale)
+    def forward(self, parts: list[torch.Tensor], flow: torch.Tensor | None,
+                scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+        # each part resized on its own: the same as resizing them side by side, without
+        # building that full-size stack
+        parts = [_resize(p, 1.0 / scale) for p in parts]
         if flow is not None:
-            x = torch.cat((x, (_resize(flow, 1.0 / scale) / scale).to(x.dtype)), 1)
-        feat = self.down(x)
-        out = _resize(self.up(self.body(feat) + feat), 2.0 * scale)
+            parts.append(_resize(flow, 1.0 / scale) / scale)
+        feat = self.down(conv_input(parts, self.down))
+        out = _resize(self.up(self.body(feat) + feat).float().contiguous(), 2.0 * scale)
         return out[:, :4] * (2.0 * scale), out[:, 4:5]
 
 
@@ -92,14 +96,15 @@ class _RefineUNet(nn.Module):
             for a, b in ((32 * c, 8 * c), (16 * c, 4 * c), (8 * c, 2 * c), (4 * c, c)))
         self.out = nn.Conv2d(c, 3, 3, 1, 1)
 
-    def forward(self, x: torch.Tensor, c0: list[torch.Tensor], c1: list[torch.Tensor]) -> torch.Tensor:
+    def forward(self, x: list[torch.Tensor], c0: list[torch.Tensor], c1: list[torch.Tensor]) -> torch.Tensor:
+        """``x``: the input's parts, side by side."""
         skips = []
         for i, down in enumerate(self.downs):
-            x = down(x if i == 0 else torch.cat((x, c0[i - 1], c1[i - 1]), 1))
+            x = down(conv_input(x if i == 0 else [x, c0[i - 1], c1[i - 1]], down))
             skips.append(x)
-        x = torch.cat((x, c0[3], c1[3]), 1)
+        x = conv_input([x, c0[3], c1[3]], self.ups[0])
         for i, up in enumerate(self.ups):
-            x = up(x if i == 0 else torch.cat((x, skips[3 - i]), 1))
+            x = up(x if i == 0 else conv_input([x, skips[3 - i]], up))
         return torch.sigmoid(self.out(x).float())
 
 
@@ -161,13 +166,13 @@ class RIFE(nn.Module):
             s = 2.0 ** (3 - i) / scale
             # flows and mask logits accumulate in float32 whatever the blocks compute in
             if flow is None:
-                flow, mask = (v.float() for v in block(torch.cat((x0, x1, t), 1), None, s))
+                flow, mask = block([x0, x1, t], None, s)
             else:
-                f, m = block(torch.cat((w0, w1, t, mask.to(x0.dtype)), 1), flow, s)
+                f, m = block([w0, w1, t, mask], flow, s)
                 if i == 1 and retry:
                     big = ((f[:, :2].abs().flatten(1).amax(1) > LARGE_MOTION)
                            & (f[:, 2:4].abs().flatten(1).amax(1) > LARGE_MOTION))
-                flow, mask = flow + f.float(), mask + m.float()
+                flow, mask = flow + f, mask + m
             if i < len(self.blocks) - 1:
                 w0, w1 = backwarp(x0, flow[:, :2]), backwarp(x1, flow[:, 2:4])
         return flow, mask, big
@@ -203,9 +208,9 @@ class RIFE(nn.Module):
         out = w0.float() * m + w1.float() * (1 - m)       # the blend in float32, like the flows
         if self.refine and not fast:
             h, w = i0.shape[-2:]      # the context net and U-Net have four strided stages: multiples of 16
-            i0, i1, w0, w1, mask, flow = (pad_to(x, 16) for x in (i0, i1, w0, w1, mask.to(i0.dtype), flow))
+            i0, i1, w0, w1, mask, flow = (pad_to(x, 16) for x in (i0, i1, w0, w1, mask, flow))
             c0, c1 = self.context(i0, flow[:, :2]), self.context(i1, flow[:, 2:4])
-            res = self.unet(torch.cat((i0, i1, w0, w1, mask, flow.to(i0.dtype)), 1), c0, c1)[..., :h, :w]
+            res = self.unet([i0, i1, w0, w1, mask, flow], c0, c1)[..., :h, :w]
             out = (out + res * 2 - 1).clamp(0, 1)
         return out.to(i0.dtype)
 
