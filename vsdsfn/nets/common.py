@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["conv", "conv_input", "backwarp", "resize_flow", "bicubic_up2", "time_plane", "pad_to"]
+__all__ = ["PReLU", "conv", "conv_input", "backwarp", "resize_flow", "bicubic_up2", "time_plane", "pad_to"]
 
 
 def conv(cin: int, cout: int, k: int = 3, stride: int = 1, act: bool = True) -> nn.Module:
@@ -15,6 +15,30 @@ def conv(cin: int, cout: int, k: int = 3, stride: int = 1, act: bool = True) -> 
     if not act:
         return layer
     return nn.Sequential(layer, nn.LeakyReLU(0.1, inplace=True))
+
+
+class PReLU(nn.PReLU):
+    """``nn.PReLU`` with one weight per channel, the same results computed faster for a
+    channels-last CPU tensor with fewer than 64 channels: its pixels viewed as 64 channels
+    of a narrower image (PyTorch's CPU kernel is up to 5x slower with 16 bf16 channels).
+
+    >>> act = PReLU(16)
+    >>> x = torch.randn(1, 16, 4, 8).contiguous(memory_format=torch.channels_last)
+    >>> torch.equal(act(x), nn.functional.prelu(x, act.weight))
+    True
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.device.type != "cpu" or self.num_parameters != x.shape[1] or x.is_contiguous() \
+                or not x.is_contiguous(memory_format=torch.channels_last):
+            return super().forward(x)
+        n, c, h, w = x.shape
+        r = 64 // c if 64 % c == 0 else 1
+        if r == 1 or w % r:
+            return super().forward(x)
+        packed = x.permute(0, 2, 3, 1).reshape(n, h, w // r, c * r).permute(0, 3, 1, 2)
+        out = F.prelu(packed, self.weight.repeat(r))
+        return out.permute(0, 2, 3, 1).reshape(n, h, w, c).permute(0, 3, 1, 2)
 
 
 def conv_input(parts: list[torch.Tensor], layer: nn.Module, space_to_depth: bool = False) -> torch.Tensor:

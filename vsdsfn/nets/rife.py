@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import backwarp, conv_input, pad_to, resize_flow, time_plane
+from .common import PReLU, backwarp, conv_input, pad_to, resize_flow, time_plane
 
 __all__ = ["RIFE", "IFBlock"]
 
@@ -29,7 +29,7 @@ LARGE_MOTION = 32.0
 
 
 def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1), nn.PReLU(cout))
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1), PReLU(cout))
 
 
 def _down(cin: int, cout: int) -> nn.Sequential:
@@ -92,7 +92,7 @@ class _RefineUNet(nn.Module):
         self.downs = nn.ModuleList(_down(a, b) for a, b in ((17, 2 * c), (4 * c, 4 * c), (8 * c, 8 * c),
                                                                (16 * c, 16 * c)))
         self.ups = nn.ModuleList(
-            nn.Sequential(nn.ConvTranspose2d(a, b, 4, 2, 1), nn.PReLU(b))
+            nn.Sequential(nn.ConvTranspose2d(a, b, 4, 2, 1), PReLU(b))
             for a, b in ((32 * c, 8 * c), (16 * c, 4 * c), (8 * c, 2 * c), (4 * c, c)))
         self.out = nn.Conv2d(c, 3, 3, 1, 1)
 
