@@ -120,3 +120,46 @@ def test_cli_tile_options():
     assert _parser().parse_args(["x.mkv"]).tile_overlap == DEFAULT_TILE_OVERLAP   # unset: upscale's default
     with pytest.raises(SystemExit):
         _parser().parse_args(["x.mkv", "--tile", "big"])
+
+
+_MMAPPED = """
+import ctypes, ctypes.util, json, sys
+import numpy as np
+libc = ctypes.CDLL(ctypes.util.find_library("c"))
+class Info(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                "fsmblks", "uordblks", "fordblks", "keepcost")]
+libc.mallinfo2.restype = Info
+if sys.argv[1] == "engine":
+    import torch
+    from vsdsfn.engine import Engine
+    sys.path.insert(0, "tests")
+    from conftest import tiny_model
+    Engine(tiny_model(), device="cpu")
+before = libc.mallinfo2().hblkhd
+buf = np.ones(16 * 2**20, np.uint8)      # 16 MB: above glibc's default mmap threshold
+print(json.dumps({"mmapped": libc.mallinfo2().hblkhd - before}))
+"""
+
+
+@pytest.mark.skipif(not hasattr(__import__("ctypes").CDLL(None), "mallinfo2"), reason="needs glibc >= 2.33")
+@pytest.mark.parametrize("case", ["plain", "engine", "user_env"])
+def test_cpu_engine_tunes_glibc_unless_the_user_did(case):
+    """A CPU engine raises glibc's mmap threshold to 32 MB (a 16 MB buffer then comes from
+    the heap, not a fresh mapping); a ``MALLOC_*`` variable set by the user keeps glibc as
+    the user set it."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    if case == "user_env":
+        env["MALLOC_ARENA_MAX"] = "4"
+    proc = subprocess.run([sys.executable, "-c", _MMAPPED, "plain" if case == "plain" else "engine"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    mmapped = json.loads(proc.stdout.strip().splitlines()[-1])["mmapped"]
+    assert (mmapped == 0) == (case == "engine"), (case, mmapped)

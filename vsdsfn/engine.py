@@ -27,7 +27,7 @@ from collections.abc import Hashable, Sequence
 import numpy as np
 import torch
 
-from . import options
+from . import allocator, options
 from .nets import DSFN
 from .precision import autocast, choose as choose_precision
 from .tiling import aligned, parse_tile, plan_tiles, smallest_tile
@@ -141,6 +141,8 @@ class Engine:
         if opts["num_threads"] is not None:
             torch.set_num_threads(opts["num_threads"])
         self.device = select_device(device)
+        if self.device.type == "cpu":
+            allocator.tune()
         self.dtype = choose_precision(opts["precision"], self.device)
         self.batch_size = opts["batch_size"]
         self.io = Transfer(self.device, layout, out_dtype, self.multiple)
