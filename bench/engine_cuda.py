@@ -105,11 +105,15 @@ def flops_per_output_frame(model: DSFN, device: str, size: tuple[int, int]) -> f
     eng = Engine(model, device=device, batch_size=1)
     a, b, c = texture_frames(w, h, 3)
     eng.spatial([a, b], keys=[0, 1])      # both M_S cached: the pair below runs DSFN alone
-    with FlopCounterMode(display=False) as pair:
-        eng.interpolate([(a, b)], keys=[(0, 1)])
-    with FlopCounterMode(display=False) as spatial:
-        eng.spatial([c])
-    return (pair.get_total_flops() + spatial.get_total_flops()) / 2
+
+    def flops(job) -> int:   # counted on the engine's thread: the mode sees its own thread only
+        def counted():
+            with FlopCounterMode(display=False) as counter:
+                job()
+            return counter.get_total_flops()
+        return eng.call(counted)
+
+    return (flops(lambda: eng.interpolate([(a, b)], keys=[(0, 1)])) + flops(lambda: eng.spatial([c]))) / 2
 
 
 def time_engine(model: DSFN, device: str, size: tuple[int, int], precision: str, batch: int, pairs: int,

@@ -364,3 +364,23 @@ def test_bf16_frames_are_fp32s_within_tolerance():
     ref, got = (Engine(None, device="cpu", precision=p).interpolate(pairs) for p in ("fp32", "bf16"))
     worst = min(_psnr(g, r) for g, r in zip(got, ref))
     assert BF16_VS_FP32_DB <= worst < 90, worst        # close, and really computed in bf16
+
+
+def test_one_compute_thread_whichever_threads_call(net):
+    """Requests from many threads run on the engine's one thread (one glibc arena, one
+    OpenMP team), in inference mode; errors reach the caller."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    eng = Engine(net, device="cpu", layout="chw")
+    seen = set()
+    eng.model.spatial.register_forward_pre_hook(
+        lambda m, a: seen.add((threading.get_native_id(), torch.is_inference_mode_enabled())))
+    f = [chw(i) for i in range(3)]
+    with ThreadPoolExecutor(4) as pool:
+        outs = list(pool.map(lambda i: eng.interpolate([(f[i % 2], f[i % 2 + 1])])[0], range(8)))
+    assert len(seen) == 1 and next(iter(seen))[0] != threading.get_native_id() and next(iter(seen))[1]
+    np.testing.assert_array_equal(outs[0], outs[2])
+    with pytest.raises(ValueError, match="keys must have one"):
+        eng.interpolate([(f[0], f[1])], keys=[])
+    # a job may call the engine's methods (the profiler and FLOP counter in bench/ do)
+    np.testing.assert_array_equal(eng.call(lambda: eng.interpolate([(f[0], f[1])])[0]), outs[0])

@@ -1,12 +1,11 @@
 """glibc's allocator, set up for the CPU engine's large tensors.
 
-glibc hands every allocation above its mmap threshold (which it raises, as frees happen, up
-to 32 MB) a fresh mapping of zero pages and returns it when freed: a 1080p frame's
-intermediate tensors then cost page faults on every use, and glibc's own heuristics decide
-how much freed memory it keeps. The CPU engine fixes the threshold at 32 MB and keeps up to
-1 GiB freed at the top of the heap (measured: the CPU path 20-30% faster, peak memory
-+0.7 GB at 1080p, see bench/RESULTS.md). Nothing changes where a ``MALLOC_*`` environment
-variable already tunes glibc (the user's choice wins) or the C library is not glibc.
+By default glibc gives each allocation above its mmap threshold (raised as frees happen,
+up to 32 MB) fresh zero pages and unmaps it when freed, so a 1080p frame's intermediate
+tensors fault in new pages on every pass. A CPU engine fixes the threshold at 32 MB and
+keeps up to 1 GiB freed at the top of a heap for reuse: faster, for a higher peak RSS.
+Nothing changes where a ``MALLOC_*`` environment variable is set (the user tunes glibc)
+or the C library is not glibc.
 """
 
 from __future__ import annotations

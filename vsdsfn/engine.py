@@ -22,7 +22,9 @@ import math
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -46,6 +48,14 @@ _OUTPUTS = ("refined",) + DEBUG_OUTPUTS
 DEFAULT_TILE_OVERLAP = 192
 #: Context around M_S tiles: ESPCN sees +-6 px (and bicubic +-2), so 16 is exact.
 _SPATIAL_CONTEXT = 16
+
+
+T = TypeVar("T")
+
+
+def _inference(job: Callable[[], T]) -> T:
+    with torch.inference_mode():
+        return job()
 
 
 class OutOfMemory(RuntimeError):
@@ -98,7 +108,8 @@ class Engine:
 
     Frames of any size are replicate-padded to :meth:`DSFN.multiple_for` and cropped
     back; NaN becomes 0, +-Inf 1/0, inputs and outputs are clamped to [0, 1]. Methods are
-    thread-safe (one lock), and results do not depend on the order of requests.
+    thread-safe (they run one at a time on the engine's own thread), and results do not
+    depend on the order of requests.
     """
 
     def __init__(
@@ -123,14 +134,7 @@ class Engine:
         opts = options.check(dict(precision=precision, batch_size=batch_size, num_threads=num_threads, tile=tile,
                                   tile_overlap=tile_overlap, channels_last=channels_last, compile=compile,
                                   st_scale=st_scale, ensemble=ensemble))
-        if layout not in ("hwc", "chw"):
-            raise ValueError(f"layout must be 'hwc' or 'chw', not {layout!r}")
-        if spatial_cache is not None and not (isinstance(spatial_cache, int) and spatial_cache >= 2):
-            raise ValueError(f"spatial_cache must be an integer >= 2, not {spatial_cache!r}")
-        if not isinstance(oom_fallback, bool):
-            raise ValueError(f"oom_fallback must be True or False, not {oom_fallback!r}")
-        if np.dtype(out_dtype) not in (np.float32, np.float16):
-            raise ValueError(f"out_dtype must be float32 or float16, not {np.dtype(out_dtype)}")
+        self._check_engine_arguments(layout, spatial_cache, oom_fallback, out_dtype)
         model = self._network(model)
         #: scale of the S->T stream's flow estimation (the file's unless overridden)
         self.st_scale = float(model.config.st_scale if opts["st_scale"] is None else opts["st_scale"])
@@ -159,9 +163,25 @@ class Engine:
         self._oom_warned = False
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True        # fixed shapes: pick the fastest kernels once
-        self._lock = threading.RLock()
+        # one compute thread whichever threads call: one glibc arena holds the tensors and
+        # one OpenMP team computes, not one of each per calling thread
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="vsdsfn")
+        self._worker_id = self._worker.submit(threading.get_ident).result()
         self._cache: OrderedDict[Hashable, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
         self.stats = {"spatial": 0, "pairs": 0, "cache_hits": 0, "tiles": 0, "oom_retries": 0}
+
+    @staticmethod
+    def _check_engine_arguments(layout, spatial_cache, oom_fallback, out_dtype) -> None:
+        """The arguments of :class:`Engine` that are not user options (those are checked by
+        :func:`vsdsfn.options.check`)."""
+        if layout not in ("hwc", "chw"):
+            raise ValueError(f"layout must be 'hwc' or 'chw', not {layout!r}")
+        if spatial_cache is not None and not (isinstance(spatial_cache, int) and spatial_cache >= 2):
+            raise ValueError(f"spatial_cache must be an integer >= 2, not {spatial_cache!r}")
+        if not isinstance(oom_fallback, bool):
+            raise ValueError(f"oom_fallback must be True or False, not {oom_fallback!r}")
+        if np.dtype(out_dtype) not in (np.float32, np.float16):
+            raise ValueError(f"out_dtype must be float32 or float16, not {np.dtype(out_dtype)}")
 
     @staticmethod
     def _network(model: DSFN | str | os.PathLike | None) -> DSFN:
@@ -228,12 +248,12 @@ class Engine:
         """The high-res result of a (B, C, Hp, Wp) low-res input run tile by tile:
         ``run_tile(tile)`` gives a tile's result, of which each core is kept."""
         out = None
-        for t in plan:
-            y = run_tile(t)
+        for tile in plan:
+            part = run_tile(tile)
             if out is None:
-                out = y.new_empty((shape[0], y.shape[1], 2 * shape[-2], 2 * shape[-1]))
-            out[..., 2 * t.cy0:2 * t.cy1, 2 * t.cx0:2 * t.cx1] = \
-                y[..., 2 * (t.cy0 - t.y0):2 * (t.cy1 - t.y0), 2 * (t.cx0 - t.x0):2 * (t.cx1 - t.x0)]
+                out = part.new_empty((shape[0], part.shape[1], 2 * shape[-2], 2 * shape[-1]))
+            out[..., 2 * tile.cy0:2 * tile.cy1, 2 * tile.cx0:2 * tile.cx1] = part[
+                ..., 2 * (tile.cy0 - tile.y0):2 * (tile.cy1 - tile.y0), 2 * (tile.cx0 - tile.x0):2 * (tile.cx1 - tile.x0)]
         return out
 
     def _spatial_run(self, lr: torch.Tensor, tile: tuple[int, int] | None) -> torch.Tensor:
@@ -245,33 +265,33 @@ class Engine:
             plan = plan_tiles(hp, wp, (max(tile[0], least), max(tile[1], least)), _SPATIAL_CONTEXT, self.multiple)
         if plan is None or len(plan) == 1:
             return self._call("spatial", self._layout(lr))
-        return self._stitched(plan, lr.shape, lambda t: self._call(
-            "spatial", self._layout(lr[..., t.y0:t.y1, t.x0:t.x1])))
+        return self._stitched(plan, lr.shape, lambda tile: self._call(
+            "spatial", self._layout(lr[..., tile.y0:tile.y1, tile.x0:tile.x1])))
 
-    def _pair_forward(self, l0, l1, h0, h1, t, output: str) -> torch.Tensor:
-        out = self._call("pair", *(self._layout(x) for x in (l0, l1, h0, h1)), t)
-        y = out[output]
+    def _pair_forward(self, l0, l1, h0, h1, timesteps, output: str) -> torch.Tensor:
+        frame = self._call("pair", *(self._layout(x) for x in (l0, l1, h0, h1)), timesteps)[output]
         if output == "masks":
-            y = torch.cat((y, torch.zeros_like(y[:, :1])), 1)
-        return y
+            frame = torch.cat((frame, torch.zeros_like(frame[:, :1])), 1)
+        return frame
 
-    def _pairs_run(self, l0, l1, h0, h1, t, output: str, tile: tuple[int, int] | None,
+    def _pairs_run(self, l0, l1, h0, h1, timesteps, output: str, tile: tuple[int, int] | None,
                    bmax: int | None) -> torch.Tensor:
         """The ``output`` view of DSFN on padded (B, 3, Hp, Wp) pairs (and their M_S) at
-        timesteps ``t`` (B,), in sub-batches of at most ``bmax`` and tiles of ``tile``."""
-        b, (hp, wp) = l0.shape[0], l0.shape[-2:]
-        if bmax is not None and b > bmax:
+        ``timesteps`` (B,), in sub-batches of at most ``bmax`` and tiles of ``tile``."""
+        count, (hp, wp) = l0.shape[0], l0.shape[-2:]
+        if bmax is not None and count > bmax:
             return torch.cat([self._pairs_run(l0[s:s + bmax], l1[s:s + bmax], h0[s:s + bmax], h1[s:s + bmax],
-                                              t[s:s + bmax], output, tile, None) for s in range(0, b, bmax)])
+                                              timesteps[s:s + bmax], output, tile, None)
+                              for s in range(0, count, bmax)])
         plan = plan_tiles(hp, wp, tile, self.tile_overlap, self.multiple) if tile is not None else None
         if plan is None or len(plan) == 1:
-            return self._pair_forward(l0, l1, h0, h1, t, output)
+            return self._pair_forward(l0, l1, h0, h1, timesteps, output)
         self.stats["tiles"] += len(plan)
 
         def run_tile(p):
             ys, xs, ys2, xs2 = slice(p.y0, p.y1), slice(p.x0, p.x1), slice(2 * p.y0, 2 * p.y1), slice(2 * p.x0, 2 * p.x1)
-            return self._pair_forward(l0[..., ys, xs], l1[..., ys, xs], h0[..., ys2, xs2], h1[..., ys2, xs2], t,
-                                      output)
+            return self._pair_forward(l0[..., ys, xs], l1[..., ys, xs], h0[..., ys2, xs2], h1[..., ys2, xs2],
+                                      timesteps, output)
 
         return self._stitched(plan, l0.shape, run_tile)
 
@@ -298,15 +318,15 @@ class Engine:
 
     def _shrink(self, shape, tile, bmax, what: str, msg: str) -> bool:
         """Halve the sub-batch, else the tile size (down to the smallest valid tile)."""
-        b, hp, wp = shape[0], shape[-2], shape[-1]
-        if b > 1 and (bmax is None or bmax > 1):
-            self._auto_batch = max(1, (bmax or b) // 2)
+        count, hp, wp = shape[0], shape[-2], shape[-1]
+        if count > 1 and (bmax is None or bmax > 1):
+            self._auto_batch = max(1, (bmax or count) // 2)
             change = f"batches of {self._auto_batch}"
         else:
-            m = self.multiple
-            floor = smallest_tile(self.tile_overlap, m)
+            step = self.multiple
+            floor = smallest_tile(self.tile_overlap, step)
             cur = (min(tile[0], wp), min(tile[1], hp)) if tile else (wp, hp)
-            new = tuple(max(floor, c // 2 // m * m) if c > floor else c for c in cur)
+            new = tuple(max(floor, side // 2 // step * step) if side > floor else side for side in cur)
             if new == cur:
                 return False
             # a side at or below the smallest tile already spans the frame: kept at least that
@@ -332,14 +352,14 @@ class Engine:
             if keys is None:
                 todo.append(i)
                 continue
-            k = keys[i]
-            if k in first:
-                same[i] = first[k]
+            key = keys[i]
+            if key in first:
+                same[i] = first[key]
                 continue
-            first[k] = i
-            hit = self._cache.get(k)
+            first[key] = i
+            hit = self._cache.get(key)
             if hit is not None:
-                self._cache.move_to_end(k)
+                self._cache.move_to_end(key)
                 out[i] = hit
                 self.stats["cache_hits"] += 1
             else:
@@ -363,18 +383,23 @@ class Engine:
 
     # ------------------------------------------------------------------ public API
 
-    @torch.inference_mode()
+    def call(self, job: Callable[[], T]) -> T:
+        """``job()`` on the engine's compute thread, in inference mode, one job at a time.
+        The methods below are jobs, and a job may call them: tools that watch only their
+        own thread (``torch.profiler``, ``FlopCounterMode``) are entered inside one."""
+        if threading.get_ident() == self._worker_id:
+            return job()
+        return self._worker.submit(_inference, job).result()
+
     def spatial(self, frames: Sequence[np.ndarray], keys: Sequence[Hashable] | None = None) -> list[np.ndarray]:
         """M_S: each frame upscaled x2. With ``keys``, results are cached and reused."""
-        with self._lock:
-            return self._spatial_async(frames, keys)()
+        return self.call(lambda: self._spatial_async(frames, keys)())
 
     def _spatial_async(self, frames, keys):
         h, w = self.io.check(frames)
-        ent = self._spatial_tensors(frames, keys)
-        return self.io.download_async(torch.cat([e[1] for e in ent]), h, w)
+        tensors = self._spatial_tensors(frames, keys)
+        return self.io.download_async(torch.cat([e[1] for e in tensors]), h, w)
 
-    @torch.inference_mode()
     def interpolate(
         self,
         pairs: Sequence[tuple[np.ndarray, np.ndarray]],
@@ -390,8 +415,7 @@ class Engine:
         ``"st"``, ``"ts"``, ``"fused"`` or ``"masks"`` (an RGB image with R = M_S->T,
         G = M_T->S, B = 0). ``timesteps``: one per pair, each in (0, 1).
         """
-        with self._lock:
-            return [a for fin in self._interpolate_async(pairs, keys, output, timesteps) for a in fin()]
+        return self.call(lambda: [a for fin in self._interpolate_async(pairs, keys, output, timesteps) for a in fin()])
 
     def _interpolate_async(self, pairs, keys, output, timesteps=None):
         """Queue the batches; returns one function per batch that waits for its frames
@@ -402,29 +426,28 @@ class Engine:
             return []
         if keys is not None and len(keys) != len(pairs):
             raise ValueError("keys must have one (key0, key1) per pair")
-        ts = torch.as_tensor([0.5] * len(pairs) if timesteps is None else [float(t) for t in timesteps])
-        if ts.shape != (len(pairs),):
+        steps = torch.as_tensor([0.5] * len(pairs) if timesteps is None else [float(t) for t in timesteps])
+        if steps.shape != (len(pairs),):
             raise ValueError("timesteps must have one timestep per pair")
         frames = [f for p in pairs for f in p]
         h, w = self.io.check(frames)
-        flat_keys = [k for kk in keys for k in kk] if keys is not None else None
-        ent = self._spatial_tensors(frames, flat_keys)
+        flat_keys = [key for pair in keys for key in pair] if keys is not None else None
+        tensors = self._spatial_tensors(frames, flat_keys)
         pending = []
         for start in range(0, len(pairs), self.batch_size):
             stop = min(start + self.batch_size, len(pairs))
-            e0 = [ent[2 * i] for i in range(start, stop)]
-            e1 = [ent[2 * i + 1] for i in range(start, stop)]
-            l0, l1 = torch.cat([e[0] for e in e0]), torch.cat([e[0] for e in e1])
-            h0, h1 = torch.cat([e[1] for e in e0]), torch.cat([e[1] for e in e1])
-            t = ts[start:stop]   # on the CPU: the network checks it there and moves it
-            run = functools.partial(self._pairs_run, l0, l1, h0, h1, t, output)   # run(tile, bmax)
+            firsts = [tensors[2 * i] for i in range(start, stop)]      # (L, M_S(L)) of each pair's first frame
+            seconds = [tensors[2 * i + 1] for i in range(start, stop)]
+            l0, l1 = torch.cat([e[0] for e in firsts]), torch.cat([e[0] for e in seconds])
+            h0, h1 = torch.cat([e[1] for e in firsts]), torch.cat([e[1] for e in seconds])
+            # timesteps stay on the CPU: the network checks them there and moves them
+            run = functools.partial(self._pairs_run, l0, l1, h0, h1, steps[start:stop], output)   # run(tile, bmax)
             y = self._with_oom_fallback(run, tuple(l0.shape), "DSFN")
             self.stats["pairs"] += stop - start
             pending.append(self.io.download_async(y, h, w))
             del run, y, l0, l1, h0, h1   # free this batch's tensors before the next one
         return pending
 
-    @torch.inference_mode()
     def upscale_group(
         self,
         frames: Sequence[np.ndarray],
@@ -440,12 +463,13 @@ class Engine:
             raise ValueError("upscale_group: need len(keys) == len(frames) >= count >= 1")
         if any(not 0 <= j < len(frames) - 1 for j, _ in requests):
             raise ValueError("upscale_group: an interpolated pair needs its next frame")
-        with self._lock:
+
+        def job():
             # the evens' download (CUDA) overlaps the pairs' compute
             even_fin = self._spatial_async(frames[:count], keys[:count])
             mid_fins = self._interpolate_async([(frames[j], frames[j + 1]) for j, _ in requests],
                                                [(keys[j], keys[j + 1]) for j, _ in requests], output,
                                                [t for _, t in requests])
-            evens = even_fin()
-            mids = [a for fin in mid_fins for a in fin()]
-        return evens, mids
+            return even_fin(), [a for fin in mid_fins for a in fin()]
+
+        return self.call(job)

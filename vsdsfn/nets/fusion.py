@@ -14,29 +14,17 @@ __all__ = ["FusionUNet", "Refine"]
 
 
 class FusionUNet(nn.Module):
-    """Five down- and five up-sampling stages with skip connections (paper, Sec. 3.5).
+    """Five down- and five up-sampling stages with skip connections (paper, Sec. 3.5);
+    returns (fused, masks), masks (B, 2, H, W) = (M_S->T, M_T->S).
 
-    ``masks=2`` predicts two independent sigmoid masks M_S->T and M_T->S (the paper's
-    model); ``masks=1`` predicts one mask M and uses 1 - M for the other stream (the
-    ablation). Returns (fused, masks) where masks has two channels (M_S->T, M_T->S) in
-    both modes.
-
-    ``widths`` has one entry for the top level and one per strided stage. The first
-    downsampling is a 2x space-to-depth of the input and the masks come back through a
-    2x depth-to-space, so no convolution runs at full resolution (masks still per
-    pixel). Input sizes must be multiples of ``2 ** len(widths)``.
-
-    ``split=True`` (two masks only) has the head predict a common logit ``c`` and a
-    difference ``d`` and uses the logits ``(c + d, c - d)``: the same two independent
-    sigmoid masks, re-parameterised so that the optimiser moves "how much of both" and
-    "which stream" separately. With two nearly equal streams the plain logits both get
-    the same (common-mode) gradient and F stays at 0.5/0.5; split ones leave it.
-
-    ``context=True`` also feeds F the neighbours' high-res frames M_S(L-), M_S(L+) and
-    the streams' disagreement ``|st - ts|`` (mean over RGB): where the streams differ
-    and which of them resembles its neighbours is what tells F which one to trust.
-    ``forward`` then needs ``hr0``/``hr1``. ``time=True`` also feeds it the timestep of
-    the frame (``forward(..., t=)``, a constant plane, as RIFE takes it).
+    ``masks=2``: two independent sigmoid masks (the paper's model); ``masks=1``: one mask
+    M and 1 - M (the ablation). ``widths``: the top level, then one per strided stage; the
+    input is space-to-depth'ed and the masks depth-to-space'd, so no convolution runs at
+    full size; sizes must be multiples of ``2 ** len(widths)``. ``split``: the two logits
+    are predicted as common ``c`` and difference ``d``, (c + d, c - d), so that "how much of
+    both" and "which stream" learn apart (plain logits of near-equal streams stay at 0.5).
+    ``context``: F also sees M_S(L-), M_S(L+) (``hr0``/``hr1``) and ``|st - ts|``;
+    ``time``: the timestep ``t`` as a constant plane.
 
     >>> f = FusionUNet(widths=(4, 4, 4, 4, 4))
     >>> st, ts = torch.rand(2, 1, 3, 32, 64)
