@@ -35,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vsdsfn import precision
+from vsdsfn import allocator, precision
 from vsdsfn.nets import DSFN, DSFNConfig
 
 from .config import load_config, stage_options
@@ -239,6 +239,8 @@ class Trainer:
         if device == "auto":
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
+        if self.device.type == "cpu":
+            allocator.tune()
         if self.world > 1 and not torch.distributed.is_initialized():
             torch.distributed.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         if self.opt["threads"]:
