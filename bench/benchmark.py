@@ -47,7 +47,7 @@ def _pipeline(method: str, clip: vs.VideoNode, args: argparse.Namespace) -> vs.V
                               device=args.device, batch_size=args.batch_size,
                               num_threads=args.threads or None, precision=args.precision,
                               st_scale=args.st_scale, channels_last=_flag(args.channels_last),
-                              ensemble=args.ensemble, tile=args.tile or None)
+                              ensemble=args.ensemble, tile=args.tile or None, trt=args.trt)
     if method == "blend":
         up = core.resize.Bicubic(clip, clip.width * 2, clip.height * 2)
         mid = core.std.Merge(up, up[1:] + up[-1], 0.5)
@@ -114,6 +114,8 @@ def run_worker(method: str, size: str, args: argparse.Namespace, precision: str 
         cmd.append("--ensemble")
     if args.tile:
         cmd += ["--tile", str(args.tile)]
+    if args.trt:
+        cmd.append("--trt")
     cmd += ["--channels-last", args.channels_last]
     print(f"bench: {method} {size} {f'{precision} x{factor}' if method == 'dsfn' else ''} ...", file=sys.stderr,
           flush=True)
@@ -152,6 +154,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--weights", help="upscale(weights=...) for dsfn: a name such as default, or a .safetensors "
                     "file (default: the shipped default)")
     ap.add_argument("--ensemble", action="store_true", help="upscale(ensemble=True) for dsfn (the flip ensemble)")
+    ap.add_argument("--trt", action="store_true", help="upscale(trt=True) for dsfn (TensorRT; needs torch-tensorrt)")
     ap.add_argument("--st-scale", type=float, help="upscale(st_scale=...) for dsfn (default: the weights file's)")
     ap.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto",
                     help="upscale(channels_last=...) for dsfn (auto: the engine's default)")
@@ -201,7 +204,8 @@ def _report(rows: list[tuple[str, list[dict]]], args: argparse.Namespace, device
         "vsdsfn benchmark", f"{device}; batch_size {args.batch_size}; {'RGBH' if args.rgbh else 'RGBS'} clips; "
         f"torch threads {args.threads or torch.get_num_threads()}; tile {args.tile or 'none'}", cmd,
         f"Default precision here (auto): {name_of(choose(None, device))}",
-        f"Weights (dsfn): {args.weights or 'default'}{', flip ensemble (ensemble=True)' if args.ensemble else ''}",
+        f"Weights (dsfn): {args.weights or 'default'}{', flip ensemble (ensemble=True)' if args.ensemble else ''}"
+        f"{', TensorRT (trt=True)' if args.trt else ''}",
         f"Method: frames pulled from the output clip through VapourSynth (as vspipe does), {args.frames} output "
         f"frames per run rounded up to whole cycles of the factor (5 at 5/2; source and interpolated frames alike), median of {args.runs} runs after a warm-up run; each row in "
         "its own process, the rows of one size back to back. Peak memory: the process's RSS high-water mark "

@@ -16,8 +16,10 @@
 #      batch 1 and 4: bench/GPU_VS_b1.md, bench/GPU_VS_b4.md, rows (path "vapoursynth") in
 #      bench/gpu.json; and tiled (upscale(tile=960), 1920x1080, fp16, batch 1):
 #      bench/GPU_VS_TILED.md, bench/gpu_tiled.json (same schema; its own file, as rows are keyed
-#      by input, output, precision, batch and path, not tile).
-# bench/gpu.json and bench/gpu_tiled.json start afresh; the log is bench/gpu_sh.log.
+#      by input, output, precision, batch and path, not tile);
+#   5. where torch-tensorrt imports: the same through TensorRT (upscale(trt=True), 1920x1080,
+#      fp16, batch 1; the first run builds the engines): bench/GPU_VS_TRT.md, bench/gpu_trt.json.
+# The json files start afresh; the log is bench/gpu_sh.log.
 set -u
 cd "$(dirname "$0")/.." || exit 1
 PY=${PYTHON:-python}
@@ -26,7 +28,7 @@ LOG=bench/gpu_sh.log
 deadline=$((SECONDS + BUDGET_S))
 status=0
 : >"$LOG"
-rm -f bench/gpu.json bench/gpu_tiled.json
+rm -f bench/gpu.json bench/gpu_tiled.json bench/gpu_trt.json
 
 log() { echo "gpu.sh: $*" | tee -a "$LOG" >&2; }
 
@@ -34,7 +36,8 @@ save() {  # copy the reports written so far into $OUT (a later timeout keeps the
     [ -n "${OUT:-}" ] || return 0
     mkdir -p "$OUT/bench"
     local f
-    for f in bench/PROFILE.md bench/PROFILE_bf16.md bench/CUDA.md bench/gpu.json bench/gpu_tiled.json bench/GPU_VS_*.md "$LOG"; do
+    for f in bench/PROFILE.md bench/PROFILE_bf16.md bench/CUDA.md bench/gpu.json bench/gpu_tiled.json bench/gpu_trt.json \
+        bench/GPU_VS_*.md "$LOG"; do
         if [ -f "$f" ]; then cp "$f" "$OUT/bench/"; fi
     done
     if [ -d bench/traces ]; then cp -r bench/traces "$OUT/bench/"; fi
@@ -94,6 +97,12 @@ if "$PY" -c "import vapoursynth" 2>/dev/null; then
     done
     step vapoursynth-tiled 50 "$PY" -m bench.benchmark --device cuda --methods dsfn --sizes 1920x1080 --rgbh \
         --precisions fp16 --batch-size 1 --tile 960 --frames 8 --runs 2 --out bench/GPU_VS_TILED.md --json bench/gpu_tiled.json
+    if "$PY" -c "import torch_tensorrt" 2>/dev/null; then
+        step vapoursynth-trt 150 "$PY" -m bench.benchmark --device cuda --methods dsfn --sizes 1920x1080 --rgbh \
+            --precisions fp16 --batch-size 1 --trt --frames 8 --runs 2 --out bench/GPU_VS_TRT.md --json bench/gpu_trt.json
+    else
+        log "torch_tensorrt: not importable; the TensorRT step is skipped"
+    fi
 else
     log "vapoursynth: not importable; the VapourSynth steps are skipped"
     status=1

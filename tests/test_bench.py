@@ -103,7 +103,7 @@ def test_json_rows_merge_by_configuration(tmp_path):
 
 
 @pytest.mark.parametrize("module, options", [
-    (benchmark, ["--json", "--tile"]),
+    (benchmark, ["--json", "--tile", "--trt"]),
     (engine_cuda, ["--json", "--sizes", "--batches"]),
     (profile_cuda, ["--size", "--precision", "--batch", "--pairs", "--trace", "--out", "--device"]),
 ])
@@ -153,26 +153,37 @@ def test_gpu_script_runs_every_step_and_goes_on_after_a_failure(tmp_path):
     ones but makes the exit status 1; the reports written so far are copied into $OUT."""
     proc, calls = _run_gpu_sh(tmp_path, fail="bench/PROFILE.md")
     assert proc.returncode == 1, proc.stderr
-    assert [c[0] for c in calls] == ["python", "nvidia-smi"] + ["python"] * 7
+    assert [c[0] for c in calls] == ["python", "nvidia-smi"] + ["python"] * 9
     versions = subprocess.run([sys.executable, *calls[0][1:]], capture_output=True, text=True, timeout=120)
     assert versions.returncode == 0 and "torch " in versions.stdout, versions.stderr
     assert calls[5][1:] == ["-c", "import vapoursynth"]
     modules = {"bench.profile_cuda": profile_cuda, "bench.engine_cuda": engine_cuda, "bench.benchmark": benchmark}
     steps = [c for c in calls if c[1] == "-m"]
-    assert [c[2] for c in steps] == ["bench.profile_cuda"] * 2 + ["bench.engine_cuda"] + ["bench.benchmark"] * 3
+    assert calls[-2][1:] == ["-c", "import torch_tensorrt"]
+    assert [c[2] for c in steps] == ["bench.profile_cuda"] * 2 + ["bench.engine_cuda"] + ["bench.benchmark"] * 4
     args = [modules[c[2]]._parser().parse_args(c[3:]) for c in steps]
     assert [(a.size, a.precision, a.batch, a.out) for a in args[:2]] == [
         ("1920x1080", "fp16", 1, "bench/PROFILE.md"), ("1920x1080", "bf16", 1, "bench/PROFILE_bf16.md")]
     assert args[0].trace == "bench/traces"
     assert (args[2].sizes, args[2].batches, args[2].json) == ("960x540,1920x1080", "1,4", "bench/gpu.json")
-    assert [(a.device, a.methods, a.sizes, a.precisions, a.batch_size, a.tile, a.rgbh, a.json) for a in args[3:]] == [
-        ("cuda", "dsfn", "960x540,1920x1080", "fp16,bf16", 1, 0, True, "bench/gpu.json"),
-        ("cuda", "dsfn", "960x540,1920x1080", "fp16,bf16", 4, 0, True, "bench/gpu.json"),
-        ("cuda", "dsfn", "1920x1080", "fp16", 1, 960, True, "bench/gpu_tiled.json")]
+    assert [(a.device, a.methods, a.sizes, a.precisions, a.batch_size, a.tile, a.rgbh, a.trt, a.json)
+            for a in args[3:]] == [
+        ("cuda", "dsfn", "960x540,1920x1080", "fp16,bf16", 1, 0, True, False, "bench/gpu.json"),
+        ("cuda", "dsfn", "960x540,1920x1080", "fp16,bf16", 4, 0, True, False, "bench/gpu.json"),
+        ("cuda", "dsfn", "1920x1080", "fp16", 1, 960, True, False, "bench/gpu_tiled.json"),
+        ("cuda", "dsfn", "1920x1080", "fp16", 1, 0, True, True, "bench/gpu_trt.json")]
     log = (tmp_path / "bench" / "gpu_sh.log").read_text()
     assert "profile: exit 3" in log and "profile-bf16: exit 0" in log and "(exit 1)" in log
     assert sorted(p.name for p in (tmp_path / "out" / "bench").iterdir()) == [
-        "CUDA.md", "GPU_VS_TILED.md", "GPU_VS_b1.md", "GPU_VS_b4.md", "PROFILE.md", "PROFILE_bf16.md", "gpu_sh.log"]
+        "CUDA.md", "GPU_VS_TILED.md", "GPU_VS_TRT.md", "GPU_VS_b1.md", "GPU_VS_b4.md", "PROFILE.md", "PROFILE_bf16.md",
+        "gpu_sh.log"]
+
+
+def test_gpu_script_skips_tensorrt_where_it_does_not_import(tmp_path):
+    """Without torch-tensorrt the TensorRT step is skipped and says so; the rest pass (exit 0)."""
+    proc, calls = _run_gpu_sh(tmp_path, fail="import torch_tensorrt")
+    assert proc.returncode == 0, proc.stderr
+    assert not any("--trt" in c for c in calls) and "the TensorRT step is skipped" in proc.stderr
 
 
 def test_gpu_script_without_vapoursynth_or_budget(tmp_path):
@@ -182,7 +193,8 @@ def test_gpu_script_without_vapoursynth_or_budget(tmp_path):
     assert proc.returncode == 1
     assert [c[2] for c in calls if c[1] == "-m"] == ["bench.profile_cuda"] * 2 + ["bench.engine_cuda"]
     proc, calls = _run_gpu_sh(tmp_path / "short", budget=10)
-    assert proc.returncode == 1 and [c[1:] for c in calls] == [["-c", "import vapoursynth"]]   # the probe only
+    assert proc.returncode == 1 and [c[1:] for c in calls] == [["-c", "import vapoursynth"],
+                                                               ["-c", "import torch_tensorrt"]]   # the probes only
     assert "skipped (budget spent)" in proc.stderr
 
 

@@ -165,6 +165,10 @@ def test_option_errors(tiny_weights):
         upscale(clip, weights=tiny_weights, num_threads=0)
     with pytest.raises(vs.Error, match=r"upscale: st_scale must be None .*0.125, not 2; e.g. st_scale=0.5"):
         upscale(clip, weights=tiny_weights, st_scale=2)
+    with pytest.raises(vs.Error, match=r"upscale: trt=True runs on CUDA devices only, not cpu; e.g. device='cuda'"):
+        upscale(clip, weights=tiny_weights, device="cpu", trt=True)
+    with pytest.raises(vs.Error, match=r"upscale: trt must be True or False, not 1; e.g. trt=True"):
+        upscale(clip, weights=tiny_weights, trt=1)
 
 
 def test_options_table_is_upscales_and_the_clis():

@@ -1,8 +1,10 @@
-"""Speed options: channels_last, torch.compile (and its fallback), threads, CLI flags."""
+"""Speed options: channels_last, torch.compile and TensorRT (and their fallback), threads, CLI flags."""
 
 from __future__ import annotations
 
 import logging
+import sys
+import types
 
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ import torch
 
 from conftest import pattern, tiny_model
 from vsdsfn.engine import DEFAULT_TILE_OVERLAP, Engine
+from vsdsfn import trt
 from vsdsfn.nets import DSFN
 
 
@@ -102,6 +105,56 @@ def test_compile_wraps_without_touching_the_model(monkeypatch):
     assert all(torch.equal(v, fresh[k]) for k, v in eng.model.state_dict().items())
 
 
+def test_trt_runs_on_cuda_only():
+    with pytest.raises(ValueError, match=r"trt=True runs on CUDA devices only, not cpu; e.g. device='cuda'"):
+        Engine(tiny_model(), device="cpu", trt=True)
+
+
+def test_trt_without_torch_tensorrt_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch_tensorrt", None)   # import torch_tensorrt: ImportError
+    with pytest.raises(ValueError, match=r'needs torch-tensorrt, .*: pip install "torch-tensorrt==2\.\d+\.\*" .*; or trt=False'):
+        trt.backend(torch.device("cuda"))
+
+
+def test_trt_backend_keeps_engines_in_its_own_folder(monkeypatch, tmp_path):
+    """torch-tensorrt's backend, on the engine's device, with built engines cached in a
+    folder of vsdsfn's (torch-tensorrt evicts entries of that folder); nothing is created yet."""
+    monkeypatch.setitem(sys.modules, "torch_tensorrt", types.ModuleType("torch_tensorrt"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    name, opts = trt.backend(torch.device("cuda", 1))
+    assert name == "torch_tensorrt" and opts["device"] == torch.device("cuda", 1)
+    assert opts["cache_built_engines"] and opts["reuse_cached_engines"]
+    assert opts["engine_cache_dir"] == str(tmp_path / "vsdsfn" / "tensorrt" / "engines")
+    assert opts["timing_cache_path"] == str(tmp_path / "vsdsfn" / "tensorrt" / "timing.cache")
+    assert not any(tmp_path.iterdir())
+
+
+def test_trt_compiles_with_its_backend_and_falls_back(monkeypatch, caplog):
+    """trt=True compiles with torch-tensorrt's backend and options; when that fails the
+    engine says so once and the frames are the eager ones."""
+    backend_options = {"engine_cache_dir": "x"}
+    monkeypatch.setattr("vsdsfn.engine.trt_backend", lambda device: ("torch_tensorrt", backend_options))
+    given = []
+
+    def fake_compile(fn, **kw):
+        given.append(kw)
+
+        def compiled(*args):
+            raise RuntimeError("TensorRT: no converter for aten.grid_sampler_2d")
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    f = frames()
+    ref = Engine(tiny_model(), device="cpu")
+    eng = Engine(tiny_model(), device="cpu", trt=True)
+    assert eng.compile is True
+    with caplog.at_level(logging.WARNING, logger="vsdsfn"):
+        np.testing.assert_array_equal(eng.interpolate([(f[0], f[1])])[0], ref.interpolate([(f[0], f[1])])[0])
+        np.testing.assert_array_equal(eng.spatial([f[2]])[0], ref.spatial([f[2]])[0])
+    assert given == [{"dynamic": False, "backend": "torch_tensorrt", "options": backend_options}]
+    assert caplog.text.count("torch.compile failed (TensorRT, RuntimeError") == 1 and eng.compile is False
+
+
 def test_num_threads_is_applied():
     before = torch.get_num_threads()
     try:
@@ -114,8 +167,8 @@ def test_num_threads_is_applied():
 def test_cli_tile_options():
     from vsdsfn.cli import _parser
 
-    a = _parser().parse_args(["x.mkv", "--tile", "512", "--tile-overlap", "32", "--compile"])
-    assert (a.tile, a.tile_overlap, a.compile) == (512, 32, True)
+    a = _parser().parse_args(["x.mkv", "--tile", "512", "--tile-overlap", "32", "--compile", "--trt"])
+    assert (a.tile, a.tile_overlap, a.compile, a.trt) == (512, 32, True, True)
     assert _parser().parse_args(["x.mkv", "--tile", "640x360"]).tile == (640, 360)
     assert _parser().parse_args(["x.mkv"]).tile_overlap == DEFAULT_TILE_OVERLAP   # unset: upscale's default
     with pytest.raises(SystemExit):

@@ -8,7 +8,7 @@
 (6, 64, 48)
 """
 
-__version__ = "1.3.1"
+__version__ = "1.4.0"
 
 __all__ = ["upscale", "Engine", "WeightsError", "default_weights_path", "load_model", "__version__"]
 

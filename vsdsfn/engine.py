@@ -34,6 +34,7 @@ from .nets import DSFN
 from .precision import autocast, choose as choose_precision
 from .tiling import aligned, parse_tile, plan_tiles, smallest_tile
 from .transfer import Layout, Transfer, select_device
+from .trt import backend as trt_backend
 from .weights import load_model
 
 __all__ = ["Engine", "DEBUG_OUTPUTS", "DEFAULT_TILE_OVERLAP", "OutOfMemory", "select_device", "scene_score"]
@@ -128,12 +129,13 @@ class Engine:
         oom_fallback: bool = True,
         channels_last: bool | None = None,
         compile: bool = False,
+        trt: bool = False,
         st_scale: float | None = None,
         ensemble: bool = False,
     ) -> None:
         opts = options.check(dict(precision=precision, batch_size=batch_size, num_threads=num_threads, tile=tile,
                                   tile_overlap=tile_overlap, channels_last=channels_last, compile=compile,
-                                  st_scale=st_scale, ensemble=ensemble))
+                                  trt=trt, st_scale=st_scale, ensemble=ensemble))
         self._check_engine_arguments(layout, spatial_cache, oom_fallback, out_dtype)
         model = self._network(model)
         #: scale of the S->T stream's flow estimation (the file's unless overridden)
@@ -148,6 +150,8 @@ class Engine:
         if self.device.type == "cpu":
             allocator.tune()
         self.dtype = choose_precision(opts["precision"], self.device)
+        #: torch.compile's backend and its options: TensorRT's (trt=True) or the default
+        self._backend = dict(zip(("backend", "options"), trt_backend(self.device))) if opts["trt"] else {}
         self.batch_size = opts["batch_size"]
         self.io = Transfer(self.device, layout, out_dtype, self.multiple)
         #: source frames whose padded input and M_S result are kept (LRU)
@@ -156,7 +160,7 @@ class Engine:
         self.channels_last = True if opts["channels_last"] is None else opts["channels_last"]
         self._fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         self.model = self._prepared(model)
-        self.ensemble, self.compile = opts["ensemble"], opts["compile"]
+        self.ensemble, self.compile = opts["ensemble"], opts["compile"] or opts["trt"]
         self._compiled: dict[str, torch.nn.Module] = {}
         self._auto_batch: int | None = None              # sub-batch limit after an OOM
         self._auto_tile: tuple[int, int] | None = None   # tile size after an OOM
@@ -205,8 +209,8 @@ class Engine:
     # ------------------------------------------------------------------ running the networks
 
     def _compile_failed(self, exc: BaseException) -> None:
-        log.warning("torch.compile failed (%s: %s); continuing without compile",
-                    type(exc).__name__, str(exc).strip().splitlines()[0][:200] if str(exc).strip() else "")
+        log.warning("torch.compile failed (%s%s: %s); continuing without compile",
+                    "TensorRT, " if self._backend else "", type(exc).__name__, str(exc).strip().splitlines()[0][:200] if str(exc).strip() else "")
         self.compile = False
         self._compiled.clear()
 
@@ -223,7 +227,7 @@ class Engine:
             fn = self._compiled.get(which)
             if fn is None:
                 try:
-                    fn = self._compiled[which] = torch.compile(eager, dynamic=False)
+                    fn = self._compiled[which] = torch.compile(eager, dynamic=False, **self._backend)
                 except Exception as exc:  # torch.compile unavailable on this platform
                     self._compile_failed(exc)
                     fn = eager

@@ -267,6 +267,7 @@ def upscale(
     tile_overlap: int = DEFAULT_TILE_OVERLAP,
     channels_last: bool | None = None,
     compile: bool = False,
+    trt: bool = False,
     st_scale: float | None = None,
     ensemble: bool = False,
     **unknown,
@@ -315,6 +316,6 @@ def _engine(clip: vs.VideoNode, model, dev, opts: dict) -> Engine:
                       out_dtype=np.float16 if clip.format.id == vs.RGBH else np.float32,
                       num_threads=opts["num_threads"], spatial_cache=2 * b + 4, tile=opts["tile"],
                       tile_overlap=opts["tile_overlap"], channels_last=opts["channels_last"],
-                      compile=opts["compile"], st_scale=opts["st_scale"], ensemble=opts["ensemble"])
+                      compile=opts["compile"], trt=opts["trt"], st_scale=opts["st_scale"], ensemble=opts["ensemble"])
     except ValueError as exc:
         raise _err(str(exc)) from None
