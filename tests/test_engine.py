@@ -136,16 +136,19 @@ def test_flip_ensemble(net):
         Engine(net, device="cpu", ensemble="yes")
 
 
-def test_precision_choice_and_refusals(net, monkeypatch):
+def test_precision_choice_and_refusals(net, monkeypatch, caplog):
     """auto: bf16 on a CPU with native bf16, fp32 without (the detection hook mocked both
-    ways); fp16 never on a CPU; bf16 on request on any CPU."""
+    ways); fp16 never on a CPU; bf16 on request on any CPU, with a warning where emulated."""
     from vsdsfn import precision
 
     for native, want in ((True, torch.bfloat16), (False, torch.float32)):
         monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda native=native: native)
         for value in (None, "auto"):
             assert Engine(net, device="cpu", precision=value).dtype == want
-        assert Engine(net, device="cpu", precision="bf16").dtype == torch.bfloat16
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="vsdsfn"):
+            assert Engine(net, device="cpu", precision="bf16").dtype == torch.bfloat16
+        assert ("bf16 is emulated and several times slower than precision='fp32'" in caplog.text) is not native
         assert Engine(net, device="cpu", precision="fp32").dtype == torch.float32
         with pytest.raises(ValueError, match=r"precision 'fp16' does not run on cpu; it runs 'fp32' or 'bf16' "
                                              r"\(e.g. precision='bf16'\)"):

@@ -17,19 +17,25 @@ from hypothesis import strategies as st
 from conftest import make_clip, pattern, planes
 from vsdsfn.nets import RIFE
 from vsdsfn.options import MAX_BATCH, MAX_CACHE, MAX_THREADS, OPTIONS
+from vsdsfn.precision import cpu_capabilities, native_bf16
 from vsdsfn.schedule import Schedule
 
 DEBUG = (None, "st", "ts", "fused", "masks")
 _junk = st.text(max_size=3) | st.lists(st.integers(), max_size=2)
 
-#: option -> (valid values, invalid values); compile is never switched on (minutes per graph)
+#: bf16 only on a CPU that computes it natively: emulated, a frame takes several times as long
+#: as in fp32 (test_engine checks bf16's frames on every CPU)
+_PRECISIONS = [None, "auto", "fp32"] + (["bf16"] if native_bf16(cpu_capabilities()) else [])
+
+#: option -> (valid values, invalid values); compile and trt are never switched on (minutes
+#: per graph; trt needs CUDA)
 STRATEGIES = {
     "factor_num": (st.integers(2, 6), st.integers(max_value=0) | st.floats() | _junk),
     "factor_den": (st.integers(1, 3), st.integers(max_value=0) | st.integers(min_value=1_000_001) | st.booleans()),
     "fps_num": (st.sampled_from([None, 60000, 120000]), st.integers(max_value=0) | st.floats() | _junk),
     "fps_den": (st.sampled_from([None, 1001]), st.integers(max_value=0) | st.floats()),
     "device": (st.sampled_from([None, "auto", "cpu", "CPU"]), st.sampled_from(["gpu", "cuda:x", "tpu", "cuda", ""])),
-    "precision": (st.sampled_from([None, "auto", "fp32", "bf16"]), st.sampled_from(["fp16", "half", "FP32", ""])
+    "precision": (st.sampled_from(_PRECISIONS), st.sampled_from(["fp16", "half", "FP32", ""])
                   | st.integers() | st.booleans()),
     "batch_size": (st.integers(1, MAX_BATCH) | st.integers(1, 8).map(np.int64),
                    st.integers(max_value=0) | st.integers(min_value=MAX_BATCH + 1) | st.floats() | st.booleans()),
@@ -46,6 +52,7 @@ STRATEGIES = {
     "tile_overlap": (st.integers(0, 300), st.integers(max_value=-1) | st.floats() | st.none()),
     "channels_last": (st.none() | st.booleans(), st.integers() | _junk),
     "compile": (st.just(False), st.none() | st.integers() | _junk),
+    "trt": (st.just(False), st.none() | st.integers() | _junk),
     "st_scale": (st.sampled_from((None, *RIFE.SCALES, np.float32(0.5), Fraction(1, 4))),
                  st.floats().filter(lambda v: v not in RIFE.SCALES) | _junk | st.booleans()),
     "ensemble": (st.booleans(), st.none() | st.integers()),

@@ -39,25 +39,38 @@ def test_bad_flags():
             Engine(tiny_model(), device="cpu", **{name: "yes"})
 
 
-def test_compile_failure_falls_back(monkeypatch, caplog):
-    """A compiled function that fails when first run: warning once, eager results."""
-    calls = []
+@pytest.mark.parametrize("option, error, warning", [
+    ({"compile": True}, "inductor: no working C++ compiler", "torch.compile failed (RuntimeError: inductor"),
+    ({"trt": True}, "TensorRT: no converter for aten.grid_sampler_2d",
+     "torch.compile failed (TensorRT, RuntimeError: TensorRT"),
+])
+def test_compile_failure_falls_back(monkeypatch, caplog, option, error, warning):
+    """A compiled function that fails when first run: warning once, eager results. trt=True
+    compiles with torch-tensorrt's backend and its options (replaced here: they need CUDA)."""
+    trt_options = {"engine_cache_dir": "x"}
+    monkeypatch.setattr("vsdsfn.engine.trt_backend", lambda device: ("torch_tensorrt", trt_options))
+    given, runs = [], []
 
     def fake_compile(fn, **kw):
+        given.append(kw)
+
         def compiled(*args):
-            calls.append(fn)
-            raise RuntimeError("inductor: no working C++ compiler")
+            runs.append(fn)
+            raise RuntimeError(error)
         return compiled
 
     monkeypatch.setattr(torch, "compile", fake_compile)
     f = frames()
     ref = Engine(tiny_model(), device="cpu")
-    eng = Engine(tiny_model(), device="cpu", compile=True)
+    eng = Engine(tiny_model(), device="cpu", **option)
+    assert eng.compile is True
     with caplog.at_level(logging.WARNING, logger="vsdsfn"):
         np.testing.assert_array_equal(eng.interpolate([(f[0], f[1])])[0], ref.interpolate([(f[0], f[1])])[0])
         np.testing.assert_array_equal(eng.spatial([f[2]])[0], ref.spatial([f[2]])[0])
-    assert len(calls) == 1 and eng.compile is False
-    assert caplog.text.count("torch.compile failed") == 1 and "C++ compiler" in caplog.text
+    assert len(runs) == 1 and eng.compile is False
+    assert caplog.text.count(warning) == 1
+    backend = {"backend": "torch_tensorrt", "options": trt_options} if "trt" in option else {}
+    assert given == [{"dynamic": False, **backend}]
 
 
 def test_compile_unavailable_falls_back(monkeypatch, caplog):
@@ -127,32 +140,6 @@ def test_trt_backend_keeps_engines_in_its_own_folder(monkeypatch, tmp_path):
     assert opts["engine_cache_dir"] == str(tmp_path / "vsdsfn" / "tensorrt" / "engines")
     assert opts["timing_cache_path"] == str(tmp_path / "vsdsfn" / "tensorrt" / "timing.cache")
     assert not any(tmp_path.iterdir())
-
-
-def test_trt_compiles_with_its_backend_and_falls_back(monkeypatch, caplog):
-    """trt=True compiles with torch-tensorrt's backend and options; when that fails the
-    engine says so once and the frames are the eager ones."""
-    backend_options = {"engine_cache_dir": "x"}
-    monkeypatch.setattr("vsdsfn.engine.trt_backend", lambda device: ("torch_tensorrt", backend_options))
-    given = []
-
-    def fake_compile(fn, **kw):
-        given.append(kw)
-
-        def compiled(*args):
-            raise RuntimeError("TensorRT: no converter for aten.grid_sampler_2d")
-        return compiled
-
-    monkeypatch.setattr(torch, "compile", fake_compile)
-    f = frames()
-    ref = Engine(tiny_model(), device="cpu")
-    eng = Engine(tiny_model(), device="cpu", trt=True)
-    assert eng.compile is True
-    with caplog.at_level(logging.WARNING, logger="vsdsfn"):
-        np.testing.assert_array_equal(eng.interpolate([(f[0], f[1])])[0], ref.interpolate([(f[0], f[1])])[0])
-        np.testing.assert_array_equal(eng.spatial([f[2]])[0], ref.spatial([f[2]])[0])
-    assert given == [{"dynamic": False, "backend": "torch_tensorrt", "options": backend_options}]
-    assert caplog.text.count("torch.compile failed (TensorRT, RuntimeError") == 1 and eng.compile is False
 
 
 def test_num_threads_is_applied():

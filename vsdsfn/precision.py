@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 
 import torch
 
@@ -23,6 +24,8 @@ from .options import spell
 
 __all__ = ["DTYPES", "NAMES", "autocast", "choose", "cpu_capabilities", "cpu_has_native_bf16", "name_of", "native_bf16",
            "runs_on"]
+
+log = logging.getLogger("vsdsfn")
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 NAMES = {v: k for k, v in DTYPES.items()}
@@ -69,6 +72,9 @@ def choose(precision: str | None, device: torch.device) -> torch.dtype:
     if precision not in runs:
         raise ValueError(f"precision {precision!r} does not run on {device}; it runs "
                          f"{' or '.join(map(repr, runs))} (e.g. {spell('precision', runs[-1])})")
+    if precision == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
+        log.warning("%s: this CPU has no native bf16 (AVX-512 BF16 or AMX), so bf16 is emulated and several "
+                    "times slower than %s", spell("precision", "bf16"), spell("precision", "fp32"))
     return DTYPES[precision]
 
 
