@@ -48,7 +48,8 @@ def test_compile_failure_falls_back(monkeypatch, caplog, option, error, warning)
     """A compiled function that fails when first run: warning once, eager results. trt=True
     compiles with torch-tensorrt's backend and its options (replaced here: they need CUDA)."""
     trt_options = {"engine_cache_dir": "x"}
-    monkeypatch.setattr("vsdsfn.engine.trt_backend", lambda device: ("torch_tensorrt", trt_options))
+    monkeypatch.setattr("vsdsfn.engine.trt_compile_arguments",
+                        lambda device: {"backend": "torch_tensorrt", "options": trt_options})
     given, runs = [], []
 
     def fake_compile(fn, **kw):
@@ -126,16 +127,18 @@ def test_trt_runs_on_cuda_only():
 def test_trt_without_torch_tensorrt_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch_tensorrt", None)   # import torch_tensorrt: ImportError
     with pytest.raises(ValueError, match=r'needs torch-tensorrt, .*: pip install "torch-tensorrt==2\.\d+\.\*" .*; or trt=False'):
-        trt.backend(torch.device("cuda"))
+        trt.compile_arguments(torch.device("cuda"))
 
 
-def test_trt_backend_keeps_engines_in_its_own_folder(monkeypatch, tmp_path):
+def test_trt_keeps_engines_in_its_own_folder(monkeypatch, tmp_path):
     """torch-tensorrt's backend, on the engine's device, with built engines cached in a
     folder of vsdsfn's (torch-tensorrt evicts entries of that folder); nothing is created yet."""
     monkeypatch.setitem(sys.modules, "torch_tensorrt", types.ModuleType("torch_tensorrt"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    name, opts = trt.backend(torch.device("cuda", 1))
-    assert name == "torch_tensorrt" and opts["device"] == torch.device("cuda", 1)
+    args = trt.compile_arguments(torch.device("cuda", 1))
+    assert args.keys() == {"backend", "options"} and args["backend"] == "torch_tensorrt"
+    opts = args["options"]
+    assert opts["device"] == torch.device("cuda", 1)
     assert opts["cache_built_engines"] and opts["reuse_cached_engines"]
     assert opts["engine_cache_dir"] == str(tmp_path / "vsdsfn" / "tensorrt" / "engines")
     assert opts["timing_cache_path"] == str(tmp_path / "vsdsfn" / "tensorrt" / "timing.cache")

@@ -34,7 +34,7 @@ from .nets import DSFN
 from .precision import autocast, choose as choose_precision
 from .tiling import aligned, parse_tile, plan_tiles, smallest_tile
 from .transfer import Layout, Transfer, select_device
-from .trt import backend as trt_backend
+from .trt import compile_arguments as trt_compile_arguments
 from .weights import load_model
 
 __all__ = ["Engine", "DEBUG_OUTPUTS", "DEFAULT_TILE_OVERLAP", "OutOfMemory", "select_device", "scene_score"]
@@ -150,8 +150,8 @@ class Engine:
         if self.device.type == "cpu":
             allocator.tune()
         self.dtype = choose_precision(opts["precision"], self.device)
-        #: torch.compile's backend and its options: TensorRT's (trt=True) or the default
-        self._backend = dict(zip(("backend", "options"), trt_backend(self.device))) if opts["trt"] else {}
+        #: torch.compile's backend and its options: TensorRT's (trt=True), else the default
+        self._backend = trt_compile_arguments(self.device) if opts["trt"] else {}
         self.batch_size = opts["batch_size"]
         self.io = Transfer(self.device, layout, out_dtype, self.multiple)
         #: source frames whose padded input and M_S result are kept (LRU)
@@ -209,8 +209,9 @@ class Engine:
     # ------------------------------------------------------------------ running the networks
 
     def _compile_failed(self, exc: BaseException) -> None:
+        first_line = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
         log.warning("torch.compile failed (%s%s: %s); continuing without compile",
-                    "TensorRT, " if self._backend else "", type(exc).__name__, str(exc).strip().splitlines()[0][:200] if str(exc).strip() else "")
+                    "TensorRT, " if self._backend else "", type(exc).__name__, first_line)
         self.compile = False
         self._compiled.clear()
 

@@ -195,7 +195,7 @@ OPTIONS: tuple[Option, ...] = (
            example=False),
     Option("compile", False, "use torch.compile (falls back to eager if compiling fails)",
            must=_ON_OFF, valid=_bool, example=True, flag="--compile", parse=bool),
-    Option("trt", False, 'compile with TensorRT instead (CUDA; needs torch-tensorrt, the tensorrt extra)',
+    Option("trt", False, "compile with TensorRT instead (CUDA; needs torch-tensorrt, the tensorrt extra)",
            must=_ON_OFF, valid=_bool, example=True, flag="--trt", parse=bool),
     Option("st_scale", None, "the scale at which the S->T stream estimates its flows on the high-res frames: "
            "1, 0.5, 0.25 or 0.125 (default: the weights file's; smaller is faster)",

@@ -6,7 +6,7 @@ what it cannot convert in PyTorch; the engine warns and runs without compiling i
 build fails. Built engines are kept in :func:`cache_dir`, so a frame size and batch is
 built once per machine, not each time a script starts.
 
->>> backend(torch.device("cpu"))
+>>> compile_arguments(torch.device("cpu"))
 Traceback (most recent call last):
 ValueError: trt=True runs on CUDA devices only, not cpu; e.g. device='cuda'
 """
@@ -22,7 +22,7 @@ import torch
 
 from .options import spell
 
-__all__ = ["BACKEND", "backend", "cache_dir"]
+__all__ = ["BACKEND", "cache_dir", "compile_arguments"]
 
 #: torch-tensorrt's name for its torch.compile backend (registered when it is imported)
 BACKEND = "torch_tensorrt"
@@ -45,8 +45,8 @@ def _torch_release() -> str:
     return ".".join(torch.__version__.split("+")[0].split(".")[:2])
 
 
-def backend(device: torch.device) -> tuple[str, dict[str, Any]]:
-    """``torch.compile``'s ``backend`` and ``options`` for ``trt=True`` on ``device``;
+def compile_arguments(device: torch.device) -> dict[str, Any]:
+    """``torch.compile``'s ``backend`` and ``options`` arguments for ``trt=True`` on ``device``;
     ``ValueError`` (with the fix) off CUDA or without a working torch-tensorrt."""
     if device.type != "cuda":
         raise ValueError(f"{spell('trt', True)} runs on CUDA devices only, not {device}; e.g. "
@@ -59,10 +59,10 @@ def backend(device: torch.device) -> tuple[str, dict[str, Any]]:
             f"\"torch-tensorrt=={_torch_release()}.*\" ({type(exc).__name__}: {str(exc).strip()[:200]}); or "
             f"{spell('trt', False)}") from None
     folder = cache_dir()
-    return BACKEND, {
+    return {"backend": BACKEND, "options": {
         "device": device,
         "cache_built_engines": True,
         "reuse_cached_engines": True,
         "engine_cache_dir": str(folder / "engines"),
         "timing_cache_path": str(folder / "timing.cache"),
-    }
+    }}
