@@ -1,10 +1,11 @@
 """The ``trt`` option: the networks through TensorRT, with torch-tensorrt's ``torch.compile``
 backend (NVIDIA GPUs only).
 
-torch-tensorrt is optional (the ``tensorrt`` extra; its release must match torch's). TensorRT builds an engine per graph and input shape (minutes at 1080p) and runs
-what it cannot convert in PyTorch; the engine warns and runs without compiling if the
-build fails. Built engines are kept in :func:`cache_dir`, so a frame size and batch is
-built once per machine, not each time a script starts.
+torch-tensorrt is optional (the ``tensorrt`` extra; its release must match torch's).
+TensorRT builds an engine per graph and input shape and runs what it cannot convert in
+PyTorch; the engine warns and runs without compiling if the build fails. Built engines
+are kept in :func:`cache_dir`, so a frame size and batch is built once per machine, not
+each time a script starts.
 
 >>> compile_arguments(torch.device("cpu"))
 Traceback (most recent call last):
