@@ -1,0 +1,262 @@
+"""Train the multi-frame M_S (:class:`vsdsfn.nets.multiframe.MultiFrameSR`) on real video.
+
+    python -m training.multiframe --config training/configs/cpu.toml --data-root DATA \\
+        --init models/dsfn_default.safetensors --out runs/multiframe [--iters N] [--resume]
+
+The temporal backbone is frozen, so its flows are computed once: a pool of windows
+(L_{k-s}, L_k, L_{k+s}) at strides ``strides`` is cut from the config's training
+sequences (HR crops downscaled 2x as :func:`training.datasets.downscale` does), the
+flows from L_k to its neighbours (:func:`~vsdsfn.nets.multiframe.pair_flows`) are
+computed on each whole low-res crop and stored with it (``pool-*.pt`` in the run
+folder). Training samples are random sub-crops of the pool's interior with the eight
+flips/rotations (flows transformed with them), temporal reversal, and a share of
+windows without neighbours (what a clip's ends and scene cuts give). The single-frame
+part starts from ``--init``'s M_S and the network starts as that M_S; L1 loss, RAdam,
+cosine learning rate. Validation: the same kind of pool from the validation sequences,
+PSNR of the multi-frame output and of the single-frame M_S on the same crops; the best
+step is kept in ``best.pt``. ``--resume`` continues from ``last.pt``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vsdsfn.nets.multiframe import MultiFrameSR, pair_flows
+from vsdsfn.weights import load_model
+
+from .datasets import downscale, open_sequence
+from .train import load_checkpoint, save_checkpoint
+
+__all__ = ["build_pool", "transform", "MultiFrameTrainer", "main"]
+
+log = logging.getLogger("vsdsfn.training")
+
+
+def _frame(seq, i: int) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(seq.frame(i), dtype=np.float32) / 255).permute(2, 0, 1)
+
+
+def build_pool(sequences: list, rife, count: int, lr_size: int, strides: tuple[int, ...], seed: int,
+               central: bool = False) -> dict[str, torch.Tensor]:
+    """``count`` windows: ``lr`` (N, 3, 3, S, S), ``hr`` (N, 3, 2S, 2S) the centre's truth,
+    ``flows`` (N, 2, 2, S, S) from the centre to each neighbour; float16.
+    ``central``: deterministic central crops spread evenly over the sequences."""
+    rng = np.random.default_rng(seed)
+    hr_size = 2 * lr_size
+    lrs, hrs, flows = [], [], []
+    usable = [min(seq.frame(0).shape[:2]) >= hr_size for seq in sequences]
+    choices = [(si, s, k) for si, seq in enumerate(sequences) if usable[si] for s in strides
+               for k in range(s, len(seq) - s)]
+    picks = (np.linspace(0, len(choices) - 1, count).round().astype(int) if central
+             else rng.choice(len(choices), count, replace=count > len(choices)))
+    for n, c in enumerate(picks):
+        si, s, k = choices[int(c)]
+        seq = sequences[si]
+        frames = torch.stack([_frame(seq, k + d) for d in (-s, 0, s)])
+        h, w = frames.shape[-2:]
+        y = (h - hr_size) // 2 if central else int(rng.integers(0, h - hr_size + 1))
+        x = (w - hr_size) // 2 if central else int(rng.integers(0, w - hr_size + 1))
+        frames = frames[..., y:y + hr_size, x:x + hr_size]
+        lr = downscale(frames)
+        with torch.no_grad():
+            _, prev = pair_flows(rife.estimate, lr[0:1], lr[1:2])
+            nxt, _ = pair_flows(rife.estimate, lr[1:2], lr[2:3])
+        lrs.append(lr.half())
+        hrs.append(frames[1].half())
+        flows.append(torch.cat((prev, nxt)).half())
+        if n % 200 == 0:
+            log.info("pool: %d / %d windows", n, count)
+    return {"lr": torch.stack(lrs), "hr": torch.stack(hrs), "flows": torch.stack(flows)}
+
+
+def transform(lr: torch.Tensor, hr: torch.Tensor, flows: torch.Tensor, op: int, reverse: bool):
+    """One of the eight flips/rotations (``op`` in 0..7: bit 0 flips left-right, bit 1
+    upside down, bit 2 transposes) applied to frames and flows alike, and the window
+    reversed in time (``reverse``). Tensors (..., H, W); flows (..., 2, H, W) in pixels.
+
+    >>> f = torch.zeros(1, 2, 2, 4, 4); f[:, :, 0] = 1.0      # x-flow of +1
+    >>> _, _, g = transform(torch.zeros(1, 3, 3, 4, 4), torch.zeros(1, 3, 8, 8), f, 5, False)
+    >>> g[0, 0, :, 0, 0].tolist()    # left-right flip negates x, the transpose makes it y
+    [0.0, -1.0]
+    """
+    if op & 1:
+        lr, hr, flows = lr.flip(-1), hr.flip(-1), flows.flip(-1)
+        flows = torch.stack((-flows[..., 0, :, :], flows[..., 1, :, :]), -3)
+    if op & 2:
+        lr, hr, flows = lr.flip(-2), hr.flip(-2), flows.flip(-2)
+        flows = torch.stack((flows[..., 0, :, :], -flows[..., 1, :, :]), -3)
+    if op & 4:
+        lr, hr, flows = lr.transpose(-1, -2), hr.transpose(-1, -2), flows.transpose(-1, -2)
+        flows = flows.flip(-3)
+    if reverse:
+        lr, flows = lr.flip(-4), flows.flip(-4)
+    return lr, hr, flows
+
+
+class MultiFrameTrainer:
+    """The training loop: model, optimizer, pools, checkpoints (see the module doc)."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args, self.out = args, Path(args.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        dsfn = load_model(args.init)
+        self.rife = dsfn.temporal.eval()
+        self.single_ref = dsfn.spatial.eval()
+        self.model = MultiFrameSR(**args.model)
+        self.model.single.load_state_dict(dsfn.spatial.state_dict())
+        self.opt = torch.optim.RAdam(self.model.parameters(), lr=args.lr)
+        self.step, self.best = 0, -math.inf
+        cfg = tomllib.loads(Path(args.config).read_text())
+        root = Path(args.data_root or cfg["data"]["root"])
+        self.train_pool = self._pool(cfg["data"]["sequences"], root, "train", args.pool, False)
+        self.val_pool = self._pool(cfg["data"]["val_sequences"], root, "val", args.val_pool, True)
+
+    def _pool(self, entries: list, root: Path, name: str, count: int, central: bool) -> dict:
+        path = self.out / f"pool-{name}-{count}-{self.args.pool_size}-{'-'.join(map(str, self.args.strides))}.pt"
+        if path.exists():
+            return torch.load(path, weights_only=True)
+        seqs = [open_sequence(root / e["path"], e.get("start", 0), e.get("stop")) for e in entries]
+        t0 = time.time()
+        pool = build_pool(seqs, self.rife, count, self.args.pool_size, tuple(self.args.strides), 1 + central,
+                          central)
+        save_checkpoint(path, pool)
+        log.info("%s pool: %d windows in %.0f s -> %s", name, count, time.time() - t0, path)
+        return pool
+
+    def lr_at(self, step: int) -> float:
+        a = self.args
+        warm = min(1.0, (step + 1) / a.warmup)
+        return a.lr * warm * 0.5 * (1 + math.cos(math.pi * min(step, a.iters) / a.iters))
+
+    def batch(self, step: int):
+        a, pool = self.args, self.train_pool
+        g = torch.Generator().manual_seed(step)
+        n, size, margin = pool["lr"].shape[0], a.crop // 2, a.margin
+        span = pool["lr"].shape[-1] - 2 * margin - size
+        lrs, hrs, fls = [], [], []
+        for i in torch.randint(0, n, (a.batch,), generator=g).tolist():
+            y, x = (margin + int(v) for v in torch.randint(0, span + 1, (2,), generator=g))
+            lr = pool["lr"][i, :, :, y:y + size, x:x + size].float()
+            hr = pool["hr"][i, :, 2 * y:2 * (y + size), 2 * x:2 * (x + size)].float()
+            fl = pool["flows"][i, :, :, y:y + size, x:x + size].float()
+            op = int(torch.randint(0, 8, (1,), generator=g))
+            rev, alone = (bool(v) for v in torch.rand(2, generator=g) < torch.tensor([0.5, a.alone]))
+            lr, hr, fl = transform(lr, hr, fl, op, rev)
+            if alone:
+                lr, fl = lr[1:2].expand(3, -1, -1, -1), torch.zeros_like(fl)
+            lrs.append(lr)
+            hrs.append(hr)
+            fls.append(fl)
+        return torch.stack(lrs).contiguous(), torch.stack(hrs).contiguous(), torch.stack(fls).contiguous()
+
+    def validate(self) -> tuple[float, float]:
+        pool, b = self.val_pool, self.args.margin
+        errs, refs = [], []
+        self.model.eval()
+        with torch.no_grad():
+            for i in range(0, pool["lr"].shape[0], 8):
+                lr, hr, fl = pool["lr"][i:i + 8].float(), pool["hr"][i:i + 8].float(), pool["flows"][i:i + 8].float()
+                out = self.model(lr, fl).clamp(0, 1)
+                ref = self.single_ref(lr[:, 1]).clamp(0, 1)
+                crop = (..., slice(2 * b, -2 * b), slice(2 * b, -2 * b))
+                errs += ((out - hr)[crop] ** 2).flatten(1).mean(1).tolist()
+                refs += ((ref - hr)[crop] ** 2).flatten(1).mean(1).tolist()
+        self.model.train()
+        to_db = lambda e: float(np.mean([-10 * math.log10(max(v, 1e-10)) for v in e]))  # noqa: E731
+        return to_db(errs), to_db(refs)
+
+    def state(self) -> dict:
+        return {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "step": self.step,
+                "best": self.best, "model_args": dict(self.args.model)}
+
+    def resume(self) -> None:
+        state = load_checkpoint(self.out / "last.pt")
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
+        self.step, self.best = state["step"], state["best"]
+        log.info("resumed at step %d (best %.3f dB)", self.step, self.best)
+
+    def run(self) -> None:
+        a, t0, losses = self.args, time.time(), []
+        while self.step < a.iters:
+            lr, hr, fl = self.batch(self.step)
+            for group in self.opt.param_groups:
+                group["lr"] = self.lr_at(self.step)
+            loss = F.l1_loss(self.model(lr, fl), hr)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            self.step += 1
+            losses.append(float(loss))
+            if self.step % a.log_every == 0:
+                log.info("step %d loss %.5f lr %.2e %.2f s/step", self.step, np.mean(losses), self.lr_at(self.step),
+                         (time.time() - t0) / a.log_every)
+                losses, t0 = [], time.time()
+            if self.step % a.val_every == 0 or self.step == a.iters:
+                self._checkpoint()
+            elif self.step % a.ckpt_every == 0:
+                save_checkpoint(self.out / "last.pt", self.state())
+
+    def _checkpoint(self) -> None:
+        psnr, ref = self.validate()
+        log.info("val step %d: multi-frame %.3f dB, single-frame %.3f dB (%+.3f)", self.step, psnr, ref, psnr - ref)
+        with open(self.out / "log.csv", "a") as f:
+            f.write(f"{self.step},{psnr:.4f},{ref:.4f}\n")
+        if psnr > self.best:
+            self.best = psnr
+            save_checkpoint(self.out / "best.pt", self.state())
+        save_checkpoint(self.out / "last.pt", self.state())
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m training.multiframe", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", required=True)
+    p.add_argument("--data-root")
+    p.add_argument("--init", required=True, help="a weights file whose M_S and M_T are used (frozen M_T)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--iters", type=int, default=6000)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--batch", type=int, default=12)
+    p.add_argument("--crop", type=int, default=96, help="high-res training crop")
+    p.add_argument("--margin", type=int, default=16, help="low-res pixels of the pool crops' borders not trained on")
+    p.add_argument("--pool", type=int, default=2400)
+    p.add_argument("--val-pool", type=int, default=160)
+    p.add_argument("--pool-size", type=int, default=128, help="low-res size of the pool's crops")
+    p.add_argument("--strides", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--alone", type=float, default=0.1, help="share of windows without neighbours")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--log-every", type=int, default=50)
+    p.add_argument("--val-every", type=int, default=500)
+    p.add_argument("--ckpt-every", type=int, default=100)
+    p.add_argument("--resume", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    args.model = {"channels": 48, "layers": 6, "features": 32, "fuse_layers": 3}
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    trainer = MultiFrameTrainer(args)
+    if args.resume and (trainer.out / "last.pt").exists():
+        trainer.resume()
+    elif trainer.step == 0:
+        trainer._checkpoint()
+    trainer.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""M_S from several frames: L_k and its neighbours, aligned to L_k by flow and fused.
+
+A sliding window (L_{k-1}, L_k, L_{k+1}): each neighbour is aligned to L_k by a flow
+from the temporal backbone (:func:`pair_flows`: RIFE's flows to the middle of the pair,
+composed into the flow between the two frames), which a small network refines by a
+learned residual and weighs by a learned confidence (flow-guided alignment, as in
+BasicVSR++, without deformable groups). The aligned features and frames are fused with
+the single-frame network's features into a residual on top of its output, so the
+network starts as the single-frame :class:`~vsdsfn.nets.espcn.ESPCN` it wraps.
+
+At a clip's ends and scene cuts the missing neighbour is the frame itself with a zero
+flow (replicate): every output stays a pure function of its own window.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from .common import backwarp, bicubic_up2, conv
+from .espcn import ESPCN
+
+__all__ = ["MultiFrameSR", "pair_flows", "replicate_window"]
+
+
+def pair_flows(estimate: Callable[..., tuple[torch.Tensor, torch.Tensor]], a: torch.Tensor,
+               b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The flows (in pixels) from ``a`` to ``b`` and from ``b`` to ``a``: output pixel
+    ``p`` of ``backwarp(b, flow_ab)`` shows what lies at ``p`` in ``a``.
+
+    ``estimate(a, b, timestep=0.5)`` gives the flows from the middle of the pair to each
+    frame (RIFE's :meth:`~vsdsfn.nets.rife.RIFE.estimate`); their difference moved from
+    the middle to each end (two fixed-point steps of ``y + f(y) = x``) is the flow
+    between the two frames.
+
+    >>> shift = lambda x, dx: torch.roll(x, dx, -1)
+    >>> def fake(a, b, timestep=0.5):   # a moves 2 px right to b: the middle sees a at -1, b at +1
+    ...     f = torch.zeros(1, 4, 8, 8); f[:, 0], f[:, 2] = -1.0, 1.0
+    ...     return f, torch.zeros(1, 1, 8, 8)
+    >>> ab, ba = pair_flows(fake, torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8))
+    >>> ab[0, 0, 4, 4].item(), ba[0, 0, 4, 4].item()
+    (2.0, -2.0)
+    """
+    flow, _ = estimate(a, b, timestep=0.5)
+    to_a, to_b = flow[:, :2].float(), flow[:, 2:4].float()
+    between = to_b - to_a
+
+    def moved(to_end: torch.Tensor) -> torch.Tensor:
+        # x on the end frame comes from y = x - to_end(y) in the middle frame
+        y = -backwarp(to_end, -to_end)
+        return backwarp(between, y)
+
+    return moved(to_a), -moved(to_b)
+
+
+def replicate_window(frames: Sequence[torch.Tensor | None]) -> tuple[list[torch.Tensor], list[bool]]:
+    """Fill a window's missing neighbours (``None``: beyond the clip's ends or a scene
+    cut) with the nearest frame on the centre's side; also which entries are real."""
+    r = len(frames) // 2
+    out = list(frames)
+    for i in range(r - 1, -1, -1):
+        out[i] = out[i] if out[i] is not None else out[i + 1]
+    for i in range(r + 1, len(out)):
+        out[i] = out[i] if out[i] is not None else out[i - 1]
+    return out, [f is not None for f in frames]
+
+
+class MultiFrameSR(nn.Module):
+    """x2 M_S from a window of ``2 * radius + 1`` low-res frames.
+
+    ``forward(frames, flows)``: ``frames`` (B, 2r+1, 3, H, W), the centre at index r;
+    ``flows`` (B, 2r, 2, H, W), the flow from the centre to each neighbour in window
+    order (zero for a replicated neighbour). ``forward(x)`` with a (B, 3, H, W) tensor
+    runs the window made of ``x`` alone (what a frame without usable neighbours gets).
+
+    >>> net = MultiFrameSR(channels=8, layers=2, features=8, fuse_layers=1)
+    >>> x = torch.rand(1, 3, 3, 12, 10)
+    >>> net(x, torch.zeros(1, 2, 2, 12, 10)).shape
+    torch.Size([1, 3, 24, 20])
+    >>> bool(torch.allclose(net(x[:, 1]), net.single(x[:, 1])))   # untrained: the single-frame net
+    True
+    """
+
+    scale = 2
+
+    def __init__(self, channels: int = 48, layers: int = 6, features: int = 32, fuse_layers: int = 3,
+                 radius: int = 1) -> None:
+        super().__init__()
+        self.radius = int(radius)
+        self.single = ESPCN(channels, layers)
+        self.encode = nn.Sequential(conv(3, features), conv(features, features))
+        # residual flow (2) and confidence logit (1) from the centre's features, the warped
+        # neighbour's features and frame difference, and the flow itself
+        self.align = nn.Sequential(conv(2 * features + 3 + 2, features), conv(features, features),
+                                   nn.Conv2d(features, 3, 3, padding=1))
+        nn.init.zeros_(self.align[-1].weight)
+        nn.init.zeros_(self.align[-1].bias)
+        fuse = [conv(channels + 2 * self.radius * (features + 4), channels)]
+        fuse += [conv(channels, channels) for _ in range(fuse_layers - 1)]
+        self.fuse = nn.Sequential(*fuse)
+        self.tail = nn.Conv2d(channels, 3 * self.scale**2, 3, padding=1)
+        nn.init.zeros_(self.tail.weight)
+        nn.init.zeros_(self.tail.bias)
+
+    def context(self) -> int:
+        """Input pixels of context each output pixel depends on, flows aside (they come
+        with the window): the single-frame body's, the encoder's and alignment's, the
+        fusion's and the tail's receptive radii."""
+        single = 2 + (len(self.single.body) - 1)
+        return single + 2 + 3 + len(self.fuse) + 1
+
+    def _aligned(self, centre: torch.Tensor, centre_feat: torch.Tensor, frame: torch.Tensor,
+                 flow: torch.Tensor) -> list[torch.Tensor]:
+        feat = self.encode(frame)
+        first = backwarp(torch.cat((feat, frame), 1), flow)
+        delta = self.align(torch.cat((centre_feat, first[:, :-3], first[:, -3:] - centre, flow.to(centre.dtype)), 1))
+        refined = flow.float() + delta[:, :2].float()
+        confidence = torch.sigmoid(delta[:, 2:3])
+        warped = backwarp(torch.cat((feat, frame), 1), refined)
+        return [warped * confidence, confidence]
+
+    def forward(self, frames: torch.Tensor, flows: torch.Tensor | None = None) -> torch.Tensor:
+        if frames.dim() == 4:
+            frames = frames.unsqueeze(1).expand(-1, 2 * self.radius + 1, -1, -1, -1)
+        r = self.radius
+        centre = frames[:, r]
+        if flows is None:
+            flows = centre.new_zeros(centre.shape[0], 2 * r, 2, *centre.shape[-2:])
+        body = self.single.body(centre)
+        centre_feat = self.encode(centre)
+        parts = [body]
+        neighbours = [i for i in range(2 * r + 1) if i != r]
+        for j, i in enumerate(neighbours):
+            parts += self._aligned(centre, centre_feat, frames[:, i], flows[:, j])
+        residual = self.single.tail(body) + self.tail(self.fuse(torch.cat(parts, 1)))
+        return bicubic_up2(centre) + self.single.shuffle(residual)
