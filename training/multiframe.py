@@ -31,13 +31,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dataclasses import replace
+
+from vsdsfn.nets import DSFN
 from vsdsfn.nets.multiframe import MultiFrameSR, pair_flows
-from vsdsfn.weights import load_model
+from vsdsfn.weights import load_model, save_model
 
 from .datasets import downscale, open_sequence
 from .train import load_checkpoint, save_checkpoint
 
-__all__ = ["build_pool", "transform", "MultiFrameTrainer", "main"]
+__all__ = ["build_pool", "transform", "MultiFrameTrainer", "export", "main"]
 
 log = logging.getLogger("vsdsfn.training")
 
@@ -218,6 +221,19 @@ class MultiFrameTrainer:
         save_checkpoint(self.out / "last.pt", self.state())
 
 
+def export(checkpoint: str | Path, init: str | Path, out: str | Path) -> Path:
+    """A weights file: ``init``'s network with the checkpoint's multi-frame M_S as M_S."""
+    ck = load_checkpoint(checkpoint)
+    base = load_model(init)
+    model = DSFN(replace(base.config, spatial="multiframe", spatial_args=dict(ck["model_args"])))
+    state = {k: v for k, v in base.state_dict().items() if not k.startswith("spatial.")}
+    state.update({f"spatial.{k}": v for k, v in ck["model"].items()})
+    model.load_state_dict(state)
+    extra = {"stage": "multiframe", "step": str(ck["step"]), "val_psnr": f"{ck['best']:.4f}",
+             "source": Path(checkpoint).name}
+    return save_model(model, out, extra)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m training.multiframe", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", required=True)
@@ -240,6 +256,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--val-every", type=int, default=500)
     p.add_argument("--ckpt-every", type=int, default=100)
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--export", metavar="OUT", help="write --out's best.pt with --init's other networks to OUT "
+                   "(safetensors) and stop")
     return p
 
 
@@ -247,6 +265,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     args.model = {"channels": 48, "layers": 6, "features": 32, "fuse_layers": 3}
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    if args.export:
+        log.info("wrote %s", export(Path(args.out) / "best.pt", args.init, args.export))
+        return 0
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     trainer = MultiFrameTrainer(args)

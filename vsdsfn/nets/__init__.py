@@ -3,6 +3,7 @@
 from .dsfn import DSFN, SPATIAL, TEMPORAL, DSFNConfig, flip_ensemble
 from .espcn import ESPCN
 from .fusion import FusionUNet, Refine
+from .multiframe import MultiFrameSR
 from .rife import RIFE
 
-__all__ = ["DSFN", "DSFNConfig", "ESPCN", "FusionUNet", "RIFE", "Refine", "SPATIAL", "TEMPORAL", "flip_ensemble"]
+__all__ = ["DSFN", "DSFNConfig", "ESPCN", "FusionUNet", "MultiFrameSR", "RIFE", "Refine", "SPATIAL", "TEMPORAL", "flip_ensemble"]

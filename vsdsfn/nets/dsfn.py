@@ -11,17 +11,19 @@ from torch import nn
 
 from .espcn import ESPCN
 from .fusion import FusionUNet, Refine
-from .common import pad_to, time_plane
+from .common import backwarp, pad_to, time_plane
+from .multiframe import MultiFrameSR, pair_flows
 from .rife import RIFE
 
 __all__ = ["DSFN", "DSFNConfig", "SPATIAL", "TEMPORAL", "flip_ensemble"]
 
 #: Backbone registries: name -> constructor taking keyword arguments. Any module with
-#: ``forward(l) -> 2x upscaled`` (spatial) or ``forward(i0, i1, scale=, timestep=) -> the
+#: ``forward(l) -> 2x upscaled`` (spatial; one with a ``radius`` > 0 also takes a window
+#: of frames and the flows from its centre, ``forward(window, flows)``) or ``forward(i0, i1, scale=, timestep=) -> the
 #: frame at timestep`` (temporal; ``timestep`` a number or one per batch item) can be plugged in by adding it here (``TEMPORAL["mine"] = MyNet``); its name
 #: and arguments are stored in the weights file. A temporal backbone may also have
 #: ``multiple(scale)``: the size its inputs must be a multiple of.
-SPATIAL: dict[str, Callable[..., nn.Module]] = {"espcn": ESPCN}
+SPATIAL: dict[str, Callable[..., nn.Module]] = {"espcn": ESPCN, "multiframe": MultiFrameSR}
 TEMPORAL: dict[str, Callable[..., nn.Module]] = {"rife": RIFE}
 
 
@@ -206,9 +208,46 @@ class DSFN(nn.Module):
         out = net(l0, l1, hr0, hr1, st_scale=st_scale, t=t)
         return {k: v[..., :h, :w] if k == "lt" else v[..., : 2 * h, : 2 * w] for k, v in out.items()}
 
-    def upscale(self, lr: torch.Tensor, *, ensemble: bool = False) -> torch.Tensor:
-        """M_S of (B, 3, H, W) frames of any size (``ensemble``: see :meth:`run`)."""
-        return (flip_ensemble(self.spatial) if ensemble else self.spatial)(lr)
+    @property
+    def radius(self) -> int:
+        """Neighbours on each side M_S takes (0: a single-frame M_S)."""
+        return int(getattr(self.spatial, "radius", 0))
+
+    def pair_flows(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The flows from ``a`` to ``b`` and back, for aligning neighbours in a multi-frame
+        M_S (:func:`~vsdsfn.nets.multiframe.pair_flows` on M_T's estimate)."""
+        return pair_flows(self.temporal.estimate, a, b)
+
+    def window_flows(self, window: torch.Tensor, real: torch.Tensor | None = None) -> torch.Tensor:
+        """The flows (B, 2r, 2, H, W) from each window's centre to its neighbours, computed
+        pair by pair outward from the centre and chained; ``real`` (B, 2r+1) bools: False
+        for a replicated neighbour, whose flow is zero (so is everything beyond it)."""
+        r = self.radius
+        flows = []
+        for side in (-1, 1):
+            total = None
+            for d in range(1, r + 1):
+                near, far = window[:, r + side * (d - 1)], window[:, r + side * d]
+                step = self.pair_flows(near, far)[0]
+                total = step if total is None else total + backwarp(step, total)
+                if real is not None:
+                    total = total * real[:, r + side * d].view(-1, 1, 1, 1).to(total.dtype)
+                flows.append((side * d, total))
+        return torch.stack([f for _, f in sorted(flows, key=lambda e: e[0])], 1)
+
+    def upscale(self, lr: torch.Tensor, *, ensemble: bool = False, window: torch.Tensor | None = None,
+                flows: torch.Tensor | None = None) -> torch.Tensor:
+        """M_S of (B, 3, H, W) frames of any size (``ensemble``: see :meth:`run`). A
+        multi-frame M_S also takes each frame's ``window`` (B, 2r+1, 3, H, W) and the
+        ``flows`` from its centre (:meth:`window_flows`); without them it runs on the
+        frame alone."""
+        if not self.radius or window is None:
+            return (flip_ensemble(self.spatial) if ensemble else self.spatial)(lr)
+        out = self.spatial(window, flows)
+        if ensemble:   # upside down: the flows' vertical components change sign
+            down = torch.stack((flows[:, :, 0], -flows[:, :, 1]), 2).flip(-2)
+            out = (out + self.spatial(window.flip(-2), down).flip(-2)) / 2
+        return out
 
 
 def flip_ensemble(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -1,0 +1,99 @@
+"""The multi-frame M_S: its network, flows, ensemble and training transforms."""
+
+import pytest
+import torch
+
+from training.multiframe import transform
+from vsdsfn.nets import DSFN, DSFNConfig, MultiFrameSR
+from vsdsfn.nets.common import backwarp
+
+
+def _textured(h=24, w=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(1, 3, h // 4, w // 4, generator=g)
+    return torch.nn.functional.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
+
+
+def _trained_like(seed=0) -> MultiFrameSR:
+    """A small network whose zero-initialised parts are random (as after training)."""
+    torch.manual_seed(seed)
+    net = MultiFrameSR(channels=8, layers=2, features=8, fuse_layers=1)
+    for p in net.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    return net.eval()
+
+
+def _dsfn(spatial_net: MultiFrameSR | None = None) -> DSFN:
+    net = DSFN(DSFNConfig(spatial="multiframe",
+                          spatial_args={"channels": 8, "layers": 2, "features": 8, "fuse_layers": 1},
+                          temporal_args={"widths": [8, 8, 8, 8], "refine": False},
+                          fusion_widths=(4, 4, 4, 4, 4), refine_channels=4, refine_blocks=1))
+    if spatial_net is not None:
+        net.spatial.load_state_dict(spatial_net.state_dict())
+    return net.eval()
+
+
+def test_untrained_network_is_its_single_frame_network_for_any_window():
+    net = MultiFrameSR(channels=8, layers=2, features=8, fuse_layers=1).eval()
+    window = torch.rand(2, 3, 3, 16, 20)
+    flows = torch.randn(2, 2, 2, 16, 20)
+    with torch.no_grad():
+        assert torch.allclose(net(window, flows), net.single(window[:, 1]), atol=1e-6)
+
+
+def test_neighbours_change_the_trained_output_and_alone_means_replicated():
+    net = _trained_like()
+    window = torch.rand(1, 3, 3, 16, 20)
+    flows = torch.zeros(1, 2, 2, 16, 20)
+    with torch.no_grad():
+        alone = net(window[:, 1])
+        replicated = net(window[:, 1:2].expand(-1, 3, -1, -1, -1), flows)
+        with_neighbours = net(window, flows)
+    assert torch.equal(alone, replicated)
+    assert (with_neighbours - alone).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("op", range(8))
+def test_training_transform_keeps_flows_and_frames_consistent(op):
+    b = _textured()
+    flow = torch.stack((torch.full((24, 32), 1.5), torch.linspace(-2, 2, 24)[:, None].expand(24, 32)))[None]
+    warped = backwarp(b, flow)
+    lr = torch.stack((b[0], b[0], b[0]))             # (3 frames, 3, H, W)
+    _, t_warped, _ = transform(lr, warped[0], flow.expand(2, -1, -1, -1).clone(), op, False)
+    t_lr, _, t_flows = transform(lr, b[0], flow.expand(2, -1, -1, -1).clone(), op, False)
+    again = backwarp(t_lr[2:3], t_flows[1:2])[0]
+    inner = (slice(None), slice(4, -4), slice(4, -4))
+    assert torch.allclose(again[inner], t_warped[inner], atol=1e-4)
+
+
+def test_transform_reverses_the_window_and_its_flows():
+    lr = torch.arange(3.0).view(3, 1, 1, 1).expand(3, 3, 4, 4)
+    flows = torch.arange(2.0).view(2, 1, 1, 1).expand(2, 2, 4, 4)
+    t_lr, _, t_flows = transform(lr, torch.zeros(3, 8, 8), flows, 0, True)
+    assert t_lr[:, 0, 0, 0].tolist() == [2.0, 1.0, 0.0]
+    assert t_flows[:, 0, 0, 0].tolist() == [1.0, 0.0]
+
+
+def test_window_flows_are_zero_for_replicated_neighbours():
+    net = _dsfn()
+    a, b = _textured(64, 64, 1), _textured(64, 64, 2)
+    window = torch.stack((a[0], b[0], a[0]))[None]
+    with torch.no_grad():
+        flows = net.window_flows(window, torch.tensor([[True, True, False]]))
+        both = net.window_flows(window)
+    assert flows.shape == (1, 2, 2, 64, 64)
+    assert torch.equal(flows[:, 1], torch.zeros_like(flows[:, 1]))
+    assert torch.equal(flows[:, 0], both[:, 0])
+
+
+def test_flip_ensemble_of_a_window_is_symmetric_under_the_flip():
+    net = _dsfn(_trained_like(3))
+    window = torch.rand(1, 3, 3, 16, 20)
+    flows = torch.randn(1, 2, 2, 16, 20)
+    down = torch.stack((flows[:, :, 0], -flows[:, :, 1]), 2).flip(-2)
+    with torch.no_grad():
+        one = net.upscale(window[:, 1], window=window, flows=flows, ensemble=True)
+        other = net.upscale(window[:, 1].flip(-2), window=window.flip(-2), flows=down, ensemble=True)
+        plain = net.upscale(window[:, 1], window=window, flows=flows)
+    assert torch.allclose(one, other.flip(-2), atol=1e-5)
+    assert not torch.allclose(one, plain, atol=1e-4)
