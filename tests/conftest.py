@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -53,10 +54,15 @@ TINY = DSFNConfig(
 )
 
 
-def tiny_model(seed: int = 0) -> DSFN:
+#: :data:`TINY` with a multi-frame M_S (one neighbour on each side)
+TINY_MULTIFRAME = replace(TINY, spatial="multiframe",
+                          spatial_args={"channels": 8, "layers": 2, "features": 8, "fuse_layers": 1})
+
+
+def tiny_model(seed: int = 0, config: DSFNConfig = TINY) -> DSFN:
     """A tiny DSFN with every weight random (no zero-initialised heads), so all streams matter."""
     torch.manual_seed(seed)
-    net = DSFN(TINY)
+    net = DSFN(config)
     with torch.no_grad():
         for p in net.parameters():
             if not p.abs().sum():
@@ -67,6 +73,11 @@ def tiny_model(seed: int = 0) -> DSFN:
 @pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory) -> Path:
     return save_model(tiny_model(), tmp_path_factory.mktemp("weights") / "tiny.safetensors")
+
+
+@pytest.fixture(scope="session")
+def tiny_multiframe_weights(tmp_path_factory) -> Path:
+    return save_model(tiny_model(config=TINY_MULTIFRAME), tmp_path_factory.mktemp("weights") / "tiny-mf.safetensors")
 
 
 def pattern(n: int, w: int, h: int, shift: float = 1.5, kind: int = 0) -> np.ndarray:

@@ -371,11 +371,11 @@ def test_each_group_and_each_ms_computed_once(tiny_weights, monkeypatch, num, de
     engines, calls = [], []
     orig = Engine.upscale_group
 
-    def spy(self, frames, keys, count, requests, output="refined"):
+    def spy(self, frames, keys, count, requests, output="refined", **kw):
         if self not in engines:
             engines.append(self)
         calls.append(tuple(keys))
-        return orig(self, frames, keys, count, requests, output)
+        return orig(self, frames, keys, count, requests, output, **kw)
 
     monkeypatch.setattr(Engine, "upscale_group", spy)
     out = upscale(make_clip(7, 16, 16), weights=tiny_weights, batch_size=3, factor_num=num, factor_den=den)

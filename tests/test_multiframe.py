@@ -1,5 +1,6 @@
 """The multi-frame M_S: its network, flows, ensemble and training transforms."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -97,3 +98,75 @@ def test_flip_ensemble_of_a_window_is_symmetric_under_the_flip():
         plain = net.upscale(window[:, 1], window=window, flows=flows)
     assert torch.allclose(one, other.flip(-2), atol=1e-5)
     assert not torch.allclose(one, plain, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- engine and filter
+
+from conftest import TINY_MULTIFRAME, all_frames, make_clip, pattern, tiny_model  # noqa: E402
+from vsdsfn.engine import Engine  # noqa: E402
+
+
+def _hwc(i, w=40, h=24, kind=0):
+    return pattern(i, w, h, kind=kind).transpose(1, 2, 0).copy()
+
+
+def test_engine_computes_each_m_s_and_each_pair_flow_once():
+    eng = Engine(tiny_model(config=TINY_MULTIFRAME), device="cpu")
+    frames = [_hwc(i) for i in range(5)]
+    evens, mids = eng.upscale_group(frames, list(range(5)), 3, [(0, 0.5), (1, 0.5), (2, 0.5)], first=1)
+    assert len(evens) == 3 and len(mids) == 3 and evens[0].shape == (48, 80, 3)
+    # M_S of sources 1..4 (4 is the last pair's second frame); flows of pairs 0-1 .. 4-5 within reach
+    assert eng.stats["spatial"] == 4 and eng.stats["flows"] == 4
+
+
+def test_engine_windows_stop_at_links():
+    eng = Engine(tiny_model(config=TINY_MULTIFRAME), device="cpu")
+    frames = [_hwc(i) for i in range(3)]
+    other = [_hwc(9, kind=1)] + frames[1:]
+    cut = [False, True]
+    a, _ = eng.upscale_group(frames, ["a0", "a1", "a2"], 2, [], first=1, links=cut)
+    b, _ = eng.upscale_group(other, ["b0", "a1", "a2"], 2, [], first=1, links=cut)
+    joined, _ = eng.upscale_group(other, ["b0", "a1", "a2"], 2, [], first=1)
+    np.testing.assert_array_equal(a[0], b[0])
+    assert np.abs(joined[0] - a[0]).max() > 1e-4      # the neighbour matters where linked
+
+
+def test_tiled_multiframe_m_s_equals_untiled():
+    net = tiny_model(config=TINY_MULTIFRAME)
+    frames = [pattern(i, 420, 200, shift=6.0).transpose(1, 2, 0).copy() for i in range(3)]
+    whole, _ = Engine(net, device="cpu").upscale_group(frames, [0, 1, 2], 1, [], first=1)
+    tiled_engine = Engine(net, device="cpu", tile=192, tile_overlap=64)
+    calls = []
+    real = tiled_engine._call
+    tiled_engine._call = lambda which, *a: calls.append(which) or real(which, *a)
+    tiled, _ = tiled_engine.upscale_group(frames, [0, 1, 2], 1, [], first=1)
+    assert calls.count("spatial") > 1                      # M_S ran in tiles
+    np.testing.assert_allclose(tiled[0], whole[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("detect", [False, True])
+def test_frames_after_a_cut_do_not_depend_on_what_lies_before_it(tiny_multiframe_weights, detect):
+    import vsdsfn
+
+    def clip(before_kind):
+        frames = lambda i: pattern(i, 24, 20, kind=before_kind if i < 2 else 0)  # noqa: E731
+        props = None if detect else (lambda i: {"_SceneChangePrev": int(i == 2)})
+        return make_clip(5, 24, 20, frames=frames, props=props)
+
+    kw = dict(weights=tiny_multiframe_weights, scene_detect=detect, scene_threshold=0.05)
+    a = all_frames(vsdsfn.upscale(clip(1), **kw))
+    b = all_frames(vsdsfn.upscale(make_clip(5, 24, 20, frames=lambda i: pattern(i, 24, 20, kind=1) * 0.5
+                                            if i < 2 else pattern(i, 24, 20), props=None if detect else
+                                            (lambda i: {"_SceneChangePrev": int(i == 2)})), **kw))
+    for n in range(4, 10):          # output 4 shows source 2, the first after the cut
+        np.testing.assert_array_equal(a[n], b[n])
+    assert np.abs(a[1] - b[1]).max() > 1e-3
+
+
+def test_a_neighbour_changes_the_source_position_frame(tiny_multiframe_weights):
+    import vsdsfn
+
+    plain = all_frames(vsdsfn.upscale(make_clip(3, 24, 20), weights=tiny_multiframe_weights))
+    changed = all_frames(vsdsfn.upscale(make_clip(3, 24, 20, frames=lambda i: pattern(i, 24, 20, kind=int(i == 2))),
+                                        weights=tiny_multiframe_weights))
+    assert np.abs(plain[2] - changed[2]).max() > 1e-4     # M_S(L_1) sees L_2

@@ -37,7 +37,8 @@ from .transfer import Layout, Transfer, select_device
 from .trt import compile_arguments as trt_compile_arguments
 from .weights import load_model
 
-__all__ = ["Engine", "DEBUG_OUTPUTS", "DEFAULT_TILE_OVERLAP", "OutOfMemory", "select_device", "scene_score"]
+__all__ = ["Engine", "DEBUG_OUTPUTS", "DEFAULT_TILE_OVERLAP", "OutOfMemory", "select_device", "scene_score",
+           "windows"]
 
 log = logging.getLogger("vsdsfn")
 
@@ -96,6 +97,34 @@ def scene_score(a: np.ndarray, b: np.ndarray, layout: Layout = "hwc") -> float:
     different shots typically score above 0.1, continuous motion well below.
     """
     return float(np.mean(np.abs(_luma_small(a, layout) - _luma_small(b, layout))))
+
+
+def windows(count: int, radius: int, links: Sequence[bool] | None = None) -> list[tuple[int | None, ...]]:
+    """Each frame's window of ``2 * radius + 1`` indices into ``count`` consecutive frames:
+    its neighbours as far as the sequence and ``links`` (``links[i]``: frames i and i + 1
+    belong together; False at a scene cut) reach, None beyond.
+
+    >>> windows(4, 1, [True, False, True])
+    [(None, 0, 1), (0, 1, None), (None, 2, 3), (2, 3, None)]
+    >>> windows(3, 0)
+    [(0,), (1,), (2,)]
+    """
+    links = [True] * max(0, count - 1) if links is None else list(links)
+    if len(links) != max(0, count - 1):
+        raise ValueError("links must have one entry per pair of consecutive frames")
+    out = []
+    for i in range(count):
+        win: list[int | None] = [None] * (2 * radius + 1)
+        win[radius] = i
+        for side in (-1, 1):
+            j = i
+            for d in range(1, radius + 1):
+                nxt = j + side
+                if not 0 <= nxt < count or not links[min(j, nxt)]:
+                    break
+                win[radius + side * d] = j = nxt
+        out.append(tuple(win))
+    return out
 
 
 class Engine:
@@ -172,7 +201,10 @@ class Engine:
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="vsdsfn")
         self._worker_id = self._worker.submit(threading.get_ident).result()
         self._cache: OrderedDict[Hashable, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
-        self.stats = {"spatial": 0, "pairs": 0, "cache_hits": 0, "tiles": 0, "oom_retries": 0}
+        #: neighbours on each side a multi-frame M_S takes (0: single-frame)
+        self.radius = self.model.radius
+        self._flows: OrderedDict[Hashable, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+        self.stats = {"spatial": 0, "pairs": 0, "cache_hits": 0, "tiles": 0, "oom_retries": 0, "flows": 0}
 
     @staticmethod
     def _check_engine_arguments(layout, spatial_cache, oom_fallback, out_dtype) -> None:
@@ -215,11 +247,16 @@ class Engine:
         self.compile = False
         self._compiled.clear()
 
-    def _call(self, which: str, *args: torch.Tensor):
-        """Run ``"spatial"`` (:meth:`DSFN.upscale`) or ``"pair"`` (:meth:`DSFN.run`: the
-        frames, their M_S and the timesteps), compiled when asked."""
+    def _call(self, which: str, *args: torch.Tensor | None):
+        """Run ``"spatial"`` (:meth:`DSFN.upscale`: the frames, and for a multi-frame M_S
+        their windows and flows or None), ``"flows"`` (:meth:`DSFN.pair_flows`) or
+        ``"pair"`` (:meth:`DSFN.run`: the frames, their M_S and the timesteps), compiled
+        when asked."""
         if which == "spatial":
-            eager = lambda lr: self.model.upscale(lr, ensemble=self.ensemble)  # noqa: E731
+            eager = lambda lr, window=None, flows=None: self.model.upscale(  # noqa: E731
+                lr, ensemble=self.ensemble, window=window, flows=flows)
+        elif which == "flows":
+            eager = self.model.pair_flows
         else:
             eager = lambda l0, l1, h0, h1, t: self.model.run(  # noqa: E731
                 l0, l1, h0, h1, st_scale=self.st_scale, ensemble=self.ensemble, t=t)
@@ -261,17 +298,25 @@ class Engine:
                 ..., 2 * (tile.cy0 - tile.y0):2 * (tile.cy1 - tile.y0), 2 * (tile.cx0 - tile.x0):2 * (tile.cx1 - tile.x0)]
         return out
 
-    def _spatial_run(self, lr: torch.Tensor, tile: tuple[int, int] | None) -> torch.Tensor:
-        """M_S of (B, 3, Hp, Wp), in tiles of ``tile`` (with exact context) when given."""
+    def _spatial_run(self, lr: torch.Tensor, tile: tuple[int, int] | None, window: torch.Tensor | None = None,
+                     flows: torch.Tensor | None = None) -> torch.Tensor:
+        """M_S of (B, 3, Hp, Wp) (with its ``window`` and ``flows`` for a multi-frame M_S),
+        in tiles of ``tile`` (with exact context: the flows' reach included) when given."""
         hp, wp = lr.shape[-2:]
         plan = None
         if tile is not None:
-            least = smallest_tile(_SPATIAL_CONTEXT, self.multiple)   # keeps M_S's whole context
-            plan = plan_tiles(hp, wp, (max(tile[0], least), max(tile[1], least)), _SPATIAL_CONTEXT, self.multiple)
+            context = _SPATIAL_CONTEXT if flows is None else _SPATIAL_CONTEXT + math.ceil(float(flows.abs().max())) + 2
+            least = smallest_tile(context, self.multiple)   # keeps M_S's whole context
+            plan = plan_tiles(hp, wp, (max(tile[0], least), max(tile[1], least)), context, self.multiple)
         if plan is None or len(plan) == 1:
-            return self._call("spatial", self._layout(lr))
-        return self._stitched(plan, lr.shape, lambda tile: self._call(
-            "spatial", self._layout(lr[..., tile.y0:tile.y1, tile.x0:tile.x1])))
+            return self._call("spatial", self._layout(lr), window, flows)
+
+        def run_tile(p):
+            cut = (..., slice(p.y0, p.y1), slice(p.x0, p.x1))
+            return self._call("spatial", self._layout(lr[cut]), None if window is None else window[cut],
+                              None if flows is None else flows[cut])
+
+        return self._stitched(plan, lr.shape, run_tile)
 
     def _pair_forward(self, l0, l1, h0, h1, timesteps, output: str) -> torch.Tensor:
         frame = self._call("pair", *(self._layout(x) for x in (l0, l1, h0, h1)), timesteps)[output]
@@ -344,20 +389,25 @@ class Engine:
         self._oom_warned = True
         return True
 
-    def _spatial_tensors(self, frames: Sequence[np.ndarray], keys: Sequence[Hashable] | None):
-        """Padded (L, M_S(L)) tensors per frame; cached entries (by key) are reused."""
+    def _spatial_tensors(self, frames: Sequence[np.ndarray], keys: Sequence[Hashable] | None,
+                         links: Sequence[bool] | None = None, wanted: Sequence[int] | None = None):
+        """Padded (L, M_S(L)) tensors of the ``wanted`` frames (default all; the others'
+        entries are None); cached entries (by key) are reused. A multi-frame M_S sees each
+        frame's neighbours in ``frames`` as far as ``links`` (one per consecutive pair:
+        False at a scene cut) joins them, else none (see :func:`windows`)."""
         n = len(frames)
         if keys is not None and len(keys) != n:
             raise ValueError("keys must have one entry per frame")
+        wins = windows(n, self.radius, links)
         out: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * n
         todo: list[int] = []            # frames to compute (first occurrence of each key)
         same: dict[int, int] = {}       # later occurrence -> first occurrence
         first: dict[Hashable, int] = {}
-        for i in range(n):
+        for i in (range(n) if wanted is None else sorted(set(wanted))):
             if keys is None:
                 todo.append(i)
                 continue
-            key = keys[i]
+            key = keys[i] if not self.radius else tuple(None if w is None else keys[w] for w in wins[i])
             if key in first:
                 same[i] = first[key]
                 continue
@@ -373,18 +423,59 @@ class Engine:
         # frames happened to be uncached with it, so results are bit-identical whatever
         # order (and from however many threads) frames are requested. M_S is the light
         # part of the network; the pair batches (fixed per group) carry the heavy work.
+        uploads: dict[int, torch.Tensor] = {}
         for i in todo:
-            lr = self.io.upload([frames[i]])
-            hr = self._with_oom_fallback(lambda tile, bmax: self._spatial_run(lr, tile), tuple(lr.shape), "M_S")
+            lr, window, flows = self._window_tensors(frames, keys, wins[i], uploads)
+            hr = self._with_oom_fallback(lambda tile, bmax: self._spatial_run(lr, tile, window, flows),
+                                         tuple(lr.shape), "M_S")
             out[i] = (lr, hr)
             self.stats["spatial"] += 1
             if keys is not None:
-                self._cache[keys[i]] = out[i]
+                key = keys[i] if not self.radius else tuple(None if w is None else keys[w] for w in wins[i])
+                self._cache[key] = out[i]
         for i, i0 in same.items():
             out[i] = out[i0]
         while len(self._cache) > self.spatial_cache:
             self._cache.popitem(last=False)
         return out
+
+    def _window_tensors(self, frames, keys, window: tuple[int | None, ...], uploads: dict[int, torch.Tensor]):
+        """A frame's padded tensor and, for a multi-frame M_S, its window (replicated where
+        it has no neighbour) and the flows from it to its neighbours; None otherwise."""
+        r = self.radius
+        for w in window:
+            if w is not None and w not in uploads:
+                uploads[w] = self.io.upload([frames[w]])
+        lr = uploads[window[r]]
+        if not r:
+            return lr, None, None
+        filled = list(window)    # a missing neighbour repeats the one nearer the centre
+        for d in range(r - 1, -1, -1):
+            filled[d] = filled[d] if filled[d] is not None else filled[d + 1]
+        for d in range(r + 1, 2 * r + 1):
+            filled[d] = filled[d] if filled[d] is not None else filled[d - 1]
+        tensors = torch.stack([uploads[w] for w in filled], 1)
+        real = torch.tensor([[w is not None for w in window]])
+        flows = self.model.window_flows(tensors, real, lambda a, b: self._step_flow(filled, keys, uploads, a, b))
+        return lr, tensors, flows
+
+    def _step_flow(self, filled, keys, uploads, a: int, b: int) -> torch.Tensor:
+        """The flow from window entry ``a`` to the adjacent entry ``b``: one M_T estimate per
+        pair of frames, both directions kept (by the frames' keys)."""
+        ia, ib = filled[a], filled[b]
+        if ia == ib:
+            return torch.zeros_like(uploads[ia][:, :2], dtype=torch.float32)
+        lo, hi = min(ia, ib), max(ia, ib)
+        key = None if keys is None else (keys[lo], keys[hi])
+        both = self._flows.get(key) if key is not None else None
+        if both is None:
+            both = self._call("flows", self._layout(uploads[lo]), self._layout(uploads[hi]))
+            self.stats["flows"] += 1
+            if key is not None:
+                self._flows[key] = both
+                while len(self._flows) > self.spatial_cache:
+                    self._flows.popitem(last=False)
+        return both[0] if ia == lo else both[1]
 
     # ------------------------------------------------------------------ public API
 
@@ -397,12 +488,13 @@ class Engine:
         return self._worker.submit(_inference, job).result()
 
     def spatial(self, frames: Sequence[np.ndarray], keys: Sequence[Hashable] | None = None) -> list[np.ndarray]:
-        """M_S: each frame upscaled x2. With ``keys``, results are cached and reused."""
+        """M_S: each frame upscaled x2 on its own (a multi-frame M_S without neighbours).
+        With ``keys``, results are cached and reused."""
         return self.call(lambda: self._spatial_async(frames, keys)())
 
     def _spatial_async(self, frames, keys):
         h, w = self.io.check(frames)
-        tensors = self._spatial_tensors(frames, keys)
+        tensors = self._spatial_tensors(frames, keys, [False] * (len(frames) - 1))   # each frame on its own
         return self.io.download_async(torch.cat([e[1] for e in tensors]), h, w)
 
     def interpolate(
@@ -437,14 +529,17 @@ class Engine:
         frames = [f for p in pairs for f in p]
         h, w = self.io.check(frames)
         flat_keys = [key for pair in keys for key in pair] if keys is not None else None
-        tensors = self._spatial_tensors(frames, flat_keys)
+        # each pair is a clip of two frames: a multi-frame M_S sees the pair's other frame
+        tensors = self._spatial_tensors(frames, flat_keys, [i % 2 == 0 for i in range(len(frames) - 1)])
+        return self._pairs_async(tensors[0::2], tensors[1::2], steps, output, h, w)
+
+    def _pairs_async(self, firsts, seconds, steps: torch.Tensor, output: str, h: int, w: int):
+        """The batches of pairs given as their (L, M_S(L)) tensors (see :meth:`_interpolate_async`)."""
         pending = []
-        for start in range(0, len(pairs), self.batch_size):
-            stop = min(start + self.batch_size, len(pairs))
-            firsts = [tensors[2 * i] for i in range(start, stop)]      # (L, M_S(L)) of each pair's first frame
-            seconds = [tensors[2 * i + 1] for i in range(start, stop)]
-            l0, l1 = torch.cat([e[0] for e in firsts]), torch.cat([e[0] for e in seconds])
-            h0, h1 = torch.cat([e[1] for e in firsts]), torch.cat([e[1] for e in seconds])
+        for start in range(0, len(firsts), self.batch_size):
+            stop = min(start + self.batch_size, len(firsts))
+            l0, l1 = torch.cat([e[0] for e in firsts[start:stop]]), torch.cat([e[0] for e in seconds[start:stop]])
+            h0, h1 = torch.cat([e[1] for e in firsts[start:stop]]), torch.cat([e[1] for e in seconds[start:stop]])
             # timesteps stay on the CPU: the network checks them there and moves them
             run = functools.partial(self._pairs_run, l0, l1, h0, h1, steps[start:stop], output)   # run(tile, bmax)
             y = self._with_oom_fallback(run, tuple(l0.shape), "DSFN")
@@ -460,21 +555,33 @@ class Engine:
         count: int,
         requests: Sequence[tuple[int, float]],
         output: str = "refined",
+        *,
+        first: int = 0,
+        links: Sequence[bool] | None = None,
     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """M_S of the first ``count`` frames, and for each request ``(j, t)`` the frame at
-        timestep ``t`` between ``frames[j]`` and ``frames[j + 1]``; every M_S is computed
-        once (``keys`` name the frames for the cache)."""
-        if not 1 <= count <= len(frames) or len(keys) != len(frames):
-            raise ValueError("upscale_group: need len(keys) == len(frames) >= count >= 1")
-        if any(not 0 <= j < len(frames) - 1 for j, _ in requests):
+        """M_S of the ``count`` frames from ``frames[first]``, and for each request
+        ``(j, t)`` the frame at timestep ``t`` between ``frames[first + j]`` and the next;
+        every M_S is computed once (``keys`` name the frames for the cache).
+
+        ``frames`` may reach beyond the group on both sides: a multi-frame M_S takes its
+        neighbours from them as far as ``links`` joins consecutive frames (False at a
+        scene cut or past the clip's ends; see :func:`windows`)."""
+        if not 0 <= first or not 1 <= count <= len(frames) - first or len(keys) != len(frames):
+            raise ValueError("upscale_group: need len(keys) == len(frames) >= first + count, count >= 1")
+        if any(not 0 <= first + j < len(frames) - 1 for j, _ in requests):
             raise ValueError("upscale_group: an interpolated pair needs its next frame")
+        if output not in _OUTPUTS:
+            raise ValueError(f"output must be one of {_OUTPUTS}, not {output!r}")
 
         def job():
+            h, w = self.io.check(frames)
+            wanted = [first + i for i in range(count)] + [first + j + d for j, _ in requests for d in (0, 1)]
+            tensors = self._spatial_tensors(frames, keys, links, wanted)
             # the evens' download (CUDA) overlaps the pairs' compute
-            even_fin = self._spatial_async(frames[:count], keys[:count])
-            mid_fins = self._interpolate_async([(frames[j], frames[j + 1]) for j, _ in requests],
-                                               [(keys[j], keys[j + 1]) for j, _ in requests], output,
-                                               [t for _, t in requests])
+            even_fin = self.io.download_async(torch.cat([tensors[first + i][1] for i in range(count)]), h, w)
+            steps = torch.as_tensor([float(t) for _, t in requests])
+            mid_fins = self._pairs_async([tensors[first + j] for j, _ in requests],
+                                         [tensors[first + j + 1] for j, _ in requests], steps, output, h, w)
             return even_fin(), [a for fin in mid_fins for a in fin()]
 
         return self.call(job)

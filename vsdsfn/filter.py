@@ -99,34 +99,36 @@ class _Upscaler:
         self._groups: OrderedDict[int, _Group] = OrderedDict()
         self._pending: dict[int, threading.Event] = {}
 
-    def _cuts(self, first: int, srcs: list[vs.VideoFrame], frames: list[np.ndarray], count: int):
-        """Per source j of the group: whether not to interpolate after it, and the score."""
+    def _cuts(self, lo: int, srcs: list[vs.VideoFrame], frames: list[np.ndarray], group: range):
+        """Per consecutive pair of the source frames from ``lo``: whether a scene cut lies
+        between them, and the detector's score (detections logged for the ``group``'s)."""
         cut, score = [], []
-        for j in range(count):
-            if first + j + 1 >= self.n:                  # the last source frame: nothing after it
-                cut.append(True)
-                score.append(None)
-                continue
+        for j in range(len(srcs) - 1):
             c = bool(srcs[j].props.get("_SceneChangeNext", 0)) or bool(srcs[j + 1].props.get("_SceneChangePrev", 0))
             sc = scene_score(frames[j], frames[j + 1], "chw") if self.scene_detect else None
             if sc is not None and sc > self.scene_threshold:
                 c = True
-                log.info("scene cut detected after source frame %d (score %.3f)", first + j, sc)
+                if lo + j in group:
+                    log.info("scene cut detected after source frame %d (score %.3f)", lo + j, sc)
             cut.append(c)
             score.append(sc)
         return cut, score
 
     def _compute(self, g: int, f: list[vs.VideoFrame]) -> _Group:
-        """Group g: f[1 + j] is source frame min(g*B + j, N-1), j = 0..B."""
-        first = g * self.schedule.batch
+        """Group g: f[1 + i] is source frame g*B + i - r clamped to the clip, i = 0..B + 2r
+        (r: the multi-frame M_S's radius)."""
+        first, r = g * self.schedule.batch, self.engine.radius
         count = min(self.schedule.batch, self.n - first)       # source frames of this group
-        have = min(self.schedule.batch + 1, self.n - first)    # and the next one, if any
-        srcs = [f[1 + j] for j in range(have)]
+        lo, hi = max(0, first - r), min(self.n, first + count + 1 + r)   # and their neighbours
+        srcs = [f[1 + s - first + r] for s in range(lo, hi)]
         frames = [np.stack([np.asarray(s[p]) for p in range(3)]) for s in srcs]
-        cut, score = self._cuts(first, srcs, frames, count)
+        cuts, scores = self._cuts(lo, srcs, frames, range(first, first + count))
+        # per source j of the group: no interpolation after it (a cut, or the last frame)
+        cut = [first + j + 1 >= self.n or cuts[first + j - lo] for j in range(count)]
+        score = [None if first + j + 1 >= self.n else scores[first + j - lo] for j in range(count)]
         requests = [(j, t) for j, t in self.schedule.timesteps(g) if not cut[j]]
-        evens, mids = self.engine.upscale_group(frames, list(range(first, first + have)), count, requests,
-                                                self.output)
+        evens, mids = self.engine.upscale_group(frames, list(range(lo, hi)), count, requests, self.output,
+                                                first=first - lo, links=[not c for c in cuts])
         return _Group(evens, dict(zip(requests, mids)), cut, score)
 
     def _group(self, g: int, f) -> _Group:
@@ -195,7 +197,7 @@ class _Upscaler:
         out = f[0].copy()
         for p in range(3):
             np.copyto(np.asarray(out[p]), arr[p], casting="unsafe")
-        self._props(out, f[1 + j], n, k, t, res, j)
+        self._props(out, f[1 + j + self.engine.radius], n, k, t, res, j)
         self._delivered(g, n, res)
         return out
 
@@ -231,14 +233,15 @@ def _factor(clip: vs.VideoNode, opts: dict, model) -> Fraction:
     return factor
 
 
-def _source_clips(clip: vs.VideoNode, schedule: Schedule) -> list[vs.VideoNode]:
-    """Clips at the output rate: frame n of clip j is source frame min(g*B + j, N-1) for
-    n's group g, j = 0..B (the group's source frames and the next one)."""
+def _source_clips(clip: vs.VideoNode, schedule: Schedule, radius: int = 0) -> list[vs.VideoNode]:
+    """Clips at the output rate: frame n of clip j is source frame g*B + j - radius,
+    clamped to the clip, for n's group g, j = 0..B + 2 * radius (the group's source frames,
+    the next one, and ``radius`` neighbours on each side for a multi-frame M_S)."""
     core, b, n = vs.core, schedule.batch, clip.num_frames
-    padded = clip + clip[-1] * (b + 1)
+    padded = (clip[0] * radius + clip if radius else clip) + clip[-1] * (b + 1 + radius)
     groups = -(-n // b)
     out = []
-    for j in range(b + 1):
+    for j in range(b + 1 + 2 * radius):
         sel = padded[j:] if b == 1 else core.std.SelectEvery(padded[j:], cycle=b, offsets=[0], modify_duration=False)
         rep = core.std.Interleave([sel[:groups]] * b, modify_duration=False)[:n] if b > 1 else sel[:n]
         cycle, offsets = schedule.source_map()
@@ -306,7 +309,7 @@ def upscale(
                                      fpsnum=fps.numerator, fpsden=fps.denominator, keep=True)
     max_groups = opts["cache_size"] or max(4, 2 * vs.core.num_threads)
     state = _Upscaler(clip, engine, schedule, debug or "refined", scene_detect, opts["scene_threshold"], max_groups)
-    return vs.core.std.ModifyFrame(template, [template] + _source_clips(clip, schedule), state)
+    return vs.core.std.ModifyFrame(template, [template] + _source_clips(clip, schedule, engine.radius), state)
 
 
 def _engine(clip: vs.VideoNode, model, dev, opts: dict) -> Engine:

@@ -218,20 +218,23 @@ class DSFN(nn.Module):
         M_S (:func:`~vsdsfn.nets.multiframe.pair_flows` on M_T's estimate)."""
         return pair_flows(self.temporal.estimate, a, b)
 
-    def window_flows(self, window: torch.Tensor, real: torch.Tensor | None = None) -> torch.Tensor:
+    def window_flows(self, window: torch.Tensor, real: torch.Tensor | None = None,
+                     step: Callable[[int, int], torch.Tensor] | None = None) -> torch.Tensor:
         """The flows (B, 2r, 2, H, W) from each window's centre to its neighbours, computed
         pair by pair outward from the centre and chained; ``real`` (B, 2r+1) bools: False
-        for a replicated neighbour, whose flow is zero (so is everything beyond it)."""
+        for a replicated neighbour, whose flow is zero (so is everything beyond it).
+        ``step(a, b)``: the flow from window entry ``a`` to the adjacent ``b`` (default
+        :meth:`pair_flows`; the engine passes its cache of them)."""
         r = self.radius
+        step = step or (lambda a, b: self.pair_flows(window[:, a], window[:, b])[0])
         flows = []
         for side in (-1, 1):
             total = None
             for d in range(1, r + 1):
-                near, far = window[:, r + side * (d - 1)], window[:, r + side * d]
-                step = self.pair_flows(near, far)[0]
-                total = step if total is None else total + backwarp(step, total)
+                step_flow = step(r + side * (d - 1), r + side * d)
+                total = step_flow if total is None else total + backwarp(step_flow, total)
                 if real is not None:
-                    total = total * real[:, r + side * d].view(-1, 1, 1, 1).to(total.dtype)
+                    total = total * real[:, r + side * d].view(-1, 1, 1, 1).to(total)
                 flows.append((side * d, total))
         return torch.stack([f for _, f in sorted(flows, key=lambda e: e[0])], 1)
 
