@@ -26,6 +26,7 @@ videos, or a video file); ``middlebury`` (frame10, frame10i11, frame11 with
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime as _dt
 import hashlib
 import json
@@ -530,6 +531,10 @@ def _parser() -> argparse.ArgumentParser:
                     help="as upscale(precision=...) on the CPU: auto is bf16 where the CPU computes it natively")
     ap.add_argument("--t", action="store_true", help="evaluate at t = 1/4, 1/3, 1/2, 2/3, 3/4 instead "
                     "(training.timesteps; --max applies per timestep)")
+    ap.add_argument("--sequences", action="store_true", help="whole-sequence mode instead (training.sequences): "
+                    "every other frame in, every output frame of the 2x clip scored, and tPSNR")
+    ap.add_argument("--compare", nargs="+", default=[], metavar="WEIGHTS",
+                    help="with --sequences: more weights files as rows (e.g. an earlier release's)")
     ap.add_argument("--ensemble", action="store_true",
                     help="run the models with the flip ensemble of upscale(ensemble=True) (twice the time)")
     ap.add_argument("--no-model", action="store_true", help="baselines only")
@@ -599,6 +604,8 @@ def run(args: argparse.Namespace, command: str) -> None:
     """The evaluation ``args`` ask for: the report on stdout, and ``--out``/``--json``."""
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.sequences:
+        return _run_sequences(args, command)
     triplets, dataset = _triplets(args)
     dtype = choose_precision(args.precision, torch.device("cpu"))
     model, one, wpath, opath = _models(args, dtype)
@@ -622,6 +629,41 @@ def run(args: argparse.Namespace, command: str) -> None:
     print(report)
     _write(args.out, report)
     _write(args.json, json.dumps(result_dict(res, command), indent=1))
+
+
+def _run_sequences(args: argparse.Namespace, command: str) -> None:
+    """``--sequences``: the config split's sequences rendered whole (:mod:`training.sequences`)."""
+    from vsdsfn.engine import Engine
+    from vsdsfn.weights import WeightsError
+
+    from .config import load_config
+    from .sequences import evaluate_sequences, format_sequences, method_name, render_blend, render_engine, \
+        render_spline_rife
+    from .train import _sequences
+
+    if not args.config:
+        raise EvaluateError("--sequences needs --config FILE --split val")
+    cfg = load_config(args.config, [f"data.root={json.dumps(args.data_root)}"] if args.data_root else [])
+    root = Path(cfg["data"]["root"])
+    seqs = _sequences(root if root.is_absolute() else Path.cwd() / root, cfg["data"]["val_sequences"])
+    precision = None if args.precision == "auto" else args.precision
+    methods, rife = {}, None
+    for path in [args.weights] + list(args.compare):
+        try:
+            engine = Engine(path, device="cpu", precision=precision, ensemble=args.ensemble, st_scale=args.st_scale)
+        except (WeightsError, ValueError) as exc:
+            raise EvaluateError(str(exc)) from None
+        methods[method_name(path)] = render_engine(engine)
+        rife = rife or _rife(engine.model)
+    if rife is not None:
+        methods["Spline36 → RIFE (as vs-rife)"] = render_spline_rife(copy.deepcopy(rife).float())
+    methods["bicubic + frame blend"] = render_blend
+    total, per_seq, seconds = evaluate_sequences(seqs, methods, progress=not args.quiet)
+    report = format_sequences(total, per_seq, f"`{args.config}` split `val` (data.val_sequences)", command, seconds)
+    print(report)
+    _write(args.out, report)
+    _write(args.json, json.dumps({"command": command, "rows": {k: v.means() for k, v in total.items()},
+                                  "per_sequence": per_seq}, indent=1))
 
 
 def main(argv: list[str] | None = None) -> int:

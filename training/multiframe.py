@@ -115,7 +115,8 @@ class MultiFrameTrainer:
         dsfn = load_model(args.init)
         self.rife = dsfn.temporal.eval()
         self.single_ref = dsfn.spatial.eval()
-        self.model = MultiFrameSR(**args.model)
+        self.model_args = {**dsfn.config.spatial_args, "features": args.features, "fuse_layers": args.fuse_layers}
+        self.model = MultiFrameSR(**self.model_args)
         self.model.single.load_state_dict(dsfn.spatial.state_dict())
         self.opt = torch.optim.RAdam(self.model.parameters(), lr=args.lr)
         self.step, self.best = 0, -math.inf
@@ -180,7 +181,7 @@ class MultiFrameTrainer:
 
     def state(self) -> dict:
         return {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "step": self.step,
-                "best": self.best, "model_args": dict(self.args.model)}
+                "best": self.best, "model_args": dict(self.model_args)}
 
     def resume(self) -> None:
         state = load_checkpoint(self.out / "last.pt")
@@ -200,7 +201,7 @@ class MultiFrameTrainer:
             loss.backward()
             self.opt.step()
             self.step += 1
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             if self.step % a.log_every == 0:
                 log.info("step %d loss %.5f lr %.2e %.2f s/step", self.step, np.mean(losses), self.lr_at(self.step),
                          (time.time() - t0) / a.log_every)
@@ -240,7 +241,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root")
     p.add_argument("--init", required=True, help="a weights file whose M_S and M_T are used (frozen M_T)")
     p.add_argument("--out", required=True)
-    p.add_argument("--iters", type=int, default=6000)
+    p.add_argument("--features", type=int, default=32, help="channels of the neighbours' features")
+    p.add_argument("--fuse-layers", type=int, default=3)
+    p.add_argument("--iters", type=int, default=3000)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--batch", type=int, default=12)
@@ -263,7 +266,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    args.model = {"channels": 48, "layers": 6, "features": 32, "fuse_layers": 3}
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     if args.export:
         log.info("wrote %s", export(Path(args.out) / "best.pt", args.init, args.export))
