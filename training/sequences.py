@@ -84,8 +84,8 @@ def _interleave(evens: list[np.ndarray], mids: list[np.ndarray]) -> list[np.ndar
 def render_engine(engine) -> Renderer:
     """The 2x clip through ``engine`` (a :class:`vsdsfn.engine.Engine`), t = 1/2."""
     def render(lr: list[np.ndarray]) -> list[np.ndarray]:
-        k = len(lr)
-        evens, mids = engine.upscale_group(lr, list(range(k)), k, [(j, 0.5) for j in range(k - 1)])
+        k, clip = len(lr), object()             # keys of this clip's frames only
+        evens, mids = engine.upscale_group(lr, [(clip, j) for j in range(k)], k, [(j, 0.5) for j in range(k - 1)])
         return _interleave(evens, mids)
 
     return render
