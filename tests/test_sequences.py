@@ -55,11 +55,14 @@ def test_sequences_score_the_renderers_output_against_every_true_frame():
 
 
 def _data(root: Path) -> Path:
-    for i, f in enumerate(_frames(7, 80, 64)):
-        (root / "seq").mkdir(parents=True, exist_ok=True)
-        Image.fromarray(f).save(root / "seq" / f"{i:03d}.png")
+    """Two sequences of different sizes (each clip's frames are its own, whatever their index)."""
+    for name, (w, h) in (("seq", (80, 64)), ("other", (96, 48))):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i, f in enumerate(_frames(7, w, h)):
+            Image.fromarray(f).save(root / name / f"{i:03d}.png")
     cfg = root / "cfg.toml"
-    cfg.write_text(f'[data]\nroot = "{root}"\nsequences = [{{path = "seq"}}]\nval_sequences = [{{path = "seq"}}]\n')
+    cfg.write_text(f'[data]\nroot = "{root}"\nsequences = [{{path = "seq"}}]\n'
+                   'val_sequences = [{path = "seq"}, {path = "other"}]\n')
     return cfg
 
 
@@ -70,7 +73,7 @@ def test_evaluate_sequences_mode_reports_each_weights_file(tmp_path, tiny_weight
     report = capsys.readouterr().out
     for row in ("tiny-mf.safetensors", "tiny.safetensors", "Spline36 → RIFE", "bicubic + frame blend"):
         assert row in report
-    assert "7 output frames" in report
+    assert "14 output frames" in report
 
 
 def test_multiframe_trainer_runs_resumes_and_exports(tmp_path, tiny_weights, one_thread):
