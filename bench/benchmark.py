@@ -98,8 +98,11 @@ def worker(args: argparse.Namespace) -> dict:
 
 
 # ----------------------------------------------------------------------------- driver
-def run_worker(method: str, size: str, args: argparse.Namespace, precision: str = "auto", factor: str = "2") -> dict:
-    """:func:`worker`'s result, from a fresh process (its error line if it failed)."""
+def run_worker(method: str, size: str, args: argparse.Namespace, precision: str = "auto", factor: str = "2",
+               weights: str | None = None) -> dict:
+    """:func:`worker`'s result, from a fresh process (its error line if it failed);
+    ``weights``: dsfn's (default ``--weights``)."""
+    weights = weights or args.weights
     cmd = [sys.executable, "-m", "bench.benchmark", "--worker", method, "--size", size, "--frames", str(args.frames),
            "--runs", str(args.runs), "--device", args.device, "--batch-size", str(args.batch_size),
            "--threads", str(args.threads), "--vs-threads", str(args.vs_threads), "--precision", precision,
@@ -108,8 +111,8 @@ def run_worker(method: str, size: str, args: argparse.Namespace, precision: str 
         cmd.append("--rgbh")
     if args.st_scale is not None:
         cmd += ["--st-scale", str(args.st_scale)]
-    if args.weights:
-        cmd += ["--weights", args.weights]
+    if weights:
+        cmd += ["--weights", weights]
     if args.ensemble:
         cmd.append("--ensemble")
     if args.tile:
@@ -120,10 +123,11 @@ def run_worker(method: str, size: str, args: argparse.Namespace, precision: str 
     print(f"bench: {method} {size} {f'{precision} x{factor}' if method == 'dsfn' else ''} ...", file=sys.stderr,
           flush=True)
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    label = {"label": f"{method} ({Path(weights).name})"} if weights != args.weights else {}
     if proc.returncode:
         return {"method": method, "size": size, "precision": precision, "factor": factor,
-                "error": proc.stderr.strip().splitlines()[-1:] or ["failed"]}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+                "error": proc.stderr.strip().splitlines()[-1:] or ["failed"], **label}
+    return {**json.loads(proc.stdout.strip().splitlines()[-1]), **label}
 
 
 def _runs(size: str, methods: list[str], precisions: list[str], args: argparse.Namespace) -> list[dict]:
@@ -133,7 +137,8 @@ def _runs(size: str, methods: list[str], precisions: list[str], args: argparse.N
         if m != "dsfn":
             out.append(run_worker(m, size, args))
             continue
-        out += [run_worker(m, size, args, p, f) for p in precisions for f in args.factors.split(",")]
+        out += [run_worker(m, size, args, p, f, w) for w in [args.weights] + args.compare_weights
+                for p in precisions for f in args.factors.split(",")]
     return out
 
 
@@ -153,6 +158,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--rgbh", action="store_true", help="RGBH input clips (default RGBS)")
     ap.add_argument("--weights", help="upscale(weights=...) for dsfn: a name such as default, or a .safetensors "
                     "file (default: the shipped default)")
+    ap.add_argument("--compare-weights", nargs="+", default=[], metavar="W",
+                    help="also time dsfn with these weights files (rows 'dsfn (W)', back to back with the others)")
     ap.add_argument("--ensemble", action="store_true", help="upscale(ensemble=True) for dsfn (the flip ensemble)")
     ap.add_argument("--trt", action="store_true", help="upscale(trt=True) for dsfn (TensorRT; needs torch-tensorrt)")
     ap.add_argument("--st-scale", type=float, help="upscale(st_scale=...) for dsfn (default: the weights file's)")
@@ -224,18 +231,19 @@ def _table_rows(size: str, results: list[dict]) -> list[str]:
     label = f"{w}x{h} → {2 * w}x{2 * h}"
     fps = {id(r): r["frames"] / statistics.median(r["times"]) for r in results if "times" in r}
     base = {r.get("factor"): fps[id(r)] for r in results
-            if r["method"] == "dsfn" and r.get("precision") == "fp32" and id(r) in fps}
+            if r["method"] == "dsfn" and "label" not in r and r.get("precision") == "fp32" and id(r) in fps}
     lines = []
     for r in results:
         prec, fct = (r.get("precision", ""), r.get("factor", "")) if r["method"] == "dsfn" else ("", "2")
+        name = r.get("label", r["method"])
         if "error" in r:
-            lines.append(f"| {label} | {r['method']} | {prec} | {fct} | error: {' '.join(r['error'])[:80]} | | | | | |")
+            lines.append(f"| {label} | {name} | {prec} | {fct} | error: {' '.join(r['error'])[:80]} | | | | | |")
             continue
         f = fps[id(r)]
         per_synth = statistics.median(t / max(n, 1) for t, n in zip(r["times"], r["synthesised"]))
         cmb = f"{r['cuda_mb']:.0f}" if "cuda_mb" in r else ""
         ratio = f"{f / base[fct]:.2f}x" if r["method"] == "dsfn" and fct in base else ""
-        lines.append(f"| {label} | {r['method']} | {prec} | {fct} | {f:.3f} | {1 / f:.3f} | {per_synth:.3f} "
+        lines.append(f"| {label} | {name} | {prec} | {fct} | {f:.3f} | {1 / f:.3f} | {per_synth:.3f} "
                      f"| {r['rss_mb']:.0f} | {cmb} | {ratio} |")
     return lines
 
@@ -248,7 +256,7 @@ def _write_json(path: str, rows: list[tuple[str, dict]], args: argparse.Namespac
     for size, results in rows:
         w, h = (int(v) for v in size.split("x"))
         for r in results:
-            if r["method"] != "dsfn" or "times" not in r or r.get("factor") != "2":   # rows are 2x rates
+            if r["method"] != "dsfn" or "label" in r or "times" not in r or r.get("factor") != "2":   # 2x rates
                 continue
             peak = r["cuda_mb"] if cuda and "cuda_mb" in r else r["rss_mb"]
             out.append(result_row(w, h, r["precision"], args.batch_size, "vapoursynth",

@@ -276,3 +276,15 @@ def test_benchmark_json_rows_are_dsfns(tiny_weights, tmp_path):
     assert [(r["input"], r["precision"], r["batch"], r["path"]) for r in doc["rows"]] == [
         ("64x48", "fp32", 1, "vapoursynth")]
     assert doc["rows"][0]["fps"] > 0
+
+
+def test_benchmark_compares_weights_files_back_to_back(tiny_weights, tiny_multiframe_weights, tmp_path):
+    """``--compare-weights``: dsfn timed with each file, rows named by it; --json keeps only --weights' rows."""
+    js = tmp_path / "r.json"
+    benchmark.main(["--sizes", "64x48", "--methods", "dsfn", "--frames", "2", "--runs", "1", "--device", "cpu",
+                    "--weights", str(tiny_multiframe_weights), "--compare-weights", str(tiny_weights),
+                    "--precisions", "fp32", "--out", str(tmp_path / "r.md"), "--json", str(js)])
+    rows = [line for line in (tmp_path / "r.md").read_text().splitlines() if line.startswith("| 64x48")]
+    assert [r.split("|")[2].strip() for r in rows] == ["dsfn", "dsfn (tiny.safetensors)"]
+    assert all("error" not in r for r in rows)
+    assert len(json.loads(js.read_text())["rows"]) == 1
