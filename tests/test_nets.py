@@ -200,12 +200,12 @@ def test_defaults_are_the_shipped_architecture():
 
 
 def test_backbone_registries():
-    assert set(TEMPORAL) == {"rife"} and set(SPATIAL) == {"espcn"}
+    assert set(TEMPORAL) == {"rife"} and set(SPATIAL) == {"espcn", "multiframe"}
     assert not hasattr(nets, "register_temporal") and not hasattr(nets, "register_spatial")
     assert not hasattr(DSFN, "inference")
     with pytest.raises(ValueError, match=r"unknown temporal backbone 'costflow'; known: \['rife'\]"):
         DSFN(small_config(temporal="costflow"))
-    with pytest.raises(ValueError, match=r"unknown spatial backbone 'edsr'; known: \['espcn'\]"):
+    with pytest.raises(ValueError, match=r"unknown spatial backbone 'edsr'; known: \['espcn', 'multiframe'\]"):
         DSFN(small_config(spatial="edsr"))
 
 

@@ -200,11 +200,14 @@ class Engine:
         # one OpenMP team computes, not one of each per calling thread
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="vsdsfn")
         self._worker_id = self._worker.submit(threading.get_ident).result()
-        self._cache: OrderedDict[Hashable, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
-        #: neighbours on each side a multi-frame M_S takes (0: single-frame)
-        self.radius = self.model.radius
-        self._flows: OrderedDict[Hashable, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+        # M_S results by window, and M_T's flows both ways by pair of frames (LRU)
+        self._cache, self._flows = OrderedDict(), OrderedDict()
         self.stats = {"spatial": 0, "pairs": 0, "cache_hits": 0, "tiles": 0, "oom_retries": 0, "flows": 0}
+
+    @property
+    def radius(self) -> int:
+        """Neighbours on each side the multi-frame M_S takes (0: a single-frame M_S)."""
+        return self.model.radius
 
     @staticmethod
     def _check_engine_arguments(layout, spatial_cache, oom_fallback, out_dtype) -> None:
@@ -308,13 +311,15 @@ class Engine:
             context = _SPATIAL_CONTEXT if flows is None else _SPATIAL_CONTEXT + math.ceil(float(flows.abs().max())) + 2
             least = smallest_tile(context, self.multiple)   # keeps M_S's whole context
             plan = plan_tiles(hp, wp, (max(tile[0], least), max(tile[1], least)), context, self.multiple)
+        def run(cut=(...,)):
+            neighbours = () if window is None else (window[cut], flows[cut])    # a multi-frame M_S's
+            return self._call("spatial", self._layout(lr[cut]), *neighbours)
+
         if plan is None or len(plan) == 1:
-            return self._call("spatial", self._layout(lr), window, flows)
+            return run()
 
         def run_tile(p):
-            cut = (..., slice(p.y0, p.y1), slice(p.x0, p.x1))
-            return self._call("spatial", self._layout(lr[cut]), None if window is None else window[cut],
-                              None if flows is None else flows[cut])
+            return run((..., slice(p.y0, p.y1), slice(p.x0, p.x1)))
 
         return self._stitched(plan, lr.shape, run_tile)
 
