@@ -200,8 +200,7 @@ class Engine:
         # one OpenMP team computes, not one of each per calling thread
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="vsdsfn")
         self._worker_id = self._worker.submit(threading.get_ident).result()
-        # M_S results by window, and M_T's flows both ways by pair of frames (LRU)
-        self._cache, self._flows = OrderedDict(), OrderedDict()
+        self._cache, self._flows = OrderedDict(), OrderedDict()   # M_S by window, M_T's flows by pair (LRU)
         self.stats = {"spatial": 0, "pairs": 0, "cache_hits": 0, "tiles": 0, "oom_retries": 0, "flows": 0}
 
     @property
