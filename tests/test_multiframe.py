@@ -170,3 +170,33 @@ def test_a_neighbour_changes_the_source_position_frame(tiny_multiframe_weights):
     changed = all_frames(vsdsfn.upscale(make_clip(3, 24, 20, frames=lambda i: pattern(i, 24, 20, kind=int(i == 2))),
                                         weights=tiny_multiframe_weights))
     assert np.abs(plain[2] - changed[2]).max() > 1e-4     # M_S(L_1) sees L_2
+
+
+@pytest.mark.parametrize("batch,num,den", [(1, 2, 1), (3, 5, 2), (2, 3, 1)])
+def test_multiframe_output_is_the_same_for_any_batch_and_each_m_s_runs_once(tiny_multiframe_weights, monkeypatch,
+                                                                          batch, num, den):
+    import vsdsfn
+
+    engines = []
+    real = Engine.upscale_group
+
+    def spy(self, *a, **kw):
+        engines.append(self) if self not in engines else None
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(Engine, "upscale_group", spy)
+    clip = make_clip(6, 24, 20, props=lambda i: {"_SceneChangePrev": int(i == 4)})
+    one = all_frames(vsdsfn.upscale(clip, weights=tiny_multiframe_weights, factor_num=num, factor_den=den))
+    got = vsdsfn.upscale(clip, weights=tiny_multiframe_weights, factor_num=num, factor_den=den, batch_size=batch)
+    for n, frame in enumerate(all_frames(got)):
+        np.testing.assert_allclose(frame, one[n], atol=1e-5)
+    assert engines[-1].stats["spatial"] == 6      # M_S once per source frame, neighbours and all
+
+
+@pytest.mark.parametrize("opts", [{"debug": "masks"}, {"debug": "st"}, {"ensemble": True}, {"precision": "bf16"}])
+def test_multiframe_weights_take_every_option(tiny_multiframe_weights, opts):
+    import vsdsfn
+
+    out = vsdsfn.upscale(make_clip(3, 24, 20), weights=tiny_multiframe_weights, **opts)
+    frames = all_frames(out)
+    assert len(frames) == 6 and all(np.isfinite(f).all() for f in frames)
