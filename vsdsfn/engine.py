@@ -31,6 +31,7 @@ import torch
 
 from . import allocator, options
 from .nets import DSFN
+from .nets.common import GridCache, grid_cache
 from .precision import autocast, choose as choose_precision
 from .tiling import aligned, parse_tile, plan_tiles, smallest_tile
 from .transfer import Layout, Transfer, select_device
@@ -47,16 +48,21 @@ _OUTPUTS = ("refined",) + DEBUG_OUTPUTS
 
 #: Default context (low-res pixels) kept around each tile's core; see README (tiling).
 DEFAULT_TILE_OVERLAP = 192
-#: Context around M_S tiles: ESPCN sees +-6 px (and bicubic +-2), so 16 is exact.
-_SPATIAL_CONTEXT = 16
+#: Pixel-coordinate grids (RIFE's warps) an engine keeps: the sizes of one frame size's
+#: streams, context levels and tiles
+GRID_CACHE_SIZE = 24
 
 
 T = TypeVar("T")
 
 
-def _inference(job: Callable[[], T]) -> T:
-    with torch.inference_mode():
-        return job()
+def _fingerprint(frame: np.ndarray) -> tuple:
+    """What a frame's M_S depends on, compactly: its shape, dtype and the sums (wrapping)
+    of the bits of every run of 4096 values, so that frames that differ anywhere differ."""
+    a = np.ascontiguousarray(frame)
+    bits = a.reshape(-1).view(f"u{a.dtype.itemsize}")
+    sums = np.add.reduceat(bits, np.arange(0, bits.size, 4096), dtype=np.uint64) if bits.size else bits
+    return a.shape, a.dtype.str, sums.tobytes()
 
 
 class OutOfMemory(RuntimeError):
@@ -104,13 +110,15 @@ class Engine:
     ``model``: a :class:`DSFN` (run as a copy), a weights file, ``"default"`` or ``None``.
     The options shared with ``upscale`` (device, batch_size, tile, ...) mean what the
     README's options table says and are checked by :func:`vsdsfn.options.check`.
-    ``spatial_cache``: source frames whose M_S result is kept (LRU, by the caller's key).
+    ``spatial_cache``: source frames whose M_S result is kept (LRU, by the caller's key and
+    the frame's content: a key given with another frame is computed afresh).
     ``oom_fallback``: on out-of-memory retry with smaller batches, then halving tiles.
 
     Frames of any size are replicate-padded to :meth:`DSFN.multiple_for` and cropped
     back; NaN becomes 0, +-Inf 1/0, inputs and outputs are clamped to [0, 1]. Methods are
     thread-safe (they run one at a time on the engine's own thread), and results do not
-    depend on the order of requests.
+    depend on the order of requests. :meth:`close` (or ``with Engine(...) as eng:``) ends
+    the thread and frees the network and caches.
     """
 
     def __init__(
@@ -145,7 +153,7 @@ class Engine:
         if self.tile is not None:
             aligned(self.tile, self.tile_overlap, self.multiple)  # a tile too small for its overlap: ValueError
         if opts["num_threads"] is not None:
-            torch.set_num_threads(opts["num_threads"])
+            torch.set_num_threads(opts["num_threads"])     # process-wide, and below on the compute thread
         self.device = select_device(device)
         if self.device.type == "cpu":
             allocator.tune()
@@ -167,10 +175,16 @@ class Engine:
         self._oom_warned = False
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True        # fixed shapes: pick the fastest kernels once
+        #: pixel-coordinate grids of this engine's warps (freed by :meth:`close`)
+        self._grids = GridCache(GRID_CACHE_SIZE)
         # one compute thread whichever threads call: one glibc arena holds the tensors and
         # one OpenMP team computes, not one of each per calling thread
-        self._worker = ThreadPoolExecutor(1, thread_name_prefix="vsdsfn")
+        threads = opts["num_threads"]
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="vsdsfn",
+                                          initializer=None if threads is None else torch.set_num_threads,
+                                          initargs=() if threads is None else (threads,))
         self._worker_id = self._worker.submit(threading.get_ident).result()
+        self._closed = False
         self._cache: OrderedDict[Hashable, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
         self.stats = {"spatial": 0, "pairs": 0, "cache_hits": 0, "tiles": 0, "oom_retries": 0}
 
@@ -217,12 +231,12 @@ class Engine:
 
     def _call(self, which: str, *args: torch.Tensor):
         """Run ``"spatial"`` (:meth:`DSFN.upscale`) or ``"pair"`` (:meth:`DSFN.run`: the
-        frames, their M_S and the timesteps), compiled when asked."""
+        frames, their M_S, the timesteps and M_T's plans), compiled when asked."""
         if which == "spatial":
             eager = lambda lr: self.model.upscale(lr, ensemble=self.ensemble)  # noqa: E731
         else:
-            eager = lambda l0, l1, h0, h1, t: self.model.run(  # noqa: E731
-                l0, l1, h0, h1, st_scale=self.st_scale, ensemble=self.ensemble, t=t)
+            eager = lambda l0, l1, h0, h1, t, plans: self.model.run(  # noqa: E731
+                l0, l1, h0, h1, st_scale=self.st_scale, ensemble=self.ensemble, t=t, plans=plans)
         fn = eager
         if self.compile:
             fn = self._compiled.get(which)
@@ -262,19 +276,20 @@ class Engine:
         return out
 
     def _spatial_run(self, lr: torch.Tensor, tile: tuple[int, int] | None) -> torch.Tensor:
-        """M_S of (B, 3, Hp, Wp), in tiles of ``tile`` (with exact context) when given."""
+        """M_S of (B, 3, Hp, Wp), in tiles of ``tile`` (with M_S's whole context, so exact)
+        when given and M_S states its context."""
         hp, wp = lr.shape[-2:]
-        plan = None
-        if tile is not None:
-            least = smallest_tile(_SPATIAL_CONTEXT, self.multiple)   # keeps M_S's whole context
-            plan = plan_tiles(hp, wp, (max(tile[0], least), max(tile[1], least)), _SPATIAL_CONTEXT, self.multiple)
+        plan, context = None, self.model.spatial_context()
+        if tile is not None and context is not None:
+            least = smallest_tile(context, self.multiple)
+            plan = plan_tiles(hp, wp, (max(tile[0], least), max(tile[1], least)), context, self.multiple)
         if plan is None or len(plan) == 1:
             return self._call("spatial", self._layout(lr))
         return self._stitched(plan, lr.shape, lambda tile: self._call(
             "spatial", self._layout(lr[..., tile.y0:tile.y1, tile.x0:tile.x1])))
 
-    def _pair_forward(self, l0, l1, h0, h1, timesteps, output: str) -> torch.Tensor:
-        frame = self._call("pair", *(self._layout(x) for x in (l0, l1, h0, h1)), timesteps)[output]
+    def _pair_forward(self, l0, l1, h0, h1, timesteps, output: str, plans=None) -> torch.Tensor:
+        frame = self._call("pair", *(self._layout(x) for x in (l0, l1, h0, h1)), timesteps, plans)[output]
         if output == "masks":
             frame = torch.cat((frame, torch.zeros_like(frame[:, :1])), 1)
         return frame
@@ -289,16 +304,28 @@ class Engine:
                                               timesteps[s:s + bmax], output, tile, None)
                               for s in range(0, count, bmax)])
         plan = plan_tiles(hp, wp, tile, self.tile_overlap, self.multiple) if tile is not None else None
-        if plan is None or len(plan) == 1:
-            return self._pair_forward(l0, l1, h0, h1, timesteps, output)
+        tiled = plan is not None and len(plan) > 1
+        # M_T's decisions (RIFE's large-motion pass) are taken on the whole frames and given
+        # to every tile: a frame takes the same pass tiled or not. Untiled, the network takes
+        # them itself, alike; compiled, they are always given (the same eager computation).
+        plans = self._plans(l0, l1, h0, h1, timesteps) if tiled or self.compile else None
+        if not tiled:
+            return self._pair_forward(l0, l1, h0, h1, timesteps, output, plans)
         self.stats["tiles"] += len(plan)
 
         def run_tile(p):
             ys, xs, ys2, xs2 = slice(p.y0, p.y1), slice(p.x0, p.x1), slice(2 * p.y0, 2 * p.y1), slice(2 * p.x0, 2 * p.x1)
             return self._pair_forward(l0[..., ys, xs], l1[..., ys, xs], h0[..., ys2, xs2], h1[..., ys2, xs2],
-                                      timesteps, output)
+                                      timesteps, output, plans)
 
         return self._stitched(plan, l0.shape, run_tile)
+
+    def _plans(self, l0, l1, h0, h1, timesteps) -> dict | None:
+        """:meth:`DSFN.temporal_plans` of whole padded frames, computed as the untiled
+        network computes them (same memory format, precision and timesteps)."""
+        with autocast(self.device, self.dtype):
+            return self.model.temporal_plans(*(self._layout(x) for x in (l0, l1, h0, h1)), self.st_scale,
+                                             timesteps)
 
     def _with_oom_fallback(self, run, shape: tuple[int, ...], what: str) -> torch.Tensor:
         """``run(tile, bmax)``; on out-of-memory, retry smaller (see :meth:`_shrink`)."""
@@ -344,11 +371,20 @@ class Engine:
         self._oom_warned = True
         return True
 
-    def _spatial_tensors(self, frames: Sequence[np.ndarray], keys: Sequence[Hashable] | None):
-        """Padded (L, M_S(L)) tensors per frame; cached entries (by key) are reused."""
-        n = len(frames)
-        if keys is not None and len(keys) != n:
+    @staticmethod
+    def _cache_keys(frames: Sequence[np.ndarray], keys: Sequence[Hashable] | None) -> list[Hashable] | None:
+        """The M_S cache's keys of ``frames``: each caller's key with the frame's
+        :func:`_fingerprint` (computed on the caller's thread)."""
+        if keys is None:
+            return None
+        if len(keys) != len(frames):
             raise ValueError("keys must have one entry per frame")
+        return [(key, _fingerprint(frame)) for key, frame in zip(keys, frames)]
+
+    def _spatial_tensors(self, frames: Sequence[np.ndarray], keys: Sequence[Hashable] | None):
+        """Padded (L, M_S(L)) tensors per frame; cached entries (by :meth:`_cache_keys`)
+        are reused."""
+        n = len(frames)
         out: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * n
         todo: list[int] = []            # frames to compute (first occurrence of each key)
         same: dict[int, int] = {}       # later occurrence -> first occurrence
@@ -394,10 +430,38 @@ class Engine:
         own thread (``torch.profiler``, ``FlopCounterMode``) are entered inside one."""
         if threading.get_ident() == self._worker_id:
             return job()
-        return self._worker.submit(_inference, job).result()
+        if self._closed:
+            raise RuntimeError("the engine is closed")
+        return self._worker.submit(self._job, job).result()
+
+    def _job(self, job: Callable[[], T]) -> T:
+        with torch.inference_mode(), grid_cache(self._grids):
+            return job()
+
+    def close(self) -> None:
+        """End the compute thread (after the jobs already asked for) and free the network,
+        the caches and compiled code; later calls raise :class:`RuntimeError`."""
+        if self._closed:
+            return
+        self._closed = True
+        self._worker.shutdown(wait=True)
+        self._cache.clear()
+        self._grids.clear()
+        self._compiled.clear()
+        self.model = None
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def spatial(self, frames: Sequence[np.ndarray], keys: Sequence[Hashable] | None = None) -> list[np.ndarray]:
-        """M_S: each frame upscaled x2. With ``keys``, results are cached and reused."""
+        """M_S: each frame upscaled x2. With ``keys`` (one per frame, naming it), results are
+        cached and reused for the same key and frame."""
+        keys = self._cache_keys(frames, keys)
         return self.call(lambda: self._spatial_async(frames, keys)())
 
     def _spatial_async(self, frames, keys):
@@ -420,23 +484,26 @@ class Engine:
         ``"st"``, ``"ts"``, ``"fused"`` or ``"masks"`` (an RGB image with R = M_S->T,
         G = M_T->S, B = 0). ``timesteps``: one per pair, each in (0, 1).
         """
-        return self.call(lambda: [a for fin in self._interpolate_async(pairs, keys, output, timesteps) for a in fin()])
+        if keys is not None and len(keys) != len(pairs):
+            raise ValueError("keys must have one (key0, key1) per pair")
+        flat_keys = self._cache_keys([f for p in pairs for f in p], None if keys is None else
+                                     [key for pair in keys for key in pair])
+        return self.call(lambda: [a for fin in self._interpolate_async(pairs, flat_keys, output, timesteps)
+                                  for a in fin()])
 
-    def _interpolate_async(self, pairs, keys, output, timesteps=None):
-        """Queue the batches; returns one function per batch that waits for its frames
-        (on CUDA each batch's download overlaps the next batch's compute)."""
+    def _interpolate_async(self, pairs, flat_keys, output, timesteps=None):
+        """Queue the batches (``flat_keys``: :meth:`_cache_keys` of the pairs' frames);
+        returns one function per batch that waits for its frames (on CUDA each batch's
+        download overlaps the next batch's compute)."""
         if output not in _OUTPUTS:
             raise ValueError(f"output must be one of {_OUTPUTS}, not {output!r}")
         if not len(pairs):
             return []
-        if keys is not None and len(keys) != len(pairs):
-            raise ValueError("keys must have one (key0, key1) per pair")
         steps = torch.as_tensor([0.5] * len(pairs) if timesteps is None else [float(t) for t in timesteps])
         if steps.shape != (len(pairs),):
             raise ValueError("timesteps must have one timestep per pair")
         frames = [f for p in pairs for f in p]
         h, w = self.io.check(frames)
-        flat_keys = [key for pair in keys for key in pair] if keys is not None else None
         tensors = self._spatial_tensors(frames, flat_keys)
         pending = []
         for start in range(0, len(pairs), self.batch_size):
@@ -469,11 +536,13 @@ class Engine:
         if any(not 0 <= j < len(frames) - 1 for j, _ in requests):
             raise ValueError("upscale_group: an interpolated pair needs its next frame")
 
+        keys = self._cache_keys(frames, keys)
+
         def job():
             # the evens' download (CUDA) overlaps the pairs' compute
             even_fin = self._spatial_async(frames[:count], keys[:count])
             mid_fins = self._interpolate_async([(frames[j], frames[j + 1]) for j, _ in requests],
-                                               [(keys[j], keys[j + 1]) for j, _ in requests], output,
+                                               [keys[i] for j, _ in requests for i in (j, j + 1)], output,
                                                [t for _, t in requests])
             return even_fin(), [a for fin in mid_fins for a in fin()]
 
