@@ -309,6 +309,9 @@ class Engine:
         # to every tile: a frame takes the same pass tiled or not. Untiled, the network takes
         # them itself, alike; compiled, they are always given (the same eager computation).
         plans = self._plans(l0, l1, h0, h1, timesteps) if tiled or self.compile else None
+        if tiled:
+            plan = self._far_plan(hp, wp, tile, plans) or plan
+            tiled = len(plan) > 1
         if not tiled:
             return self._pair_forward(l0, l1, h0, h1, timesteps, output, plans)
         self.stats["tiles"] += len(plan)
@@ -319,6 +322,17 @@ class Engine:
                                       timesteps, output, plans)
 
         return self._stitched(plan, l0.shape, run_tile)
+
+    def _far_plan(self, hp: int, wp: int, tile: tuple[int, int], plans: dict | None):
+        """The tiles for frames whose M_T sees ``reach`` times farther with ``plans``
+        (:meth:`DSFN.tile_reach`; RIFE's half-resolution pass: 2): that many times the
+        overlap, in tiles grown to hold it where needed; ``None`` for the usual tiles."""
+        reach = self.model.tile_reach(plans)
+        if reach == 1:
+            return None
+        overlap = reach * self.tile_overlap
+        least = smallest_tile(overlap, self.multiple)
+        return plan_tiles(hp, wp, (max(tile[0], least), max(tile[1], least)), overlap, self.multiple)
 
     def _plans(self, l0, l1, h0, h1, timesteps) -> dict | None:
         """:meth:`DSFN.temporal_plans` of whole padded frames, computed as the untiled

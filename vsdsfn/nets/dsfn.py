@@ -24,7 +24,8 @@ __all__ = ["DSFN", "DSFNConfig", "SPATIAL", "TEMPORAL", "flip_ensemble"]
 #: not tiled). A temporal backbone may also have ``multiple(scale)``: the size its inputs
 #: must be a multiple of; and ``plan(i0, i1, scale=, timestep=)``: per-frame decisions
 #: taken on whole frames that ``forward(..., plan=)`` follows (RIFE: which frames take its
-#: large-motion pass), so that every tile of a frame decides alike.
+#: large-motion pass), so that every tile of a frame decides alike; and ``reach(plan)``: how
+#: many times farther than usual it then sees (tiles keep that many times their overlap).
 SPATIAL: dict[str, Callable[..., nn.Module]] = {"espcn": ESPCN}
 TEMPORAL: dict[str, Callable[..., nn.Module]] = {"rife": RIFE}
 
@@ -192,6 +193,15 @@ class DSFN(nn.Module):
             return None
         return {name: plan(a, b, **kw) for name, (a, b, kw) in self._temporal_calls(l0, l1, hr0, hr1, st_scale,
                                                                                    t).items()}
+
+    def tile_reach(self, plans: dict[str, Any] | None) -> int:
+        """How many times farther than with no plans M_T sees, following ``plans`` (its
+        ``reach(plan)``; RIFE: 2 where a frame takes its half-resolution pass): tiles keep
+        that many times their overlap."""
+        reach = getattr(self.temporal, "reach", None)
+        if plans is None or reach is None:
+            return 1
+        return max(int(reach(plan)) for plan in plans.values())
 
     def spatial_context(self) -> int | None:
         """Input pixels of context M_S reads around a pixel (its backbone's ``context()``):

@@ -199,6 +199,12 @@ class RIFE(nn.Module):
         x0, x1 = self._pad(i0, scale), self._pad(i1, scale)
         return self._estimate(x0, x1, time_plane(timestep, x0), scale, True, decide_only=True)[2]
 
+    @staticmethod
+    def reach(plan: torch.Tensor | None) -> int:
+        """How many times farther than one pass the estimate sees with ``plan``: 2 when a
+        frame takes the half-resolution pass (its coarsest block then works at 1/64)."""
+        return 2 if plan is not None and bool(plan.any()) else 1
+
     def estimate(self, i0: torch.Tensor, i1: torch.Tensor, scale: float = 1.0,
                  timestep: float | torch.Tensor = 0.5,
                  plan: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
