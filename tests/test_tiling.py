@@ -110,8 +110,50 @@ def test_one_tile_is_exactly_untiled(net, w, h):
         assert eng.stats["tiles"] == 0
 
 
+def test_spatial_context_is_espcns_reach():
+    """ESPCN.context() of the shipped 6-layer M_S: an input pixel changes outputs exactly
+    that far (in input pixels) and no farther."""
+    from vsdsfn.nets import DSFNConfig
+    from vsdsfn.nets.espcn import ESPCN
+
+    torch.manual_seed(0)
+    net = ESPCN(**DSFNConfig().spatial_args).eval()
+    torch.nn.init.normal_(net.tail.weight, 0, 0.05)          # zero-initialised: bicubic only
+    x = torch.rand(1, 3, 41, 41)
+    y = x.clone()
+    y[..., 20, 20] += 0.5
+    with torch.no_grad():
+        changed = (net(x) - net(y)).abs().amax((0, 1)) > 0
+    rows = changed.any(1).nonzero()[:, 0] // 2               # output rows -> input rows
+    assert net.context() == 8 == max(20 - int(rows.min()), int(rows.max()) - 20)
+
+
+def test_tiled_spatial_is_exact_with_the_shipped_weights():
+    """M_S tiles keep the context M_S states (8 px for the shipped 6-layer M_S), aligned:
+    exactly the untiled M_S."""
+    model = load_model(None)
+    a, _ = texture_pair(400, 150)
+    ref = Engine(model, device="cpu").spatial([a])[0]
+    eng = Engine(model, device="cpu", tile=64, tile_overlap=0)
+    np.testing.assert_allclose(eng.spatial([a])[0], ref, atol=1e-6)
+    assert eng.model.spatial_context() == 8 and eng._tile_now() == (64, 64)
+
+
+def test_spatial_tiles_keep_the_context_the_network_states(net):
+    """A spatial network that states a larger context gets it: 70 px round up to 128 here,
+    so tiles of at least 128 + 64 + 128."""
+    a, _ = texture_pair(600, 150)
+    eng = Engine(net, device="cpu", tile=64, tile_overlap=0)
+    eng.model.spatial.context = lambda: 70
+    sizes = []
+    real = eng.model.spatial.forward
+    eng.model.spatial.forward = lambda x: sizes.append(tuple(x.shape[-2:])) or real(x)
+    eng.spatial([a])
+    assert len(sizes) > 1 and set(sizes) == {(192, 320)}     # padded 640x192: the height is whole
+
+
 def test_tiled_spatial_is_exact(net):
-    """M_S tiles keep 16 px of context (ESPCN's reach), aligned: at least 64 + 2 * 64 here."""
+    """M_S tiles keep M_S's context, aligned: at least 64 + 2 * 64 here."""
     a, _ = texture_pair(400, 150)
     ref = Engine(net, device="cpu").spatial([a])[0]
     eng = Engine(net, device="cpu", tile=64, tile_overlap=0)
