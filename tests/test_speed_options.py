@@ -146,10 +146,14 @@ def test_trt_keeps_engines_in_its_own_folder(monkeypatch, tmp_path):
 
 
 def test_num_threads_is_applied():
+    """num_threads is the count of the engine's compute thread (where the networks run),
+    kept when a later engine asks for another."""
     before = torch.get_num_threads()
     try:
-        Engine(tiny_model(), device="cpu", num_threads=1)
-        assert torch.get_num_threads() == 1
+        one, three = (Engine(tiny_model(), device="cpu", num_threads=n) for n in (1, 3))
+        assert one.call(torch.get_num_threads) == 1 and three.call(torch.get_num_threads) == 3
+        one.close()
+        three.close()
     finally:
         torch.set_num_threads(before)
 

@@ -65,6 +65,14 @@ def _fingerprint(frame: np.ndarray) -> tuple:
     return a.shape, a.dtype.str, sums.tobytes()
 
 
+def _thread_count(n: int) -> None:
+    """Fix this thread's torch CPU thread count at ``n``. torch sets a thread's count from
+    the process-wide one when the thread first asks for it: asked first, so that a later
+    ``torch.set_num_threads`` elsewhere does not replace ``n`` here."""
+    torch.get_num_threads()
+    torch.set_num_threads(n)
+
+
 class OutOfMemory(RuntimeError):
     """The network did not fit in memory even with batch 1 and the smallest tiles."""
 
@@ -181,7 +189,7 @@ class Engine:
         # one OpenMP team computes, not one of each per calling thread
         threads = opts["num_threads"]
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="vsdsfn",
-                                          initializer=None if threads is None else torch.set_num_threads,
+                                          initializer=None if threads is None else _thread_count,
                                           initargs=() if threads is None else (threads,))
         self._worker_id = self._worker.submit(threading.get_ident).result()
         self._closed = False
