@@ -185,16 +185,18 @@ class Engine:
             torch.backends.cudnn.benchmark = True        # fixed shapes: pick the fastest kernels once
         #: pixel-coordinate grids of this engine's warps (freed by :meth:`close`)
         self._grids = GridCache(GRID_CACHE_SIZE)
-        # one compute thread whichever threads call: one glibc arena holds the tensors and
-        # one OpenMP team computes, not one of each per calling thread
-        threads = opts["num_threads"]
+        self._start_worker(opts["num_threads"])
+        self._cache: OrderedDict[Hashable, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+        self.stats = {"spatial": 0, "pairs": 0, "cache_hits": 0, "tiles": 0, "oom_retries": 0}
+
+    def _start_worker(self, threads: int | None) -> None:
+        """One compute thread whichever threads call: one glibc arena holds the tensors and
+        one OpenMP team computes, not one of each per calling thread."""
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="vsdsfn",
                                           initializer=None if threads is None else _thread_count,
                                           initargs=() if threads is None else (threads,))
         self._worker_id = self._worker.submit(threading.get_ident).result()
         self._closed = False
-        self._cache: OrderedDict[Hashable, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
-        self.stats = {"spatial": 0, "pairs": 0, "cache_hits": 0, "tiles": 0, "oom_retries": 0}
 
     @staticmethod
     def _check_engine_arguments(layout, spatial_cache, oom_fallback, out_dtype) -> None:
