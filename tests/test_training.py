@@ -853,3 +853,34 @@ def test_pack_writes_a_compact_copy_that_trains(data, tmp_path, monkeypatch):
     assert load_config(path2)["data"]["sequences"][1] == {"path": "seq/flat.mkv"}
     a, b = open_sequence(tmp_path / "flat.y4m"), open_sequence(tmp_path / "packed2" / "seq" / "flat.mkv")
     assert len(a) == len(b) == 4 and np.abs(a.frame(3).astype(int) - b.frame(3).astype(int)).max() <= 3
+
+
+def test_evaluate_at_timesteps_honours_the_model_options(data, tmp_path, tiny_weights, capsys, monkeypatch):
+    """--t runs the model as the main table does (--ensemble, --st-scale), writes --json,
+    and refuses the options it has no use for."""
+    calls = []
+    real = DSFN.run
+    monkeypatch.setattr(DSFN, "run", lambda self, *a, **kw: calls.append(kw) or real(self, *a, **kw))
+    out = tmp_path / "t.json"
+    ev.main(["--data", str(data / "frames" / "seq"), "--weights", str(tiny_weights[0]), "--t", "--ensemble",
+             "--st-scale", "0.5", "--json", str(out), "--quiet"])
+    assert calls and all(kw["ensemble"] is True and kw["st_scale"] == 0.5 for kw in calls)
+    scores = json.loads(out.read_text())
+    assert list(scores["timesteps"]) == ["1/4", "1/3", "1/2", "2/3", "3/4"]
+    assert scores["timesteps"]["1/4"]["rows"][ev.R]["n"] == 2 and "flip ensemble" in capsys.readouterr().out
+    for flag in (["--panels", str(tmp_path / "p")], ["--one-mask-weights", str(tiny_weights[1])], ["--no-model"]):
+        with pytest.raises(SystemExit, match=f"--t does not take {flag[0]}"):
+            ev.main(["--data", str(data / "frames" / "seq"), "--weights", str(tiny_weights[0]), "--t", *flag])
+
+
+def test_evaluate_at_timesteps_skips_broken_triplets(data, tmp_path, tiny_weights, capsys):
+    """The same loader as the main table: a triplet with an unreadable frame is skipped."""
+    import shutil
+
+    seq = tmp_path / "seq"
+    shutil.copytree(data / "frames" / "seq", seq)
+    (seq / "005.png").write_bytes(b"broken")
+    ev.main(["--data", str(seq), "--weights", str(tiny_weights[0]), "--t", "--quiet"])
+    out = capsys.readouterr().out
+    # at every timestep the last triplet ends at frame 5
+    assert "- Triplets per timestep: 1, 2, 3, 2, 1 (5 skipped: unreadable)" in out

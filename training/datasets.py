@@ -42,7 +42,7 @@ from .augment import augment, center_crop, random_crop
 __all__ = [
     "IMAGE_EXTS", "FolderSequence", "VideoSequence", "vimeo_sequences", "open_sequence",
     "TripletSet", "SRSet", "SyntheticMotionSet", "MixtureSet", "downscale", "to_batch",
-    "load_image", "list_images",
+    "load_image", "list_images", "data_path", "config_sequences",
 ]
 
 log = logging.getLogger("vsdsfn.training")
@@ -505,3 +505,19 @@ def downscale(x: torch.Tensor, antialias: bool = False) -> torch.Tensor:
     x = x[..., : h - h % 2, : w - w % 2]
     return F.interpolate(x, scale_factor=0.5, mode="bicubic", align_corners=False,
                          antialias=antialias).clamp(0, 1)
+
+
+def data_path(root: Path, p: str | os.PathLike) -> Path:
+    """A config's data path: as given when absolute, else under ``root`` (``data.root``)."""
+    q = Path(p)
+    return q if q.is_absolute() else root / q
+
+
+def config_sequences(root: Path, entries: list) -> list:
+    """The sequences of a config's ``data.sequences``/``data.val_sequences`` entries: a path,
+    or ``{path, start, stop}`` (frames ``start:stop``)."""
+    seqs = []
+    for e in entries:
+        e = {"path": e} if isinstance(e, str) else e
+        seqs.append(open_sequence(data_path(root, e["path"]), e.get("start", 0), e.get("stop")))
+    return seqs
