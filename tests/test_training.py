@@ -806,3 +806,19 @@ def test_evaluate_at_timesteps_skips_broken_triplets(data, tmp_path, tiny_weight
     out = capsys.readouterr().out
     # at every timestep the last triplet ends at frame 5
     assert "- Triplets per timestep: 1, 2, 3, 2, 1 (5 skipped: unreadable)" in out
+
+
+def test_srset_image_cache_is_bounded_and_not_pickled(data):
+    """SRSet keeps decoded images up to cache_bytes (80x80 RGB: 19200 bytes each), the
+    most recently used; a pickled copy (a spawned DataLoader worker's) carries none."""
+    import pickle
+
+    from training.datasets import SRSet, list_images
+
+    ds = SRSet(list_images(data / "images"), crop=32, cache_bytes=2 * 80 * 80 * 3)
+    rng = np.random.default_rng(0)
+    for i in (0, 1, 2, 3, 1):
+        ds.get(i, rng)
+    assert list(ds._cache) == [3, 1]
+    assert len(pickle.dumps(ds)) < 2000
+    assert pickle.loads(pickle.dumps(ds)).get(0, rng)[0].shape == (32, 32, 3)
