@@ -465,15 +465,19 @@ def test_evaluate_rows_without_one_mask_model(data, tmp_path, tiny_weights, caps
         ev.main(["--data", str(data / "frames"), "--weights", str(two), "--one-mask-weights", str(two)])
 
 
-def test_evaluate_skips_broken_triplets(data, tmp_path, tiny_weights, capsys):
+@pytest.mark.parametrize("broken,args,line", [
+    ("002", ["--no-mvtools"], "- Triplets: 1 (3 skipped: unreadable)"),                 # 002 is in triplets 0, 1, 2
+    ("005", ["--t"], "- Triplets per timestep: 1, 2, 3, 2, 1 (5 skipped: unreadable)"),  # the last at each t
+])
+def test_evaluate_skips_broken_triplets(data, tmp_path, tiny_weights, capsys, broken, args, line):
+    """The main table and --t load triplets alike: one with an unreadable frame is skipped."""
     import shutil
 
     seq = tmp_path / "seq"
     shutil.copytree(data / "frames" / "seq", seq)
-    (seq / "002.png").write_bytes(b"broken")
-    ev.main(["--data", str(seq), "--weights", str(tiny_weights[0]), "--no-mvtools", "--quiet"])
-    out = capsys.readouterr().out
-    assert "- Triplets: 1 (3 skipped: unreadable)" in out    # 002 is in triplets 0, 1, 2
+    (seq / f"{broken}.png").write_bytes(b"broken")
+    ev.main(["--data", str(seq), "--weights", str(tiny_weights[0]), *args, "--quiet"])
+    assert line in capsys.readouterr().out
 
 
 def test_evaluate_layouts(data, tmp_path):
@@ -793,19 +797,6 @@ def test_evaluate_at_timesteps_honours_the_model_options(data, tmp_path, tiny_we
     for flag in (["--panels", str(tmp_path / "p")], ["--one-mask-weights", str(tiny_weights[1])], ["--no-model"]):
         with pytest.raises(SystemExit, match=f"--t does not take {flag[0]}"):
             ev.main(["--data", str(data / "frames" / "seq"), "--weights", str(tiny_weights[0]), "--t", *flag])
-
-
-def test_evaluate_at_timesteps_skips_broken_triplets(data, tmp_path, tiny_weights, capsys):
-    """The same loader as the main table: a triplet with an unreadable frame is skipped."""
-    import shutil
-
-    seq = tmp_path / "seq"
-    shutil.copytree(data / "frames" / "seq", seq)
-    (seq / "005.png").write_bytes(b"broken")
-    ev.main(["--data", str(seq), "--weights", str(tiny_weights[0]), "--t", "--quiet"])
-    out = capsys.readouterr().out
-    # at every timestep the last triplet ends at frame 5
-    assert "- Triplets per timestep: 1, 2, 3, 2, 1 (5 skipped: unreadable)" in out
 
 
 def test_srset_image_cache_is_bounded_and_not_pickled(data):
