@@ -109,7 +109,7 @@ def test_compile_wraps_without_touching_the_model(monkeypatch):
     ref = Engine(tiny_model(), device="cpu")
     np.testing.assert_array_equal(eng.interpolate([(f[0], f[1])])[0], ref.interpolate([(f[0], f[1])])[0])
     np.testing.assert_array_equal(eng.spatial([f[2]])[0], ref.spatial([f[2]])[0])
-    assert seen == [False, False] and sorted(used) == [1, 1, 1, 5]   # M_S of 3 frames; one pair (l0, l1, h0, h1, t)
+    assert seen == [False, False] and sorted(used) == [1, 1, 1, 6]   # M_S of 3 frames; one pair (l0, l1, h0, h1, t, plans)
     assert eng.compile is True
     # functions were compiled, never the model: it stays a plain DSFN with its own weights
     assert not any(isinstance(fn, torch.nn.Module) for fn in given)
