@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny random DSFN saved as a weights file, synthetic moving clips."""
+"""Shared fixtures: a tiny random DSFN saved as a weights file, synthetic moving clips, a
+tiny training data set and the training runs made on it."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from training.flowfps import clip_from_frames
 from vsdsfn.nets import DSFN, DSFNConfig
@@ -128,3 +130,87 @@ def planes(frame) -> np.ndarray:
 
 def all_frames(clip) -> list[np.ndarray]:
     return [planes(clip.get_frame(i)) for i in range(clip.num_frames)]
+
+
+# ----------------------------------------------------------------------------- training data
+def texture(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A smooth random colour texture (uint8, size x size x 3) with some edges."""
+    small = rng.random((size // 8, size // 8, 3)) * 255
+    img = np.asarray(Image.fromarray(small.astype(np.uint8)).resize((size, size), Image.BICUBIC)).astype(np.float32)
+    y, x = np.mgrid[0:size, 0:size]
+    img[(x // 12 + y // 12) % 5 == 0] *= 0.5  # blocky edges
+    return img.clip(0, 255).astype(np.uint8)
+
+
+def moving_frames(rng: np.random.Generator, n: int, size: int = 64, step=(2, 1)) -> list[np.ndarray]:
+    """n frames of a texture window translating by ``step`` pixels per frame."""
+    tex = texture(rng, size + n * max(step) + 8)
+    return [tex[4 + k * step[1]: 4 + k * step[1] + size, 4 + k * step[0]: 4 + k * step[0] + size] for k in range(n)]
+
+
+def save(img: np.ndarray, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(img).save(path)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    """root/vimeo (triplet layout, 4 train + 2 test), root/images (4 stills),
+    root/frames/seq (6 frames)."""
+    root = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(7)
+    names = [f"00001/{k:04d}" for k in range(1, 7)]
+    for k, name in enumerate(names):
+        for i, f in enumerate(moving_frames(rng, 3, step=(1 + k % 3, k % 2))):
+            save(f, root / "vimeo" / "sequences" / name / f"im{i + 1}.png")
+    (root / "vimeo" / "tri_trainlist.txt").write_text("\n".join(names[:4]) + "\n")
+    (root / "vimeo" / "tri_testlist.txt").write_text("\n".join(names[4:]) + "\n")
+    for k in range(4):
+        save(texture(rng, 80), root / "images" / f"img{k}.png")
+    for i, f in enumerate(moving_frames(rng, 6, step=(2, 1))):
+        save(f, root / "frames" / "seq" / f"{i:03d}.png")
+    return root
+
+
+def tiny_sets(extra=()) -> list[str]:
+    """``--set`` values of a tiny model and tiny batches (``extra``: (key, value) pairs)."""
+    sets = {
+        "model.spatial_args": "{channels=8, layers=2}",
+        "model.temporal_args": "{widths=[8, 8, 8, 8], refine=true, large_motion=true}",
+        "model.fusion_widths": "[4, 4, 4, 4, 4]",
+        "model.refine_channels": "4",
+        "model.refine_blocks": "1",
+        "data.vimeo": '"vimeo"',
+        "data.sr_images": '["images"]',
+        "data.sr_val": '["images"]',
+        "data.val_crop": "32",
+        "data.val_max": "2",
+        "data.synthetic_max_shift": "4.0",
+        "train.batch": "2",
+        "train.crop": "32",
+        "stages.spatial.crop": "32",
+        "train.val_every": "2",
+        "train.ckpt_every": "2",
+        "train.log_every": "1",
+        "train.threads": "1",
+        "train.lr": "1e-3",
+    }
+    return [f"{k}={v}" for k, v in [*sets.items(), *extra]]
+
+
+def tiny_args(root: Path, extra=()) -> list[str]:
+    # on the CPU also where CUDA exists: the tests compare resumed runs bit for bit, and
+    # CUDA's backward kernels are not bitwise deterministic (seen on an H100)
+    args = ["--data-root", str(root), "--device", "cpu"]
+    for kv in tiny_sets(extra):
+        args += ["--set", kv]
+    return args
+
+
+def run_stage(root: Path, stage: str, out: Path, iters: int = 3, extra=(), more=()) -> dict:
+    """Train ``stage`` of the tiny model on the :func:`data` set for ``iters`` steps into ``out``;
+    its last checkpoint."""
+    from training import train as tr
+
+    tr.main([*tiny_args(root, extra), "--stage", stage, "--out", str(out), "--iters", str(iters), *more])
+    return tr.load_checkpoint(out / "last.pt")

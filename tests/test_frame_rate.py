@@ -108,7 +108,7 @@ def test_weights_without_t_refuse_other_factors_and_keep_2x(tmp_path):
     """A file trained for t = 1/2 only (no ``time_input``, e.g. 1.2.0's) gives its 2x
     frames as before and refuses 5/2 with the fix; widened with zero weights for t it
     gives the same 2x frames."""
-    from training.train import _widened
+    from training.train import widened
 
     torch.manual_seed(0)
     old = DSFN(DSFNConfig.from_dict({**TINY.to_dict(), "time_input": False})).eval()
@@ -121,7 +121,7 @@ def test_weights_without_t_refuse_other_factors_and_keep_2x(tmp_path):
                                        r"factor_num=2, factor_den=1"):
         upscale(clip, weights=path, factor_num=5, factor_den=2)
     new = tiny_model()
-    new.load_state_dict(_widened(old.state_dict(), new.state_dict()))
+    new.load_state_dict(widened(old.state_dict(), new.state_dict()))
     widened = save_model(new, tmp_path / "widened.safetensors")
     for a, b in zip(all_frames(upscale(clip, weights=path)), all_frames(upscale(clip, weights=widened))):
         np.testing.assert_allclose(a, b, atol=1e-6)

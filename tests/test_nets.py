@@ -160,7 +160,7 @@ def test_timestep_reaches_every_part():
 def test_a_network_without_t_refuses_other_timesteps_and_widens_exactly():
     """A t = 1/2 network (a file without ``time_input``) refuses other t; its F and R,
     widened with zero weights for t (training's --init), compute the same frames."""
-    from training.train import _widened
+    from training.train import widened
 
     torch.manual_seed(0)
     old = DSFN(small_config(fusion_context=True, refine_context=True, time_input=False)).eval()
@@ -171,7 +171,7 @@ def test_a_network_without_t_refuses_other_timesteps_and_widens_exactly():
     with pytest.raises(ValueError, match=r"trained for the middle frame \(t = 1/2\) only"):
         old(l0, l1, t=0.25)
     new = DSFN(small_config(fusion_context=True, refine_context=True)).eval()
-    new.load_state_dict(_widened(old.state_dict(), new.state_dict()))
+    new.load_state_dict(widened(old.state_dict(), new.state_dict()))
     with torch.no_grad():
         torch.testing.assert_close(new(l0, l1)["refined"], old(l0, l1)["refined"])
 

@@ -7,7 +7,7 @@ tests:
 
 * integer/YUV/GRAY clips with the conversion line: test_filter::test_format_errors_show_the_conversion
 * variable format / size: test_filter::test_variable_format_and_size
-* 0 frames: test_zero_frame_clips_cannot_exist (VapourSynth refuses to make one);
+* 0 frames: VapourSynth makes no such clip, so upscale never sees one;
   1 frame gives its upscaled frame twice: test_filter::test_one_frame_clip, test_one_frame_any_batch
 * fps 0 (VFR): test_filter::test_vfr_durations
 * 1x1, odd, prime sizes: test_filter::test_tiny_and_odd_sizes, test_prime_and_degenerate_sizes
@@ -52,7 +52,6 @@ import torch
 import vapoursynth as vs
 
 from conftest import ROOT, all_frames, default_signals, make_clip, pattern, planes, tiny_model
-from test_training import data  # noqa: F401  (the tiny Vimeo-layout data set fixture)
 
 core = vs.core
 
@@ -68,15 +67,6 @@ class _Marker:
 
 
 # ----------------------------------------------------------------------------- bad input
-def test_zero_frame_clips_cannot_exist():
-    """A 0-frame clip cannot be built in VapourSynth (so upscale never sees one; its
-    check ``num_frames < 1`` is a second line of defence)."""
-    with pytest.raises(vs.Error):
-        core.std.BlankClip(format=vs.RGBS, width=8, height=8, length=0)
-    with pytest.raises(vs.Error):
-        core.std.BlankClip(format=vs.RGBS, width=8, height=8, length=2)[2:]
-
-
 @pytest.mark.parametrize("bs", [1, 3])
 def test_one_frame_any_batch(tiny_weights, bs):
     out = upscale_(make_clip(1, 13, 7), tiny_weights, batch_size=bs)
@@ -523,7 +513,7 @@ def test_killed_during_checkpoint_write_resumes(data, tmp_path, one_thread):
     last.pt leaves last.pt from the previous checkpoint intact and a partial last.pt.tmp;
     --resume starts from the good checkpoint, overwrites the partial file and finishes
     with exactly the weights of an uninterrupted run."""
-    from test_training import run_stage, tiny_args
+    from conftest import run_stage, tiny_args
     from training import train as tr
 
     out = tmp_path / "cut"
@@ -562,7 +552,7 @@ def test_killed_during_checkpoint_write_resumes(data, tmp_path, one_thread):
 
 
 def test_resume_with_another_stage_refuses(data, tmp_path, one_thread):
-    from test_training import run_stage
+    from conftest import run_stage
 
     run_stage(data, "temporal", tmp_path / "t", iters=1)
     with pytest.raises(SystemExit, match="different config or stage"):
@@ -570,7 +560,7 @@ def test_resume_with_another_stage_refuses(data, tmp_path, one_thread):
 
 
 def test_inf_loss_step_is_skipped_and_logged(data, tmp_path, monkeypatch, caplog, one_thread):
-    from test_training import tiny_sets
+    from conftest import tiny_sets
     from training import train as tr
     from training.config import load_config
 

@@ -109,7 +109,7 @@ def test_compile_wraps_without_touching_the_model(monkeypatch):
     ref = Engine(tiny_model(), device="cpu")
     np.testing.assert_array_equal(eng.interpolate([(f[0], f[1])])[0], ref.interpolate([(f[0], f[1])])[0])
     np.testing.assert_array_equal(eng.spatial([f[2]])[0], ref.spatial([f[2]])[0])
-    assert seen == [False, False] and sorted(used) == [1, 1, 1, 5]   # M_S of 3 frames; one pair (l0, l1, h0, h1, t)
+    assert seen == [False, False] and sorted(used) == [1, 1, 1, 6]   # M_S of 3 frames; one pair (l0, l1, h0, h1, t, plans)
     assert eng.compile is True
     # functions were compiled, never the model: it stays a plain DSFN with its own weights
     assert not any(isinstance(fn, torch.nn.Module) for fn in given)
@@ -146,10 +146,14 @@ def test_trt_keeps_engines_in_its_own_folder(monkeypatch, tmp_path):
 
 
 def test_num_threads_is_applied():
+    """num_threads is the count of the engine's compute thread (where the networks run),
+    kept when a later engine asks for another."""
     before = torch.get_num_threads()
     try:
-        Engine(tiny_model(), device="cpu", num_threads=1)
-        assert torch.get_num_threads() == 1
+        one, three = (Engine(tiny_model(), device="cpu", num_threads=n) for n in (1, 3))
+        assert one.call(torch.get_num_threads) == 1 and three.call(torch.get_num_threads) == 3
+        one.close()
+        three.close()
     finally:
         torch.set_num_threads(before)
 

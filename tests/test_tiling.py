@@ -17,6 +17,7 @@ import torch
 from conftest import pattern, tiny_model
 from vsdsfn.engine import DEFAULT_TILE_OVERLAP, Engine, OutOfMemory
 from vsdsfn.tiling import aligned, parse_tile, plan_tiles
+from vsdsfn.weights import load_model
 
 
 @pytest.fixture(scope="module")
@@ -109,8 +110,50 @@ def test_one_tile_is_exactly_untiled(net, w, h):
         assert eng.stats["tiles"] == 0
 
 
+def test_spatial_context_is_espcns_reach():
+    """ESPCN.context() of the shipped 6-layer M_S: an input pixel changes outputs exactly
+    that far (in input pixels) and no farther."""
+    from vsdsfn.nets import DSFNConfig
+    from vsdsfn.nets.espcn import ESPCN
+
+    torch.manual_seed(0)
+    net = ESPCN(**DSFNConfig().spatial_args).eval()
+    torch.nn.init.normal_(net.tail.weight, 0, 0.05)          # zero-initialised: bicubic only
+    x = torch.rand(1, 3, 41, 41)
+    y = x.clone()
+    y[..., 20, 20] += 0.5
+    with torch.no_grad():
+        changed = (net(x) - net(y)).abs().amax((0, 1)) > 0
+    rows = changed.any(1).nonzero()[:, 0] // 2               # output rows -> input rows
+    assert net.context() == 8 == max(20 - int(rows.min()), int(rows.max()) - 20)
+
+
+def test_tiled_spatial_is_exact_with_the_shipped_weights():
+    """M_S tiles keep the context M_S states (8 px for the shipped 6-layer M_S), aligned:
+    exactly the untiled M_S."""
+    model = load_model(None)
+    a, _ = texture_pair(400, 150)
+    ref = Engine(model, device="cpu").spatial([a])[0]
+    eng = Engine(model, device="cpu", tile=64, tile_overlap=0)
+    np.testing.assert_allclose(eng.spatial([a])[0], ref, atol=1e-6)
+    assert eng.model.spatial_context() == 8 and eng._tile_now() == (64, 64)
+
+
+def test_spatial_tiles_keep_the_context_the_network_states(net):
+    """A spatial network that states a larger context gets it: 70 px round up to 128 here,
+    so tiles of at least 128 + 64 + 128."""
+    a, _ = texture_pair(600, 150)
+    eng = Engine(net, device="cpu", tile=64, tile_overlap=0)
+    eng.model.spatial.context = lambda: 70
+    sizes = []
+    real = eng.model.spatial.forward
+    eng.model.spatial.forward = lambda x: sizes.append(tuple(x.shape[-2:])) or real(x)
+    eng.spatial([a])
+    assert len(sizes) > 1 and set(sizes) == {(192, 320)}     # padded 640x192: the height is whole
+
+
 def test_tiled_spatial_is_exact(net):
-    """M_S tiles keep 16 px of context (ESPCN's reach), aligned: at least 64 + 2 * 64 here."""
+    """M_S tiles keep M_S's context, aligned: at least 64 + 2 * 64 here."""
     a, _ = texture_pair(400, 150)
     ref = Engine(net, device="cpu").spatial([a])[0]
     eng = Engine(net, device="cpu", tile=64, tile_overlap=0)
@@ -167,6 +210,78 @@ def test_default_overlap_bound_with_default_weights(seed):
     out = eng.interpolate([(a, b)])[0]
     assert eng.stats["tiles"] == 3
     assert np.abs(out - ref).max() <= 1e-3
+
+
+def moving_apart(w: int, h: int, seed: int = 1):
+    """:func:`smooth_pair` whose left 200 columns move by 60 px and the rest by (5, 3): RIFE's
+    second block finds far more motion on the left than on the right."""
+    a, b = smooth_pair(w, h, seed)
+    fa, fb = smooth_pair(w, h, seed + 1, dx=60, dy=0)
+    a[:, :200], b[:, :200] = fa[:, :200], fb[:, :200]
+    return a, b
+
+
+def _second_block_motion(eng: Engine, pair) -> list[float]:
+    """Per call of RIFE's second block while ``eng`` interpolates ``pair``: the motion
+    the large-motion rule compares with LARGE_MOTION (the smaller of both flows' largest update)."""
+    seen = []
+    hook = eng.model.temporal.blocks[1].register_forward_hook(
+        lambda m, i, o: seen.append(min(float(o[0][:, :2].abs().amax()), float(o[0][:, 2:4].abs().amax()))))
+    eng.interpolate([pair])
+    hook.remove()
+    return seen
+
+
+def _threshold_between_frame_and_tile(model, pair, tile, ov) -> float:
+    """A LARGE_MOTION that the whole frame exceeds (both streams) and some tile does not,
+    so that a tile deciding for itself would skip the second pass."""
+    whole = min(_second_block_motion(Engine(model, device="cpu"), pair))
+    least = min(_second_block_motion(Engine(model, device="cpu", tile=tile, tile_overlap=ov), pair))
+    assert least < whole
+    return (least + whole) / 2
+
+
+def _check_large_motion_pass(monkeypatch, model, ov: int, tol: float) -> None:
+    """RIFE's second (large-motion) pass is decided on the whole frame and taken by every
+    tile, also when the out-of-memory fallback turns tiling on mid-render; the tiled frame
+    is the untiled one within ``tol``. Synthetic pairs this small do not reach the 32 px
+    of LARGE_MOTION (the shipped weights' second block finds ~20 px on this pair's left,
+    ~3 px on its right), so the threshold is set between the whole frame's motion and the
+    stillest tile's. The half-resolution pass sees twice as far: the tiles of a frame that
+    takes it keep twice the overlap."""
+    from vsdsfn.nets import rife
+
+    pair = moving_apart(4 * ov + 3 * 128, 64)
+    tile = (4 * ov + 256, 1000)       # three tiles with twice the overlap
+    monkeypatch.setattr(rife, "LARGE_MOTION", float("inf"))
+    one_pass = Engine(model, device="cpu").interpolate([pair])[0]
+    monkeypatch.setattr(rife, "LARGE_MOTION", _threshold_between_frame_and_tile(model, pair, tile, ov))
+    ref = Engine(model, device="cpu").interpolate([pair])[0]
+    assert np.abs(ref - one_pass).max() > 1e-2               # the second pass changes this frame
+    eng = Engine(model, device="cpu", tile=tile, tile_overlap=ov)
+    first_block = []
+    eng.model.temporal.blocks[0].register_forward_hook(lambda *a: first_block.append(1))
+    out = eng.interpolate([pair])[0]
+    # the whole frame's decision (2 streams), then every tile: both passes of both streams
+    assert eng.stats["tiles"] > 1 and len(first_block) == 2 + 4 * eng.stats["tiles"]
+    assert np.abs(out - ref).max() <= tol
+    eng = Engine(model, device="cpu", tile_overlap=ov)
+    _oom_above(eng.model, 3 * 64 * (tile[0] + 64))
+    np.testing.assert_allclose(eng.interpolate([pair])[0], ref, atol=tol)
+    assert eng._auto_tile is not None and eng.stats["tiles"] > 1
+
+
+def test_large_motion_pass_is_decided_once_per_frame(monkeypatch):
+    """The tiny random model (measured 1.7e-3; 0.36 with tiles deciding alone)."""
+    _check_large_motion_pass(monkeypatch, tiny_model(), 64, 0.01)
+
+
+@pytest.mark.slow
+def test_large_motion_pass_tiled_within_tolerance_with_default_weights(monkeypatch):
+    """The shipped weights, the default overlap: within the tile tolerance of
+    test_default_overlap_bound_with_default_weights (measured 4.8e-5; 0.18 with tiles
+    deciding alone)."""
+    _check_large_motion_pass(monkeypatch, load_model(None), DEFAULT_TILE_OVERLAP, 1e-3)
 
 
 # ------------------------------------------------------------------ out-of-memory fallback

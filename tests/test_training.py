@@ -21,6 +21,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import moving_frames, run_stage, save, texture, tiny_args, tiny_sets
 from training import evaluate as ev
 from training import train as tr
 from training.augment import augment, center_crop, random_crop
@@ -45,85 +46,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ----------------------------------------------------------------------------- data
-def texture(rng: np.random.Generator, size: int) -> np.ndarray:
-    """A smooth random colour texture (uint8, size x size x 3) with some edges."""
-    small = rng.random((size // 8, size // 8, 3)) * 255
-    img = np.asarray(Image.fromarray(small.astype(np.uint8)).resize((size, size), Image.BICUBIC)).astype(np.float32)
-    y, x = np.mgrid[0:size, 0:size]
-    img[(x // 12 + y // 12) % 5 == 0] *= 0.5  # blocky edges
-    return img.clip(0, 255).astype(np.uint8)
-
-
-def moving_frames(rng: np.random.Generator, n: int, size: int = 64, step=(2, 1)) -> list[np.ndarray]:
-    """n frames of a texture window translating by ``step`` pixels per frame."""
-    tex = texture(rng, size + n * max(step) + 8)
-    return [tex[4 + k * step[1]: 4 + k * step[1] + size, 4 + k * step[0]: 4 + k * step[0] + size] for k in range(n)]
-
-
-def save(img: np.ndarray, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(img).save(path)
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    """root/vimeo (triplet layout, 4 train + 2 test), root/images (4 stills),
-    root/frames/seq (6 frames)."""
-    root = tmp_path_factory.mktemp("data")
-    rng = np.random.default_rng(7)
-    names = [f"00001/{k:04d}" for k in range(1, 7)]
-    for k, name in enumerate(names):
-        for i, f in enumerate(moving_frames(rng, 3, step=(1 + k % 3, k % 2))):
-            save(f, root / "vimeo" / "sequences" / name / f"im{i + 1}.png")
-    (root / "vimeo" / "tri_trainlist.txt").write_text("\n".join(names[:4]) + "\n")
-    (root / "vimeo" / "tri_testlist.txt").write_text("\n".join(names[4:]) + "\n")
-    for k in range(4):
-        save(texture(rng, 80), root / "images" / f"img{k}.png")
-    for i, f in enumerate(moving_frames(rng, 6, step=(2, 1))):
-        save(f, root / "frames" / "seq" / f"{i:03d}.png")
-    return root
-
-
-def tiny_sets(extra=()) -> list[str]:
-    """``--set`` values of a tiny model and tiny batches (``extra``: (key, value) pairs)."""
-    sets = {
-        "model.spatial_args": "{channels=8, layers=2}",
-        "model.temporal_args": "{widths=[8, 8, 8, 8], refine=true, large_motion=true}",
-        "model.fusion_widths": "[4, 4, 4, 4, 4]",
-        "model.refine_channels": "4",
-        "model.refine_blocks": "1",
-        "data.vimeo": '"vimeo"',
-        "data.sr_images": '["images"]',
-        "data.sr_val": '["images"]',
-        "data.val_crop": "32",
-        "data.val_max": "2",
-        "data.synthetic_max_shift": "4.0",
-        "train.batch": "2",
-        "train.crop": "32",
-        "stages.spatial.crop": "32",
-        "train.val_every": "2",
-        "train.ckpt_every": "2",
-        "train.log_every": "1",
-        "train.threads": "1",
-        "train.lr": "1e-3",
-    }
-    return [f"{k}={v}" for k, v in [*sets.items(), *extra]]
-
-
-def tiny_args(root: Path, extra=()) -> list[str]:
-    # on the CPU also where CUDA exists: the tests compare resumed runs bit for bit, and
-    # CUDA's backward kernels are not bitwise deterministic (seen on an H100)
-    args = ["--data-root", str(root), "--device", "cpu"]
-    for kv in tiny_sets(extra):
-        args += ["--set", kv]
-    return args
-
-
-def run_stage(root: Path, stage: str, out: Path, iters: int = 3, extra=(), more=()) -> dict:
-    tr.main([*tiny_args(root, extra), "--stage", stage, "--out", str(out), "--iters", str(iters), *more])
-    return tr.load_checkpoint(out / "last.pt")
-
-
 def read_log(out: Path) -> list[dict]:
     with open(out / "log.csv") as f:
         return list(csv.DictReader(f))
@@ -543,15 +465,19 @@ def test_evaluate_rows_without_one_mask_model(data, tmp_path, tiny_weights, caps
         ev.main(["--data", str(data / "frames"), "--weights", str(two), "--one-mask-weights", str(two)])
 
 
-def test_evaluate_skips_broken_triplets(data, tmp_path, tiny_weights, capsys):
+@pytest.mark.parametrize("broken,args,line", [
+    ("002", ["--no-mvtools"], "- Triplets: 1 (3 skipped: unreadable)"),                 # 002 is in triplets 0, 1, 2
+    ("005", ["--t"], "- Triplets per timestep: 1, 2, 3, 2, 1 (5 skipped: unreadable)"),  # the last at each t
+])
+def test_evaluate_skips_broken_triplets(data, tmp_path, tiny_weights, capsys, broken, args, line):
+    """The main table and --t load triplets alike: one with an unreadable frame is skipped."""
     import shutil
 
     seq = tmp_path / "seq"
     shutil.copytree(data / "frames" / "seq", seq)
-    (seq / "002.png").write_bytes(b"broken")
-    ev.main(["--data", str(seq), "--weights", str(tiny_weights[0]), "--no-mvtools", "--quiet"])
-    out = capsys.readouterr().out
-    assert "- Triplets: 1 (3 skipped: unreadable)" in out    # 002 is in triplets 0, 1, 2
+    (seq / f"{broken}.png").write_bytes(b"broken")
+    ev.main(["--data", str(seq), "--weights", str(tiny_weights[0]), *args, "--quiet"])
+    assert line in capsys.readouterr().out
 
 
 def test_evaluate_layouts(data, tmp_path):
@@ -853,3 +779,37 @@ def test_pack_writes_a_compact_copy_that_trains(data, tmp_path, monkeypatch):
     assert load_config(path2)["data"]["sequences"][1] == {"path": "seq/flat.mkv"}
     a, b = open_sequence(tmp_path / "flat.y4m"), open_sequence(tmp_path / "packed2" / "seq" / "flat.mkv")
     assert len(a) == len(b) == 4 and np.abs(a.frame(3).astype(int) - b.frame(3).astype(int)).max() <= 3
+
+
+def test_evaluate_at_timesteps_honours_the_model_options(data, tmp_path, tiny_weights, capsys, monkeypatch):
+    """--t runs the model as the main table does (--ensemble, --st-scale), writes --json,
+    and refuses the options it has no use for."""
+    calls = []
+    real = DSFN.run
+    monkeypatch.setattr(DSFN, "run", lambda self, *a, **kw: calls.append(kw) or real(self, *a, **kw))
+    out = tmp_path / "t.json"
+    ev.main(["--data", str(data / "frames" / "seq"), "--weights", str(tiny_weights[0]), "--t", "--ensemble",
+             "--st-scale", "0.5", "--json", str(out), "--quiet"])
+    assert calls and all(kw["ensemble"] is True and kw["st_scale"] == 0.5 for kw in calls)
+    scores = json.loads(out.read_text())
+    assert list(scores["timesteps"]) == ["1/4", "1/3", "1/2", "2/3", "3/4"]
+    assert scores["timesteps"]["1/4"]["rows"][ev.R]["n"] == 2 and "flip ensemble" in capsys.readouterr().out
+    for flag in (["--panels", str(tmp_path / "p")], ["--one-mask-weights", str(tiny_weights[1])], ["--no-model"]):
+        with pytest.raises(SystemExit, match=f"--t does not take {flag[0]}"):
+            ev.main(["--data", str(data / "frames" / "seq"), "--weights", str(tiny_weights[0]), "--t", *flag])
+
+
+def test_srset_image_cache_is_bounded_and_not_pickled(data):
+    """SRSet keeps decoded images up to cache_bytes (80x80 RGB: 19200 bytes each), the
+    most recently used; a pickled copy (a spawned DataLoader worker's) carries none."""
+    import pickle
+
+    from training.datasets import SRSet, list_images
+
+    ds = SRSet(list_images(data / "images"), crop=32, cache_bytes=2 * 80 * 80 * 3)
+    rng = np.random.default_rng(0)
+    for i in (0, 1, 2, 3, 1):
+        ds.get(i, rng)
+    assert list(ds._cache) == [3, 1]
+    assert len(pickle.dumps(ds)) < 2000
+    assert pickle.loads(pickle.dumps(ds)).get(0, rng)[0].shape == (32, 32, 3)

@@ -29,6 +29,7 @@ import glob
 import hashlib
 import logging
 import os
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -42,7 +43,7 @@ from .augment import augment, center_crop, random_crop
 __all__ = [
     "IMAGE_EXTS", "FolderSequence", "VideoSequence", "vimeo_sequences", "open_sequence",
     "TripletSet", "SRSet", "SyntheticMotionSet", "MixtureSet", "downscale", "to_batch",
-    "load_image", "list_images",
+    "load_image", "list_images", "data_path", "config_sequences",
 ]
 
 log = logging.getLogger("vsdsfn.training")
@@ -377,22 +378,34 @@ class TripletSet(_Skipping):
 
 
 class SRSet(_Skipping):
-    """Random high-res crops of still images (one-frame samples) for pretraining M_S."""
+    """Random high-res crops of still images (one-frame samples) for pretraining M_S.
 
-    def __init__(self, images: Sequence[str | os.PathLike], crop: int = 96) -> None:
+    Decoded images are kept for reuse up to ``cache_bytes`` per process (least recently
+    used dropped); a pickled copy (what a spawned DataLoader worker gets) starts with none.
+    """
+
+    def __init__(self, images: Sequence[str | os.PathLike], crop: int = 96, cache_bytes: int = 512 * 2**20) -> None:
         self.images = [Path(p) for p in images]
         if not self.images:
             raise ValueError("SRSet: no images")
         self.crop = crop
-        self._cache: dict[int, np.ndarray] = {}
+        self.cache_bytes = cache_bytes
+        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self.images)
 
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_cache": OrderedDict()}
+
     def _read(self, index: int) -> np.ndarray:
         img = self._cache.get(index)
-        if img is None:
-            img = self._cache[index] = load_image(self.images[index])
+        if img is not None:
+            self._cache.move_to_end(index)
+            return img
+        img = self._cache[index] = load_image(self.images[index])
+        while sum(a.nbytes for a in self._cache.values()) > self.cache_bytes:
+            self._cache.popitem(last=False)
         return img
 
     def get(self, index: int, rng: np.random.Generator, train: bool = True) -> list[np.ndarray]:
@@ -505,3 +518,19 @@ def downscale(x: torch.Tensor, antialias: bool = False) -> torch.Tensor:
     x = x[..., : h - h % 2, : w - w % 2]
     return F.interpolate(x, scale_factor=0.5, mode="bicubic", align_corners=False,
                          antialias=antialias).clamp(0, 1)
+
+
+def data_path(root: Path, p: str | os.PathLike) -> Path:
+    """A config's data path: as given when absolute, else under ``root`` (``data.root``)."""
+    q = Path(p)
+    return q if q.is_absolute() else root / q
+
+
+def config_sequences(root: Path, entries: list) -> list:
+    """The sequences of a config's ``data.sequences``/``data.val_sequences`` entries: a path,
+    or ``{path, start, stop}`` (frames ``start:stop``)."""
+    seqs = []
+    for e in entries:
+        e = {"path": e} if isinstance(e, str) else e
+        seqs.append(open_sequence(data_path(root, e["path"]), e.get("start", 0), e.get("stop")))
+    return seqs

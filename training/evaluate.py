@@ -35,189 +35,29 @@ import os
 import shlex
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from . import mvbaseline
-from .datasets import FolderSequence, VIDEO_EXTS, downscale, list_images, open_sequence, vimeo_sequences
+from .datasets import downscale
 from .flowfps import clip_from_frames
-from .metrics import psnr, ssim
+from .metrics import psnr
+from .timesteps import evaluate_timesteps, format_timesteps
+from .results import (BLEND, F1, F2, FLOW_SPLINE, MS_FLOW, MV_ROWS, R, R1, RIFE_ROWS, RIFE_SPLINE, ROWS, SPLINE_FLOW,
+                      SPLINE_FLOW_QP, SPLINE_RIFE, SPLINE_RIFE_R, ST, TS, Result, result_dict)
+from .triplets import (LAYOUTS, EvaluateError, Triplet, config_triplets, list_triplets, load_triplets, select,
+                       to_array, to_tensor)
 from vsdsfn.nets import RIFE as _RIFE
 from vsdsfn.options import OptionError, check as check_options
 from vsdsfn.precision import autocast, choose as choose_precision, name_of
 from vsdsfn.sysinfo import describe_machine
 
-__all__ = ["Triplet", "list_triplets", "config_triplets", "evaluate", "format_report", "main", "ROWS"]
-
-log = logging.getLogger("vsdsfn.training")
-
-ST, TS, F1, F2, R = "S→T", "T→S", "F one-mask", "F two-mask", "R"
-R1 = "R (one-mask model)"
-BLEND, SPLINE_FLOW, FLOW_SPLINE = "bicubic + frame blend", "Spline36 → FlowFPS", "FlowFPS → Spline36"
-#: a hybrid: the model's M_S, then mvtools FlowFPS as M_T (how far the model's own M_T is
-#: from mvtools' on the same frames)
-MS_FLOW = "M_S → FlowFPS"
-#: the classic pipeline with better mvtools settings: the mean of FlowFPS's middle frames
-#: under :data:`training.mvbaseline.QUARTER_PEL` (quarter-pel, 16- and 8-pixel blocks)
-SPLINE_FLOW_QP = "Spline36 → FlowFPS (quarter-pel)"
-#: the cascades users run with RIFE (the model's own M_T weights): as vs-rife runs it
-#: (Practical-RIFE's fastmode), and with RIFE's refinement
-SPLINE_RIFE, SPLINE_RIFE_R, RIFE_SPLINE = ("Spline36 → RIFE (as vs-rife)", "Spline36 → RIFE (refined)",
-                                           "RIFE → Spline36 (as vs-rife)")
-#: the table's rows, in order (R1 is only shown when a one-mask model is evaluated)
-ROWS = (ST, TS, F1, F2, R, R1, BLEND, SPLINE_RIFE, SPLINE_RIFE_R, RIFE_SPLINE, SPLINE_FLOW, SPLINE_FLOW_QP,
-        FLOW_SPLINE, MS_FLOW)
-MV_ROWS = (SPLINE_FLOW, SPLINE_FLOW_QP, FLOW_SPLINE, MS_FLOW)
-RIFE_ROWS = (SPLINE_RIFE, SPLINE_RIFE_R, RIFE_SPLINE)
-
-
-# ----------------------------------------------------------------------------- triplets
-class _Files(FolderSequence):
-    """A :class:`~training.datasets.FolderSequence` of listed files rather than a whole folder:
-    Middlebury's ground truth lies in another folder than its inputs, and UCF's folders hold
-    other pictures besides the triplet."""
-
-    def __init__(self, files: Sequence[Path], name: str) -> None:
-        # not FolderSequence.__init__, which lists a folder
-        self.files = [Path(f) for f in files]
-        self.folder, self.name = self.files[0].parent, name
-
-
-@dataclass
-class Triplet:
-    """Frames ``idx`` of ``seq`` (the middle one is the ground truth)."""
-
-    name: str
-    seq: object
-    idx: tuple[int, int, int]
-    group: str = ""          # sequence name, for the per-sequence table
-
-    def load(self) -> list[np.ndarray]:
-        return [self.seq.frame(i) for i in self.idx]
-
-
-def _seq_triplets(seq, stride: int, group: str, label: str | None = None) -> list[Triplet]:
-    label = label or group
-    return [Triplet(f"{label}:{i}", seq, (i, i + stride, i + 2 * stride), group)
-            for i in range(len(seq) - 2 * stride)]
-
-
-def _vimeo(root: Path, stride: int) -> list[Triplet]:
-    out = []
-    for seq in vimeo_sequences(root, "test"):
-        name = "/".join(seq.folder.parts[-2:])
-        trips = _seq_triplets(seq, stride, "vimeo", name)
-        if len(seq) == 3:  # triplet layout: one per folder, named by it
-            for t in trips:
-                t.name = name
-        out += trips
-    return out
-
-
-def _frames(path: Path, stride: int) -> list[Triplet]:
-    if path.is_file():
-        seq = open_sequence(path)
-        return _seq_triplets(seq, stride, path.name)
-    if not path.is_dir():
-        raise EvaluateError(f"--data {path}: no such file or folder")
-    if list_images(path):
-        return _seq_triplets(FolderSequence(path), stride, path.name)
-    out = []
-    for child in sorted(path.iterdir()):
-        if child.is_dir() and list_images(child):
-            out += _seq_triplets(FolderSequence(child), stride, child.name)
-        elif child.is_file() and child.suffix.lower() in VIDEO_EXTS:
-            out += _seq_triplets(open_sequence(child), stride, child.name)
-    return out
-
-
-def _middlebury(root: Path, stride: int) -> list[Triplet]:
-    gt_root = next((p for p in (root / "other-gt-interp", root.parent / "other-gt-interp") if p.is_dir()), None)
-    data_root = root / "other-data" if (root / "other-data").is_dir() else root
-    out = []
-    if gt_root is not None:
-        for gt_dir in sorted(p for p in gt_root.iterdir() if p.is_dir()):
-            files = [data_root / gt_dir.name / "frame10.png", gt_dir / "frame10i11.png",
-                     data_root / gt_dir.name / "frame11.png"]
-            if all(f.exists() for f in files):
-                out.append(Triplet(gt_dir.name, _Files(files, gt_dir.name), (0, 1, 2), gt_dir.name))
-        return out
-    for d in sorted(p for p in data_root.iterdir() if p.is_dir()):
-        files = [d / f"frame{k:02d}.png" for k in range(7, 15)]
-        files = [f for f in files if f.exists()]
-        if len(files) >= 3:
-            seq = _Files(files, d.name)
-            for t in _seq_triplets(seq, stride, d.name):
-                t.name = f"{d.name}:{files[t.idx[1]].stem}"
-                out.append(t)
-    return out
-
-
-def _ucf(root: Path) -> list[Triplet]:
-    out = []
-    for d in sorted(p for p in root.iterdir() if p.is_dir()):
-        files = [d / "frame_00.png", d / "frame_01_gt.png", d / "frame_02.png"]
-        if all(f.exists() for f in files):
-            out.append(Triplet(d.name, _Files(files, d.name), (0, 1, 2), "ucf"))
-    return out
-
-
-LAYOUTS: dict[str, Callable[[Path, int], list[Triplet]]] = {
-    "vimeo": _vimeo, "frames": _frames, "middlebury": _middlebury, "ucf": lambda p, s: _ucf(p),
-}
-
-
-def list_triplets(data: str | os.PathLike, layout: str, stride: int = 1) -> list[Triplet]:
-    """All triplets of a dataset in one of the :data:`LAYOUTS`."""
-    if layout not in LAYOUTS:
-        raise ValueError(f"unknown layout {layout!r}; layouts: {sorted(LAYOUTS)}")
-    return LAYOUTS[layout](Path(data), stride)
-
-
-def config_triplets(config: str, split: str = "val", data_root: str | None = None,
-                    stride: int = 1, overrides: Sequence[str] = ()) -> tuple[list[Triplet], str]:
-    """The triplets of a training config's split (``val``: ``data.val_sequences`` and the
-    Vimeo test list when ``data.vimeo`` is set) and a description of it."""
-    from .config import load_config
-    from .train import _rel, _sequences
-
-    over = list(overrides)
-    if data_root:
-        over.append(f"data.root={json.dumps(data_root)}")
-    cfg = load_config(config, over)
-    d = cfg["data"]
-    root = Path(d["root"])
-    if not root.is_absolute():
-        # data.root in a config file is relative to the current directory, as in training
-        root = Path.cwd() / root
-    if split != "val":
-        raise EvaluateError(f"--split {split!r}: only 'val' (data.val_sequences) is defined")
-    entries = d["val_sequences"]
-    out = []
-    for e, seq in zip(entries, _sequences(root, entries)):
-        out += _seq_triplets(seq, stride, seq.name)
-    if d.get("vimeo"):
-        out += _vimeo(_rel(root, d["vimeo"]), stride)
-    if not out:
-        raise EvaluateError(f"{config}: split {split!r} has no triplets")
-    desc = f"`{config}` split `{split}` (`data.val_sequences`: " + ", ".join(
-        f"{(e if isinstance(e, str) else e['path'])}"
-        + ("" if isinstance(e, str) else f"[{e.get('start', 0)}:{e.get('stop', '') or ''}]")
-        for e in entries) + (f"; Vimeo test list of {d['vimeo']}" if d.get("vimeo") else "") + ")"
-    return out, desc
-
-
-def select(triplets: list[Triplet], max_n: int | None) -> list[Triplet]:
-    """At most ``max_n`` triplets, evenly spaced over the list."""
-    if not max_n or len(triplets) <= max_n:
-        return triplets
-    idx = np.unique(np.linspace(0, len(triplets) - 1, max_n).round().astype(int))
-    return [triplets[i] for i in idx]
+__all__ = ["Triplet", "list_triplets", "config_triplets", "select", "evaluate", "format_report", "main", "ROWS",
+           "EvaluateError", "result_dict"]
 
 
 # ----------------------------------------------------------------------------- methods
@@ -231,41 +71,6 @@ def _mvtools_available() -> str | None:
     except Exception as exc:  # noqa: BLE001
         return f"VapourSynth is not available ({exc})"
     return None
-
-
-def _np(x: torch.Tensor) -> np.ndarray:
-    return x[0].permute(1, 2, 0).float().cpu().numpy()
-
-
-def _t(a: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).permute(2, 0, 1)[None]
-
-
-@dataclass
-class Result:
-    """Per-triplet scores of every method: rows -> list of (psnr, ssim)."""
-
-    scores: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
-    groups: dict[str, dict[str, list[float]]] = field(default_factory=dict)
-    names: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    notes: dict[str, str] = field(default_factory=dict)    # row -> why it has no scores
-    seconds: float = 0.0
-    size: set = field(default_factory=set)
-
-    def add(self, row: str, group: str, pred: torch.Tensor, gt: torch.Tensor) -> tuple[float, float]:
-        pred = pred.float()
-        p, s = float(psnr(pred, gt)[0]), float(ssim(pred, gt)[0])
-        self.scores.setdefault(row, []).append((p, s))
-        self.groups.setdefault(group, {}).setdefault(row, []).append(p)
-        return p, s
-
-    def mean(self, row: str) -> tuple[float, float] | None:
-        v = self.scores.get(row)
-        if not v:
-            return None
-        a = np.asarray(v, dtype=np.float64)
-        return float(a[:, 0].mean()), float(a[:, 1].mean())
 
 
 def _not_run(model, one_mask_model, mvtools: bool) -> dict[str, str]:
@@ -288,23 +93,6 @@ def _not_run(model, one_mask_model, mvtools: bool) -> dict[str, str]:
 def _rife(model) -> _RIFE | None:
     """The model's M_T when it is RIFE (the RIFE cascades' interpolator)."""
     return model.temporal if model is not None and isinstance(model.temporal, _RIFE) else None
-
-
-def _load_triplet(trip: Triplet, res: Result) -> list[torch.Tensor] | None:
-    """The triplet's frames as (1, 3, H, W) tensors in [0, 1], cropped to even sizes; ``None``
-    (and the triplet counted as skipped) when a file cannot be read or the sizes differ."""
-    try:
-        frames = trip.load()
-    except Exception as exc:  # noqa: BLE001 -- an unreadable file is skipped, not fatal
-        log.warning("skipping triplet %s: %s", trip.name, exc)
-        res.skipped.append(trip.name)
-        return None
-    if any(f.shape != frames[0].shape for f in frames):
-        log.warning("skipping triplet %s: frames of different sizes", trip.name)
-        res.skipped.append(trip.name)
-        return None
-    h, w = (n - n % 2 for n in frames[0].shape[:2])
-    return [_t(f[:h, :w].astype(np.float32) / 255.0) for f in frames]
 
 
 def _model_rows(res: Result, g: str, model, one_mask_model, l0, l2, h1, st_scale, ensemble) -> tuple[dict, list[str]]:
@@ -331,24 +119,24 @@ def _blend_row(res: Result, g: str, l0, l2, h1) -> list[str]:
 def _rife_rows(res: Result, g: str, rife: _RIFE, l0, l2, h1) -> list[str]:
     """The cascades with the model's RIFE: Spline36 then RIFE (fast, as vs-rife, and
     refined), RIFE then Spline36."""
-    up = mvbaseline.spline36_2x(clip_from_frames([_np(l0), _np(l2)]))
-    s0, s2 = (_t(a) for a in mvbaseline.frames_from_clip(up))
+    up = mvbaseline.spline36_2x(clip_from_frames([to_array(l0), to_array(l2)]))
+    s0, s2 = (to_tensor(a) for a in mvbaseline.frames_from_clip(up))
     line = [f"S36→RIFE {res.add(SPLINE_RIFE, g, rife(s0, s2, fast=True).clamp(0, 1), h1)[0]:.2f}"]
     res.add(SPLINE_RIFE_R, g, rife(s0, s2).clamp(0, 1), h1)
-    mid = clip_from_frames([_np(rife(l0, l2, fast=True).clamp(0, 1))])
-    res.add(RIFE_SPLINE, g, _t(mvbaseline.frames_from_clip(mvbaseline.spline36_2x(mid))[0]).clamp(0, 1), h1)
+    mid = clip_from_frames([to_array(rife(l0, l2, fast=True).clamp(0, 1))])
+    res.add(RIFE_SPLINE, g, to_tensor(mvbaseline.frames_from_clip(mvbaseline.spline36_2x(mid))[0]).clamp(0, 1), h1)
     return line
 
 
 def _mvtools_rows(res: Result, g: str, l0, l2, out: dict | None, h1) -> list[str]:
     """The mvtools baselines (and M_S -> FlowFPS on the model's ``out``). Frames too small for
     mvtools end these rows for the whole evaluation: their scores so far are dropped."""
-    a0, a2 = _np(l0), _np(l2)
+    a0, a2 = to_array(l0), to_array(l2)
     try:
         p_sf = mvbaseline.spline36_then_flowfps(a0, a2)
         p_sfq = np.mean([mvbaseline.spline36_then_flowfps(a0, a2, s) for s in mvbaseline.QUARTER_PEL], 0)
         p_fs = mvbaseline.flowfps_then_spline36(a0, a2)
-        p_mf = None if out is None else mvbaseline.flowfps_of(*(_np(out[k].clamp(0, 1)) for k in ("hr0", "hr1")))
+        p_mf = None if out is None else mvbaseline.flowfps_of(*(to_array(out[k].clamp(0, 1)) for k in ("hr0", "hr1")))
     except ValueError as exc:
         res.notes.update(dict.fromkeys(MV_ROWS, f"n/a ({exc})"))
         for row in MV_ROWS:
@@ -356,11 +144,11 @@ def _mvtools_rows(res: Result, g: str, l0, l2, out: dict | None, h1) -> list[str
             for grp in res.groups.values():
                 grp.pop(row, None)
         return []
-    line = [f"mv {res.add(SPLINE_FLOW, g, _t(p_sf), h1)[0]:.2f}"]
-    res.add(SPLINE_FLOW_QP, g, _t(p_sfq), h1)
-    res.add(FLOW_SPLINE, g, _t(p_fs), h1)
+    line = [f"mv {res.add(SPLINE_FLOW, g, to_tensor(p_sf), h1)[0]:.2f}"]
+    res.add(SPLINE_FLOW_QP, g, to_tensor(p_sfq), h1)
+    res.add(FLOW_SPLINE, g, to_tensor(p_fs), h1)
     if p_mf is not None:
-        res.add(MS_FLOW, g, _t(p_mf), h1)
+        res.add(MS_FLOW, g, to_tensor(p_mf), h1)
     return line
 
 
@@ -374,11 +162,7 @@ def evaluate(triplets: Sequence[Triplet], model=None, one_mask_model=None, mvtoo
     res = Result(notes=_not_run(model, one_mask_model, mvtools))
     rife = _rife(model)
     t0 = time.time()
-    for k, trip in enumerate(triplets):
-        frames = _load_triplet(trip, res)
-        if frames is None:
-            continue
-        h0, h1, h2 = frames
+    for k, trip, (h0, h1, h2) in load_triplets(triplets, res.skipped):
         l0, l2 = downscale(h0), downscale(h2)
         res.size.add((h1.shape[-1], h1.shape[-2]))
         res.names.append(trip.name)
@@ -422,13 +206,13 @@ def save_panel(path: Path, gt: torch.Tensor, out: dict[str, torch.Tensor], max_t
     M_S->T and M_T->S (white = 1). PSNRs are written on the tiles."""
     from PIL import Image, ImageDraw
 
-    g = _np(gt)
+    g = to_array(gt)
     tiles = [("GT", g)]
     for key, label in (("st", "S→T"), ("ts", "T→S"), ("fused", "F"), ("refined", "R")):
-        p = np.clip(_np(out[key]), 0, 1)
-        tiles.append((f"{label} {float(psnr(_t(p), gt)[0]):.2f} dB", p))
+        p = np.clip(to_array(out[key]), 0, 1)
+        tiles.append((f"{label} {float(psnr(to_tensor(p), gt)[0]):.2f} dB", p))
     for key, label in (("st", "|S→T − GT|"), ("ts", "|T→S − GT|"), ("refined", "|R − GT|")):
-        tiles.append((label, _heat(np.abs(np.clip(_np(out[key]), 0, 1) - g).mean(-1))))
+        tiles.append((label, _heat(np.abs(np.clip(to_array(out[key]), 0, 1) - g).mean(-1))))
     masks = out["masks"][0].float().cpu().numpy()
     labels = ("M S→T", "M T→S") if len(masks) == 2 else ("M (S→T; T→S gets 1 − M)",)
     maps = list(zip(labels, masks))
@@ -510,10 +294,6 @@ def format_report(res: Result, dataset: str, command: str, weights: str, one_mas
 
 
 # ----------------------------------------------------------------------------- CLI
-class EvaluateError(ValueError):
-    """A problem with the evaluation's inputs; ``main`` prints it and exits with status 1."""
-
-
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -602,6 +382,8 @@ def _write(path: str | None, text: str) -> None:
 
 def run(args: argparse.Namespace, command: str) -> None:
     """The evaluation ``args`` ask for: the report on stdout, and ``--out``/``--json``."""
+    if args.t:
+        _refuse_with_t(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.sequences:
@@ -611,24 +393,28 @@ def run(args: argparse.Namespace, command: str) -> None:
     model, one, wpath, opath = _models(args, dtype)
     desc = (", run with the flip ensemble (--ensemble)" if args.ensemble else "") + f", in {name_of(dtype)}"
     if args.t:
-        from .timesteps import evaluate_timesteps, format_timesteps
-
-        if model is None:
-            raise EvaluateError("--t needs a model (drop --no-model)")
-        report = format_timesteps(evaluate_timesteps(triplets, model, args.max, dtype, not args.quiet), dataset,
-                                  command, _weights_desc(wpath) + desc)
-        print(report)
-        _write(args.out, report)
-        return
-    res = evaluate(triplets, model, one, mvtools=not args.no_mvtools, panels=args.panels,
-                   progress=not args.quiet, st_scale=args.st_scale, ensemble=args.ensemble, dtype=dtype)
-    if not res.names:
-        raise EvaluateError("no triplet could be read")
-    report = format_report(res, dataset, command, _weights_desc(wpath) + desc,
-                           _weights_desc(opath) + desc if opath else "none", res.notes.get(SPLINE_FLOW, ""))
+        results = evaluate_timesteps(triplets, model, args.max, dtype, not args.quiet, args.st_scale, args.ensemble)
+        report = format_timesteps(results, dataset, command, _weights_desc(wpath) + desc)
+        scores = {"command": command, "timesteps": {f"{j}/{m}": result_dict(r) for (j, m), r in results.items()}}
+    else:
+        res = evaluate(triplets, model, one, mvtools=not args.no_mvtools, panels=args.panels,
+                       progress=not args.quiet, st_scale=args.st_scale, ensemble=args.ensemble, dtype=dtype)
+        if not res.names:
+            raise EvaluateError("no triplet could be read")
+        report = format_report(res, dataset, command, _weights_desc(wpath) + desc,
+                               _weights_desc(opath) + desc if opath else "none", res.notes.get(SPLINE_FLOW, ""))
+        scores = result_dict(res, command)
     print(report)
     _write(args.out, report)
-    _write(args.json, json.dumps(result_dict(res, command), indent=1))
+    _write(args.json, json.dumps(scores, indent=1))
+
+
+def _refuse_with_t(args: argparse.Namespace) -> None:
+    """The options of the main table that ``--t`` (the model at other timesteps) has no use for."""
+    for flag, given in (("--no-model", args.no_model), ("--one-mask-weights", args.one_mask_weights),
+                        ("--panels", args.panels)):
+        if given:
+            raise EvaluateError(f"--t does not take {flag}: drop {flag} or --t")
 
 
 def _run_sequences(args: argparse.Namespace, command: str) -> None:
@@ -675,18 +461,6 @@ def main(argv: list[str] | None = None) -> int:
     except EvaluateError as exc:
         raise SystemExit(f"evaluate: {exc}") from None
     return 0
-
-
-def result_dict(res: Result, command: str = "") -> dict:
-    """The scores of :func:`evaluate` as plain data (what ``--json`` writes)."""
-    rows = {}
-    for row, v in res.scores.items():
-        psnr_mean, ssim_mean = res.mean(row)
-        rows[row] = {"psnr": psnr_mean, "ssim": ssim_mean, "n": len(v)}
-    groups = {g: {row: float(np.mean(v)) for row, v in by_row.items()} for g, by_row in res.groups.items()}
-    return {"command": command, "rows": rows, "not_run": dict(res.notes), "per_sequence_psnr": groups,
-            "triplets": list(res.names), "per_triplet": {row: [list(x) for x in v] for row, v in res.scores.items()},
-            "skipped": list(res.skipped), "seconds": res.seconds}
 
 
 if __name__ == "__main__":

@@ -12,13 +12,13 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 
 from vsdsfn.precision import autocast
 
 from .datasets import downscale
-from .evaluate import R, SPLINE_RIFE, SPLINE_RIFE_R, ST, TS, Result, Triplet, _np, _t, select
+from .results import R, SPLINE_RIFE, SPLINE_RIFE_R, ST, TS, Result
+from .triplets import Triplet, load_triplets, select, to_array, to_tensor
 
 __all__ = ["TIMESTEPS", "ROWS", "timestep_triplets", "evaluate_timesteps", "format_timesteps"]
 
@@ -34,32 +34,36 @@ def timestep_triplets(triplets: Sequence[Triplet], j: int, m: int) -> list[Tripl
             for t in seqs.values() for i in range(len(t.seq) - m)]
 
 
-def _score(res: Result, trip: Triplet, t: float, model, dtype: torch.dtype) -> None:
+def _score(res: Result, trip: Triplet, frames: list[torch.Tensor], t: float, model, dtype: torch.dtype,
+           st_scale: float | None, ensemble: bool) -> None:
     from . import mvbaseline as mvb
 
-    frames = trip.load()
-    h, w = (v - v % 2 for v in frames[0].shape[:2])
-    h0, h1, h2 = (_t(f[:h, :w].astype(np.float32) / 255.0) for f in frames)
+    h0, h1, h2 = frames
     l0, l2 = downscale(h0), downscale(h2)
     g = trip.group
     with torch.inference_mode(), autocast(torch.device("cpu"), dtype):
-        out = model.run(l0, l2, t=t)
+        out = model.run(l0, l2, t=t, st_scale=st_scale, ensemble=ensemble)
         for row, key in ((R, "refined"), (ST, "st"), (TS, "ts")):
             res.add(row, g, out[key], h1)
-        s0, s2 = (_t(a) for a in mvb.frames_from_clip(mvb.spline36_2x(mvb.clip_from_frames([_np(l0), _np(l2)]))))
+        up = mvb.spline36_2x(mvb.clip_from_frames([to_array(l0), to_array(l2)]))
+        s0, s2 = (to_tensor(a) for a in mvb.frames_from_clip(up))
         res.add(SPLINE_RIFE, g, model.temporal(s0, s2, timestep=t, fast=True).clamp(0, 1), h1)
         res.add(SPLINE_RIFE_R, g, model.temporal(s0, s2, timestep=t).clamp(0, 1), h1)
     res.names.append(trip.name)
 
 
 def evaluate_timesteps(triplets: Sequence[Triplet], model, max_n: int | None = None,
-                       dtype: torch.dtype = torch.float32, progress: bool = True) -> dict[tuple[int, int], Result]:
-    """A :class:`Result` per timestep of :data:`TIMESTEPS` (at most ``max_n`` triplets each)."""
+                       dtype: torch.dtype = torch.float32, progress: bool = True, st_scale: float | None = None,
+                       ensemble: bool = False) -> dict[tuple[int, int], Result]:
+    """A :class:`Result` per timestep of :data:`TIMESTEPS` (at most ``max_n`` triplets each;
+    unreadable ones skipped as :func:`training.triplets.load_triplets` does); ``st_scale``
+    and ``ensemble`` as in :func:`training.evaluate.evaluate` (the RIFE cascades run as
+    they are)."""
     out = {}
     for j, m in TIMESTEPS:
         res, t0 = Result(), time.time()
-        for trip in select(timestep_triplets(triplets, j, m), max_n):
-            _score(res, trip, j / m, model, dtype)
+        for _, trip, frames in load_triplets(select(timestep_triplets(triplets, j, m), max_n), res.skipped):
+            _score(res, trip, frames, j / m, model, dtype, st_scale, ensemble)
         res.seconds = time.time() - t0
         if progress:
             print(f"t = {j}/{m}: " + ", ".join(f"{r} {res.mean(r)[0]:.2f}" for r in ROWS), flush=True)
@@ -76,6 +80,8 @@ def format_timesteps(results: dict[tuple[int, int], Result], dataset: str, comma
     lines += [f"| {r} | " + " | ".join(f"{v:.2f}" for v in means[r]) + " |" for r in ROWS]
     for other in (SPLINE_RIFE, ST):
         lines.append(f"| R − {other} | " + " | ".join(f"{a - b:+.2f}" for a, b in zip(means[R], means[other])) + " |")
-    lines += ["", f"- Triplets per timestep: {', '.join(str(len(results[c].names)) for c in cols)}",
+    skipped = sum(len(results[c].skipped) for c in cols)
+    lines += ["", f"- Triplets per timestep: {', '.join(str(len(results[c].names)) for c in cols)}"
+              + (f" ({skipped} skipped: unreadable)" if skipped else ""),
               f"- Weights: {weights}", f"- Command: `{command}`"]
     return "\n".join(lines) + "\n"

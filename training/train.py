@@ -40,12 +40,12 @@ from vsdsfn.nets import DSFN, DSFNConfig
 
 from .config import load_config, stage_options
 
-from .datasets import (MixtureSet, SRSet, SyntheticMotionSet, TripletSet, downscale, list_images,
-                       open_sequence, to_batch, vimeo_sequences)
+from .datasets import (MixtureSet, SRSet, SyntheticMotionSet, TripletSet, config_sequences, data_path, downscale,
+                       list_images, to_batch, vimeo_sequences)
 from .losses import STAGE_LOSSES, dsfn_losses, total_loss
 from .metrics import psnr
 
-__all__ = ["Trainer", "build_datasets", "main", "save_checkpoint", "load_checkpoint"]
+__all__ = ["Trainer", "build_datasets", "main", "save_checkpoint", "load_checkpoint", "widened"]
 
 log = logging.getLogger("vsdsfn.training")
 
@@ -86,21 +86,8 @@ def load_checkpoint(path: str | Path) -> dict:
 
 
 # ----------------------------------------------------------------------------- data
-def _rel(root: Path, p: str) -> Path:
-    q = Path(p)
-    return q if q.is_absolute() else root / q
-
-
-def _sequences(root: Path, entries: list) -> list:
-    seqs = []
-    for e in entries:
-        e = {"path": e} if isinstance(e, str) else e
-        seqs.append(open_sequence(_rel(root, e["path"]), e.get("start", 0), e.get("stop")))
-    return seqs
-
-
 def _images(root: Path, folders: list[str]) -> list[Path]:
-    return [p for f in folders for p in list_images(_rel(root, f))]
+    return [p for f in folders for p in list_images(data_path(root, f))]
 
 
 def _spans(d: dict) -> dict[int, list[int]]:
@@ -119,9 +106,9 @@ def build_datasets(cfg: dict, stage: str, crop: int) -> tuple[object, list[list[
         val_set = SRSet(_images(root, d["sr_val"]) or _images(root, d["sr_images"])[:8], crop)
         val = [val_set.get(i, val_rng, train=False) for i in range(len(val_set))]
         return train, val
-    seqs = _sequences(root, d["sequences"])
+    seqs = config_sequences(root, d["sequences"])
     if d.get("vimeo"):
-        seqs += vimeo_sequences(_rel(root, d["vimeo"]), "train")
+        seqs += vimeo_sequences(data_path(root, d["vimeo"]), "train")
     parts, weights = [], []
     if seqs:
         parts.append(TripletSet(seqs, crop=crop, spans=_spans(d)))
@@ -132,9 +119,9 @@ def build_datasets(cfg: dict, stage: str, crop: int) -> tuple[object, list[list[
     if not parts:
         raise ValueError("no training data: set data.sequences, data.vimeo or data.sr_images")
     train = MixtureSet(parts, weights)
-    vseqs = _sequences(root, d["val_sequences"])
+    vseqs = config_sequences(root, d["val_sequences"])
     if d.get("vimeo"):
-        vseqs += vimeo_sequences(_rel(root, d["vimeo"]), "test")
+        vseqs += vimeo_sequences(data_path(root, d["vimeo"]), "test")
     if not vseqs:
         raise ValueError("no validation data: set data.val_sequences or data.vimeo")
     vset = TripletSet(vseqs, crop=d["val_crop"], spans={m: [1] for m in _spans(d)})
@@ -144,7 +131,7 @@ def build_datasets(cfg: dict, stage: str, crop: int) -> tuple[object, list[list[
     return train, val
 
 
-def _widened(state: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def widened(state: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """``state`` with each convolution weight that has fewer input channels than the
     network's (F's and R's first layers once they are given t) widened by zero weights
     for the new, last, channels: the network then computes what the smaller one did."""
@@ -308,7 +295,7 @@ class Trainer:
         if missing:
             raise TrainError(f"--init {spec}: checkpoint lacks {len(missing)} tensors (e.g. {missing[0]}); "
                              "was it made with the same model config?")
-        self.model.load_state_dict(_widened(sub, self.model.state_dict()), strict=False)
+        self.model.load_state_dict(widened(sub, self.model.state_dict()), strict=False)
         log.info("initialised %s from %s", ",".join(wanted), path)
 
     # -- one step

@@ -31,6 +31,7 @@ import torch
 
 from . import allocator, options
 from .nets import DSFN
+from .nets.common import GridCache, grid_cache
 from .precision import autocast, choose as choose_precision
 from .tiling import aligned, parse_tile, plan_tiles, smallest_tile
 from .transfer import Layout, Transfer, select_device
@@ -48,16 +49,29 @@ _OUTPUTS = ("refined",) + DEBUG_OUTPUTS
 
 #: Default context (low-res pixels) kept around each tile's core; see README (tiling).
 DEFAULT_TILE_OVERLAP = 192
-#: Context around M_S tiles: ESPCN sees +-6 px (and bicubic +-2), so 16 is exact.
-_SPATIAL_CONTEXT = 16
+#: Pixel-coordinate grids (RIFE's warps) an engine keeps: the sizes of one frame size's
+#: streams, context levels and tiles
+GRID_CACHE_SIZE = 24
 
 
 T = TypeVar("T")
 
 
-def _inference(job: Callable[[], T]) -> T:
-    with torch.inference_mode():
-        return job()
+def _fingerprint(frame: np.ndarray) -> tuple:
+    """What a frame's M_S depends on, compactly: its shape, dtype and the sums (wrapping)
+    of the bits of every run of 4096 values, so that frames that differ anywhere differ."""
+    a = np.ascontiguousarray(frame)
+    bits = a.reshape(-1).view(f"u{a.dtype.itemsize}")
+    sums = np.add.reduceat(bits, np.arange(0, bits.size, 4096), dtype=np.uint64) if bits.size else bits
+    return a.shape, a.dtype.str, sums.tobytes()
+
+
+def _thread_count(n: int) -> None:
+    """Fix this thread's torch CPU thread count at ``n``. torch sets a thread's count from
+    the process-wide one when the thread first asks for it: asked first, so that a later
+    ``torch.set_num_threads`` elsewhere does not replace ``n`` here."""
+    torch.get_num_threads()
+    torch.set_num_threads(n)
 
 
 class OutOfMemory(RuntimeError):
@@ -133,13 +147,15 @@ class Engine:
     ``model``: a :class:`DSFN` (run as a copy), a weights file, ``"default"`` or ``None``.
     The options shared with ``upscale`` (device, batch_size, tile, ...) mean what the
     README's options table says and are checked by :func:`vsdsfn.options.check`.
-    ``spatial_cache``: source frames whose M_S result is kept (LRU, by the caller's key).
+    ``spatial_cache``: source frames whose M_S result is kept (LRU, by the caller's key and
+    the frame's content: a key given with another frame is computed afresh).
     ``oom_fallback``: on out-of-memory retry with smaller batches, then halving tiles.
 
     Frames of any size are replicate-padded to :meth:`DSFN.multiple_for` and cropped
     back; NaN becomes 0, +-Inf 1/0, inputs and outputs are clamped to [0, 1]. Methods are
     thread-safe (they run one at a time on the engine's own thread), and results do not
-    depend on the order of requests.
+    depend on the order of requests. :meth:`close` (or ``with Engine(...) as eng:``) ends
+    the thread and frees the network and caches.
     """
 
     def __init__(
@@ -174,7 +190,7 @@ class Engine:
         if self.tile is not None:
             aligned(self.tile, self.tile_overlap, self.multiple)  # a tile too small for its overlap: ValueError
         if opts["num_threads"] is not None:
-            torch.set_num_threads(opts["num_threads"])
+            torch.set_num_threads(opts["num_threads"])     # process-wide, and below on the compute thread
         self.device = select_device(device)
         if self.device.type == "cpu":
             allocator.tune()
@@ -196,10 +212,9 @@ class Engine:
         self._oom_warned = False
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True        # fixed shapes: pick the fastest kernels once
-        # one compute thread whichever threads call: one glibc arena holds the tensors and
-        # one OpenMP team computes, not one of each per calling thread
-        self._worker = ThreadPoolExecutor(1, thread_name_prefix="vsdsfn")
-        self._worker_id = self._worker.submit(threading.get_ident).result()
+        #: pixel-coordinate grids of this engine's warps (freed by :meth:`close`)
+        self._grids = GridCache(GRID_CACHE_SIZE)
+        self._start_worker(opts["num_threads"])
         self._cache, self._flows = OrderedDict(), OrderedDict()   # M_S by window, M_T's flows by pair (LRU)
         self.stats = {"spatial": 0, "pairs": 0, "cache_hits": 0, "tiles": 0, "oom_retries": 0, "flows": 0}
 
@@ -207,6 +222,15 @@ class Engine:
     def radius(self) -> int:
         """Neighbours on each side the multi-frame M_S takes (0: a single-frame M_S)."""
         return self.model.radius
+
+    def _start_worker(self, threads: int | None) -> None:
+        """One compute thread whichever threads call: one glibc arena holds the tensors and
+        one OpenMP team computes, not one of each per calling thread."""
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="vsdsfn",
+                                          initializer=None if threads is None else _thread_count,
+                                          initargs=() if threads is None else (threads,))
+        self._worker_id = self._worker.submit(threading.get_ident).result()
+        self._closed = False
 
     @staticmethod
     def _check_engine_arguments(layout, spatial_cache, oom_fallback, out_dtype) -> None:
@@ -251,8 +275,8 @@ class Engine:
 
     def _call(self, which: str, *args: torch.Tensor | None):
         """Run ``"spatial"`` (:meth:`DSFN.upscale`: the frames, and for a multi-frame M_S
-        their windows and flows or None), ``"flows"`` (:meth:`DSFN.pair_flows`) or
-        ``"pair"`` (:meth:`DSFN.run`: the frames, their M_S and the timesteps), compiled
+        their windows and flows), ``"flows"`` (:meth:`DSFN.pair_flows`) or ``"pair"``
+        (:meth:`DSFN.run`: the frames, their M_S, the timesteps and M_T's plans), compiled
         when asked."""
         if which == "spatial":
             eager = lambda lr, window=None, flows=None: self.model.upscale(  # noqa: E731
@@ -260,8 +284,8 @@ class Engine:
         elif which == "flows":
             eager = self.model.pair_flows
         else:
-            eager = lambda l0, l1, h0, h1, t: self.model.run(  # noqa: E731
-                l0, l1, h0, h1, st_scale=self.st_scale, ensemble=self.ensemble, t=t)
+            eager = lambda l0, l1, h0, h1, t, plans: self.model.run(  # noqa: E731
+                l0, l1, h0, h1, st_scale=self.st_scale, ensemble=self.ensemble, t=t, plans=plans)
         fn = eager
         if self.compile:
             fn = self._compiled.get(which)
@@ -303,13 +327,16 @@ class Engine:
     def _spatial_run(self, lr: torch.Tensor, tile: tuple[int, int] | None, window: torch.Tensor | None = None,
                      flows: torch.Tensor | None = None) -> torch.Tensor:
         """M_S of (B, 3, Hp, Wp) (with its ``window`` and ``flows`` for a multi-frame M_S),
-        in tiles of ``tile`` (with exact context: the flows' reach included) when given."""
+        in tiles of ``tile`` (with M_S's whole context, the flows' reach included, so exact)
+        when given and M_S states its context."""
         hp, wp = lr.shape[-2:]
-        plan = None
-        if tile is not None:
-            context = _SPATIAL_CONTEXT if flows is None else _SPATIAL_CONTEXT + math.ceil(float(flows.abs().max())) + 2
-            least = smallest_tile(context, self.multiple)   # keeps M_S's whole context
+        plan, context = None, self.model.spatial_context()
+        if tile is not None and context is not None:
+            if flows is not None:
+                context += math.ceil(float(flows.abs().max())) + 2
+            least = smallest_tile(context, self.multiple)
             plan = plan_tiles(hp, wp, (max(tile[0], least), max(tile[1], least)), context, self.multiple)
+
         def run(cut=(...,)):
             neighbours = () if window is None else (window[cut], flows[cut])    # a multi-frame M_S's
             return self._call("spatial", self._layout(lr[cut]), *neighbours)
@@ -322,8 +349,8 @@ class Engine:
 
         return self._stitched(plan, lr.shape, run_tile)
 
-    def _pair_forward(self, l0, l1, h0, h1, timesteps, output: str) -> torch.Tensor:
-        frame = self._call("pair", *(self._layout(x) for x in (l0, l1, h0, h1)), timesteps)[output]
+    def _pair_forward(self, l0, l1, h0, h1, timesteps, output: str, plans=None) -> torch.Tensor:
+        frame = self._call("pair", *(self._layout(x) for x in (l0, l1, h0, h1)), timesteps, plans)[output]
         if output == "masks":
             frame = torch.cat((frame, torch.zeros_like(frame[:, :1])), 1)
         return frame
@@ -338,16 +365,42 @@ class Engine:
                                               timesteps[s:s + bmax], output, tile, None)
                               for s in range(0, count, bmax)])
         plan = plan_tiles(hp, wp, tile, self.tile_overlap, self.multiple) if tile is not None else None
-        if plan is None or len(plan) == 1:
-            return self._pair_forward(l0, l1, h0, h1, timesteps, output)
+        tiled = plan is not None and len(plan) > 1
+        # M_T's decisions (RIFE's large-motion pass) are taken on the whole frames and given
+        # to every tile: a frame takes the same pass tiled or not. Untiled, the network takes
+        # them itself, alike; compiled, they are always given (the same eager computation).
+        plans = self._plans(l0, l1, h0, h1, timesteps) if tiled or self.compile else None
+        if tiled:
+            plan = self._far_plan(hp, wp, tile, plans) or plan
+            tiled = len(plan) > 1
+        if not tiled:
+            return self._pair_forward(l0, l1, h0, h1, timesteps, output, plans)
         self.stats["tiles"] += len(plan)
 
         def run_tile(p):
             ys, xs, ys2, xs2 = slice(p.y0, p.y1), slice(p.x0, p.x1), slice(2 * p.y0, 2 * p.y1), slice(2 * p.x0, 2 * p.x1)
             return self._pair_forward(l0[..., ys, xs], l1[..., ys, xs], h0[..., ys2, xs2], h1[..., ys2, xs2],
-                                      timesteps, output)
+                                      timesteps, output, plans)
 
         return self._stitched(plan, l0.shape, run_tile)
+
+    def _far_plan(self, hp: int, wp: int, tile: tuple[int, int], plans: dict | None):
+        """The tiles for frames whose M_T sees ``reach`` times farther with ``plans``
+        (:meth:`DSFN.tile_reach`; RIFE's half-resolution pass: 2): that many times the
+        overlap, in tiles grown to hold it where needed; ``None`` for the usual tiles."""
+        reach = self.model.tile_reach(plans)
+        if reach == 1:
+            return None
+        overlap = reach * self.tile_overlap
+        least = smallest_tile(overlap, self.multiple)
+        return plan_tiles(hp, wp, (max(tile[0], least), max(tile[1], least)), overlap, self.multiple)
+
+    def _plans(self, l0, l1, h0, h1, timesteps) -> dict | None:
+        """:meth:`DSFN.temporal_plans` of whole padded frames, computed as the untiled
+        network computes them (same memory format, precision and timesteps)."""
+        with autocast(self.device, self.dtype):
+            return self.model.temporal_plans(*(self._layout(x) for x in (l0, l1, h0, h1)), self.st_scale,
+                                             timesteps)
 
     def _with_oom_fallback(self, run, shape: tuple[int, ...], what: str) -> torch.Tensor:
         """``run(tile, bmax)``; on out-of-memory, retry smaller (see :meth:`_shrink`)."""
@@ -393,15 +446,24 @@ class Engine:
         self._oom_warned = True
         return True
 
+    @staticmethod
+    def _cache_keys(frames: Sequence[np.ndarray], keys: Sequence[Hashable] | None) -> list[Hashable] | None:
+        """The M_S cache's keys of ``frames``: each caller's key with the frame's
+        :func:`_fingerprint` (computed on the caller's thread)."""
+        if keys is None:
+            return None
+        if len(keys) != len(frames):
+            raise ValueError("keys must have one entry per frame")
+        return [(key, _fingerprint(frame)) for key, frame in zip(keys, frames)]
+
     def _spatial_tensors(self, frames: Sequence[np.ndarray], keys: Sequence[Hashable] | None,
                          links: Sequence[bool] | None = None, wanted: Sequence[int] | None = None):
         """Padded (L, M_S(L)) tensors of the ``wanted`` frames (default all; the others'
-        entries are None); cached entries (by key) are reused. A multi-frame M_S sees each
-        frame's neighbours in ``frames`` as far as ``links`` (one per consecutive pair:
-        False at a scene cut) joins them, else none (see :func:`windows`)."""
+        entries are None); cached entries (by :meth:`_cache_keys`, of every frame of the
+        window) are reused. A multi-frame M_S sees each frame's neighbours in ``frames`` as
+        far as ``links`` (one per consecutive pair: False at a scene cut) joins them, else
+        none (see :func:`windows`)."""
         n = len(frames)
-        if keys is not None and len(keys) != n:
-            raise ValueError("keys must have one entry per frame")
         wins = windows(n, self.radius, links)
         out: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * n
         todo: list[int] = []            # frames to compute (first occurrence of each key)
@@ -489,11 +551,40 @@ class Engine:
         own thread (``torch.profiler``, ``FlopCounterMode``) are entered inside one."""
         if threading.get_ident() == self._worker_id:
             return job()
-        return self._worker.submit(_inference, job).result()
+        if self._closed:
+            raise RuntimeError("the engine is closed")
+        return self._worker.submit(self._job, job).result()
+
+    def _job(self, job: Callable[[], T]) -> T:
+        with torch.inference_mode(), grid_cache(self._grids):
+            return job()
+
+    def close(self) -> None:
+        """End the compute thread (after the jobs already asked for) and free the network,
+        the caches and compiled code; later calls raise :class:`RuntimeError`."""
+        if self._closed:
+            return
+        self._closed = True
+        self._worker.shutdown(wait=True)
+        self._cache.clear()
+        self._flows.clear()
+        self._grids.clear()
+        self._compiled.clear()
+        self.model = None
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def spatial(self, frames: Sequence[np.ndarray], keys: Sequence[Hashable] | None = None) -> list[np.ndarray]:
         """M_S: each frame upscaled x2 on its own (a multi-frame M_S without neighbours).
-        With ``keys``, results are cached and reused."""
+        With ``keys`` (one per frame, naming it), results are cached and reused for the
+        same key and frame."""
+        keys = self._cache_keys(frames, keys)
         return self.call(lambda: self._spatial_async(frames, keys)())
 
     def _spatial_async(self, frames, keys):
@@ -516,23 +607,26 @@ class Engine:
         ``"st"``, ``"ts"``, ``"fused"`` or ``"masks"`` (an RGB image with R = M_S->T,
         G = M_T->S, B = 0). ``timesteps``: one per pair, each in (0, 1).
         """
-        return self.call(lambda: [a for fin in self._interpolate_async(pairs, keys, output, timesteps) for a in fin()])
+        if keys is not None and len(keys) != len(pairs):
+            raise ValueError("keys must have one (key0, key1) per pair")
+        flat_keys = self._cache_keys([f for p in pairs for f in p], None if keys is None else
+                                     [key for pair in keys for key in pair])
+        return self.call(lambda: [a for fin in self._interpolate_async(pairs, flat_keys, output, timesteps)
+                                  for a in fin()])
 
-    def _interpolate_async(self, pairs, keys, output, timesteps=None):
-        """Queue the batches; returns one function per batch that waits for its frames
-        (on CUDA each batch's download overlaps the next batch's compute)."""
+    def _interpolate_async(self, pairs, flat_keys, output, timesteps=None):
+        """Queue the batches (``flat_keys``: :meth:`_cache_keys` of the pairs' frames);
+        returns one function per batch that waits for its frames (on CUDA each batch's
+        download overlaps the next batch's compute)."""
         if output not in _OUTPUTS:
             raise ValueError(f"output must be one of {_OUTPUTS}, not {output!r}")
         if not len(pairs):
             return []
-        if keys is not None and len(keys) != len(pairs):
-            raise ValueError("keys must have one (key0, key1) per pair")
         steps = torch.as_tensor([0.5] * len(pairs) if timesteps is None else [float(t) for t in timesteps])
         if steps.shape != (len(pairs),):
             raise ValueError("timesteps must have one timestep per pair")
         frames = [f for p in pairs for f in p]
         h, w = self.io.check(frames)
-        flat_keys = [key for pair in keys for key in pair] if keys is not None else None
         # each pair is a clip of two frames: a multi-frame M_S sees the pair's other frame
         tensors = self._spatial_tensors(frames, flat_keys, [i % 2 == 0 for i in range(len(frames) - 1)])
         return self._pairs_async(tensors[0::2], tensors[1::2], steps, output, h, w)
@@ -576,6 +670,8 @@ class Engine:
             raise ValueError("upscale_group: an interpolated pair needs its next frame")
         if output not in _OUTPUTS:
             raise ValueError(f"output must be one of {_OUTPUTS}, not {output!r}")
+
+        keys = self._cache_keys(frames, keys)
 
         def job():
             h, w = self.io.check(frames)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections import OrderedDict
+from contextvars import ContextVar
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["PReLU", "conv", "conv_input", "backwarp", "resize_flow", "bicubic_up2", "time_plane", "pad_to"]
+__all__ = ["PReLU", "conv", "conv_input", "backwarp", "resize_flow", "bicubic_up2", "time_plane", "pad_to",
+           "GridCache", "grid_cache"]
 
 
 def conv(cin: int, cout: int, k: int = 3, stride: int = 1, act: bool = True) -> nn.Module:
@@ -84,24 +89,65 @@ def conv_input(parts: list[torch.Tensor], layer: nn.Module, space_to_depth: bool
     return out
 
 
-_GRIDS: dict[tuple, torch.Tensor] = {}
+class GridCache:
+    """Pixel-coordinate grids (1, 2, H, W) by size and device: at most ``size`` of them, the
+    least recently used dropped. An engine keeps one and runs its networks under
+    :func:`grid_cache`; elsewhere :func:`backwarp` builds its grid on every call.
+
+    >>> cache = GridCache(size=1)
+    >>> cache.get(2, 3, torch.device("cpu"))[0, :, 1, 2].tolist()    # (x, y) of row 1, column 2
+    [2.0, 1.0]
+    >>> _ = cache.get(4, 4, torch.device("cpu")); len(cache)
+    1
+    """
+
+    def __init__(self, size: int = 8) -> None:
+        self.size = size
+        self._grids: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._grids)
+
+    def get(self, h: int, w: int, device: torch.device) -> torch.Tensor:
+        key = (h, w, str(device))
+        grid = self._grids.get(key)
+        if grid is None:
+            grid = self._grids[key] = _grid(h, w, device)
+            while len(self._grids) > self.size:
+                self._grids.popitem(last=False)
+        else:
+            self._grids.move_to_end(key)
+        return grid
+
+    def clear(self) -> None:
+        self._grids.clear()
+
+
+_CACHE: ContextVar[GridCache | None] = ContextVar("vsdsfn_grid_cache", default=None)
+
+
+@contextlib.contextmanager
+def grid_cache(cache: GridCache):
+    """:func:`backwarp` in this context (this thread) takes its grids from ``cache``."""
+    token = _CACHE.set(cache)
+    try:
+        yield cache
+    finally:
+        _CACHE.reset(token)
+
+
+def _grid(h: int, w: int, device: torch.device) -> torch.Tensor:
+    """Pixel-coordinate grid (1, 2, H, W) in float32."""
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32, device=device),
+                            torch.arange(w, dtype=torch.float32, device=device), indexing="ij")
+    return torch.stack((xs, ys)).unsqueeze(0)
 
 
 def _base_grid(h: int, w: int, device: torch.device) -> torch.Tensor:
-    """Pixel-coordinate grid (1, 2, H, W) in float32, cached per size and device."""
-    key = (h, w, str(device))
-    grid = _GRIDS.get(key)
-    if grid is None:
-        ys, xs = torch.meshgrid(
-            torch.arange(h, dtype=torch.float32, device=device),
-            torch.arange(w, dtype=torch.float32, device=device),
-            indexing="ij",
-        )
-        grid = torch.stack((xs, ys)).unsqueeze(0)
-        if len(_GRIDS) > 32:
-            _GRIDS.clear()
-        _GRIDS[key] = grid
-    return grid
+    """The grid from the current :func:`grid_cache`; built afresh outside one, or while
+    torch.compile traces (the graph then builds it)."""
+    cache = None if torch.compiler.is_compiling() else _CACHE.get()
+    return _grid(h, w, device) if cache is None else cache.get(h, w, device)
 
 
 def backwarp(img: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:

@@ -21,8 +21,13 @@ __all__ = ["DSFN", "DSFNConfig", "SPATIAL", "TEMPORAL", "flip_ensemble"]
 #: ``forward(l) -> 2x upscaled`` (spatial; one with a ``radius`` > 0 also takes a window
 #: of frames and the flows from its centre, ``forward(window, flows)``) or ``forward(i0, i1, scale=, timestep=) -> the
 #: frame at timestep`` (temporal; ``timestep`` a number or one per batch item) can be plugged in by adding it here (``TEMPORAL["mine"] = MyNet``); its name
-#: and arguments are stored in the weights file. A temporal backbone may also have
-#: ``multiple(scale)``: the size its inputs must be a multiple of.
+#: and arguments are stored in the weights file. A spatial backbone may have ``context()``:
+#: the input pixels around a pixel that its result there depends on (without it, M_S is
+#: not tiled). A temporal backbone may also have ``multiple(scale)``: the size its inputs
+#: must be a multiple of; and ``plan(i0, i1, scale=, timestep=)``: per-frame decisions
+#: taken on whole frames that ``forward(..., plan=)`` follows (RIFE: which frames take its
+#: large-motion pass), so that every tile of a frame decides alike; and ``reach(plan)``: how
+#: many times farther than usual it then sees (tiles keep that many times their overlap).
 SPATIAL: dict[str, Callable[..., nn.Module]] = {"espcn": ESPCN, "multiframe": MultiFrameSR}
 TEMPORAL: dict[str, Callable[..., nn.Module]] = {"rife": RIFE}
 
@@ -142,9 +147,12 @@ class DSFN(nn.Module):
         hr1: torch.Tensor | None = None,
         st_scale: float | None = None,
         t: float | torch.Tensor = 0.5,
+        plans: dict[str, Any] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Run both streams, fusion and refinement (training; :meth:`run` serves) for the
         frame at timestep ``t`` (0 = l0, 1 = l1; a number or one per batch item).
+        ``plans``: M_T's decisions for these frames (:meth:`temporal_plans`), by default
+        taken on these inputs.
 
         Frame sizes must be multiples of :meth:`multiple_for`. ``hr0``/``hr1`` may pass
         M_S(l0)/M_S(l1) computed earlier (the engine computes M_S once per source frame
@@ -154,10 +162,12 @@ class DSFN(nn.Module):
         """
         if hr0 is None or hr1 is None:
             hr0, hr1 = self.spatial(torch.cat((l0, l1), 0)).chunk(2, 0)
-        scale = self.config.st_scale if st_scale is None else st_scale
-        t = self.check_timestep(t, l0)
-        lt = self.temporal(l1, l0, timestep=1 - t) if self.config.ts_reverse else self.temporal(l0, l1, timestep=t)
-        st = self.temporal(hr0, hr1, scale=scale, timestep=t)
+        calls = self._temporal_calls(l0, l1, hr0, hr1, st_scale, t)
+        t = calls["st"][2]["timestep"]
+        if plans is not None:
+            for name, (_, _, kw) in calls.items():
+                kw["plan"] = plans[name]
+        lt, st = (self.temporal(a, b, **kw) for a, b, kw in (calls["lt"], calls["st"]))
         ts = self.spatial(lt)
         fused, masks = self.fusion(st, ts, hr0, hr1, t)
         extra = [st, ts, hr0, hr1] if self.config.refine_context else []
@@ -166,6 +176,41 @@ class DSFN(nn.Module):
         refined = fused + self.refine(fused, extra or None)
         return {"hr0": hr0, "hr1": hr1, "lt": lt, "st": st, "ts": ts, "masks": masks, "fused": fused,
                 "refined": refined}
+
+    def _temporal_calls(self, l0, l1, hr0, hr1, st_scale: float | None, t) -> dict[str, tuple]:
+        """M_T's two calls as (i0, i1, keyword arguments): ``"lt"`` on the low-res frames
+        (for T->S), ``"st"`` on the high-res ones (S->T)."""
+        scale = self.config.st_scale if st_scale is None else st_scale
+        t = self.check_timestep(t, l0)
+        lt = (l1, l0, {"timestep": 1 - t}) if self.config.ts_reverse else (l0, l1, {"timestep": t})
+        return {"lt": lt, "st": (hr0, hr1, {"scale": scale, "timestep": t})}
+
+    def temporal_plans(self, l0, l1, hr0, hr1, st_scale: float | None = None,
+                       t: float | torch.Tensor = 0.5) -> dict[str, Any] | None:
+        """M_T's per-frame decisions (its ``plan``, e.g. RIFE's large-motion pass) for both of
+        its calls on these whole frames (arguments as :meth:`forward`'s), to hand to every
+        tile's :meth:`forward`/:meth:`run`; ``None`` when M_T takes none."""
+        plan = getattr(self.temporal, "plan", None)
+        if plan is None:
+            return None
+        return {name: plan(a, b, **kw) for name, (a, b, kw) in self._temporal_calls(l0, l1, hr0, hr1, st_scale,
+                                                                                   t).items()}
+
+    def tile_reach(self, plans: dict[str, Any] | None) -> int:
+        """How many times farther than with no plans M_T sees, following ``plans`` (its
+        ``reach(plan)``; RIFE: 2 where a frame takes its half-resolution pass): tiles keep
+        that many times their overlap."""
+        reach = getattr(self.temporal, "reach", None)
+        if plans is None or reach is None:
+            return 1
+        return max(int(reach(plan)) for plan in plans.values())
+
+    def spatial_context(self) -> int | None:
+        """Input pixels of context M_S reads around a pixel (its backbone's ``context()``):
+        tiles that keep this much around their core give exactly the untiled M_S; ``None``
+        when the backbone does not say."""
+        context = getattr(self.spatial, "context", None)
+        return None if context is None else int(context())
 
     def check_timestep(self, t: float | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """``t`` as a float32 tensor of one timestep per batch item (or one for all), each in
@@ -188,6 +233,7 @@ class DSFN(nn.Module):
         st_scale: float | None = None,
         ensemble: bool = False,
         t: float | torch.Tensor = 0.5,
+        plans: dict[str, Any] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Every output of :meth:`forward` for frames of any size: the one inference path
         (the engine, per frame or tile, and ``training.evaluate`` call it).
@@ -195,7 +241,9 @@ class DSFN(nn.Module):
         The low-res frames (and ``hr0``/``hr1``, when given) are replicate-padded to
         :meth:`multiple_for`, the outputs cropped back; ``ensemble``: M_S (unless given)
         and the network also run on the frames flipped upside down and are averaged
-        (:func:`flip_ensemble`). Nothing is clamped: callers clamp what they show.
+        (:func:`flip_ensemble`). ``plans``: M_T's decisions (:meth:`temporal_plans`),
+        by default taken on these (padded, unflipped) frames; the flipped run follows them
+        too. Nothing is clamped: callers clamp what they show.
         """
         h, w = l0.shape[-2:]
         m = self.multiple_for(self.config.st_scale if st_scale is None else st_scale)
@@ -204,8 +252,10 @@ class DSFN(nn.Module):
             hr0, hr1 = pad_to(hr0, m, (h, w)), pad_to(hr1, m, (h, w))
         if hr0 is None or hr1 is None:
             hr0, hr1 = self.upscale(torch.cat((l0, l1)), ensemble=ensemble).chunk(2)
+        if ensemble and plans is None:     # one decision per frame for both orientations
+            plans = self.temporal_plans(l0, l1, hr0, hr1, st_scale, t)
         net = flip_ensemble(self) if ensemble else self
-        out = net(l0, l1, hr0, hr1, st_scale=st_scale, t=t)
+        out = net(l0, l1, hr0, hr1, st_scale=st_scale, t=t, plans=plans)
         return {k: v[..., :h, :w] if k == "lt" else v[..., : 2 * h, : 2 * w] for k, v in out.items()}
 
     @property

@@ -34,5 +34,15 @@ class ESPCN(nn.Module):
         nn.init.zeros_(self.tail.weight)
         nn.init.zeros_(self.tail.bias)
 
+    def context(self) -> int:
+        """Input pixels on each side of a pixel that its output depends on: the reach of
+        the stride-1 convolutions in sequence, or bicubic's 2 if larger.
+
+        >>> ESPCN(channels=8, layers=6).context()     # 5x5, five 3x3, the 3x3 tail: 2 + 5 + 1
+        8
+        """
+        reach = sum(m.kernel_size[0] // 2 for m in self.modules() if isinstance(m, nn.Conv2d))
+        return max(reach, 2)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return bicubic_up2(x) + self.shuffle(self.tail(self.body(x)))

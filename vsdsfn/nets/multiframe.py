@@ -105,11 +105,19 @@ class MultiFrameSR(nn.Module):
         nn.init.zeros_(self.tail.bias)
 
     def context(self) -> int:
-        """Input pixels of context each output pixel depends on, flows aside (they come
-        with the window): the single-frame body's, the encoder's and alignment's, the
-        fusion's and the tail's receptive radii."""
-        single = 2 + (len(self.single.body) - 1)
-        return single + 2 + 3 + len(self.fuse) + 1
+        """Input pixels on each side of a pixel that its output depends on, the flows' own
+        reach aside (the engine adds it): the tail's and fusion's on top of the larger of
+        the single-frame body's and the alignment's (its own, the encoder's and bilinear
+        sampling's), or the single-frame network's if larger.
+
+        >>> MultiFrameSR(channels=8, layers=6, features=8, fuse_layers=3).context()   # 1 + 3 + 7
+        11
+        """
+        def reach(module: nn.Module) -> int:
+            return sum(m.kernel_size[0] // 2 for m in module.modules() if isinstance(m, nn.Conv2d))
+
+        aligned = reach(self.align) + reach(self.encode) + 1
+        return max(self.single.context(), reach(self.tail) + reach(self.fuse) + max(reach(self.single.body), aligned))
 
     def _aligned(self, centre: torch.Tensor, centre_feat: torch.Tensor, frame: torch.Tensor,
                  flow: torch.Tensor) -> list[torch.Tensor]:

@@ -118,7 +118,9 @@ class RIFE(nn.Module):
     ``refine``: also build and run the context net + U-Net refinement (Practical-RIFE
     with ``fastmode=False``; ``forward(..., fast=True)`` skips it). ``large_motion``: redo a frame's estimate at half the resolution
     when the second block finds motion beyond :data:`LARGE_MOTION` pixels in both flows
-    (decided per frame, so the result does not depend on the batch).
+    (decided per frame, so the result does not depend on the batch). :meth:`plan` makes
+    that decision on whole frames; tiles of a frame are given it (``plan=``), so that all
+    of them take the same pass.
 
     ``scale`` is the resolution at which flows are estimated, as a fraction of the input
     (0.5 for 4K frames, as Practical-RIFE recommends): a power of two in [1/8, 1]. Inputs
@@ -160,8 +162,9 @@ class RIFE(nn.Module):
         ``scale / 32`` (``/ 64`` when a large-motion pass may run)."""
         return int(round((64 if self.large_motion else 32) / self.check_scale(scale)))
 
-    def _estimate(self, x0, x1, t, scale: float, retry: bool):
-        """(flow, mask logit, which frames need the half-resolution pass or None)."""
+    def _estimate(self, x0, x1, t, scale: float, retry: bool, decide_only: bool = False):
+        """(flow, mask logit, which frames need the half-resolution pass or None);
+        ``decide_only``: (None, None, that decision), after the second block."""
         flow = mask = big = None
         w0, w1 = x0, x1
         for i, block in enumerate(self.blocks):
@@ -174,6 +177,8 @@ class RIFE(nn.Module):
                 if i == 1 and retry:
                     big = ((f[:, :2].abs().flatten(1).amax(1) > LARGE_MOTION)
                            & (f[:, 2:4].abs().flatten(1).amax(1) > LARGE_MOTION))
+                    if decide_only:
+                        return None, None, big
                 flow, mask = flow + f, mask + m
             if i < len(self.blocks) - 1:
                 w0, w1 = backwarp(x0, flow[:, :2]), backwarp(x1, flow[:, 2:4])
@@ -182,15 +187,38 @@ class RIFE(nn.Module):
     def _pad(self, x: torch.Tensor, scale: float) -> torch.Tensor:
         return pad_to(x, self.multiple(scale))
 
+    def plan(self, i0: torch.Tensor, i1: torch.Tensor, scale: float = 1.0,
+             timestep: float | torch.Tensor = 0.5) -> torch.Tensor | None:
+        """Which frames (B,) bool take the large-motion pass, decided on these frames as
+        :meth:`estimate` decides it (``None`` without ``large_motion``). Given to
+        ``estimate(..., plan=)`` of every tile of the frames, all tiles take the pass the
+        whole frame takes."""
+        if not self.large_motion:
+            return None
+        scale = self.check_scale(scale)
+        x0, x1 = self._pad(i0, scale), self._pad(i1, scale)
+        return self._estimate(x0, x1, time_plane(timestep, x0), scale, True, decide_only=True)[2]
+
+    @staticmethod
+    def reach(plan: torch.Tensor | None) -> int:
+        """How many times farther than one pass the estimate sees with ``plan``: 2 when a
+        frame takes the half-resolution pass (its coarsest block then works at 1/64)."""
+        return 2 if plan is not None and bool(plan.any()) else 1
+
     def estimate(self, i0: torch.Tensor, i1: torch.Tensor, scale: float = 1.0,
-                 timestep: float | torch.Tensor = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+                 timestep: float | torch.Tensor = 0.5,
+                 plan: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The flows (B, 4, H, W) from time ``timestep`` to ``i0`` (channels 0-1) and to
-        ``i1`` (2-3), in pixels of the inputs, and the mask logit (B, 1, H, W)."""
+        ``i1`` (2-3), in pixels of the inputs, and the mask logit (B, 1, H, W).
+        ``plan``: which frames take the large-motion pass (:meth:`plan`); by default
+        decided on these inputs."""
         scale = self.check_scale(scale)
         h, w = i0.shape[-2:]
         x0, x1 = self._pad(i0, scale), self._pad(i1, scale)
         t = time_plane(timestep, x0)
-        flow, mask, big = self._estimate(x0, x1, t, scale, self.large_motion)
+        flow, mask, big = self._estimate(x0, x1, t, scale, self.large_motion and plan is None)
+        if plan is not None and self.large_motion:
+            big = plan.to(flow.device)
         if big is not None and bool(big.any()):
             f2, m2, _ = self._estimate(x0[big], x1[big], t[big], scale / 2, False)
             flow, mask = flow.clone(), mask.clone()
@@ -217,6 +245,6 @@ class RIFE(nn.Module):
         return out.to(i0.dtype)
 
     def forward(self, i0: torch.Tensor, i1: torch.Tensor, scale: float = 1.0, timestep: float | torch.Tensor = 0.5,
-                fast: bool = False) -> torch.Tensor:
-        flow, mask = self.estimate(i0, i1, scale, timestep)
+                fast: bool = False, plan: torch.Tensor | None = None) -> torch.Tensor:
+        flow, mask = self.estimate(i0, i1, scale, timestep, plan)
         return self.synthesize(i0, i1, flow, mask, fast)
