@@ -37,7 +37,7 @@ from vsdsfn.nets import DSFN
 from vsdsfn.nets.multiframe import MultiFrameSR, pair_flows
 from vsdsfn.weights import load_model, save_model
 
-from .datasets import downscale, open_sequence
+from .datasets import config_sequences, downscale
 from .train import load_checkpoint, save_checkpoint
 
 __all__ = ["build_pool", "transform", "MultiFrameTrainer", "export", "main"]
@@ -129,7 +129,7 @@ class MultiFrameTrainer:
         path = self.out / f"pool-{name}-{count}-{self.args.pool_size}-{'-'.join(map(str, self.args.strides))}.pt"
         if path.exists():
             return torch.load(path, weights_only=True)
-        seqs = [open_sequence(root / e["path"], e.get("start", 0), e.get("stop")) for e in entries]
+        seqs = config_sequences(root, entries)
         t0 = time.time()
         pool = build_pool(seqs, self.rife, count, self.args.pool_size, tuple(self.args.strides), 1 + central,
                           central)
