@@ -200,3 +200,38 @@ def test_multiframe_weights_take_every_option(tiny_multiframe_weights, opts):
     out = vsdsfn.upscale(make_clip(3, 24, 20), weights=tiny_multiframe_weights, **opts)
     frames = all_frames(out)
     assert len(frames) == 6 and all(np.isfinite(f).all() for f in frames)
+
+
+def test_network_run_with_outer_frames_is_the_engines_group():
+    """DSFN.run(l0, l1, before=, after=) (evaluation) and the engine's group of the same four
+    frames (the filter) give the same frame."""
+    net = tiny_model(config=TINY_MULTIFRAME)
+    frames = [_hwc(i) for i in range(4)]
+    _, (mid,) = Engine(net, device="cpu").upscale_group(frames, [0, 1, 2, 3], 1, [(0, 0.5)], first=1)
+    t = [torch.from_numpy(f).permute(2, 0, 1)[None] for f in frames]
+    with torch.no_grad():
+        out = net.run(t[1], t[2], before=t[0], after=t[3])["refined"].clamp(0, 1)
+        alone = net.run(t[1], t[2])["refined"].clamp(0, 1)
+    np.testing.assert_allclose(out[0].permute(1, 2, 0).numpy(), mid, atol=2e-5)
+    assert (out - alone).abs().max() > 1e-4
+
+
+def test_triplet_evaluation_gives_a_multiframe_model_the_outer_frames(monkeypatch):
+    from training import evaluate
+    from training.triplets import Triplet
+
+    class Seq:
+        def __len__(self):
+            return 7
+
+        def frame(self, i):
+            return (pattern(i, 64, 64).transpose(1, 2, 0) * 255).astype(np.uint8)
+
+    seen = []
+    net = tiny_model(config=TINY_MULTIFRAME)
+    real = net.run
+    monkeypatch.setattr(net, "run", lambda *a, **k: seen.append((k["before"] is None, k["after"] is None))
+                        or real(*a, **k))
+    trips = [Triplet(f"s:{i}", Seq(), (i, i + 1, i + 2), "s") for i in (0, 2, 4)]
+    evaluate.evaluate(trips, net, mvtools=False, progress=False)
+    assert seen == [(True, False), (False, False), (False, True)]   # frames i - 2, i + 4 where they exist

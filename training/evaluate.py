@@ -49,8 +49,8 @@ from .metrics import psnr
 from .timesteps import evaluate_timesteps, format_timesteps
 from .results import (BLEND, F1, F2, FLOW_SPLINE, MS_FLOW, MV_ROWS, R, R1, RIFE_ROWS, RIFE_SPLINE, ROWS, SPLINE_FLOW,
                       SPLINE_FLOW_QP, SPLINE_RIFE, SPLINE_RIFE_R, ST, TS, Result, result_dict)
-from .triplets import (LAYOUTS, EvaluateError, Triplet, config_triplets, list_triplets, load_triplets, select,
-                       to_array, to_tensor)
+from .triplets import (LAYOUTS, EvaluateError, Triplet, config_triplets, list_triplets, load_triplets,
+                       outer_low_res, select, to_array, to_tensor)
 from vsdsfn.nets import RIFE as _RIFE
 from vsdsfn.options import OptionError, check as check_options
 from vsdsfn.precision import autocast, choose as choose_precision, name_of
@@ -95,10 +95,12 @@ def _rife(model) -> _RIFE | None:
     return model.temporal if model is not None and isinstance(model.temporal, _RIFE) else None
 
 
-def _model_rows(res: Result, g: str, model, one_mask_model, l0, l2, h1, st_scale, ensemble) -> tuple[dict, list[str]]:
+def _model_rows(res: Result, g: str, model, one_mask_model, l0, l2, h1, st_scale, ensemble,
+                outer=(None, None)) -> tuple[dict, list[str]]:
     """S->T, T->S, F and R of the model (and of the one-mask model): its outputs and the
-    progress line's part."""
-    out = model.run(l0, l2, st_scale=st_scale, ensemble=ensemble)
+    progress line's part; ``outer``: the low-res frames before ``l0`` and after ``l2``
+    (a multi-frame M_S sees them)."""
+    out = model.run(l0, l2, st_scale=st_scale, ensemble=ensemble, before=outer[0], after=outer[1])
     res.add(ST, g, out["st"], h1)
     res.add(TS, g, out["ts"], h1)
     res.add(F1 if model.config.fusion_masks == 1 else F2, g, out["fused"], h1)
@@ -169,7 +171,8 @@ def evaluate(triplets: Sequence[Triplet], model=None, one_mask_model=None, mvtoo
         g, out, line = trip.group, None, []
         with torch.inference_mode(), autocast(torch.device("cpu"), dtype):
             if model is not None:
-                out, line = _model_rows(res, g, model, one_mask_model, l0, l2, h1, st_scale, ensemble)
+                outer = outer_low_res(trip, h1) if model.radius else (None, None)
+                out, line = _model_rows(res, g, model, one_mask_model, l0, l2, h1, st_scale, ensemble, outer)
             line += _blend_row(res, g, l0, l2, h1)
             if rife is not None:
                 line += _rife_rows(res, g, rife, l0, l2, h1)

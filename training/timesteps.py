@@ -18,7 +18,7 @@ from vsdsfn.precision import autocast
 
 from .datasets import downscale
 from .results import R, SPLINE_RIFE, SPLINE_RIFE_R, ST, TS, Result
-from .triplets import Triplet, load_triplets, select, to_array, to_tensor
+from .triplets import Triplet, load_triplets, outer_low_res, select, to_array, to_tensor
 
 __all__ = ["TIMESTEPS", "ROWS", "timestep_triplets", "evaluate_timesteps", "format_timesteps"]
 
@@ -42,7 +42,8 @@ def _score(res: Result, trip: Triplet, frames: list[torch.Tensor], t: float, mod
     l0, l2 = downscale(h0), downscale(h2)
     g = trip.group
     with torch.inference_mode(), autocast(torch.device("cpu"), dtype):
-        out = model.run(l0, l2, t=t, st_scale=st_scale, ensemble=ensemble)
+        before, after = outer_low_res(trip, h1) if model.radius else (None, None)
+        out = model.run(l0, l2, t=t, st_scale=st_scale, ensemble=ensemble, before=before, after=after)
         for row, key in ((R, "refined"), (ST, "st"), (TS, "ts")):
             res.add(row, g, out[key], h1)
         up = mvb.spline36_2x(mvb.clip_from_frames([to_array(l0), to_array(l2)]))

@@ -22,7 +22,7 @@ from .datasets import FolderSequence, VIDEO_EXTS, config_sequences, data_path, l
     vimeo_sequences
 
 __all__ = ["EvaluateError", "Triplet", "LAYOUTS", "list_triplets", "config_triplets", "select", "load_triplets",
-           "to_tensor", "to_array"]
+           "outer_low_res", "to_tensor", "to_array"]
 
 log = logging.getLogger("vsdsfn.training")
 
@@ -53,6 +53,19 @@ class Triplet:
 
     def load(self) -> list[np.ndarray]:
         return [self.seq.frame(i) for i in self.idx]
+
+    def outer(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The frames one input step before the first and after the last (the inputs'
+        neighbours in a clip at the inputs' rate: a multi-frame M_S sees them); None
+        beyond the sequence or where one cannot be read."""
+        step, n = self.idx[2] - self.idx[0], len(self.seq)
+        out = []
+        for i in (self.idx[0] - step, self.idx[2] + step):
+            try:
+                out.append(self.seq.frame(i) if 0 <= i < n else None)
+            except Exception:  # noqa: BLE001 -- a missing neighbour is replicated, not fatal
+                out.append(None)
+        return out[0], out[1]
 
 
 def _seq_triplets(seq, stride: int, group: str, label: str | None = None) -> list[Triplet]:
@@ -181,6 +194,19 @@ def to_array(x: torch.Tensor) -> np.ndarray:
 def to_tensor(a: np.ndarray) -> torch.Tensor:
     """An (H, W, 3) array as a (1, 3, H, W) float32 tensor."""
     return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).permute(2, 0, 1)[None]
+
+
+def outer_low_res(trip: Triplet, like: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """:meth:`Triplet.outer` cropped like ``like`` (a loaded high-res frame) and downscaled
+    as the inputs are; None where there is none (or of another size)."""
+    from .datasets import downscale
+
+    h, w = like.shape[-2:]
+    out = []
+    for f in trip.outer():
+        ok = f is not None and f.shape[0] >= h and f.shape[1] >= w
+        out.append(downscale(to_tensor(f[:h, :w].astype(np.float32) / 255.0)) if ok else None)
+    return out[0], out[1]
 
 
 def load_triplets(triplets: Sequence[Triplet], skipped: list[str]) -> Iterator[tuple[int, Triplet, list[torch.Tensor]]]:

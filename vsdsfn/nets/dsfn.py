@@ -12,7 +12,7 @@ from torch import nn
 from .espcn import ESPCN
 from .fusion import FusionUNet, Refine
 from .common import backwarp, pad_to, time_plane
-from .multiframe import MultiFrameSR, pair_flows
+from .multiframe import MultiFrameSR, pair_flows, replicate_window
 from .rife import RIFE
 
 __all__ = ["DSFN", "DSFNConfig", "SPATIAL", "TEMPORAL", "flip_ensemble"]
@@ -234,6 +234,8 @@ class DSFN(nn.Module):
         ensemble: bool = False,
         t: float | torch.Tensor = 0.5,
         plans: dict[str, Any] | None = None,
+        before: torch.Tensor | None = None,
+        after: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Every output of :meth:`forward` for frames of any size: the one inference path
         (the engine, per frame or tile, and ``training.evaluate`` call it).
@@ -243,7 +245,9 @@ class DSFN(nn.Module):
         and the network also run on the frames flipped upside down and are averaged
         (:func:`flip_ensemble`). ``plans``: M_T's decisions (:meth:`temporal_plans`),
         by default taken on these (padded, unflipped) frames; the flipped run follows them
-        too. Nothing is clamped: callers clamp what they show.
+        too. ``before``/``after``: the frames before ``l0`` and after ``l1``, which a
+        multi-frame M_S also sees (:meth:`upscale_pair`; not needed with ``hr0``/``hr1``).
+        Nothing is clamped: callers clamp what they show.
         """
         h, w = l0.shape[-2:]
         m = self.multiple_for(self.config.st_scale if st_scale is None else st_scale)
@@ -251,7 +255,8 @@ class DSFN(nn.Module):
         if hr0 is not None and hr1 is not None:
             hr0, hr1 = pad_to(hr0, m, (h, w)), pad_to(hr1, m, (h, w))
         if hr0 is None or hr1 is None:
-            hr0, hr1 = self.upscale(torch.cat((l0, l1)), ensemble=ensemble).chunk(2)
+            outer = (None if x is None else pad_to(x, m) for x in (before, after))
+            hr0, hr1 = self.upscale_pair(l0, l1, *outer, ensemble=ensemble)
         if ensemble and plans is None:     # one decision per frame for both orientations
             plans = self.temporal_plans(l0, l1, hr0, hr1, st_scale, t)
         net = flip_ensemble(self) if ensemble else self
@@ -274,9 +279,14 @@ class DSFN(nn.Module):
         pair by pair outward from the centre and chained; ``real`` (B, 2r+1) bools: False
         for a replicated neighbour, whose flow is zero (so is everything beyond it).
         ``step(a, b)``: the flow from window entry ``a`` to the adjacent ``b`` (default
-        :meth:`pair_flows`; the engine passes its cache of them)."""
+        :meth:`pair_flows` of the two in time order, as the engine caches them)."""
         r = self.radius
-        step = step or (lambda a, b: self.pair_flows(window[:, a], window[:, b])[0])
+
+        def in_order(a: int, b: int) -> torch.Tensor:
+            both = self.pair_flows(window[:, min(a, b)], window[:, max(a, b)])
+            return both[0] if a < b else both[1]
+
+        step = step or in_order
         flows = []
         for side in (-1, 1):
             total = None
@@ -287,6 +297,23 @@ class DSFN(nn.Module):
                     total = total * real[:, r + side * d].view(-1, 1, 1, 1).to(total)
                 flows.append((side * d, total))
         return torch.stack([f for _, f in sorted(flows, key=lambda e: e[0])], 1)
+
+    def upscale_pair(self, l0: torch.Tensor, l1: torch.Tensor, before: torch.Tensor | None = None,
+                     after: torch.Tensor | None = None, *, ensemble: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """M_S of two consecutive frames: a multi-frame M_S sees each one's other frame, and
+        ``before`` (the frame before ``l0``) and ``after`` (after ``l1``) when given; the
+        rest of its windows replicate."""
+        if not self.radius:
+            return self.upscale(torch.cat((l0, l1)), ensemble=ensemble).chunk(2)
+        r, out = self.radius, []
+        for prev, centre, nxt in ((before, l0, l1), (l0, l1, after)):
+            entries: list[torch.Tensor | None] = [None] * (2 * r + 1)
+            entries[r - 1: r + 2] = [prev, centre, nxt]
+            filled, real = replicate_window(entries)
+            window = torch.stack(filled, 1)
+            flows = self.window_flows(window, torch.tensor([real]).expand(window.shape[0], -1))
+            out.append(self.upscale(centre, ensemble=ensemble, window=window, flows=flows))
+        return out[0], out[1]
 
     def upscale(self, lr: torch.Tensor, *, ensemble: bool = False, window: torch.Tensor | None = None,
                 flows: torch.Tensor | None = None) -> torch.Tensor:
