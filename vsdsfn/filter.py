@@ -17,6 +17,7 @@ import numpy as np
 import vapoursynth as vs
 
 from . import options
+from .colour import BT601, BT709, guess_matrix
 from .engine import DEFAULT_TILE_OVERLAP, Engine, scene_score, select_device
 from .schedule import Schedule
 from .weights import WeightsError, load_model
@@ -24,13 +25,6 @@ from .weights import WeightsError, load_model
 __all__ = ["upscale", "OPTIONS"]
 
 log = logging.getLogger("vsdsfn")
-if not log.handlers:  # stderr only: stdout may carry video (vspipe)
-    _h = logging.StreamHandler()  # defaults to sys.stderr
-    _h.setFormatter(logging.Formatter("%(name)s: %(levelname)s: %(message)s"))
-    log.addHandler(_h)
-    if log.level == logging.NOTSET:
-        log.setLevel(logging.WARNING)
-    log.propagate = False
 
 #: upscale's options (besides the clip): the names of :data:`vsdsfn.options.OPTIONS`
 OPTIONS = options.NAMES
@@ -47,7 +41,7 @@ def _err(msg: str) -> vs.Error:
 def _conversion_hint(clip: vs.VideoNode) -> str:
     fmt = clip.format
     if fmt.color_family == vs.YUV:
-        matrix = "709" if clip.width >= 1280 or clip.height >= 720 else "170m"
+        matrix = {BT709: "709", BT601: "170m"}[guess_matrix(clip.width, clip.height)]
         return (f'clip = core.resize.Bicubic(clip, format=vs.RGBS, matrix_in_s="{matrix}")  '
                 f"(use your clip's matrix; convert back at the end with "
                 f'core.resize.Bicubic(clip, format=vs.YUV420P10, matrix_s="{matrix}"))')
