@@ -4,6 +4,7 @@ values and messages, one log prefix."""
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import signal
@@ -246,6 +247,32 @@ def test_cli_errors_name_flags(tmp_path, monkeypatch, capsys):
         err = capsys.readouterr().err
         assert text in err and "weights=None" not in err, err
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != "cache") == []
+
+
+def test_progress_gives_no_eta_before_the_first_frame(monkeypatch):
+    from vsdsfn import cli
+
+    err = io.StringIO()
+    monkeypatch.setattr(cli.sys, "stderr", err)
+    update = cli._progress(False, 10)
+    update(0, 10)
+    update(10, 10)
+    first, last = err.getvalue().splitlines()
+    assert first == "vsdsfn: frame 0/10 (0%), 0.00 frames/s, ETA unknown yet", first
+    assert last.startswith("vsdsfn: frame 10/10 (100%)") and last.endswith("ETA 0 s")
+
+
+def test_ratio_errors_in_the_callers_terms(tmp_path, monkeypatch, capsys):
+    """``--fps 0`` names the CLI's ratio (no None, an fps example); a fractional
+    ``factor_num`` is refused with the two integers that mean it."""
+    from vsdsfn import upscale
+
+    assert _cli(tmp_path, monkeypatch, ["--frames", "2", "-o", str(tmp_path / "o.y4m"), "--fps", "0"]) == 1
+    err = capsys.readouterr().err
+    assert err == ("vsdsfn: error: --fps must be N or N/D with N and D integers in [1, 1000000], not 0; "
+                   "e.g. --fps 60000/1001\n"), err
+    with pytest.raises(vs.Error, match=r"not Fraction\(5, 2\); e.g. factor_num=5, factor_den=2$"):
+        upscale(make_clip(2, 8, 8), factor_num=Fraction(5, 2))
 
 
 # ----------------------------------------------------------------------------- logs and docs
