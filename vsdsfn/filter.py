@@ -17,20 +17,14 @@ import numpy as np
 import vapoursynth as vs
 
 from . import options
-from .engine import DEFAULT_TILE_OVERLAP, Engine, scene_score, select_device
+from .colour import BT601, BT709, guess_matrix
+from .engine import Engine, scene_score, select_device
 from .schedule import Schedule
 from .weights import WeightsError, load_model
 
 __all__ = ["upscale", "OPTIONS"]
 
 log = logging.getLogger("vsdsfn")
-if not log.handlers:  # stderr only: stdout may carry video (vspipe)
-    _h = logging.StreamHandler()  # defaults to sys.stderr
-    _h.setFormatter(logging.Formatter("%(name)s: %(levelname)s: %(message)s"))
-    log.addHandler(_h)
-    if log.level == logging.NOTSET:
-        log.setLevel(logging.WARNING)
-    log.propagate = False
 
 #: upscale's options (besides the clip): the names of :data:`vsdsfn.options.OPTIONS`
 OPTIONS = options.NAMES
@@ -47,7 +41,7 @@ def _err(msg: str) -> vs.Error:
 def _conversion_hint(clip: vs.VideoNode) -> str:
     fmt = clip.format
     if fmt.color_family == vs.YUV:
-        matrix = "709" if clip.width >= 1280 or clip.height >= 720 else "170m"
+        matrix = {BT709: "709", BT601: "170m"}[guess_matrix(clip.width, clip.height)]
         return (f'clip = core.resize.Bicubic(clip, format=vs.RGBS, matrix_in_s="{matrix}")  '
                 f"(use your clip's matrix; convert back at the end with "
                 f'core.resize.Bicubic(clip, format=vs.YUV420P10, matrix_s="{matrix}"))')
@@ -82,6 +76,7 @@ class _Group:
     mids: dict[tuple[int, Fraction], np.ndarray]   # (j, t) -> the frame at t after source j
     cut: list[bool]                                # no interpolation after source j
     score: list[float | None]                      # the detector's score after source j
+    cut_before: bool = False                       # a cut between the group's first source and the one before
     delivered: set[int] = field(default_factory=set)
 
 
@@ -99,28 +94,38 @@ class _Upscaler:
         self._groups: OrderedDict[int, _Group] = OrderedDict()
         self._pending: dict[int, threading.Event] = {}
 
+    def _cut(self, a: vs.VideoFrame, b: vs.VideoFrame, pa: np.ndarray | None, pb: np.ndarray | None,
+             where: int, log_it: bool = True) -> tuple[bool, float | None]:
+        """Whether there is a scene cut between source frames a and b (= where + 1), by
+        their props or the detector (on their planes pa, pb), and the detector's score."""
+        c = bool(a.props.get("_SceneChangeNext", 0)) or bool(b.props.get("_SceneChangePrev", 0))
+        sc = scene_score(pa, pb, "chw") if self.scene_detect else None
+        if sc is not None and sc > self.scene_threshold:
+            c = True
+            if log_it:
+                log.info("scene cut detected after source frame %d (score %.3f)", where, sc)
+        return c, sc
+
     def _cuts(self, lo: int, srcs: list[vs.VideoFrame], frames: list[np.ndarray], group: range):
         """Per consecutive pair of the source frames from ``lo``: whether a scene cut lies
         between them, and the detector's score (detections logged for the ``group``'s)."""
         cut, score = [], []
         for j in range(len(srcs) - 1):
-            c = bool(srcs[j].props.get("_SceneChangeNext", 0)) or bool(srcs[j + 1].props.get("_SceneChangePrev", 0))
-            sc = scene_score(frames[j], frames[j + 1], "chw") if self.scene_detect else None
-            if sc is not None and sc > self.scene_threshold:
-                c = True
-                if lo + j in group:
-                    log.info("scene cut detected after source frame %d (score %.3f)", lo + j, sc)
+            c, sc = self._cut(srcs[j], srcs[j + 1], frames[j], frames[j + 1], lo + j, lo + j in group)
             cut.append(c)
             score.append(sc)
         return cut, score
 
     def _compute(self, g: int, f: list[vs.VideoFrame]) -> _Group:
-        """Group g: f[1 + i] is source frame g*B + i - r clamped to the clip, i = 0..B + 2r
-        (r: the multi-frame M_S's radius)."""
+        """Group g: f[1 + i] is source frame g*B + i - L clamped to the clip, i = 0..B + r + L,
+        with r the multi-frame M_S's radius and L = max(r, 1): the group's source frames, the
+        next one, and neighbours on both sides (the one before also tells a cut before the
+        group)."""
         first, r = g * self.schedule.batch, self.engine.radius
+        left = max(r, 1)
         count = min(self.schedule.batch, self.n - first)       # source frames of this group
-        lo, hi = max(0, first - r), min(self.n, first + count + 1 + r)   # and their neighbours
-        srcs = [f[1 + s - first + r] for s in range(lo, hi)]
+        lo, hi = max(0, first - left), min(self.n, first + count + 1 + r)   # and their neighbours
+        srcs = [f[1 + s - first + left] for s in range(lo, hi)]
         frames = [np.stack([np.asarray(s[p]) for p in range(3)]) for s in srcs]
         cuts, scores = self._cuts(lo, srcs, frames, range(first, first + count))
         # per source j of the group: no interpolation after it (a cut, or the last frame)
@@ -129,7 +134,7 @@ class _Upscaler:
         requests = [(j, t) for j, t in self.schedule.timesteps(g) if not cut[j]]
         evens, mids = self.engine.upscale_group(frames, list(range(lo, hi)), count, requests, self.output,
                                                 first=first - lo, links=[not c for c in cuts])
-        return _Group(evens, dict(zip(requests, mids)), cut, score)
+        return _Group(evens, dict(zip(requests, mids)), cut, score, first > 0 and cuts[first - 1 - lo])
 
     def _group(self, g: int, f) -> _Group:
         while True:
@@ -177,8 +182,10 @@ class _Upscaler:
             d = Fraction(int(num), int(den)) / self.schedule.factor
             props["_DurationNum"], props["_DurationDen"] = d.numerator, d.denominator
         last = n + 1 == self.schedule.first_output(k + 1)
-        if n != self.schedule.first_output(k) and "_SceneChangePrev" in props:
-            props["_SceneChangePrev"] = 0
+        first = n == self.schedule.first_output(k)
+        cut_before = k > 0 and (res.cut[j - 1] if j else res.cut_before)
+        if "_SceneChangePrev" in props or (first and cut_before):
+            props["_SceneChangePrev"] = int(first and cut_before)
         if "_SceneChangeNext" in props or (last and res.cut[j] and k + 1 < self.n):
             props["_SceneChangeNext"] = int(last and res.cut[j] and k + 1 < self.n)
         props[_PROP_INTERP] = int(bool(t) and not res.cut[j])
@@ -197,7 +204,7 @@ class _Upscaler:
         out = f[0].copy()
         for p in range(3):
             np.copyto(np.asarray(out[p]), arr[p], casting="unsafe")
-        self._props(out, f[1 + j + self.engine.radius], n, k, t, res, j)
+        self._props(out, f[1 + j + max(self.engine.radius, 1)], n, k, t, res, j)
         self._delivered(g, n, res)
         return out
 
@@ -234,14 +241,15 @@ def _factor(clip: vs.VideoNode, opts: dict, model) -> Fraction:
 
 
 def _source_clips(clip: vs.VideoNode, schedule: Schedule, radius: int = 0) -> list[vs.VideoNode]:
-    """Clips at the output rate: frame n of clip j is source frame g*B + j - radius,
-    clamped to the clip, for n's group g, j = 0..B + 2 * radius (the group's source frames,
-    the next one, and ``radius`` neighbours on each side for a multi-frame M_S)."""
-    core, b, n = vs.core, schedule.batch, clip.num_frames
-    padded = (clip[0] * radius + clip if radius else clip) + clip[-1] * (b + 1 + radius)
+    """Clips at the output rate: frame n of clip j is source frame g*B + j - L, clamped to
+    the clip, for n's group g and j = 0..B + radius + L, L = max(radius, 1): the group's
+    source frames, the next one, ``radius`` neighbours after them for a multi-frame M_S, and
+    L before the group (its neighbours; the one before also tells a cut before it)."""
+    core, b, n, left = vs.core, schedule.batch, clip.num_frames, max(radius, 1)
+    padded = clip[0] * left + clip + clip[-1] * (b + 1 + radius)
     groups = -(-n // b)
     out = []
-    for j in range(b + 1 + 2 * radius):
+    for j in range(b + 1 + radius + left):
         sel = padded[j:] if b == 1 else core.std.SelectEvery(padded[j:], cycle=b, offsets=[0], modify_duration=False)
         rep = core.std.Interleave([sel[:groups]] * b, modify_duration=False)[:n] if b > 1 else sel[:n]
         cycle, offsets = schedule.source_map()
@@ -267,7 +275,7 @@ def upscale(
     num_threads: int | None = None,
     cache_size: int | None = None,
     tile: int | tuple[int, int] | None = None,
-    tile_overlap: int = DEFAULT_TILE_OVERLAP,
+    tile_overlap: int | None = None,
     channels_last: bool | None = None,
     compile: bool = False,
     trt: bool = False,
