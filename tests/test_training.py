@@ -570,7 +570,7 @@ def test_evaluate_runs_the_models_as_the_filter(data, monkeypatch):
     monkeypatch.setattr(DSFN, "run", lambda self, *a, **kw: calls.append((self, kw)) or real(self, *a, **kw))
     trips = ev.list_triplets(data / "frames" / "seq", "frames")[:1]
     res = ev.evaluate(trips, net, mvtools=False, progress=False, st_scale=0.5, ensemble=True)
-    assert calls == [(net, {"st_scale": 0.5, "ensemble": True})]
+    assert calls == [(net, {"st_scale": 0.5, "ensemble": True, "before": None, "after": None})]
     assert res.names == [trips[0].name]
 
 
