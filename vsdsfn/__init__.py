@@ -10,7 +10,7 @@
 
 __version__ = "1.4.0"
 
-__all__ = ["upscale", "Engine", "WeightsError", "default_weights_path", "load_model", "__version__"]
+__all__ = ["upscale", "render", "Engine", "WeightsError", "default_weights_path", "load_model", "__version__"]
 
 
 def __getattr__(name):
@@ -19,6 +19,10 @@ def __getattr__(name):
         from .filter import upscale
 
         return upscale
+    if name == "render":
+        from .job import render
+
+        return render
     if name == "Engine":
         from .engine import Engine
 

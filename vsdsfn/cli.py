@@ -24,7 +24,7 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
-from . import __version__, options
+from . import __version__, job, options
 
 SAMPLE = Path(__file__).resolve().parent / "data" / "sample.y4m"
 
@@ -68,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="pixel format written (default yuv420p10)")
     io.add_argument("--ffmpeg-args", default="",
                     help='extra ffmpeg output options, e.g. "-c:v libx264 -crf 16"')
+    job.add_arguments(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress or summary")
     p.add_argument("-v", "--verbose", action="store_true", help="log details (stderr)")
     p.add_argument("--version", action="version", version=f"vsdsfn {__version__}")
@@ -208,6 +209,8 @@ def run(args: argparse.Namespace) -> int:
         options.check({**vars(args), **_rate_options(args)})
     except ValueError as exc:
         raise CliError(str(exc)) from None
+    if job.check_cli(args, src):
+        return job.run_cli(args, src, out)
     part = _Partial(out)
     try:
         _write(args, src, out, part, ffmpeg)
@@ -236,12 +239,20 @@ def _source(args: argparse.Namespace, src: Path):
     return clip, m if m not in (0, 2, 3) else (1 if hd else 6)
 
 
-def _write(args: argparse.Namespace, src: Path, out: Path, part: _Partial, ffmpeg: str | None) -> None:
-    """Read ``src``, upscale it and write it to ``part`` (y4m, or through ffmpeg)."""
+def _pipeline(args: argparse.Namespace, src: Path):
+    """The input clip and the clip to write: ``src`` read, upscaled and converted back to
+    YUV, or a script's output node as it is."""
     import vapoursynth as vs
 
+    from .chunks import ChunkError, is_script, script_node
     from .filter import upscale
 
+    if is_script(src):
+        try:
+            node = script_node(src, args.frames)
+        except ChunkError as exc:
+            raise CliError(str(exc)) from None
+        return node, node
     core = vs.core
     clip, matrix = _source(args, src)
     if clip.format.color_family == vs.YUV:
@@ -252,7 +263,12 @@ def _write(args: argparse.Namespace, src: Path, out: Path, part: _Partial, ffmpe
         up = upscale(rgb, **{o.name: getattr(args, o.name) for o in options.OPTIONS if o.flag}, **_rate_options(args))
     except vs.Error as exc:
         raise CliError(str(exc)) from None
-    yuv = core.resize.Bicubic(up, format=getattr(vs, _PIX_FMTS[args.pix_fmt]), matrix=matrix)
+    return clip, core.resize.Bicubic(up, format=getattr(vs, _PIX_FMTS[args.pix_fmt]), matrix=matrix)
+
+
+def _write(args: argparse.Namespace, src: Path, out: Path, part: _Partial, ffmpeg: str | None) -> None:
+    """Read ``src``, upscale it and write it to ``part`` (y4m, or through ffmpeg)."""
+    clip, yuv = _pipeline(args, src)
     shape = (f"{clip.num_frames} frames {clip.width}x{clip.height} @ {_fps(clip)} -> "
              f"{yuv.num_frames} frames {yuv.width}x{yuv.height} @ {_fps(yuv)}")
     if not args.quiet:

@@ -1,0 +1,227 @@
+"""A job's clip, rendered one chunk of output frames at a time, and the chunks joined.
+
+:class:`Job` says what to render (an input video or a VapourSynth script, the command
+line's settings, OUTPUT's format); :class:`Worker` builds the job's clip once (weights
+loaded once) and renders chunks of it: ``.y4m`` chunks are raw frames, other formats are
+encoded by ffmpeg with the job's encoder settings, each chunk starting on a keyframe.
+:func:`join_y4m` and :func:`join_encoded` put finished chunks together without
+re-encoding. Nothing here knows about Ray (:mod:`vsdsfn.cluster` does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import re
+import runpy
+import shlex
+import shutil
+import socket
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, BinaryIO
+
+__all__ = ["Job", "Worker", "ChunkError", "script_node", "join_y4m", "join_encoded"]
+
+SCRIPT_SUFFIXES = (".vpy",)
+
+
+class ChunkError(Exception):
+    """A chunk (or a worker's preparation) failed; the text says where and why."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """What to render: ``input`` (a video, or a ``.vpy`` script whose output node is
+    rendered as it is), the command line's settings ``args`` (argparse names: the upscale
+    options, ``factor``, ``fps``, ``frames``, ``matrix``, ``pix_fmt``, ``ffmpeg_args``) and
+    OUTPUT's extension ``suffix``."""
+
+    input: str
+    args: dict[str, Any] = field(hash=False)
+    suffix: str
+
+    @property
+    def script(self) -> bool:
+        return is_script(self.input)
+
+    @property
+    def raw(self) -> bool:
+        return self.suffix.lower() == ".y4m"
+
+    def settings(self) -> dict[str, Any]:
+        """Everything a rendered frame depends on, as JSON values (for the manifest)."""
+        return json.loads(json.dumps({"input": self.input, "args": self.args, "suffix": self.suffix}, default=str))
+
+
+def is_script(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() in SCRIPT_SUFFIXES
+
+
+def script_node(path: str | os.PathLike, frames: int | None = None):
+    """The output node (index 0) of VapourSynth script ``path``, run in this process;
+    ``frames``: only its first frames."""
+    import vapoursynth as vs
+
+    vs.clear_outputs()
+    try:
+        runpy.run_path(str(path), run_name="__vapoursynth__")
+    except Exception as exc:
+        raise ChunkError(f"the script {str(path)!r} failed: {type(exc).__name__}: {_last_line(exc)}; "
+                         "fix the script (try it with vspipe)") from None
+    outputs = vs.get_outputs()
+    if 0 not in outputs or not isinstance(outputs[0], vs.VideoOutputTuple):
+        raise ChunkError(f"the script {str(path)!r} sets no video output 0; end it with clip.set_output()")
+    node = outputs[0].clip
+    if node.format is None or node.width == 0 or node.format.color_family not in (vs.YUV, vs.GRAY):
+        fmt = node.format.name if node.format is not None else "a variable format"
+        raise ChunkError(f"the script's output is {fmt}; video files need constant-format YUV or GRAY: convert "
+                         "at the end, e.g. clip = core.resize.Bicubic(clip, format=vs.YUV420P10, matrix_s=\"709\")")
+    return node[: min(frames, node.num_frames)] if frames else node
+
+
+def _last_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
+
+
+class Worker:
+    """Renders chunks of a job's clip; the clip (and the weights) is built on first use
+    and kept for the next chunks. ``gpu``: this worker was given a GPU."""
+
+    def __init__(self, job: Job, gpu: bool = False) -> None:
+        self.job, self.gpu = job, gpu
+        self.node = None
+        self.host = socket.gethostname()
+        self._prefer: list[int] = []
+
+    def _build(self) -> None:
+        if self.node is not None:
+            return
+        src = Path(self.job.input)
+        if not os.access(src, os.R_OK) or not src.is_file():
+            raise ChunkError(f"node {self.host}: cannot read the input {str(src)!r}; every node must see it at "
+                             "the same path (shared storage)")
+        if self.gpu:
+            import torch
+
+            if not torch.cuda.is_available():
+                raise ChunkError(f"node {self.host}: Ray gave this worker a GPU but PyTorch sees no CUDA device; "
+                                 "install a CUDA build of PyTorch on that node, or render on CPUs with --device cpu")
+        if self.job.script:
+            self.node = script_node(src, self.job.args.get("frames"))
+            return
+        from . import cli
+
+        try:
+            clip, self.node = cli._pipeline(argparse.Namespace(**self.job.args), src)
+        except cli.CliError as exc:
+            raise ChunkError(f"node {self.host}: {exc}") from None
+        self._prefer = _group_starts(clip, self.node.num_frames, self.job.args)
+
+    def prepare(self) -> dict[str, Any]:
+        """Build the clip; what the driver plans with: this node's name, the output's
+        length, frame size and the first output frames of the work groups (cheap cuts)."""
+        self._build()
+        n = self.node
+        frame_bytes = sum(n.format.bytes_per_sample * (n.width >> (p and n.format.subsampling_w)) *
+                          (n.height >> (p and n.format.subsampling_h)) for p in range(n.format.num_planes))
+        return {"host": self.host, "frames": n.num_frames, "width": n.width, "height": n.height,
+                "format": n.format.name, "fps": [n.fps_num, n.fps_den], "frame_bytes": frame_bytes,
+                "prefer": self._prefer}
+
+    def render(self, start: int, stop: int) -> bytes:
+        """Output frames ``start`` .. ``stop - 1``: a y4m stream (header and frames), or
+        a file of OUTPUT's format encoded by ffmpeg with the job's encoder settings."""
+        import vapoursynth as vs
+
+        self._build()
+        part = self.node[start:stop]
+        try:
+            if self.job.raw:
+                buf = io.BytesIO()
+                part.output(buf, y4m=True)
+                return buf.getvalue()
+            return self._encode(part)
+        except (OSError, vs.Error) as exc:
+            raise ChunkError(f"node {self.host}: output frames {start}-{stop - 1}: {_last_line(exc)}") from None
+
+    def _encode(self, part) -> bytes:
+        ffmpeg = shutil.which("ffmpeg")
+        if ffmpeg is None:
+            raise ChunkError(f"node {self.host}: ffmpeg is not on PATH; install it on every node "
+                             "(or write .y4m)")
+        with tempfile.TemporaryDirectory(prefix="vsdsfn-chunk-") as tmp:
+            path = Path(tmp) / f"chunk{self.job.suffix}"
+            cmd = encode_command(ffmpeg, self.job.args.get("ffmpeg_args", ""), path)
+            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+            try:
+                part.output(proc.stdin, y4m=True)
+                proc.stdin.close()
+            finally:
+                if proc.poll() is None and not proc.stdin.closed:
+                    proc.kill()
+                err = proc.communicate()[1]
+            if proc.returncode != 0:
+                raise ChunkError(f"node {self.host}: ffmpeg failed (exit {proc.returncode}): "
+                                 f"{err.decode(errors='replace').strip()[-500:]}")
+            return path.read_bytes()
+
+
+def encode_command(ffmpeg: str, ffmpeg_args: str, path: Path) -> list[str]:
+    """ffmpeg reading y4m on stdin and writing ``path`` with the job's encoder settings."""
+    return [ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-f", "yuv4mpegpipe", "-i", "-",
+            *shlex.split(ffmpeg_args), str(path)]
+
+
+def _group_starts(clip, length: int, args: dict[str, Any]) -> list[int]:
+    """The first output frame of each work group (``batch_size`` source frames) of
+    ``upscale`` on ``clip``: a chunk cut there computes no group twice."""
+    from .schedule import Schedule
+
+    if args.get("fps"):
+        factor = Fraction(*args["fps"]) / clip.fps
+    else:
+        factor = Fraction(*(args.get("factor") or (2, 1)))
+    batch = args.get("batch_size") or 1
+    s = Schedule(clip.num_frames, factor, batch)
+    firsts = (s.first_output(g * batch) for g in range(1, -(-clip.num_frames // batch)))
+    return [n for n in firsts if 0 < n < length]
+
+
+_XLENGTH = re.compile(rb" XLENGTH=\d+")
+
+
+def join_y4m(chunks: list[Path], total: int, out: BinaryIO) -> None:
+    """Write y4m chunks as one stream: the first chunk's header (its length made the
+    whole stream's), then every chunk's frames, byte for byte."""
+    for i, path in enumerate(chunks):
+        with open(path, "rb") as f:
+            header = f.readline()
+            if i == 0:
+                out.write(_XLENGTH.sub(b" XLENGTH=%d" % total, header))
+            shutil.copyfileobj(f, out, 1 << 20)
+
+
+def join_encoded(chunks: list[Path], joined: Path) -> None:
+    """Append encoded chunks into one Matroska file with mkvmerge (packets copied, each
+    chunk starting on a keyframe)."""
+    mkvmerge = shutil.which("mkvmerge")
+    if mkvmerge is None:
+        raise ChunkError("joining encoded chunks needs mkvmerge; install MKVToolNix (e.g. apt-get install "
+                         "mkvtoolnix) or write .y4m")
+    opts = ["--quiet", "--output", str(joined)]
+    for i, path in enumerate(chunks):
+        opts += (["+"] if i else []) + ["--no-audio", "--no-subtitles", str(path)]
+    optfile = joined.with_suffix(".json")
+    optfile.write_text(json.dumps(opts))
+    try:
+        proc = subprocess.run([mkvmerge, f"@{optfile}"], capture_output=True, text=True)
+    finally:
+        optfile.unlink(missing_ok=True)
+    if proc.returncode >= 2:   # 1: warnings only
+        raise ChunkError(f"mkvmerge could not join the chunks: {(proc.stdout + proc.stderr).strip()[-500:]}")
