@@ -158,17 +158,20 @@ class Worker:
         with tempfile.TemporaryDirectory(prefix="vsdsfn-chunk-") as tmp:
             path = Path(tmp) / f"chunk{self.job.suffix}"
             cmd = encode_command(ffmpeg, self.job.args.get("ffmpeg_args", ""), path)
-            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
-            try:
-                part.output(proc.stdin, y4m=True)
-                proc.stdin.close()
-            finally:
-                if proc.poll() is None and not proc.stdin.closed:
+            with tempfile.TemporaryFile() as err:
+                proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=err)
+                try:
+                    part.output(proc.stdin, y4m=True)
+                    proc.stdin.close()
+                except BaseException:
                     proc.kill()
-                err = proc.communicate()[1]
-            if proc.returncode != 0:
-                raise ChunkError(f"node {self.host}: ffmpeg failed (exit {proc.returncode}): "
-                                 f"{err.decode(errors='replace').strip()[-500:]}")
+                    raise
+                finally:
+                    proc.wait()
+                err.seek(0)
+                if proc.returncode != 0:
+                    raise ChunkError(f"node {self.host}: ffmpeg failed (exit {proc.returncode}): "
+                                     f"{err.read().decode(errors='replace').strip()[-500:]}")
             return path.read_bytes()
 
 

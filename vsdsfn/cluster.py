@@ -14,8 +14,10 @@ import contextlib
 import ipaddress
 import logging
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -24,7 +26,7 @@ from typing import Any
 from .chunks import ChunkError, Job, Worker
 from .plan import Chunk
 
-__all__ = ["ClusterError", "connect", "start_local", "workers", "render_chunks", "RESTARTS"]
+__all__ = ["ClusterError", "connect", "start_local", "held_signals", "workers", "render_chunks", "RESTARTS"]
 
 log = logging.getLogger("vsdsfn")
 
@@ -72,7 +74,6 @@ def start_local(cpus: int, **init) -> None:
     ray = _ray()
     _local_only(ray)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")   # a local cluster reports nothing anywhere
-    os.environ.setdefault("RAY_AUTH_MODE", "token")          # Ray's default for a new cluster, said explicitly
     ray.init(num_cpus=cpus, include_dashboard=False, logging_level=logging.WARNING,
              configure_logging=False, **init)
 
@@ -114,16 +115,71 @@ def connect(address: str | None, cpus: int) -> Iterator[Any]:
         yield ray
         return
     previous = os.environ.get(_LOCAL_ONLY)
-    if address:
-        _join(address)
-    else:
-        start_local(cpus)
+    with _own_signals():
+        if address:
+            _join(address)
+        else:
+            start_local(cpus)
     try:
         yield ray
     finally:
         ray.shutdown()
         if previous is None:
             os.environ.pop(_LOCAL_ONLY, None)
+
+
+@contextlib.contextmanager
+def _own_signals() -> Iterator[None]:
+    """Keep this process's handlers of SIGINT, SIGTERM and SIGHUP: ``ray.init`` installs
+    its own (exit at once), which would skip keeping the finished chunks."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    kept = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, handler in kept.items():
+            if handler is not None:
+                signal.signal(s, handler)
+
+
+_STOPS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def held_signals() -> Iterator[Callable[[], None]]:
+    """Hold SIGINT, SIGTERM and SIGHUP while Ray's calls run (a Python handler raising
+    inside them breaks them) and yield a check that runs the held signal's own handler
+    (e.g. the command line's, which stops the job) between them."""
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: None
+        return
+    held: list[int] = []
+    kept = {s: signal.getsignal(s) for s in _STOPS if callable(signal.getsignal(s))}
+
+    def check() -> None:
+        if held:
+            signum = held.pop()
+            kept[signum](signum, None)
+
+    for s in kept:
+        signal.signal(s, lambda signum, frame: held.append(signum))
+    try:
+        yield check
+    finally:
+        for s, handler in kept.items():
+            signal.signal(s, handler)
+    check()
+
+
+def _wait(ray, refs: list[Any], check: Callable[[], None], count: int = 1) -> list[Any]:
+    """The first ``count`` of ``refs`` to finish, running ``check`` twice a second."""
+    while True:
+        ready, _ = ray.wait(refs, num_returns=count, timeout=0.5)
+        check()
+        if len(ready) == count:
+            return ready
 
 
 def _last_line(exc: BaseException) -> str:
@@ -138,10 +194,13 @@ def _wants_gpu(job: Job, gpus: float) -> bool:
     return gpus >= 1 and device != "cpu"
 
 
-def workers(ray, job: Job, count: int | None, cpus: int) -> list[Any]:
+@contextlib.contextmanager
+def workers(ray, job: Job, count: int | None, cpus: int,
+            check: Callable[[], None] = lambda: None) -> Iterator[list[tuple[Any, dict[str, Any]]]]:
     """``count`` worker actors (default: one per GPU, else as many as the CPUs allow),
     each asking one GPU (where the cluster has them) and ``cpus`` CPUs, each ready
-    (clip built, input checked on its node)."""
+    (clip built, input checked on its node), with what each said of the job; they are
+    stopped on exit."""
     total = ray.cluster_resources()
     gpu = _wants_gpu(job, total.get("GPU", 0))
     fits = int(total.get("GPU", 0)) if gpu else int(total.get("CPU", 0) // cpus)
@@ -154,10 +213,15 @@ def workers(ray, job: Job, count: int | None, cpus: int) -> list[Any]:
                                         max_task_retries=RESTARTS)
     actors = [remote.remote(job, gpu) for _ in range(count)]
     try:
-        infos = ray.get([a.prepare.remote() for a in actors])
-    except Exception as exc:
-        raise ClusterError(_cause(ray, exc)) from None
-    return list(zip(actors, infos))
+        try:
+            refs = [a.prepare.remote() for a in actors]
+            infos = ray.get(_wait(ray, refs, check, len(refs)))
+        except Exception as exc:
+            raise ClusterError(_cause(ray, exc)) from None
+        yield list(zip(actors, infos))
+    finally:
+        for a in actors:
+            ray.kill(a)
 
 
 def _cause(ray, exc: BaseException) -> str:
@@ -198,7 +262,7 @@ class Progress:
 
 
 def render_chunks(ray, actors: list[Any], todo: list[Chunk], keep: Callable[[Chunk, bytes], None],
-                  progress: Progress) -> None:
+                  progress: Progress, check: Callable[[], None] = lambda: None) -> None:
     """Render ``todo`` on ``actors``, one chunk in flight per actor, passing each finished
     chunk to ``keep`` as it arrives; a failing chunk is tried again, ``RESTARTS`` times."""
     queue = deque((c, 0) for c in todo)
@@ -208,8 +272,7 @@ def render_chunks(ray, actors: list[Any], todo: list[Chunk], keep: Callable[[Chu
             actor = idle.pop()
             chunk, tries = queue.popleft()
             inflight[actor.render.remote(chunk.start, chunk.stop)] = (actor, chunk, tries)
-        ready, _ = ray.wait(list(inflight), num_returns=1, timeout=0.5)
-        for ref in ready:
+        for ref in _wait(ray, list(inflight), check):
             actor, chunk, tries = inflight.pop(ref)
             try:
                 data = ray.get(ref)

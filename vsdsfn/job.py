@@ -21,7 +21,7 @@ from typing import Any
 
 from . import __version__, options
 from .chunks import ChunkError, Job, is_script, join_encoded, join_y4m
-from .cluster import ClusterError, Progress, connect, render_chunks, workers
+from .cluster import ClusterError, Progress, connect, held_signals, render_chunks, workers
 from .plan import MAX_CHUNK, chunks, default_size
 from .store import Store, StoreError, identity
 
@@ -97,8 +97,8 @@ def run_cli(args: argparse.Namespace, src: Path, out: Path) -> int:
 def _distributed(args: argparse.Namespace, src: Path, out: Path) -> int:
     job = _job(args, src, out)
     start = time.perf_counter()
-    with connect(args.ray, (args.workers or 1) * args.worker_cpus) as ray:
-        pool = workers(ray, job, args.workers, args.worker_cpus)
+    with connect(args.ray, (args.workers or 1) * args.worker_cpus) as ray, held_signals() as check, \
+            workers(ray, job, args.workers, args.worker_cpus, check) as pool:
         info = pool[0][1]
         size = args.chunk or default_size(info["frame_bytes"], job.raw)
         plan = chunks(info["frames"], size, () if args.chunk else info["prefer"])   # --chunk N: exactly N
@@ -111,7 +111,7 @@ def _distributed(args: argparse.Namespace, src: Path, out: Path) -> int:
                                  f"{info['height']} in {len(plan)} chunks on {len(pool)} workers; rendering "
                                  f"{len(todo)}" + (f" ({kept} kept from an earlier run)" if kept else "") + "\n")
             progress = Progress(info["frames"], sum(c.frames for c in plan) - sum(c.frames for c in todo), args.quiet)
-            render_chunks(ray, [a for a, _ in pool], todo, store.add, progress)
+            render_chunks(ray, [a for a, _ in pool], todo, store.add, progress, check)
         except BaseException:
             store.close()
             raise
