@@ -113,7 +113,10 @@ class Worker:
                 raise ChunkError(f"node {self.host}: Ray gave this worker a GPU but PyTorch sees no CUDA device; "
                                  "install a CUDA build of PyTorch on that node, or render on CPUs with --device cpu")
         if self.job.script:
-            self.node = script_node(src, self.job.args.get("frames"))
+            try:
+                self.node = script_node(src, self.job.args.get("frames"))
+            except ChunkError as exc:
+                raise ChunkError(f"node {self.host}: {exc}") from None
             return
         from . import cli
 

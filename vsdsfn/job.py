@@ -96,31 +96,55 @@ def run_cli(args: argparse.Namespace, src: Path, out: Path) -> int:
 
 def _distributed(args: argparse.Namespace, src: Path, out: Path) -> int:
     job = _job(args, src, out)
-    start = time.perf_counter()
-    with connect(args.ray, (args.workers or 1) * args.worker_cpus) as ray, held_signals() as check, \
-            workers(ray, job, args.workers, args.worker_cpus, check) as pool:
-        info = pool[0][1]
-        size = args.chunk or default_size(info["frame_bytes"], job.raw)
-        plan = chunks(info["frames"], size, () if args.chunk else info["prefer"])   # --chunk N: exactly N
-        store = Store(out, _key(job, src, info["frames"], size), plan, ".y4m" if job.raw else out.suffix)
-        try:
-            todo = store.open()
-            if not args.quiet:
-                kept = len(plan) - len(todo)
-                sys.stderr.write(f"vsdsfn: {src.name}: {info['frames']} output frames {info['width']}x"
-                                 f"{info['height']} in {len(plan)} chunks on {len(pool)} workers; rendering "
-                                 f"{len(todo)}" + (f" ({kept} kept from an earlier run)" if kept else "") + "\n")
-            progress = Progress(info["frames"], sum(c.frames for c in plan) - sum(c.frames for c in todo), args.quiet)
-            render_chunks(ray, [a for a, _ in pool], todo, store.add, progress, check)
-        except BaseException:
-            store.close()
-            raise
+    laps = _Laps()
+    with connect(args.ray, (args.workers or 1) * args.worker_cpus) as ray, held_signals() as check:
+        laps("cluster")
+        with workers(ray, job, args.workers, args.worker_cpus, check) as pool:
+            laps("workers")
+            info = pool[0][1]
+            size = args.chunk or default_size(info["frame_bytes"], job.raw)
+            plan = chunks(info["frames"], size, () if args.chunk else info["prefer"])   # --chunk N: exactly N
+            store = Store(out, _key(job, src, info["frames"], size), plan, ".y4m" if job.raw else out.suffix)
+            try:
+                todo = store.open()
+                if not args.quiet:
+                    _announce(src, info, len(plan), len(todo), len(pool))
+                progress = Progress(info["frames"], sum(c.frames for c in plan) - sum(c.frames for c in todo),
+                                    args.quiet)
+                render_chunks(ray, [a for a, _ in pool], todo, store.add, progress, check)
+            except BaseException:
+                store.close()
+                raise
+            laps("chunks")
+    laps("stop")
     _finish(store, info["frames"], out, job)
+    laps("join")
+    log.info("%d chunks rendered; seconds: %s", len(todo), ", ".join(f"{k} {v:.2f}" for k, v in laps.seconds.items()),
+             extra={"vsdsfn_timings": {**laps.seconds, "chunks_rendered": len(todo), "frames": progress.rendered}})
     if not args.quiet:
-        wall = time.perf_counter() - start
+        wall = sum(laps.seconds.values())
         sys.stderr.write(f"vsdsfn: wrote {out}: {info['frames']} frames in {wall:.1f} s "
                          f"({progress.rendered / wall if wall > 0 else 0:.2f} output frames/s rendered)\n")
     return 0
+
+
+class _Laps:
+    """Seconds spent in each phase of a job: ``laps("name")`` ends the phase so named."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name], self._last = now - self._last, now
+
+
+def _announce(src: Path, info: dict[str, Any], chunks: int, todo: int, workers: int) -> None:
+    kept = chunks - todo
+    sys.stderr.write(f"vsdsfn: {src.name}: {info['frames']} output frames {info['width']}x{info['height']} in "
+                     f"{chunks} chunks on {workers} workers; rendering {todo}"
+                     + (f" ({kept} kept from an earlier run)" if kept else "") + "\n")
 
 
 def _finish(store: Store, frames: int, out: Path, job: Job) -> None:
