@@ -115,7 +115,7 @@ def report(base: dict[str, float], runs: dict[int, dict[str, float]], chunk: int
     lines += ["", f"- per frame (single process): {per_frame:.4f} s; per chunk besides its frames (task, y4m, "
                   f"kept and synced; {int(blank['chunks_rendered'])} one-frame chunks of a blank clip on 1 worker): "
                   f"{per_chunk:.3f} s = {100 * per_chunk / (chunk * per_frame):.2f} % of a {chunk}-frame chunk",
-              f"- 1 worker's wall over the single process's: +{100 * (one['wall'] / base['wall'] - 1):.1f} % "
+              f"- 1 worker's wall over the single process's: {100 * (one['wall'] / base['wall'] - 1):+.1f} % "
               f"(fixed costs {one['cluster'] + one['workers'] + one['stop'] + one['join']:.1f} s)",
               f"- a 2-hour film ({FILM_FRAMES} output frames, 23.976 -> 59.94 fps, chunks of 300) at "
               f"{gpu_frame_s} s per output frame on one GPU, with this per-chunk cost and these fixed costs:", ""]
