@@ -95,7 +95,7 @@ def test_cli_on_sample(tmp_path, tiny_weights):
     assert frames == 6
     assert "3 frames 176x144 @ 29.970 fps -> 6 frames 352x288 @ 59.940 fps" in err
     assert "frame 6/6" in err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "out.y4m"]  # no partial file left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.y4m"]  # no partial file, no index left
 
 
 def test_cli_in_process_and_errors(tmp_path, tiny_weights, monkeypatch, capsys):
@@ -209,7 +209,7 @@ def test_cli_failing_later_removes_the_output(tmp_path, tiny_weights, monkeypatc
     monkeypatch.setattr(flt, "upscale", failing)
     _fails(capsys, ["--sample", "--frames", "2", "--weights", str(tiny_weights), "-q", "-o", "d.y4m"],
            "writing", "(RuntimeError: boom); ")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bin", "cache", "junk.mkv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bin", "junk.mkv"]
 
 
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")

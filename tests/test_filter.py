@@ -3,6 +3,7 @@ batching, threads, determinism, sizes, NaN, weights and devices."""
 
 from __future__ import annotations
 
+import math
 import random
 from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
@@ -86,6 +87,21 @@ def test_scene_change_props(tiny_weights):
     # the cut now lies between output frames 3 and 4, and 7 and 8
     assert p[2]["_SceneChangeNext"] == 0 and p[3]["_SceneChangeNext"] == 1
     assert p[8]["_SceneChangePrev"] == 1 and p[9]["_SceneChangePrev"] == 0
+
+
+@pytest.mark.parametrize("factor", [(2, 1), (5, 2)])
+@pytest.mark.parametrize("batch", [1, 2])
+def test_detected_cut_marks_both_sides(tiny_weights, factor, batch):
+    """A cut found by scene_detect puts _SceneChangeNext on the last frame before it and
+    _SceneChangePrev on the first after it, at any factor and batch size."""
+    clip = make_clip(6, 32, 24, frames=lambda i: pattern(i, 32, 24, kind=0 if i < 3 else 1))
+    out = upscale(clip, weights=tiny_weights, factor_num=factor[0], factor_den=factor[1], scene_detect=True,
+                  batch_size=batch)
+    first_after = math.ceil(3 * Fraction(*factor))
+    marks = {n: {k: v for k, v in out.get_frame(n).props.items() if k.startswith("_SceneChange") and v}
+             for n in range(out.num_frames)}
+    assert {n: m for n, m in marks.items() if m} == {first_after - 1: {"_SceneChangeNext": 1},
+                                                     first_after: {"_SceneChangePrev": 1}}
 
 
 def test_builtin_scene_detector(tiny_weights):

@@ -57,18 +57,18 @@ def _store(tmp_path, key, n=3):
 
 
 def test_store_keeps_matching_chunks_and_renders_the_rest(tmp_path):
-    s = _store(tmp_path, {"a": 1})
+    s = _store(tmp_path, {"a": 1, "options": ("-crf", "16")})   # a tuple is a list once in the manifest
     todo = s.open()
     assert [c.index for c in todo] == [0, 1, 2]
     s.add(todo[0], b"zero")
     s.add(todo[2], b"two")
     s.close()
-    s = _store(tmp_path, {"a": 1})
+    s = _store(tmp_path, {"a": 1, "options": ("-crf", "16")})
     assert [c.index for c in s.open()] == [1]
     s.close()
     # a corrupted chunk file is found by its checksum and rendered again
     (folder_for(tmp_path / "out.y4m") / "chunk-000002.y4m").write_bytes(b"tw0")
-    s = _store(tmp_path, {"a": 1})
+    s = _store(tmp_path, {"a": 1, "options": ("-crf", "16")})
     assert [c.index for c in s.open()] == [1, 2]
     s.close()
     # other settings: nothing is kept
@@ -108,7 +108,19 @@ def test_clear_errors_before_any_work(tmp_path, capsys, monkeypatch):
     err = _cli_error(capsys, [str(script), "-o", out, "--batch-size", "2", "--factor", "5/2"])
     assert "--batch-size, --factor cannot be used with a script" in err and "in the script" in err
     assert "--workers N" in _cli_error(capsys, ["--sample", "-o", out, "--chunk", "7"])
-    assert "--chunk must be at least 1" in _cli_error(capsys, ["--sample", "-o", out, "--workers", "1", "--chunk", "0"])
+    assert "--chunk must be in [1, " in _cli_error(capsys, ["--sample", "-o", out, "--workers", "1", "--chunk", "0"])
     monkeypatch.setitem(sys.modules, "ray", None)   # `import ray` fails as where it is not installed
     assert "pip install 'vsdsfn[ray]'" in _cli_error(capsys, ["--sample", "-o", out, "--workers", "2"])
     assert list(tmp_path.iterdir()) == [script]
+
+
+def test_unreachable_cluster_is_one_line(tmp_path, capsys, monkeypatch):
+    ray = pytest.importorskip("ray")
+    if ray.is_initialized():
+        pytest.skip("this process is connected to a cluster")
+    out = str(tmp_path / "o.y4m")
+    err = _cli_error(capsys, ["--sample", "-o", out, "--ray", "127.0.0.1:1"])
+    assert "cannot reach the Ray cluster at 127.0.0.1:1" in err and "check the address" in err
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert "set it or give the address" in _cli_error(capsys, ["--sample", "-o", out, "--ray", "auto"])
+    assert list(tmp_path.iterdir()) == []

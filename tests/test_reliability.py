@@ -28,7 +28,7 @@ SAMPLE = ROOT / "vsdsfn" / "data" / "sample.y4m"
 def _cli(tmp_path, monkeypatch, argv: list[str]) -> int:
     from vsdsfn import cli
 
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))   # bestsource's index outside the folder
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))   # were anything cached, outside the folder
     return cli.main(argv)
 
 
@@ -51,7 +51,7 @@ def test_input_named_like_a_partial_output_is_untouched(tmp_path, tiny_weights, 
     after = _folder(work)
     assert {k: after[k] for k in before} == before          # the input and the unrelated file intact
     assert sorted(after) == ["clip.part.y4m", "clip.y4m", "notes.part.y4m", "notes.y4m"]
-    assert after["clip.y4m"].startswith(b"YUV4MPEG2 C420p10 W352 H288 ")
+    assert after["clip.y4m"].startswith(b"YUV4MPEG2 C420 W352 H288 ")
     assert (work / "clip.y4m").stat().st_mode & 0o777 == 0o666 & ~_umask()
 
 
@@ -59,6 +59,32 @@ def _umask() -> int:
     m = os.umask(0)
     os.umask(m)
     return m
+
+
+def test_partial_output_leaves_the_umask_alone_and_syncs(tmp_path, monkeypatch):
+    """The partial file is created exclusively with a new file's permissions without
+    setting the process-wide umask (other threads create files meanwhile), and the rename
+    is made durable: the file's data and then its folder are fsynced."""
+    import stat
+
+    from vsdsfn import partial
+
+    mask = _umask()
+    monkeypatch.setattr(partial.os, "umask", lambda *a: pytest.fail("the process umask was changed"))
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        synced.append("dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
+        real_fsync(fd)
+
+    monkeypatch.setattr(partial.os, "fsync", fsync)
+    out = tmp_path / "out.bin"
+    with partial.Partial(out) as part:
+        part.file.write(b"data")
+        part.commit()
+    assert out.read_bytes() == b"data" and synced == ["file", "dir"]
+    assert out.stat().st_mode & 0o777 == 0o666 & ~mask and sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]
 
 
 @pytest.mark.parametrize("link", ["hard", "soft"])
@@ -138,7 +164,7 @@ def test_signal_leaves_no_file(tmp_path, tiny_weights, sig):
     finally:
         proc.kill()
     assert rc == 128 + sig, proc.stderr.read().decode()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "in.y4m"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.y4m"]
     assert src.read_bytes() == before
 
 
@@ -208,7 +234,7 @@ def test_cli_values_from_the_help_work(tmp_path, monkeypatch, capsys):
     out = tmp_path / "x.y4m"
     assert _cli(tmp_path, monkeypatch, ["--frames", "2", "-q", "-o", str(out), "--weights", "default",
                                         "--device", "auto", "--tile", "0"]) == 0
-    assert out.read_bytes().startswith(b"YUV4MPEG2 C420p10 W352 H288 ")
+    assert out.read_bytes().startswith(b"YUV4MPEG2 C420 W352 H288 ")
 
 
 def test_cli_errors_name_flags(tmp_path, monkeypatch, capsys):
@@ -223,10 +249,36 @@ def test_cli_errors_name_flags(tmp_path, monkeypatch, capsys):
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != "cache") == []
 
 
+def test_progress_gives_no_eta_before_the_first_frame(monkeypatch):
+    from vsdsfn import cli
+
+    err = io.StringIO()
+    monkeypatch.setattr(cli.sys, "stderr", err)
+    update = cli._progress(False, 10)
+    update(0, 10)
+    update(10, 10)
+    first, last = err.getvalue().splitlines()
+    assert first == "vsdsfn: frame 0/10 (0%), 0.00 frames/s, ETA unknown yet", first
+    assert last.startswith("vsdsfn: frame 10/10 (100%)") and last.endswith("ETA 0 s")
+
+
+def test_ratio_errors_in_the_callers_terms(tmp_path, monkeypatch, capsys):
+    """``--fps 0`` names the CLI's ratio (no None, an fps example); a fractional
+    ``factor_num`` is refused with the two integers that mean it."""
+    from vsdsfn import upscale
+
+    assert _cli(tmp_path, monkeypatch, ["--frames", "2", "-o", str(tmp_path / "o.y4m"), "--fps", "0"]) == 1
+    err = capsys.readouterr().err
+    assert err == ("vsdsfn: error: --fps must be N or N/D with N and D integers in [1, 1000000], not 0; "
+                   "e.g. --fps 60000/1001\n"), err
+    with pytest.raises(vs.Error, match=r"not Fraction\(5, 2\); e.g. factor_num=5, factor_den=2$"):
+        upscale(make_clip(2, 8, 8), factor_num=Fraction(5, 2))
+
+
 # ----------------------------------------------------------------------------- logs and docs
-def test_one_log_prefix(tiny_weights, monkeypatch):
-    """A warning (here the out-of-memory retry) reads ``vsdsfn: WARNING: <message>``."""
-    from vsdsfn import engine, upscale
+def _oom_once(monkeypatch) -> None:
+    """The engine's first forward pass runs out of memory (a warning, then a retry)."""
+    from vsdsfn import engine
 
     real, calls = engine.Engine._pair_forward, []
 
@@ -237,16 +289,33 @@ def test_one_log_prefix(tiny_weights, monkeypatch):
         return real(self, *a)
 
     monkeypatch.setattr(engine.Engine, "_pair_forward", oom_once)
-    handler = logging.getLogger("vsdsfn").handlers[0]
-    stream = io.StringIO()
-    old = handler.setStream(stream)
-    try:
-        all_frames(upscale(make_clip(3, 16, 16), weights=tiny_weights, batch_size=2))
-    finally:
-        handler.setStream(old)
-    lines = stream.getvalue().splitlines()
+
+
+def test_one_log_prefix(tmp_path, tiny_weights, monkeypatch, capsys):
+    """The command line shows a warning (here the out-of-memory retry) on stderr as
+    ``vsdsfn: WARNING: <message>``, once."""
+    _oom_once(monkeypatch)
+    assert _cli(tmp_path, monkeypatch, ["--frames", "3", "--batch-size", "2", "-q", "--weights", str(tiny_weights),
+                                        "-o", str(tmp_path / "o.y4m")]) == 0
+    lines = capsys.readouterr().err.splitlines()
     assert lines and lines[0].startswith("vsdsfn: WARNING: out of memory on cpu"), lines
     assert not any(line.count("vsdsfn:") > 1 for line in lines), lines
+    assert logging.getLogger("vsdsfn").handlers == [h for h in logging.getLogger("vsdsfn").handlers
+                                                   if isinstance(h, logging.NullHandler)]   # removed after
+
+
+def test_library_logs_reach_the_application(tiny_weights, monkeypatch, caplog):
+    """As a library vsdsfn prints nothing itself: a NullHandler, records propagate to the
+    application's handlers (here pytest's), none hidden."""
+    import vsdsfn
+    from vsdsfn import filter as flt  # noqa: F401  (importing it installs no output)
+
+    log = logging.getLogger("vsdsfn")
+    assert log.propagate and all(isinstance(h, logging.NullHandler) for h in log.handlers) and log.handlers
+    _oom_once(monkeypatch)
+    with caplog.at_level(logging.WARNING):
+        all_frames(vsdsfn.upscale(make_clip(3, 16, 16), weights=tiny_weights, batch_size=2))
+    assert any(r.name == "vsdsfn" and "out of memory on cpu" in r.getMessage() for r in caplog.records)
 
 
 def test_readme_batch_size_sentence_is_true(tiny_weights):

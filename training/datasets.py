@@ -37,6 +37,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vsdsfn.colour import BT709, guess_matrix, matrix_of
+
 from .augment import augment, center_crop, random_crop
 
 __all__ = [
@@ -141,8 +143,8 @@ class VideoSequence:
     ``decoder``: ``"vapoursynth"`` (``core.bs.VideoSource``), ``"ffmpeg"`` (the ``ffmpeg``
     and ``ffprobe`` commands, for machines without VapourSynth such as a rented GPU box),
     ``"opencv"`` (``cv2.VideoCapture``) or ``"auto"``: the first of these that is
-    installed. VapourSynth and ffmpeg convert YUV with BT.709 above 576 lines and BT.601
-    below, limited range, so their frames differ by rounding and chroma upsampling only;
+    installed. VapourSynth and ffmpeg convert YUV with the file's matrix, or where it names
+    none with :func:`vsdsfn.colour.guess_matrix`'s (BT.709 for HD, else BT.601), limited range, so their frames differ by rounding and chroma upsampling only;
     OpenCV always uses BT.601, which shifts the colours of BT.709 video slightly (RGB-coded
     video, such as ``python -m training.pack`` writes, decodes the same everywhere).
 
@@ -195,10 +197,13 @@ class VideoSequence:
             raise RuntimeError(f"cannot decode {self.path} with ffmpeg: the ffmpeg and ffprobe commands "
                                "are not on PATH")
         probe = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
-                                "stream=width,height", "-of", "csv=p=0", str(self.path)],
+                                "stream=width,height,color_space", "-of", "csv=p=0", str(self.path)],
                                capture_output=True, text=True, check=True)
-        w, h = (int(v) for v in probe.stdout.strip().split(",")[:2])
-        matrix = "bt709" if h > 576 else "bt601"
+        w, h, tag = (probe.stdout.strip().split(",") + ["unknown"])[:3]
+        w, h = int(w), int(h)
+        # the file's matrix where it names one (ffmpeg reads it: "auto"), else the one guess
+        matrix = "auto" if tag not in ("", "unknown", "reserved") else (
+            "bt709" if guess_matrix(w, h) == BT709 else "bt601")
         raw = tmp.with_name(tmp.name + ".rgb")
         try:
             subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-i", str(self.path), "-map", "0:v:0",
@@ -236,8 +241,8 @@ class VideoSequence:
         core = vs.core
         clip = core.bs.VideoSource(str(self.path), cachemode=0)  # decoded linearly: no index needed
         if clip.format.color_family != vs.RGB:
-            matrix = "709" if clip.height > 576 else "170m"
-            clip = core.resize.Bicubic(clip, format=vs.RGB24, matrix_in_s=matrix)
+            matrix = matrix_of(clip.get_frame(0).props, clip.width, clip.height)
+            clip = core.resize.Bicubic(clip, format=vs.RGB24, matrix_in=matrix)
         else:
             clip = core.resize.Point(clip, format=vs.RGB24)
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,

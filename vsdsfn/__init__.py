@@ -8,7 +8,13 @@
 (6, 64, 48)
 """
 
+import logging
+
 __version__ = "1.4.0"
+
+# a library's convention: records go where the application sends them (the command line
+# shows them on stderr); nothing is printed by default
+logging.getLogger("vsdsfn").addHandler(logging.NullHandler())
 
 __all__ = ["upscale", "render", "Engine", "WeightsError", "default_weights_path", "load_model", "__version__"]
 

@@ -11,6 +11,7 @@ re-encoding. Nothing here knows about Ray (:mod:`vsdsfn.cluster` does).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import json
 import os
@@ -26,12 +27,18 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, BinaryIO
 
-__all__ = ["Job", "Worker", "ChunkError", "script_node", "join_y4m", "join_encoded"]
+from . import encode
+from .colour import Colour
+from .encode import PIX_FMTS
+from .source import Source, VideoError, reason
+
+__all__ = ["Job", "Worker", "ChunkError", "script_node", "script_source", "pix_fmt_of", "y4m_rate", "join_y4m",
+           "join_encoded"]
 
 SCRIPT_SUFFIXES = (".vpy",)
 
 
-class ChunkError(Exception):
+class ChunkError(VideoError):
     """A chunk (or a worker's preparation) failed; the text says where and why."""
 
 
@@ -39,8 +46,8 @@ class ChunkError(Exception):
 class Job:
     """What to render: ``input`` (a video, or a ``.vpy`` script whose output node is
     rendered as it is), the command line's settings ``args`` (argparse names: the upscale
-    options, ``factor``, ``fps``, ``frames``, ``matrix``, ``pix_fmt``, ``ffmpeg_args``) and
-    OUTPUT's extension ``suffix``."""
+    options, ``factor``, ``fps``, ``frames``, ``matrix``, ``pix_fmt``, ``ffmpeg_args``,
+    ``video_only``) and OUTPUT's extension ``suffix``."""
 
     input: str
     args: dict[str, Any] = field(hash=False)
@@ -72,7 +79,7 @@ def script_node(path: str | os.PathLike, frames: int | None = None):
     try:
         runpy.run_path(str(path), run_name="__vapoursynth__")
     except Exception as exc:
-        raise ChunkError(f"the script {str(path)!r} failed: {type(exc).__name__}: {_last_line(exc)}; "
+        raise ChunkError(f"the script {str(path)!r} failed: {type(exc).__name__}: {reason(exc)}; "
                          "fix the script (try it with vspipe)") from None
     outputs = vs.get_outputs()
     if 0 not in outputs or not isinstance(outputs[0], vs.VideoOutputTuple):
@@ -80,13 +87,31 @@ def script_node(path: str | os.PathLike, frames: int | None = None):
     node = outputs[0].clip
     if node.format is None or node.width == 0 or node.format.color_family not in (vs.YUV, vs.GRAY):
         fmt = node.format.name if node.format is not None else "a variable format"
-        raise ChunkError(f"the script's output is {fmt}; video files need constant-format YUV or GRAY: convert "
-                         "at the end, e.g. clip = core.resize.Bicubic(clip, format=vs.YUV420P10, matrix_s=\"709\")")
+        raise ChunkError(f"the script's output is {fmt}; video files need constant-format YUV: convert at the "
+                         "end, e.g. clip = core.resize.Bicubic(clip, format=vs.YUV420P10, matrix_s=\"709\")")
+    if not node.fps_num:
+        raise ChunkError("the script's output has no constant frame rate; give it one at the end, e.g. "
+                         "clip = core.std.AssumeFPS(clip, fpsnum=60000, fpsden=1001)")
     return node[: min(frames, node.num_frames)] if frames else node
 
 
-def _last_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
+def script_source(path: str | os.PathLike, frames: int | None = None) -> Source:
+    """A script's output as a :class:`~vsdsfn.source.Source`: its colour from its first
+    frame's props, a constant rate, no other streams."""
+    import vapoursynth as vs
+
+    node = script_node(path, frames)
+    if pix_fmt_of(node) is None:
+        raise ChunkError(f"the script's output is {node.format.name}; write one of "
+                         f"{', '.join(PIX_FMTS.values())}, e.g. core.resize.Bicubic(clip, format=vs.YUV420P10)")
+    colour = Colour.of(node.get_frame(0).props, node.width, node.height, node.format.color_family == vs.YUV)
+    fps = Fraction(node.fps_num, node.fps_den)
+    return Source(Path(path), node, colour, tuple(i / fps for i in range(node.num_frames + 1)), Fraction(0), False)
+
+
+def pix_fmt_of(node) -> str | None:
+    """The pixel format (a key of :data:`vsdsfn.encode.PIX_FMTS`) of ``node``'s format."""
+    return next((k for k, v in PIX_FMTS.items() if v == node.format.name), None)
 
 
 class Worker:
@@ -97,7 +122,7 @@ class Worker:
         self.job, self.gpu = job, gpu
         self.node = None
         self.host = socket.gethostname()
-        self._prefer: list[int] = []
+        self.ffmpeg = shutil.which("ffmpeg")
 
     def _build(self) -> None:
         if self.node is not None:
@@ -106,40 +131,41 @@ class Worker:
         if not os.access(src, os.R_OK) or not src.is_file():
             raise ChunkError(f"node {self.host}: cannot read the input {str(src)!r}; every node must see it at "
                              "the same path (shared storage)")
+        if not self.job.raw and self.ffmpeg is None:
+            raise ChunkError(f"node {self.host}: ffmpeg is not on PATH; install it on every node (or write .y4m)")
         if self.gpu:
             import torch
 
             if not torch.cuda.is_available():
                 raise ChunkError(f"node {self.host}: Ray gave this worker a GPU but PyTorch sees no CUDA device; "
                                  "install a CUDA build of PyTorch on that node, or render on CPUs with --device cpu")
-        if self.job.script:
-            try:
-                self.node = script_node(src, self.job.args.get("frames"))
-            except ChunkError as exc:
-                raise ChunkError(f"node {self.host}: {exc}") from None
-            return
         from . import cli
 
+        args = argparse.Namespace(**self.job.args)
         try:
-            clip, self.node = cli._pipeline(argparse.Namespace(**self.job.args), src)
-        except cli.CliError as exc:
+            self.source, self.enc = cli.open_job(args, src, self.job.suffix, self.ffmpeg,
+                                                 shlex.split(args.ffmpeg_args))
+            self.node = cli.pipeline(args, self.source, self.enc)
+        except VideoError as exc:
             raise ChunkError(f"node {self.host}: {exc}") from None
-        self._prefer = _group_starts(clip, self.node.num_frames, self.job.args)
 
     def prepare(self) -> dict[str, Any]:
-        """Build the clip; what the driver plans with: this node's name, the output's
-        length, frame size and the first output frames of the work groups (cheap cuts)."""
+        """Build the clip; what the driver plans and writes with: this node's name, the
+        output's length and frame size, the first output frames of the work groups (cheap
+        cuts), the source (without its clip) and the encoding."""
         self._build()
         n = self.node
         frame_bytes = sum(n.format.bytes_per_sample * (n.width >> (p and n.format.subsampling_w)) *
                           (n.height >> (p and n.format.subsampling_h)) for p in range(n.format.num_planes))
+        prefer = [] if self.job.script else _group_starts(self.source.clip, n.num_frames, self.job.args)
         return {"host": self.host, "frames": n.num_frames, "width": n.width, "height": n.height,
-                "format": n.format.name, "fps": [n.fps_num, n.fps_den], "frame_bytes": frame_bytes,
-                "prefer": self._prefer}
+                "fps": [n.fps_num, n.fps_den], "frame_bytes": frame_bytes, "prefer": prefer,
+                "source": dataclasses.replace(self.source, clip=None), "enc": self.enc}
 
-    def render(self, start: int, stop: int) -> bytes:
-        """Output frames ``start`` .. ``stop - 1``: a y4m stream (header and frames), or
-        a file of OUTPUT's format encoded by ffmpeg with the job's encoder settings."""
+    def render(self, start: int, stop: int) -> tuple[bytes, list[tuple[int, int]] | None]:
+        """Output frames ``start`` .. ``stop - 1``: a y4m stream (header and frames), or a
+        Matroska file of the video encoded with the job's encoding; and the frames'
+        durations where the rate varies."""
         import vapoursynth as vs
 
         self._build()
@@ -147,41 +173,25 @@ class Worker:
         try:
             if self.job.raw:
                 buf = io.BytesIO()
-                part.output(buf, y4m=True)
-                return buf.getvalue()
+                encode.write_y4m(part, buf, rate=y4m_rate(self.node.num_frames, self.source.duration))
+                return buf.getvalue(), None
             return self._encode(part)
-        except (OSError, vs.Error) as exc:
-            raise ChunkError(f"node {self.host}: output frames {start}-{stop - 1}: {_last_line(exc)}") from None
+        except (OSError, vs.Error, VideoError) as exc:
+            raise ChunkError(f"node {self.host}: output frames {start}-{stop - 1}: {reason(exc)}") from None
 
-    def _encode(self, part) -> bytes:
-        ffmpeg = shutil.which("ffmpeg")
-        if ffmpeg is None:
-            raise ChunkError(f"node {self.host}: ffmpeg is not on PATH; install it on every node "
-                             "(or write .y4m)")
+    def _encode(self, part) -> tuple[bytes, list[tuple[int, int]] | None]:
+        timed, seen = encode.record_durations(part) if self.source.vfr else (part, {})
         with tempfile.TemporaryDirectory(prefix="vsdsfn-chunk-") as tmp:
-            path = Path(tmp) / f"chunk{self.job.suffix}"
-            cmd = encode_command(ffmpeg, self.job.args.get("ffmpeg_args", ""), path)
-            with tempfile.TemporaryFile() as err:
-                proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=err)
-                try:
-                    part.output(proc.stdin, y4m=True)
-                    proc.stdin.close()
-                except BaseException:
-                    proc.kill()
-                    raise
-                finally:
-                    proc.wait()
-                err.seek(0)
-                if proc.returncode != 0:
-                    raise ChunkError(f"node {self.host}: ffmpeg failed (exit {proc.returncode}): "
-                                     f"{err.read().decode(errors='replace').strip()[-500:]}")
-            return path.read_bytes()
+            path = Path(tmp) / "chunk.mkv"
+            encode.encode_video(timed, path, self.enc, self.source.colour, self.ffmpeg,
+                                shlex.split(self.job.args.get("ffmpeg_args", "")))
+            durations = [(seen[i].numerator, seen[i].denominator) for i in range(part.num_frames)] if seen else None
+            return path.read_bytes(), durations
 
 
-def encode_command(ffmpeg: str, ffmpeg_args: str, path: Path) -> list[str]:
-    """ffmpeg reading y4m on stdin and writing ``path`` with the job's encoder settings."""
-    return [ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-f", "yuv4mpegpipe", "-i", "-",
-            *shlex.split(ffmpeg_args), str(path)]
+def y4m_rate(frames: int, duration: Fraction) -> Fraction:
+    """The one frame rate a y4m stream of a clip lasting ``duration`` states."""
+    return (Fraction(frames) / duration).limit_denominator(1001) if duration > 0 else Fraction(25)
 
 
 def _group_starts(clip, length: int, args: dict[str, Any]) -> list[int]:

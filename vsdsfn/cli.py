@@ -1,40 +1,38 @@
 """Command line: ``vsdsfn INPUT -o OUTPUT`` (also ``python -m vsdsfn``).
 
-Reads any video through ``core.bs.VideoSource``, converts it to RGBS, runs
-:func:`vsdsfn.upscale`, converts back to YUV and writes ``.y4m`` itself, or pipes the
-y4m stream into ffmpeg for any other output extension. Without INPUT it upscales the
-small sample clip shipped in the package. Progress and the summary go to stderr. The
-upscale flags, their defaults and help come from :mod:`vsdsfn.options`; bad paths and
-options are refused before any work, and OUTPUT appears only when complete.
+Parses the flags and calls the pieces: :func:`vsdsfn.source.open_source` reads the input
+(colour, timing, other streams), :func:`vsdsfn.upscale` renders, :mod:`vsdsfn.encode`
+writes ``.y4m`` itself or encodes with ffmpeg and copies the input's other streams in,
+all through a :class:`vsdsfn.partial.Partial` file. Without INPUT it upscales the small
+sample clip shipped in the package. Progress and the summary go to stderr. The upscale
+flags, their defaults and help come from :mod:`vsdsfn.options`; bad paths and options are
+refused before any work, and OUTPUT appears only when complete.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import shlex
 import shutil
 import signal
-import subprocess
 import sys
-import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
-from . import __version__, job, options
+from . import __version__, encode, job, options
+from .colour import MATRIX_NAMES
+from .partial import Partial
+from .source import Source, VideoError, open_source, reason
 
 SAMPLE = Path(__file__).resolve().parent / "data" / "sample.y4m"
 
-# VapourSynth / ITU-T H.273 matrix coefficients
-_MATRICES = {"709": 1, "601": 6, "170m": 6, "470bg": 5, "2020ncl": 9, "fcc": 4, "240m": 7}
-_PIX_FMTS = {"yuv420p10": "YUV420P10", "yuv444p16": "YUV444P16", "yuv420p8": "YUV420P8"}
-
-
-class CliError(Exception):
-    pass
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -62,12 +60,15 @@ def _parser() -> argparse.ArgumentParser:
                       help="the output frame rate, e.g. 60000/1001 (upscale's fps_num/fps_den)")
     io = p.add_argument_group("input/output")
     io.add_argument("--frames", type=int, help="only the first N input frames")
-    io.add_argument("--matrix", choices=sorted(_MATRICES),
-                    help="YUV matrix of the input when the file does not say (default: 709 for HD, 601 for SD)")
-    io.add_argument("--pix-fmt", choices=sorted(_PIX_FMTS), default="yuv420p10",
-                    help="pixel format written (default yuv420p10)")
+    io.add_argument("--matrix", choices=sorted(MATRIX_NAMES),
+                    help="YUV matrix of the input where the file names none (default: 709 for HD, 601 for SD)")
+    io.add_argument("--pix-fmt", choices=sorted(encode.PIX_FMTS),
+                    help="pixel format written (default: yuv420p for sources of up to 8 bits, else yuv420p10)")
     io.add_argument("--ffmpeg-args", default="",
-                    help='extra ffmpeg output options, e.g. "-c:v libx264 -crf 16"')
+                    help='extra ffmpeg options for the video encoder, e.g. "-c:v libx264 -crf 16" '
+                         "(default: H.264 for 8-bit sources, 10-bit HEVC or AV1 for deeper ones)")
+    io.add_argument("--video-only", action="store_true",
+                    help="write the video alone (default: the input's audio, subtitles and chapters are copied)")
     job.add_arguments(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress or summary")
     p.add_argument("-v", "--verbose", action="store_true", help="log details (stderr)")
@@ -94,24 +95,6 @@ def _rate_options(args: argparse.Namespace) -> dict[str, int | None]:
     return out
 
 
-def _cache_dir() -> str:
-    """A writable folder for bestsource's index (never next to a possibly read-only input)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    for cand in (os.path.join(base, "vsdsfn", "bsindex"), os.path.join(tempfile.gettempdir(), "vsdsfn-bsindex")):
-        try:
-            os.makedirs(cand, exist_ok=True)
-            if os.access(cand, os.W_OK):
-                return cand
-        except OSError:
-            continue
-    return tempfile.mkdtemp(prefix="vsdsfn-bsindex-")
-
-
-def _reason(exc: BaseException) -> str:
-    """An error's last line: VapourSynth puts a frame callback's traceback in front of it."""
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
-
-
 def _fps(clip) -> str:
     return f"{float(Fraction(clip.fps_num, clip.fps_den)):.3f} fps" if clip.fps_num else "variable fps"
 
@@ -130,8 +113,8 @@ def _progress(quiet: bool, total: int):
         last[0] = pct
         el = time.perf_counter() - start
         rate = done / el if el > 0 else 0.0
-        eta = (total_ - done) / rate if rate > 0 else 0.0
-        msg = f"vsdsfn: frame {done}/{total_} ({pct}%), {rate:.2f} frames/s, ETA {eta:.0f} s"
+        eta = f"ETA {(total_ - done) / rate:.0f} s" if done and rate > 0 else "ETA unknown yet"
+        msg = f"vsdsfn: frame {done}/{total_} ({pct}%), {rate:.2f} frames/s, {eta}"
         if tty:
             sys.stderr.write("\r" + msg + ("\n" if done == total_ else ""))
         else:
@@ -144,171 +127,194 @@ def _progress(quiet: bool, total: int):
 def _paths(args: argparse.Namespace) -> tuple[Path, Path]:
     """The input and the output file, checked before any work (nothing is created here)."""
     if args.input and args.sample:
-        raise CliError("give either INPUT or --sample, not both")
+        raise VideoError("give either INPUT or --sample, not both")
     src = Path(args.input) if args.input else SAMPLE
     if not src.is_file():
-        raise CliError(f"input {str(src)!r} does not exist or is not a file; check the path")
+        raise VideoError(f"input {str(src)!r} does not exist or is not a file; check the path")
     if not os.access(src, os.R_OK):
-        raise CliError(f"input {str(src)!r} is not readable; check its permissions")
+        raise VideoError(f"input {str(src)!r} is not readable; check its permissions")
     out = Path(args.output) if args.output else Path.cwd() / f"{src.stem}_2x.y4m"
     if out.is_dir():
-        raise CliError(f"output {str(out)!r} is a folder; give a file name, e.g. -o {out / f'{src.stem}_2x.y4m'}")
+        raise VideoError(f"output {str(out)!r} is a folder; give a file name, e.g. -o {out / f'{src.stem}_2x.y4m'}")
     if not out.suffix:
-        raise CliError(f"output {str(out)!r} has no extension to choose its format by; add one, e.g. "
+        raise VideoError(f"output {str(out)!r} has no extension to choose its format by; add one, e.g. "
                        f"-o {out}.mkv (or .y4m)")
     if not out.parent.is_dir():
-        raise CliError(f"the output's folder {str(out.parent)!r} does not exist; create it or choose another -o")
+        raise VideoError(f"the output's folder {str(out.parent)!r} does not exist; create it or choose another -o")
     if out.exists() and os.path.samefile(out, src):
-        raise CliError("the output is the input (or a link to it); choose another -o")
+        raise VideoError("the output is the input (or a link to it); choose another -o")
     if out.exists() and not out.is_file():
-        raise CliError(f"output {str(out)!r} exists and is not a regular file; choose another -o")
+        raise VideoError(f"output {str(out)!r} exists and is not a regular file; choose another -o")
     return src, out
 
 
-class _Partial:
-    """A temporary file that this process creates exclusively in the output's folder
-    (a name no other file has); :meth:`commit` renames it over the output, :meth:`discard`
-    removes it. Nothing else is ever opened for writing or removed."""
+@dataclass(frozen=True)
+class _Tools:
+    """The external programs this run needs (None: not needed)."""
 
-    def __init__(self, out: Path) -> None:
-        try:
-            fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=f".vsdsfn-part{out.suffix}", dir=out.parent)
-        except OSError as exc:
-            raise CliError(f"cannot create the output {str(out)!r} ({exc.strerror}); "
-                           "choose a path in a folder you can write to") from None
-        self.out, self.path, self.file = out, Path(name), os.fdopen(fd, "wb")
+    ffmpeg: str | None = None
+    mkvmerge: str | None = None
 
-    def commit(self) -> None:
-        self.file.close()
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(self.path, 0o666 & ~umask)   # mkstemp's 0600 -> what a new file gets
-        os.replace(self.path, self.out)
-        self.path = None
 
-    def discard(self) -> None:
-        """Remove the temporary file unless :meth:`commit` renamed it."""
-        self.file.close()
-        if self.path is not None:
-            self.path.unlink(missing_ok=True)
+def _ffmpeg_args(args: argparse.Namespace) -> list[str]:
+    try:
+        return shlex.split(args.ffmpeg_args)
+    except ValueError as exc:
+        raise VideoError(f"--ffmpeg-args {args.ffmpeg_args!r} cannot be split into options ({exc}); "
+                         "balance its quotes, e.g. --ffmpeg-args \"-crf 18 -preset slow\"") from None
+
+
+def _tools(out: Path) -> _Tools:
+    """ffmpeg for any output but .y4m (mkvmerge is asked for once the input is known)."""
+    if out.suffix.lower() == ".y4m":
+        return _Tools()
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        raise VideoError(f"writing {out.suffix} files needs ffmpeg on PATH; install ffmpeg "
+                         "(e.g. apt-get install ffmpeg) or write .y4m")
+    return _Tools(ffmpeg)
+
+
+def _mkvmerge() -> str:
+    found = shutil.which("mkvmerge")
+    if found is None:
+        raise VideoError("the input has a variable frame rate, and keeping it needs mkvmerge on PATH; install "
+                         "mkvtoolnix (e.g. apt-get install mkvtoolnix), or write .y4m (one frame rate)")
+    return found
 
 
 def run(args: argparse.Namespace) -> int:
-    """Check the paths and options, then write OUTPUT through a :class:`_Partial` file,
-    renamed over OUTPUT when complete and removed when anything fails or a signal stops us."""
+    """Check the paths and options, then write OUTPUT through a
+    :class:`vsdsfn.partial.Partial` file, renamed over OUTPUT when complete and removed
+    when anything fails or a signal stops us."""
     src, out = _paths(args)
-    ffmpeg = None
-    if out.suffix.lower() != ".y4m":
-        ffmpeg = shutil.which("ffmpeg")
-        if ffmpeg is None:
-            raise CliError(f"writing {out.suffix} files needs ffmpeg on PATH; install ffmpeg "
-                           "(e.g. apt-get install ffmpeg) or write .y4m")
+    user_args = _ffmpeg_args(args)
+    tools = _tools(out)
     if args.frames is not None and args.frames < 1:
-        raise CliError("--frames must be at least 1; e.g. --frames 10")
+        raise VideoError("--frames must be at least 1; e.g. --frames 10")
     try:
         options.check({**vars(args), **_rate_options(args)})
     except ValueError as exc:
-        raise CliError(str(exc)) from None
+        raise VideoError(str(exc)) from None
     if job.check_cli(args, src):
-        return job.run_cli(args, src, out)
-    part = _Partial(out)
+        return job.run_cli(args, src, out, tools, user_args)
     try:
-        _write(args, src, out, part, ffmpeg)
+        part = Partial(out)
+    except OSError as exc:
+        raise VideoError(f"cannot create the output {str(out)!r} ({exc.strerror}); "
+                         "choose a path in a folder you can write to") from None
+    with part:
+        _write(args, src, part, tools, user_args)
         part.commit()
-    finally:
-        part.discard()
     return 0
 
 
-def _source(args: argparse.Namespace, src: Path):
-    """The input as a clip (``--frames`` applied) and its YUV matrix (for the way back)."""
-    import vapoursynth as vs
-
-    try:
-        clip = vs.core.bs.VideoSource(str(src), cachemode=1, cachepath=_cache_dir())
-    except vs.Error as exc:
-        raise CliError(f"cannot read {str(src)!r} ({_reason(exc)}); check that it is a video file") from None
-    if clip.format is None or clip.format.id == 0 or clip.width == 0:
-        raise CliError(f"{str(src)!r} changes format or size mid-stream; convert it to one format first")
-    if args.frames:
-        clip = clip[: min(args.frames, clip.num_frames)]
-    if args.matrix:
-        return clip, _MATRICES[args.matrix]
-    m = clip.get_frame(0).props.get("_Matrix", 2) if clip.format.color_family == vs.YUV else 2
-    hd = clip.width >= 1280 or clip.height >= 720
-    return clip, m if m not in (0, 2, 3) else (1 if hd else 6)
+def _prepare(args: argparse.Namespace, src: Path, part: Partial, tools: _Tools, user_args: list[str]):
+    """The source and the encoding, with everything that can be checked before the work
+    checked (encoder options, streams the container can hold, mkvmerge for VFR)."""
+    source, enc = open_job(args, src, part.out.suffix, tools.ffmpeg, user_args)
+    if tools.ffmpeg:
+        encode.check_encoding(tools.ffmpeg, enc, source.colour, user_args, part.scratch())
+        if not args.video_only:
+            encode.check_streams(tools.ffmpeg, source, part.out.suffix, part.scratch())
+        if source.vfr:
+            tools = _Tools(tools.ffmpeg, _mkvmerge())
+    return source, enc, tools
 
 
-def _pipeline(args: argparse.Namespace, src: Path):
-    """The input clip and the clip to write: ``src`` read, upscaled and converted back to
-    YUV, or a script's output node as it is."""
-    import vapoursynth as vs
-
-    from .chunks import ChunkError, is_script, script_node
-    from .filter import upscale
+def open_job(args: argparse.Namespace, src: Path, suffix: str, ffmpeg: str | None, user_args: list[str]):
+    """The source (a video, or a script's output) and the encoding of an output ending in
+    ``suffix``."""
+    from .chunks import is_script, pix_fmt_of, script_source
 
     if is_script(src):
-        try:
-            node = script_node(src, args.frames)
-        except ChunkError as exc:
-            raise CliError(str(exc)) from None
-        return node, node
-    core = vs.core
-    clip, matrix = _source(args, src)
-    if clip.format.color_family == vs.YUV:
-        rgb = core.resize.Bicubic(clip, format=vs.RGBS, matrix_in=matrix)
+        source = script_source(src, args.frames)
+        pix_fmt = pix_fmt_of(source.clip)
     else:
-        rgb = core.resize.Point(clip, format=vs.RGBS)
+        source = open_source(src, args.frames, MATRIX_NAMES[args.matrix] if args.matrix else None)
+        pix_fmt = args.pix_fmt
+    available = encode.encoders(ffmpeg) if ffmpeg else frozenset()
+    return source, encode.choose(suffix, source.depth, pix_fmt, user_args, available)
+
+
+def pipeline(args: argparse.Namespace, source: Source, enc: encode.Encoding):
+    """The clip to write: the source upscaled and converted to ``enc``'s pixel format, or a
+    script's output as it is."""
+    import vapoursynth as vs
+
+    from .chunks import is_script
+    from .filter import upscale
+
+    if is_script(source.path):
+        return source.clip
     try:
-        up = upscale(rgb, **{o.name: getattr(args, o.name) for o in options.OPTIONS if o.flag}, **_rate_options(args))
+        up = upscale(source.rgb(), **{o.name: getattr(args, o.name) for o in options.OPTIONS if o.flag},
+                     **_rate_options(args))
     except vs.Error as exc:
-        raise CliError(str(exc)) from None
-    return clip, core.resize.Bicubic(up, format=getattr(vs, _PIX_FMTS[args.pix_fmt]), matrix=matrix)
+        raise VideoError(str(exc)) from None
+    return source.colour.from_rgb(up, getattr(vs, encode.PIX_FMTS[enc.pix_fmt]))
 
 
-def _write(args: argparse.Namespace, src: Path, out: Path, part: _Partial, ffmpeg: str | None) -> None:
-    """Read ``src``, upscale it and write it to ``part`` (y4m, or through ffmpeg)."""
-    clip, yuv = _pipeline(args, src)
-    shape = (f"{clip.num_frames} frames {clip.width}x{clip.height} @ {_fps(clip)} -> "
+def _write(args: argparse.Namespace, src: Path, part: Partial, tools: _Tools, user_args: list[str]) -> None:
+    """Read ``src``, upscale it and write it to ``part`` (y4m, or encoded and muxed)."""
+    source, enc, tools = _prepare(args, src, part, tools, user_args)
+    yuv = pipeline(args, source, enc)
+    shape = (f"{source.clip.num_frames} frames {source.clip.width}x{source.clip.height} @ {source.rate()} -> "
              f"{yuv.num_frames} frames {yuv.width}x{yuv.height} @ {_fps(yuv)}")
-    if not args.quiet:
-        sys.stderr.write(f"vsdsfn: {src.name}: {shape}\n")
+    what = _what(source, enc, part.out, args.video_only)
+    _say(args, f"{src.name}: {shape}; {what}")
     start = time.perf_counter()
-    _encode(yuv, args, out, part, ffmpeg)
+    _encode(args, source, yuv, enc, part, tools, user_args)
     wall = time.perf_counter() - start
+    _say(args, f"wrote {part.out} ({what}): {shape} in {wall:.1f} s "
+               f"({yuv.num_frames / wall if wall > 0 else 0:.2f} output frames/s)")
+
+
+def _say(args: argparse.Namespace, line: str) -> None:
     if not args.quiet:
-        sys.stderr.write(f"vsdsfn: wrote {out} ({args.pix_fmt}): {shape} in {wall:.1f} s "
-                         f"({yuv.num_frames / wall if wall > 0 else 0:.2f} output frames/s)\n")
+        sys.stderr.write(f"vsdsfn: {line}\n")
 
 
-def _encode(yuv, args: argparse.Namespace, out: Path, part: _Partial, ffmpeg: str | None) -> None:
-    """Pull every frame of ``yuv`` into ``part``: y4m directly, or piped into ffmpeg,
-    which writes ``part``'s path (and is killed and waited for if anything stops us)."""
+def _what(source: Source, enc: encode.Encoding, out: Path, video_only: bool) -> str:
+    """What the output holds, for the summary: the encoding, the colour, the other streams."""
+    if out.suffix.lower() == ".y4m":
+        return (f"{enc.label}, video only: .y4m holds no audio, subtitles, colour tags or variable timestamps "
+                "(write .mkv or .mp4 to keep them)")
+    kinds = [s.kind for s in source.streams]
+    kept = ", ".join(f"{kinds.count(k)} {k}" for k in dict.fromkeys(kinds))
+    streams = ("video only" if video_only or not kept else f"{kept} stream(s) copied") + (
+        f", {source.chapters} chapters" if source.chapters and not video_only else "")
+    return f"{enc.label}, {source.colour.describe()}, {streams}"
+
+
+def _encode(args: argparse.Namespace, source: Source, yuv, enc: encode.Encoding, part: Partial, tools: _Tools,
+            user_args: list[str]) -> None:
+    """Pull every frame of ``yuv`` into ``part``: y4m directly, or encoded (retimed for a
+    variable rate) and muxed with the source's other streams."""
     import vapoursynth as vs
 
     update = _progress(args.quiet, yuv.num_frames)
-    if ffmpeg is None:
+    if tools.ffmpeg is None:
         try:
-            yuv.output(part.file, y4m=True, progress_update=update)
+            encode.write_y4m(yuv, part.file, update, rate=_mean_rate(yuv.num_frames, source.duration))
         except (OSError, vs.Error) as exc:
-            raise CliError(f"writing {str(out)!r} stopped ({_reason(exc)}); fix that and run again") from None
+            raise VideoError(f"writing {str(part.out)!r} stopped ({reason(exc)}); fix that and run again") from None
         return
-    cmd = [ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-f", "yuv4mpegpipe", "-i", "-",
-           *shlex.split(args.ffmpeg_args), str(part.path)]
-    logging.getLogger("vsdsfn").info("running %s", shlex.join(cmd))
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE)
-    try:
-        yuv.output(proc.stdin, y4m=True, progress_update=update)
-        proc.stdin.close()
-    except BaseException as exc:
-        proc.kill()
-        proc.wait()
-        if isinstance(exc, (OSError, vs.Error)):
-            raise CliError(f"ffmpeg stopped early ({_reason(exc)}); see its message above") from None
-        raise
-    if proc.wait() != 0:
-        raise CliError(f"ffmpeg failed (exit {proc.returncode}); see its message above (ran {shlex.join(cmd)})")
+    timed, durations = encode.record_durations(yuv) if source.vfr else (yuv, {})
+    # Matroska for mkvmerge to retime; else NUT, which keeps the exact rational rate
+    video = part.scratch() / ("video.mkv" if source.vfr else "video.nut")
+    encode.encode_video(timed, video, enc, source.colour, tools.ffmpeg, user_args, update)
+    if source.vfr:
+        times = [Fraction(0)]
+        for n in range(yuv.num_frames - 1):
+            times.append(times[-1] + durations[n])
+        encode.retime(tools.mkvmerge, video, times, part.scratch() / "timed.mkv")
+        video = part.scratch() / "timed.mkv"
+    encode.mux(tools.ffmpeg, video, source, part.path, keep=not args.video_only, trim=args.frames is not None)
 
+
+def _mean_rate(frames: int, duration: Fraction) -> Fraction:
+    return (Fraction(frames) / duration).limit_denominator(1001) if duration > 0 else Fraction(25)
 
 class _Stopped(BaseException):
     """A signal (SIGINT, SIGTERM, SIGHUP) turned into an exception, so that the partial
@@ -331,15 +337,30 @@ def _catchable() -> list[int]:
     return [s for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP) if signal.getsignal(s) is not signal.SIG_IGN]
 
 
+@contextlib.contextmanager
+def _logs_on_stderr(verbose: bool) -> Iterator[None]:
+    """vsdsfn's log records on stderr (``vsdsfn: WARNING: ...``; INFO too when
+    ``verbose``) while the command runs: the library itself only has a NullHandler."""
+    log = logging.getLogger("vsdsfn")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(name)s: %(levelname)s: %(message)s"))
+    level = log.level
+    log.addHandler(handler)
+    log.setLevel(logging.INFO if verbose else logging.WARNING)
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.verbose:
-        logging.getLogger("vsdsfn").setLevel(logging.INFO)
     previous = {s: signal.signal(s, _raise_stopped) for s in _catchable()}
     try:
-        with options.cli_terms():
+        with options.cli_terms(), _logs_on_stderr(args.verbose):
             return run(args)
-    except CliError as exc:
+    except VideoError as exc:
         sys.stderr.write(f"vsdsfn: error: {exc}\n")
         return 1
     except KeyboardInterrupt:

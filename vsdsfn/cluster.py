@@ -25,6 +25,7 @@ from typing import Any
 
 from .chunks import ChunkError, Job, Worker
 from .plan import Chunk
+from .source import VideoError
 
 __all__ = ["ClusterError", "connect", "start_local", "held_signals", "workers", "render_chunks", "RESTARTS"]
 
@@ -37,7 +38,7 @@ CONNECT_TIMEOUT_S = 10.0
 _LOCAL_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
-class ClusterError(Exception):
+class ClusterError(VideoError):
     """The job cannot run on the cluster; the text names the fix."""
 
 

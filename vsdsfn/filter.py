@@ -17,6 +17,7 @@ import numpy as np
 import vapoursynth as vs
 
 from . import options
+from .colour import BT601, BT709, guess_matrix
 from .engine import DEFAULT_TILE_OVERLAP, Engine, scene_score, select_device
 from .schedule import Schedule
 from .weights import WeightsError, load_model
@@ -24,13 +25,6 @@ from .weights import WeightsError, load_model
 __all__ = ["upscale", "OPTIONS"]
 
 log = logging.getLogger("vsdsfn")
-if not log.handlers:  # stderr only: stdout may carry video (vspipe)
-    _h = logging.StreamHandler()  # defaults to sys.stderr
-    _h.setFormatter(logging.Formatter("%(name)s: %(levelname)s: %(message)s"))
-    log.addHandler(_h)
-    if log.level == logging.NOTSET:
-        log.setLevel(logging.WARNING)
-    log.propagate = False
 
 #: upscale's options (besides the clip): the names of :data:`vsdsfn.options.OPTIONS`
 OPTIONS = options.NAMES
@@ -47,7 +41,7 @@ def _err(msg: str) -> vs.Error:
 def _conversion_hint(clip: vs.VideoNode) -> str:
     fmt = clip.format
     if fmt.color_family == vs.YUV:
-        matrix = "709" if clip.width >= 1280 or clip.height >= 720 else "170m"
+        matrix = {BT709: "709", BT601: "170m"}[guess_matrix(clip.width, clip.height)]
         return (f'clip = core.resize.Bicubic(clip, format=vs.RGBS, matrix_in_s="{matrix}")  '
                 f"(use your clip's matrix; convert back at the end with "
                 f'core.resize.Bicubic(clip, format=vs.YUV420P10, matrix_s="{matrix}"))')
@@ -82,6 +76,7 @@ class _Group:
     mids: dict[tuple[int, Fraction], np.ndarray]   # (j, t) -> the frame at t after source j
     cut: list[bool]                                # no interpolation after source j
     score: list[float | None]                      # the detector's score after source j
+    cut_before: bool = False                       # a cut between the group's first source and the one before
     delivered: set[int] = field(default_factory=set)
 
 
@@ -99,35 +94,45 @@ class _Upscaler:
         self._groups: OrderedDict[int, _Group] = OrderedDict()
         self._pending: dict[int, threading.Event] = {}
 
+    def _cut(self, a: vs.VideoFrame, b: vs.VideoFrame, pa: np.ndarray | None, pb: np.ndarray | None,
+             where: int) -> tuple[bool, float | None]:
+        """Whether there is a scene cut between source frames a and b (= where + 1), by
+        their props or the detector (on their planes pa, pb), and the detector's score."""
+        c = bool(a.props.get("_SceneChangeNext", 0)) or bool(b.props.get("_SceneChangePrev", 0))
+        sc = scene_score(pa, pb, "chw") if self.scene_detect else None
+        if sc is not None and sc > self.scene_threshold:
+            c = True
+            log.info("scene cut detected after source frame %d (score %.3f)", where, sc)
+        return c, sc
+
     def _cuts(self, first: int, srcs: list[vs.VideoFrame], frames: list[np.ndarray], count: int):
         """Per source j of the group: whether not to interpolate after it, and the score."""
         cut, score = [], []
         for j in range(count):
-            if first + j + 1 >= self.n:                  # the last source frame: nothing after it
-                cut.append(True)
-                score.append(None)
-                continue
-            c = bool(srcs[j].props.get("_SceneChangeNext", 0)) or bool(srcs[j + 1].props.get("_SceneChangePrev", 0))
-            sc = scene_score(frames[j], frames[j + 1], "chw") if self.scene_detect else None
-            if sc is not None and sc > self.scene_threshold:
-                c = True
-                log.info("scene cut detected after source frame %d (score %.3f)", first + j, sc)
+            c, sc = (True, None) if first + j + 1 >= self.n else self._cut(   # the last source: nothing after it
+                srcs[j], srcs[j + 1], frames[j], frames[j + 1] if self.scene_detect else None, first + j)
             cut.append(c)
             score.append(sc)
         return cut, score
 
     def _compute(self, g: int, f: list[vs.VideoFrame]) -> _Group:
-        """Group g: f[1 + j] is source frame min(g*B + j, N-1), j = 0..B."""
+        """Group g: f[1 + j] is source frame min(g*B + j, N-1), j = 0..B; f[B + 2] the
+        source frame before the group's first (for the cut between them)."""
         first = g * self.schedule.batch
         count = min(self.schedule.batch, self.n - first)       # source frames of this group
         have = min(self.schedule.batch + 1, self.n - first)    # and the next one, if any
         srcs = [f[1 + j] for j in range(have)]
         frames = [np.stack([np.asarray(s[p]) for p in range(3)]) for s in srcs]
         cut, score = self._cuts(first, srcs, frames, count)
+        before = False
+        if first > 0:
+            prev = f[self.schedule.batch + 2]
+            planes = np.stack([np.asarray(prev[p]) for p in range(3)]) if self.scene_detect else None
+            before = self._cut(prev, srcs[0], planes, frames[0], first - 1)[0]
         requests = [(j, t) for j, t in self.schedule.timesteps(g) if not cut[j]]
         evens, mids = self.engine.upscale_group(frames, list(range(first, first + have)), count, requests,
                                                 self.output)
-        return _Group(evens, dict(zip(requests, mids)), cut, score)
+        return _Group(evens, dict(zip(requests, mids)), cut, score, before)
 
     def _group(self, g: int, f) -> _Group:
         while True:
@@ -175,8 +180,10 @@ class _Upscaler:
             d = Fraction(int(num), int(den)) / self.schedule.factor
             props["_DurationNum"], props["_DurationDen"] = d.numerator, d.denominator
         last = n + 1 == self.schedule.first_output(k + 1)
-        if n != self.schedule.first_output(k) and "_SceneChangePrev" in props:
-            props["_SceneChangePrev"] = 0
+        first = n == self.schedule.first_output(k)
+        cut_before = k > 0 and (res.cut[j - 1] if j else res.cut_before)
+        if "_SceneChangePrev" in props or (first and cut_before):
+            props["_SceneChangePrev"] = int(first and cut_before)
         if "_SceneChangeNext" in props or (last and res.cut[j] and k + 1 < self.n):
             props["_SceneChangeNext"] = int(last and res.cut[j] and k + 1 < self.n)
         props[_PROP_INTERP] = int(bool(t) and not res.cut[j])
@@ -233,13 +240,14 @@ def _factor(clip: vs.VideoNode, opts: dict, model) -> Fraction:
 
 def _source_clips(clip: vs.VideoNode, schedule: Schedule) -> list[vs.VideoNode]:
     """Clips at the output rate: frame n of clip j is source frame min(g*B + j, N-1) for
-    n's group g, j = 0..B (the group's source frames and the next one)."""
+    n's group g, j = 0..B (the group's source frames and the next one), and of the last
+    clip source frame max(g*B - 1, 0) (the one before)."""
     core, b, n = vs.core, schedule.batch, clip.num_frames
     padded = clip + clip[-1] * (b + 1)
     groups = -(-n // b)
     out = []
-    for j in range(b + 1):
-        sel = padded[j:] if b == 1 else core.std.SelectEvery(padded[j:], cycle=b, offsets=[0], modify_duration=False)
+    for base in [padded[j:] for j in range(b + 1)] + [clip[:1] + padded]:   # and the frame before the group
+        sel = base if b == 1 else core.std.SelectEvery(base, cycle=b, offsets=[0], modify_duration=False)
         rep = core.std.Interleave([sel[:groups]] * b, modify_duration=False)[:n] if b > 1 else sel[:n]
         cycle, offsets = schedule.source_map()
         out.append(core.std.SelectEvery(rep + rep[-1] * cycle, cycle=cycle, offsets=offsets,

@@ -10,20 +10,23 @@ The command line parses its flags and calls this; :mod:`vsdsfn.plan` cuts the fr
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import shutil
-import subprocess
-import sys
 import time
+from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from . import __version__, options
-from .chunks import ChunkError, Job, is_script, join_encoded, join_y4m
-from .cluster import ClusterError, Progress, connect, held_signals, render_chunks, workers
+from . import __version__, encode, options
+from .chunks import Job, is_script, join_encoded, join_y4m
+from .cluster import Progress, connect, held_signals, render_chunks, workers
+from .partial import Partial
 from .plan import MAX_CHUNK, chunks, default_size
-from .store import Store, StoreError, identity
+from .source import VideoError
+from .store import Store, identity
 
 __all__ = ["render", "add_arguments", "check_cli", "run_cli"]
 
@@ -31,7 +34,6 @@ log = logging.getLogger("vsdsfn")
 
 #: command-line settings that do not change a frame (left out of a job's settings)
 _NOT_SETTINGS = ("input", "output", "sample", "quiet", "verbose", "workers", "ray", "chunk", "worker_cpus")
-_JOINED = "joined.mkv"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def check_cli(args: argparse.Namespace, src: Path) -> bool:
     """Refuse what does not fit together; True where the job runs on a cluster."""
-    from .cli import CliError, _parser
+    from .cli import _parser
 
     if is_script(src):
         defaults = _parser()
@@ -60,15 +62,14 @@ def check_cli(args: argparse.Namespace, src: Path) -> bool:
         names += [(n, "--" + n.replace("_", "-")) for n in ("factor", "fps", "matrix", "pix_fmt")]
         given = [flag for name, flag in names if getattr(args, name) != defaults.get_default(name)]
         if given:
-            raise CliError(f"{', '.join(given)} cannot be used with a script: its output is rendered as it is; "
-                           "set them in the script (e.g. in its vsdsfn.upscale call)")
+            raise VideoError(f"{', '.join(given)} cannot be used with a script: its output is rendered as it is; "
+                             "set them in the script (e.g. in its vsdsfn.upscale call)")
     cluster = bool(args.workers or args.ray)
-    for flag, value, least in (("--workers", args.workers, 1), ("--chunk", args.chunk, 1),
-                               ("--worker-cpus", args.worker_cpus, 1)):
-        if value is not None and not least <= value <= MAX_CHUNK:
-            raise CliError(f"{flag} must be at least {least}; e.g. {flag} 2")
+    for flag, value in (("--workers", args.workers), ("--chunk", args.chunk), ("--worker-cpus", args.worker_cpus)):
+        if value is not None and not 1 <= value <= MAX_CHUNK:
+            raise VideoError(f"{flag} must be in [1, {MAX_CHUNK}]; e.g. {flag} 2")
     if not cluster and (args.chunk or args.worker_cpus != 1):
-        raise CliError("--chunk and --worker-cpus are for rendering on a cluster; add --workers N or --ray ADDRESS")
+        raise VideoError("--chunk and --worker-cpus are for rendering on a cluster; add --workers N or --ray ADDRESS")
     return cluster
 
 
@@ -77,55 +78,92 @@ def _job(args: argparse.Namespace, src: Path, out: Path) -> Job:
     return Job(input=str(src.resolve()), args=settings, suffix=out.suffix)
 
 
-def _key(job: Job, src: Path, frames: int, size: int) -> dict[str, Any]:
+def _key(job: Job, src: Path, info: dict[str, Any], size: int) -> dict[str, Any]:
     """Everything the kept chunks depend on."""
     weights = job.args.get("weights")
-    return {"vsdsfn": __version__, "job": job.settings(), "input": identity(src), "frames": frames, "chunk": size,
+    return {"vsdsfn": __version__, "job": job.settings(), "input": identity(src), "frames": info["frames"],
+            "chunk": size, "encoding": dataclasses.asdict(info["enc"]),
             "weights": identity(Path(weights)) if weights and Path(weights).is_file() else weights}
 
 
-def run_cli(args: argparse.Namespace, src: Path, out: Path) -> int:
-    """Render ``src`` to ``out`` on a Ray cluster (``--workers`` / ``--ray``)."""
-    from .cli import CliError
-
+def run_cli(args: argparse.Namespace, src: Path, out: Path, tools: Any, user_args: list[str]) -> int:
+    """Render ``src`` to ``out`` on a Ray cluster (``--workers`` / ``--ray``): chunks
+    rendered and kept, then joined into a :class:`~vsdsfn.partial.Partial` file renamed
+    over ``out``."""
+    mkvmerge = shutil.which("mkvmerge")
+    if tools.ffmpeg and mkvmerge is None:
+        raise VideoError(f"joining {out.suffix} chunks needs mkvmerge on PATH; install mkvtoolnix (e.g. apt-get "
+                         "install mkvtoolnix), or write .y4m")
     try:
-        return _distributed(args, src, out)
-    except (ClusterError, StoreError, ChunkError) as exc:
-        raise CliError(str(exc)) from None
+        part = Partial(out)
+    except OSError as exc:
+        raise VideoError(f"cannot create the output {str(out)!r} ({exc.strerror}); "
+                         "choose a path in a folder you can write to") from None
+    with part:
+        _distributed(args, src, part, _Writer(tools.ffmpeg, mkvmerge, user_args))
+        part.commit()
+    return 0
 
 
-def _distributed(args: argparse.Namespace, src: Path, out: Path) -> int:
-    job = _job(args, src, out)
+@dataclass(frozen=True)
+class _Writer:
+    """The driver's tools and the user's encoder options."""
+
+    ffmpeg: str | None
+    mkvmerge: str | None
+    user_args: list[str]
+
+
+def _distributed(args: argparse.Namespace, src: Path, part: Partial, writer: _Writer) -> None:
+    from .cli import _say, _what
+
+    job = _job(args, src, part.out)
     laps = _Laps()
     with connect(args.ray, (args.workers or 1) * args.worker_cpus) as ray, held_signals() as check:
         laps("cluster")
         with workers(ray, job, args.workers, args.worker_cpus, check) as pool:
             laps("workers")
             info = pool[0][1]
+            _check_output(args, info, part, writer)
             size = args.chunk or default_size(info["frame_bytes"], job.raw)
             plan = chunks(info["frames"], size, () if args.chunk else info["prefer"])   # --chunk N: exactly N
-            store = Store(out, _key(job, src, info["frames"], size), plan, ".y4m" if job.raw else out.suffix)
+            store = Store(part.out, _key(job, src, info, size), plan, ".y4m" if job.raw else ".mkv")
             try:
                 todo = store.open()
-                if not args.quiet:
-                    _announce(src, info, len(plan), len(todo), len(pool))
+                _say(args, _announce(src, info, len(plan), len(todo), len(pool)))
                 progress = Progress(info["frames"], sum(c.frames for c in plan) - sum(c.frames for c in todo),
                                     args.quiet)
-                render_chunks(ray, [a for a, _ in pool], todo, store.add, progress, check)
+                render_chunks(ray, [a for a, _ in pool], todo, _keep(store), progress, check)
             except BaseException:
                 store.close()
                 raise
             laps("chunks")
     laps("stop")
-    _finish(store, info["frames"], out, job)
+    _finish(store, info, part, writer, args)
     laps("join")
     log.info("%d chunks rendered; seconds: %s", len(todo), ", ".join(f"{k} {v:.2f}" for k, v in laps.seconds.items()),
              extra={"vsdsfn_timings": {**laps.seconds, "chunks_rendered": len(todo), "frames": progress.rendered}})
-    if not args.quiet:
-        wall = sum(laps.seconds.values())
-        sys.stderr.write(f"vsdsfn: wrote {out}: {info['frames']} frames in {wall:.1f} s "
-                         f"({progress.rendered / wall if wall > 0 else 0:.2f} output frames/s rendered)\n")
-    return 0
+    wall = sum(laps.seconds.values())
+    _say(args, f"wrote {part.out} ({_what(info['source'], info['enc'], part.out, args.video_only)}): "
+               f"{info['frames']} frames in {wall:.1f} s ({progress.rendered / wall if wall > 0 else 0:.2f} output "
+               "frames/s rendered)")
+
+
+def _check_output(args: argparse.Namespace, info: dict[str, Any], part: Partial, writer: _Writer) -> None:
+    """What the single-process command checks before the work: the encoder options, and
+    that OUTPUT's container holds the input's other streams."""
+    if writer.ffmpeg:
+        encode.check_encoding(writer.ffmpeg, info["enc"], info["source"].colour, writer.user_args, part.scratch())
+        if not args.video_only:
+            encode.check_streams(writer.ffmpeg, info["source"], part.out.suffix, part.scratch())
+
+
+def _keep(store: Store):
+    def keep(chunk, result) -> None:
+        data, durations = result
+        store.add(chunk, data, durations=durations)
+
+    return keep
 
 
 class _Laps:
@@ -140,55 +178,55 @@ class _Laps:
         self.seconds[name], self._last = now - self._last, now
 
 
-def _announce(src: Path, info: dict[str, Any], chunks: int, todo: int, workers: int) -> None:
+def _announce(src: Path, info: dict[str, Any], chunks: int, todo: int, workers: int) -> str:
     kept = chunks - todo
-    sys.stderr.write(f"vsdsfn: {src.name}: {info['frames']} output frames {info['width']}x{info['height']} in "
-                     f"{chunks} chunks on {workers} workers; rendering {todo}"
-                     + (f" ({kept} kept from an earlier run)" if kept else "") + "\n")
+    return (f"{src.name}: {info['frames']} output frames {info['width']}x{info['height']} in {chunks} chunks on "
+            f"{workers} workers; rendering {todo}" + (f" ({kept} kept from an earlier run)" if kept else ""))
 
 
-def _finish(store: Store, frames: int, out: Path, job: Job) -> None:
-    """Join the kept chunks into OUTPUT (atomically), then remove the chunk folder."""
-    from .cli import _Partial
+def _times(store: Store, info: dict[str, Any]) -> list[Fraction]:
+    """Each output frame's start (seconds): the workers' durations, or the constant rate."""
+    durations = [Fraction(*d) for c in store.chunks for d in (store.done[c.index].get("durations") or [])]
+    if not durations:
+        fps = Fraction(*info["fps"])
+        return [i / fps for i in range(info["frames"])]
+    times = [Fraction(0)]
+    for d in durations[:-1]:
+        times.append(times[-1] + d)
+    return times
 
-    part = _Partial(out)
+
+def _finish(store: Store, info: dict[str, Any], part: Partial, writer: _Writer, args: argparse.Namespace) -> None:
+    """Join the kept chunks into ``part`` (the input's other streams muxed in, as the
+    single-process command does), then remove the chunk folder."""
     try:
-        if job.raw:
-            join_y4m(list(store.files()), frames, part.file)
+        files = list(store.files())
+        if writer.ffmpeg is None:
+            join_y4m(files, info["frames"], part.file)
         else:
-            joined = store.folder / _JOINED
-            join_encoded(list(store.files()), joined)
+            joined, timed = part.scratch() / "joined.mkv", part.scratch() / "timed.mkv"
+            join_encoded(files, joined)
+            encode.retime(writer.mkvmerge, joined, _times(store, info), timed)
             part.file.close()
-            _remux(joined, part.path)
-        part.commit()
+            encode.mux(writer.ffmpeg, timed, info["source"], part.path, keep=not args.video_only,
+                       trim=args.frames is not None)
     except BaseException:
         store.close()
         raise
-    finally:
-        part.discard()
-    store.remove(extra=(_JOINED,))
-
-
-def _remux(joined: Path, path: Path) -> None:
-    """The joined video into OUTPUT's container, packets copied."""
-    ffmpeg = shutil.which("ffmpeg")
-    cmd = [ffmpeg or "ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-i", str(joined), "-map", "0:v",
-           "-c", "copy", str(path)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise ChunkError(f"ffmpeg could not write the joined video: {proc.stderr.strip()[-500:]}")
+    store.remove()
 
 
 def render(input: str | os.PathLike | None = None, output: str | os.PathLike | None = None, *,
            workers: int | None = None, ray: str | None = None, chunk: int | None = None, worker_cpus: int = 1,
            factor: tuple[int, int] | None = None, fps: tuple[int, int] | None = None, frames: int | None = None,
-           matrix: str | None = None, pix_fmt: str = "yuv420p10", ffmpeg_args: str = "", quiet: bool = True,
-           **upscale_options: Any) -> Path:
+           matrix: str | None = None, pix_fmt: str | None = None, ffmpeg_args: str = "", video_only: bool = False,
+           quiet: bool = True, **upscale_options: Any) -> Path:
     """Render ``input`` (a video, or a ``.vpy`` script rendered as it is; None: the
-    shipped sample) to ``output`` (``.y4m``, or any format ffmpeg writes) and return
-    its path: on this machine, or with ``workers`` / ``ray`` on a Ray cluster (see the
-    command line's flags of the same names). Raises :class:`vsdsfn.cli.CliError` with
-    the fix when something is wrong.
+    shipped sample) to ``output`` (``.y4m``, or any format ffmpeg writes, the input's
+    audio and other streams copied in) and return its path: on this machine, or with
+    ``workers`` / ``ray`` on a Ray cluster (a connection this process already has to one
+    is used as it is). The keywords are the command line's flags (``vsdsfn --help``);
+    raises :class:`vsdsfn.source.VideoError` with the fix when something is wrong.
 
     >>> import vsdsfn
     >>> vsdsfn.render("in.mkv", "out.mkv", workers=2, factor=(5, 2))   # doctest: +SKIP
@@ -198,13 +236,12 @@ def render(input: str | os.PathLike | None = None, output: str | os.PathLike | N
 
     unknown = set(upscale_options) - set(options.NAMES)
     if unknown:
-        raise cli.CliError(options.unknown(unknown))
+        raise VideoError(options.unknown(unknown))
     args = cli._parser().parse_args([])
-    settings = dict(input=None if input is None else os.fspath(input), sample=input is None,
-                    output=None if output is None else os.fspath(output), workers=workers, ray=ray, chunk=chunk,
-                    worker_cpus=worker_cpus, factor=factor, fps=fps, frames=frames, matrix=matrix, pix_fmt=pix_fmt,
-                    ffmpeg_args=ffmpeg_args, quiet=quiet, **upscale_options)
-    vars(args).update(settings)
+    vars(args).update(input=None if input is None else os.fspath(input), sample=input is None,
+                      output=None if output is None else os.fspath(output), workers=workers, ray=ray, chunk=chunk,
+                      worker_cpus=worker_cpus, factor=factor, fps=fps, frames=frames, matrix=matrix,
+                      pix_fmt=pix_fmt, ffmpeg_args=ffmpeg_args, video_only=video_only, quiet=quiet, **upscale_options)
     out = cli._paths(args)[1]
     cli.run(args)
     return out

@@ -32,6 +32,7 @@ import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from fractions import Fraction
 from numbers import Integral, Real
 from typing import Any
 
@@ -257,11 +258,29 @@ def check(values: Mapping[str, Any]) -> dict[str, Any]:
             continue
         v = values[o.name]
         if o.valid is not None and not o.valid(v):
-            name = (o.flag or o.cli) if _CLI.get() and (o.flag or o.cli) else o.name
-            fix = spell(o.name, o.example) if not (_CLI.get() and o.cli) else f"{o.cli} 5/2"
-            raise OptionError(f"{name} must be {o.must}, not {v!r}; e.g. {fix}")
+            if o.cli:
+                raise OptionError(_ratio_error(o, values))
+            name = o.flag if _CLI.get() and o.flag else o.name
+            raise OptionError(f"{name} must be {o.must}, not {v!r}; e.g. {spell(o.name, o.example)}")
         out[o.name] = o.convert(v)
     return out
+
+
+def _ratio_error(o: Option, values: Mapping[str, Any]) -> str:
+    """The error for a bad part of the ``factor`` or ``fps`` ratio, in the caller's terms;
+    a fractional numerator (``factor_num=Fraction(5, 2)``) is shown as the two integers."""
+    kind = o.name.rpartition("_")[0]
+    num, den = BY_NAME[f"{kind}_num"], BY_NAME[f"{kind}_den"]
+    v = values[o.name]
+    fix = spell_ratio(kind, num.example, den.example)
+    if _is_real(v) and not _is_int(v) and v > 0 and o is num and values.get(den.name) in (None, 1):
+        r = Fraction(v).limit_denominator(MAX_RATIO_TERM)
+        fix = spell_ratio(kind, r.numerator, r.denominator)
+    if _CLI.get():
+        shown = "/".join(str(values.get(n.name)) for n in (num, den) if values.get(n.name) not in (None, 1))
+        shown = shown or str(values.get(num.name))
+        return f"{o.cli} must be N or N/D with N and D integers in [1, {MAX_RATIO_TERM}], not {shown}; e.g. {fix}"
+    return f"{o.name} must be {o.must}, not {v!r}; e.g. {fix}"
 
 
 def unknown(names: Iterable[str]) -> str:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .plan import Chunk
+from .source import VideoError
 
 __all__ = ["Store", "StoreError", "folder_for", "identity", "sha256_file"]
 
@@ -32,7 +33,7 @@ MANIFEST = "manifest.json"
 LOCK = "lock"
 
 
-class StoreError(Exception):
+class StoreError(VideoError):
     """The chunk folder cannot be used; the text names the fix."""
 
 
@@ -88,7 +89,8 @@ class Store:
 
     def __init__(self, out: Path, key: dict[str, Any], chunks: list[Chunk], suffix: str) -> None:
         self.folder = folder_for(out)
-        self.key, self.chunks, self.suffix = key, chunks, suffix
+        self.key = json.loads(json.dumps(key, default=str))   # as the manifest holds it
+        self.chunks, self.suffix = chunks, suffix
         self.done: dict[int, dict[str, Any]] = {}
         self._lock_fd: int | None = None
 
@@ -155,11 +157,12 @@ class Store:
     def path(self, chunk: Chunk) -> Path:
         return self.folder / f"chunk-{chunk.index:06d}{self.suffix}"
 
-    def add(self, chunk: Chunk, data: bytes) -> None:
-        """Keep a finished chunk: its file first (synced), then the manifest naming it."""
+    def add(self, chunk: Chunk, data: bytes, **extra: Any) -> None:
+        """Keep a finished chunk: its file first (synced), then the manifest naming it (with
+        ``extra``, JSON values)."""
         path = self.path(chunk)
         _write_atomic(path, data)
-        entry = {"index": chunk.index, "start": chunk.start, "stop": chunk.stop, "file": path.name,
+        entry = {**extra, "index": chunk.index, "start": chunk.start, "stop": chunk.stop, "file": path.name,
                  "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
         self.done[chunk.index] = entry
         self._save()
