@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -59,29 +60,41 @@ def test_y4m_is_byte_identical_with_any_chunks(tmp_path, tiny_weights, address):
 
 
 def _decoded(path: Path) -> bytes:
-    return subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-f", "rawvideo", "-"], check=True,
-                          capture_output=True).stdout
+    return subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-map", "0:v", "-f", "rawvideo", "-"],
+                          check=True, capture_output=True).stdout
 
 
-def _stream(path: Path) -> dict:
-    """The video stream's codec, size, rate, colour tags and each frame's time."""
-    keys = "codec_name,pix_fmt,width,height,r_frame_rate,color_space,color_transfer,color_primaries,color_range"
-    probe = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v", "-show_entries",
-                            f"stream={keys}:frame=pts_time", "-of", "json", str(path)],
-                           check=True, capture_output=True, text=True).stdout
-    return json.loads(probe)
+def _streams(path: Path) -> dict:
+    """Each stream's codec, size, colour tags and duration, and each video frame's time."""
+    keys = ("codec_type,codec_name,pix_fmt,width,height,color_space,color_transfer,color_primaries,color_range,"
+            "duration")
+    probe = subprocess.run(["ffprobe", "-v", "error", "-show_entries", f"stream={keys}:stream_tags=DURATION",
+                            "-of", "json", str(path)], check=True, capture_output=True, text=True).stdout
+    times = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v", "-show_entries", "packet=pts_time",
+                            "-of", "csv=p=0", str(path)], check=True, capture_output=True, text=True).stdout
+    return {"streams": json.loads(probe)["streams"], "times": sorted(map(float, times.split()))}
 
 
-@pytest.mark.skipif(not all(map(__import__("shutil").which, ("ffmpeg", "mkvmerge"))), reason="needs ffmpeg, mkvmerge")
+@pytest.mark.skipif(not all(map(shutil.which, ("ffmpeg", "ffprobe", "mkvmerge"))),
+                    reason="needs ffmpeg, ffprobe and mkvmerge")
 def test_encoded_chunks_are_joined_without_reencoding(tmp_path, tiny_weights, address):
-    """2x to FFV1 in Matroska: the joined chunks decode to the single-process frames."""
-    args = ["--sample", "--frames", "4", "--ffmpeg-args", "-c:v ffv1", *_common(tiny_weights)]
+    """A variable-rate input with audio (6 frames at 24 fps, 6 at 48) to FFV1 in Matroska,
+    in chunks of 5 output frames: the same frames, timestamps, colour tags and audio as the
+    single-process output."""
+    src = tmp_path / "vfr.mkv"
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=32x24:rate=48:duration=0.375",
+                    "-f", "lavfi", "-i", "sine=sample_rate=48000:duration=0.375", "-vf",
+                    "select='lt(n,12)*not(mod(n,2))+gte(n,12)',setpts='if(lt(N,6),N/24/TB,(6/24+(N-6)/48)/TB)'",
+                    "-fps_mode", "vfr", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-colorspace", "smpte170m",
+                    "-c:a", "aac", str(src)], check=True, timeout=60)
+    args = [str(src), "--ffmpeg-args", "-c:v ffv1", *_common(tiny_weights)]
     _run([*args, "-o", str(tmp_path / "one.mkv")])
-    _run([*args, "-o", str(tmp_path / "many.mkv"), "--ray", address, "--chunk", "3"])
-    one, many = _decoded(tmp_path / "one.mkv"), _decoded(tmp_path / "many.mkv")
-    assert len(one) == 8 * 352 * 288 * 3 // 2 and one == many      # 8 frames of yuv420p
-    assert _stream(tmp_path / "one.mkv") == _stream(tmp_path / "many.mkv")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["many.mkv", "one.mkv"]
+    _run([*args, "-o", str(tmp_path / "many.mkv"), "--ray", address, "--chunk", "5"])
+    one, many = _streams(tmp_path / "one.mkv"), _streams(tmp_path / "many.mkv")
+    assert [s["codec_type"] for s in one["streams"]] == ["video", "audio"] and len(one["times"]) == 24
+    assert one == many
+    assert _decoded(tmp_path / "one.mkv") == _decoded(tmp_path / "many.mkv")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["many.mkv", "one.mkv", "vfr.mkv"]
 
 
 def _script(tmp_path: Path, weights: Path, body: str) -> Path:

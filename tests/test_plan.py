@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
+import subprocess
 import sys
 from fractions import Fraction
 
@@ -124,3 +127,22 @@ def test_unreachable_cluster_is_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     assert "set it or give the address" in _cli_error(capsys, ["--sample", "-o", out, "--ray", "auto"])
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(not shutil.which("ffprobe"), reason="needs ffmpeg and ffprobe")
+def test_a_script_is_rendered_as_it_is_by_the_single_machine_command(tmp_path):
+    """A .vpy INPUT: its output node written as it is (format, size, rate, colour tags)."""
+    script = tmp_path / "s.vpy"
+    script.write_text("import vapoursynth as vs\n"
+                      "c = vs.core.std.BlankClip(format=vs.YUV420P10, width=64, height=64, length=5, fpsnum=30)\n"
+                      "c = vs.core.std.SetFrameProps(c, _Matrix=9, _Transfer=16, _Primaries=9, _Range=1)\n"
+                      "c.set_output()\n")
+    out = tmp_path / "o.mkv"
+    assert cli.main([str(script), "-o", str(out), "-q"]) == 0
+    keys = "pix_fmt,width,height,r_frame_rate,color_space,color_transfer,color_primaries,nb_read_frames"
+    probe = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-show_entries", f"stream={keys}", "-of",
+                            "json", str(out)], check=True, capture_output=True, text=True).stdout
+    s = json.loads(probe)["streams"][0]
+    assert (s["pix_fmt"], s["width"], s["height"], s["r_frame_rate"], s["nb_read_frames"]) == \
+        ("yuv420p10le", 64, 64, "30/1", "5")
+    assert (s["color_space"], s["color_transfer"], s["color_primaries"]) == ("bt2020nc", "smpte2084", "bt2020")

@@ -64,6 +64,7 @@ def check_cli(args: argparse.Namespace, src: Path) -> bool:
         if given:
             raise VideoError(f"{', '.join(given)} cannot be used with a script: its output is rendered as it is; "
                              "set them in the script (e.g. in its vsdsfn.upscale call)")
+        args.video_only = True   # a script's output is a video node: there are no other streams to copy
     cluster = bool(args.workers or args.ray)
     for flag, value in (("--workers", args.workers), ("--chunk", args.chunk), ("--worker-cpus", args.worker_cpus)):
         if value is not None and not 1 <= value <= MAX_CHUNK:
