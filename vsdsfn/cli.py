@@ -196,15 +196,14 @@ def run(args: argparse.Namespace) -> int:
         options.check({**vars(args), **_rate_options(args)})
     except ValueError as exc:
         raise VideoError(str(exc)) from None
-    if job.check_cli(args, src):
-        return job.run_cli(args, src, out, tools, user_args)
+    write = job.run_cli if job.check_cli(args, src) else _write   # --workers / --ray: on a Ray cluster
     try:
         part = Partial(out)
     except OSError as exc:
         raise VideoError(f"cannot create the output {str(out)!r} ({exc.strerror}); "
                          "choose a path in a folder you can write to") from None
     with part:
-        _write(args, src, part, tools, user_args)
+        write(args, src, part, tools, user_args)
         part.commit()
     return 0
 

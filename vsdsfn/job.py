@@ -87,23 +87,14 @@ def _key(job: Job, src: Path, info: dict[str, Any], size: int) -> dict[str, Any]
             "weights": identity(Path(weights)) if weights and Path(weights).is_file() else weights}
 
 
-def run_cli(args: argparse.Namespace, src: Path, out: Path, tools: Any, user_args: list[str]) -> int:
-    """Render ``src`` to ``out`` on a Ray cluster (``--workers`` / ``--ray``): chunks
-    rendered and kept, then joined into a :class:`~vsdsfn.partial.Partial` file renamed
-    over ``out``."""
+def run_cli(args: argparse.Namespace, src: Path, part: Partial, tools: Any, user_args: list[str]) -> None:
+    """Render ``src`` into ``part`` on a Ray cluster (``--workers`` / ``--ray``): chunks
+    rendered and kept beside the output, then joined."""
     mkvmerge = shutil.which("mkvmerge")
     if tools.ffmpeg and mkvmerge is None:
-        raise VideoError(f"joining {out.suffix} chunks needs mkvmerge on PATH; install mkvtoolnix (e.g. apt-get "
-                         "install mkvtoolnix), or write .y4m")
-    try:
-        part = Partial(out)
-    except OSError as exc:
-        raise VideoError(f"cannot create the output {str(out)!r} ({exc.strerror}); "
-                         "choose a path in a folder you can write to") from None
-    with part:
-        _distributed(args, src, part, _Writer(tools.ffmpeg, mkvmerge, user_args))
-        part.commit()
-    return 0
+        raise VideoError(f"joining {part.out.suffix} chunks needs mkvmerge on PATH; install mkvtoolnix (e.g. "
+                         "apt-get install mkvtoolnix), or write .y4m")
+    _distributed(args, src, part, _Writer(tools.ffmpeg, mkvmerge, user_args))
 
 
 @dataclass(frozen=True)
