@@ -144,6 +144,20 @@ def test_a_worker_killed_mid_chunk_changes_nothing(tmp_path, tiny_weights, addre
     assert (tmp_path / "one.y4m").read_bytes() == (tmp_path / "many.y4m").read_bytes()
 
 
+def test_a_chunk_that_keeps_failing_stops_the_job_with_its_own_error(tmp_path, tiny_weights, address, capsys):
+    script = _script(tmp_path, tiny_weights, """
+        if n == 9:
+            raise ValueError("frame nine is cursed")
+    """)
+    out = tmp_path / "o.y4m"
+    assert cli.main([str(script), "-o", str(out), "--ray", address, "--chunk", "4", "-q"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("vsdsfn: error: chunk 2 (output frames 8-11) failed 4 times: node ") and \
+        err.endswith("frame nine is cursed"), err
+    assert not out.exists()
+    assert sorted(int(i) for i in _manifest(out)["done"]) == [0, 1]     # kept for a resume
+
+
 def _manifest(out: Path) -> dict:
     try:
         return json.loads((folder_for(out) / "manifest.json").read_text())

@@ -76,7 +76,7 @@ def check_cli(args: argparse.Namespace, src: Path) -> bool:
 
 def _job(args: argparse.Namespace, src: Path, out: Path) -> Job:
     settings = {k: v for k, v in sorted(vars(args).items()) if k not in _NOT_SETTINGS}
-    return Job(input=str(src.resolve()), args=settings, suffix=out.suffix)
+    return Job(input=str(src.absolute()), args=settings, suffix=out.suffix)   # as spelled: the path on every node
 
 
 def _key(job: Job, src: Path, info: dict[str, Any], size: int) -> dict[str, Any]:
@@ -115,7 +115,7 @@ def _distributed(args: argparse.Namespace, src: Path, part: Partial, writer: _Wr
         laps("cluster")
         with workers(ray, job, args.workers, args.worker_cpus, check) as pool:
             laps("workers")
-            info = pool[0][1]
+            info = _agreed([i for _, i in pool])
             _check_output(args, info, part, writer)
             size = args.chunk or default_size(info["frame_bytes"], job.raw)
             plan = chunks(info["frames"], size, () if args.chunk else info["prefer"])   # --chunk N: exactly N
@@ -139,6 +139,17 @@ def _distributed(args: argparse.Namespace, src: Path, part: Partial, writer: _Wr
     _say(args, f"wrote {part.out} ({_what(info['source'], info['enc'], part.out, args.video_only)}): "
                f"{info['frames']} frames in {wall:.1f} s ({progress.rendered / wall if wall > 0 else 0:.2f} output "
                "frames/s rendered)")
+
+
+def _agreed(infos: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the workers said of the job, where they all say the same."""
+    for key in ("frames", "width", "height", "fps", "enc"):
+        seen = {repr(i[key]): i["host"] for i in infos}
+        if len(seen) > 1:
+            raise VideoError(f"the nodes disagree on the job's {key}: " + "; ".join(f"{h}: {v}" for v, h in seen.items())
+                             + "; install the same vsdsfn, VapourSynth and ffmpeg on every node (or name the "
+                             "encoder with --ffmpeg-args \"-c:v ENCODER\")")
+    return infos[0]
 
 
 def _check_output(args: argparse.Namespace, info: dict[str, Any], part: Partial, writer: _Writer) -> None:
