@@ -75,18 +75,16 @@ class _Timings(logging.Handler):
 
 
 def on_cluster(script: Path, out: Path, workers: int, chunk: int) -> dict[str, float]:
-    """The script rendered by ``vsdsfn --workers N --chunk C``: the job's phases in seconds."""
+    """The script rendered by ``vsdsfn --workers N --chunk C -v``: the job's phases in seconds
+    (from its log record)."""
     handler, log = _Timings(), logging.getLogger("vsdsfn")
-    level = log.level
     log.addHandler(handler)
-    log.setLevel(logging.INFO)
     try:
         t0 = time.perf_counter()
-        rc = cli.main([str(script), "-o", str(out), "--workers", str(workers), "--chunk", str(chunk), "-q"])
+        rc = cli.main([str(script), "-o", str(out), "--workers", str(workers), "--chunk", str(chunk), "-q", "-v"])
         wall = time.perf_counter() - t0
     finally:
         log.removeHandler(handler)
-        log.setLevel(level)
     if rc != 0:
         raise RuntimeError(f"vsdsfn --workers {workers} failed (exit {rc})")
     return {**handler.last, "wall": wall}
