@@ -5,6 +5,7 @@ Run from the repository root:
     python -m bench.tiling error [--weights W|--checkpoint CK|--random] [--size 480x256]
                                  [--overlaps 0,16,32,64,96,128] [--core 96]
     python -m bench.tiling memory [--size 1920x1080] [--tile 256] [--overlap 64]
+    python -m bench.tiling oom [--size 480x272] [--batch 8] [--limits 0.5,0.25,0.1]
 
 ``error`` runs the engine on two consecutive real frames (``--frames DIR``, default
 ``../shared/data/frames/cafe``, box-downscaled to ``--size``; the moving texture of
@@ -17,6 +18,14 @@ network (fusion U-Net, refinement) spreads information as far as it can.
 
 ``memory`` measures the peak RSS (:func:`bench.common.peak_rss_mb`, in a fresh
 subprocess per configuration) for one interpolated frame, untiled and tiled.
+
+``oom`` runs one batch of ``--batch`` interpolated frames (default weights, fp32) in a
+fresh subprocess per memory limit: none, then each of ``--limits`` (the largest forward
+pass that fits, as a fraction of the whole batch untiled; larger passes raise the CPU
+allocator's out-of-memory error: a cap on the address space makes oneDNN's convolutions
+crash instead of failing), so that the out-of-memory fallback must find a smaller batch
+or tiling. It prints the seconds (and the ratio to the unlimited run), the retries and
+the configuration the fallback ended with, or its one-line error.
 """
 
 from __future__ import annotations
@@ -127,6 +136,56 @@ def _memory_worker(args: argparse.Namespace) -> None:
                       "tiles": eng.stats["tiles"]}))
 
 
+def _oom_worker(args: argparse.Namespace) -> None:
+    import torch
+
+    from vsdsfn.engine import Engine, OutOfMemory
+
+    w, h = (int(v) for v in args.size.split("x"))
+    frames = list(np.random.default_rng(0).random((args.batch + 1, h, w, 3), dtype=np.float32))
+    eng = Engine(args.weights, device="cpu", precision="fp32", batch_size=args.batch)
+    m = eng.multiple
+    budget = args.limit * args.batch * (-(-h // m) * m) * (-(-w // m) * m)   # of the padded frames
+    real = eng.model.forward
+
+    def forward(l0, *rest, **kw):   # the allocator's error for calls above the budget
+        if budget and l0.shape[0] * l0.shape[-2] * l0.shape[-1] > budget:
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate "
+                               f"{l0.numel() * 4000} bytes (simulated limit)")
+        return real(l0, *rest, **kw)
+
+    eng.model.forward = forward
+    t0 = time.perf_counter()
+    try:
+        with torch.inference_mode():
+            eng.interpolate(list(zip(frames, frames[1:])))
+        end = f"batch {eng._auto_batch or args.batch}, " + (
+            f"tiles {eng._tile_now()} overlap {eng.tile_overlap}" if eng._tile_now() else "whole frames")
+    except OutOfMemory as exc:
+        end = str(exc)
+    print(json.dumps({"limit": args.limit, "seconds": time.perf_counter() - t0, "retries": eng.stats["oom_retries"],
+                      "end": end}))
+
+
+def oom(args: argparse.Namespace) -> None:
+    print(f"{args.size}, batch {args.batch}, fp32; limit: the largest forward pass that fits, as a fraction of the "
+          "whole batch untiled")
+    print("| limit | seconds | x unlimited | retries | ended with |")
+    print("|---:|---:|---:|---:|---|")
+    base = None
+    for limit in [0.0] + [float(v) for v in args.limits.split(",")]:
+        cmd = [sys.executable, "-m", "bench.tiling", "oom-worker", "--size", args.size, "--batch", str(args.batch),
+               "--limit", str(limit)] + (["--weights", args.weights] if args.weights else [])
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+        if proc.returncode:
+            print(f"| {limit} | failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]} |||", flush=True)
+            continue
+        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        base = base or r["seconds"]
+        print(f"| {limit or 'none'} | {r['seconds']:.1f} | {r['seconds'] / base:.2f} | {r['retries']} | "
+              f"{r['end']} |", flush=True)
+
+
 def memory(args: argparse.Namespace) -> None:
     print("| size | tile | overlap | tiles | peak RSS (MB) | RSS before (MB) | seconds |")
     print("|---|---:|---:|---:|---:|---:|---:|")
@@ -141,7 +200,7 @@ def memory(args: argparse.Namespace) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", choices=["error", "memory", "memory-worker"])
+    ap.add_argument("mode", choices=["error", "memory", "memory-worker", "oom", "oom-worker"])
     ap.add_argument("--weights")
     ap.add_argument("--checkpoint", help="a training checkpoint (.pt) instead of a weights file")
     ap.add_argument("--random", action="store_true")
@@ -151,10 +210,16 @@ def main() -> None:
     ap.add_argument("--core", type=int, default=96)
     ap.add_argument("--tile", type=int, default=256)
     ap.add_argument("--overlap", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--limits", default="0.5,0.25,0.1")
+    ap.add_argument("--limit", type=float, default=0.0)
     args = ap.parse_args()
     if args.mode == "error":
         args.size = args.size or "480x256"
         error(args)
+    elif args.mode.startswith("oom"):
+        args.size = args.size or "480x272"
+        (oom if args.mode == "oom" else _oom_worker)(args)
     else:
         args.size = args.size or "1920x1080"
         (memory if args.mode == "memory" else _memory_worker)(args)

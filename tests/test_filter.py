@@ -201,7 +201,7 @@ def test_options_table_is_upscales_and_the_clis():
     assert flt.OPTIONS == options.NAMES
     by_name = {o.name: o for o in options.OPTIONS}
     assert by_name["debug"].choices == engine.DEBUG_OUTPUTS
-    assert by_name["tile_overlap"].default == engine.DEFAULT_TILE_OVERLAP
+    assert by_name["tile_overlap"].default is None and options._TILE_OVERLAP == engine.DEFAULT_TILE_OVERLAP
     for o in options.OPTIONS:   # the default and the error's example pass the check
         assert o.valid is None or (o.valid(o.default) and o.valid(o.example)), o.name
     parser = cli._parser()

@@ -49,7 +49,7 @@ STRATEGIES = {
                    st.integers(max_value=0) | st.integers(min_value=MAX_CACHE + 1) | st.floats()),
     "tile": (st.none() | st.just(0) | st.integers(1, 1024) | st.tuples(st.integers(1, 1024), st.integers(1, 1024)),
              st.integers(max_value=-1) | st.floats() | st.tuples(st.integers(max_value=0), st.integers(1, 9)) | _junk),
-    "tile_overlap": (st.integers(0, 300), st.integers(max_value=-1) | st.floats() | st.none()),
+    "tile_overlap": (st.none() | st.integers(0, 300), st.integers(max_value=-1) | st.floats() | _junk),
     "channels_last": (st.none() | st.booleans(), st.integers() | _junk),
     "compile": (st.just(False), st.none() | st.integers() | _junk),
     "trt": (st.just(False), st.none() | st.integers() | _junk),

@@ -160,7 +160,7 @@ def test_cli_tile_options():
     a = _parser().parse_args(["x.mkv", "--tile", "512", "--tile-overlap", "32", "--compile", "--trt"])
     assert (a.tile, a.tile_overlap, a.compile, a.trt) == (512, 32, True, True)
     assert _parser().parse_args(["x.mkv", "--tile", "640x360"]).tile == (640, 360)
-    assert _parser().parse_args(["x.mkv"]).tile_overlap == DEFAULT_TILE_OVERLAP   # unset: upscale's default
+    assert _parser().parse_args(["x.mkv"]).tile_overlap is None   # unset: upscale's default (fitted to the tile)
     with pytest.raises(SystemExit):
         _parser().parse_args(["x.mkv", "--tile", "big"])
 

@@ -61,9 +61,9 @@ def test_parse_and_validate_tile():
             check({"tile": bad})
     assert aligned((300, 200), 20, 16) == ((288, 192), 32)
     assert aligned((300, 200), 20, 64) == ((256, 192), 64)
-    with pytest.raises(ValueError, match=r"larger than 2 x tile_overlap.*tile >= 144"):
+    with pytest.raises(ValueError, match=r"larger than 2 x tile_overlap.*tile >= 448 \(at most 2x the work"):
         aligned((128, 512), 64, 16)
-    with pytest.raises(ValueError, match=r"rounds up to 32.*tile >= 80"):
+    with pytest.raises(ValueError, match=r"rounds up to 32.*tile >= 224"):
         aligned((72, 72), 20, 16)  # 72 > 2 * 20, but no 16-px core is left after alignment
 
 
@@ -73,7 +73,7 @@ def test_engine_rejects_bad_tiling(net):
     with pytest.raises(ValueError, match="tile_overlap"):
         Engine(net, device="cpu", tile_overlap=1.5)
     with pytest.raises(ValueError, match=f"tile 100 is too small for tile_overlap {DEFAULT_TILE_OVERLAP}"):
-        Engine(net, device="cpu", tile=100)
+        Engine(net, device="cpu", tile=100, tile_overlap=DEFAULT_TILE_OVERLAP)
     with pytest.raises(ValueError, match="tile"):
         Engine(net, device="cpu", tile=-16)
 
@@ -86,8 +86,9 @@ def test_filter_rejects_bad_tiling(tiny_weights):
     clip = make_clip(3, 24, 20)
     ov, m = DEFAULT_TILE_OVERLAP, Engine(tiny_weights, device="cpu").multiple
     assert m == 64 and ov % m == 0
-    with pytest.raises(vs.Error, match=rf"upscale: tile 128 is too small for tile_overlap {ov}.*tile >= {2 * ov + m}"):
-        upscale(clip, weights=tiny_weights, tile=128)
+    with pytest.raises(vs.Error, match=rf"upscale: tile 128 is too small for tile_overlap {ov}.*tile >= 1344 "
+                                       r"\(at most 2x the work of whole frames\), or leave tile_overlap unset"):
+        upscale(clip, weights=tiny_weights, tile=128, tile_overlap=ov)
     with pytest.raises(vs.Error, match="upscale: tile_overlap"):
         upscale(clip, weights=tiny_weights, tile=256, tile_overlap=-3)
     with pytest.raises(vs.Error, match="upscale: tile"):
@@ -163,7 +164,7 @@ def test_default_overlap_bound_with_default_weights(seed):
     a, b = smooth_pair(2 * DEFAULT_TILE_OVERLAP + 3 * 128, 64, seed)
     tile = (2 * DEFAULT_TILE_OVERLAP + 256, 1000)
     ref = Engine(None, device="cpu").interpolate([(a, b)])[0]
-    eng = Engine(None, device="cpu", tile=tile)
+    eng = Engine(None, device="cpu", tile=tile, tile_overlap=DEFAULT_TILE_OVERLAP)
     out = eng.interpolate([(a, b)])[0]
     assert eng.stats["tiles"] == 3
     assert np.abs(out - ref).max() <= 1e-3
@@ -208,34 +209,80 @@ def test_oom_falls_back_to_smaller_batches(caplog):
     assert calls[n:] == [(1, 3, 64, 64)] * 2
 
 
+def test_overlap_is_fitted_to_the_tile(net, caplog):
+    """Unset, tile_overlap is the largest (up to the default) that keeps a tile within 2x
+    the work of whole frames; a given one that costs more is warned about with the numbers."""
+    from vsdsfn.tiling import overhead
+
+    for tile, ov in ((100, 0), (384, 0), (448, 64), (512, 64), (1024, 128), (2048, DEFAULT_TILE_OVERLAP)):
+        eng = Engine(net, device="cpu", tile=tile)
+        assert eng.tile_overlap == ov and overhead(tile, ov, eng.multiple) <= 2, tile
+    a, b = texture_pair(1000, 150)
+    with caplog.at_level(logging.WARNING, logger="vsdsfn"):
+        Engine(net, device="cpu", tile=448, tile_overlap=192).interpolate([(a, b)])
+        Engine(net, device="cpu", tile=(512, 192), tile_overlap=64).interpolate([(a, b)])   # 1.5x: no warning
+    assert caplog.text.count("WARNING") == 1, caplog.text
+    assert "tiles of 448x448 with tile_overlap 192 run 7.0x the work of whole 1024x192 frames" in caplog.text
+    assert "use tile >= 1344" in caplog.text
+
+
 @pytest.mark.parametrize("kind", ["cuda", "cpu"])
 @pytest.mark.parametrize("ov", [0, 16])
 def test_oom_falls_back_to_tiles(kind, ov, caplog):
-    """Halved tiles, down to the smallest one the overlap allows: with tile_overlap 0 a
-    128x128 frame goes to 64x64 tiles; with 16 (rounded up to 64) a 448x192 frame to
-    192x192 tiles, its height (no larger than the smallest tile) kept whole."""
+    """Halved tiles, the overlap lowered to keep them within 2x the work: with tile_overlap
+    0 a 128x128 frame goes to 64x64 tiles; with 16 (rounded up to 64) a 1024x192 frame to
+    512x192 tiles, its height kept whole."""
     net = tiny_model()
-    w, h, tile = (120, 70, (64, 64)) if ov == 0 else (400, 150, (192, 192))
+    w, h, tile = (120, 70, (64, 64)) if ov == 0 else (1000, 150, (512, 192))
     a, b = texture_pair(w, h)
     ref = Engine(net, device="cpu", tile=tile, tile_overlap=ov).interpolate([(a, b)])[0]
     eng = Engine(net, device="cpu", tile_overlap=ov)
     _oom_above(eng.model, 3 * tile[0] * tile[1], kind)
     with caplog.at_level(logging.WARNING, logger="vsdsfn"):
         out = eng.interpolate([(a, b)])[0]
-    assert eng._auto_tile == tile
+    assert eng._auto_tile == tile and eng.tile_overlap == ov
     np.testing.assert_array_equal(out, ref)
     assert len([r for r in caplog.records if r.levelname == "WARNING"]) == 1
     assert eng.stats["oom_retries"] >= 1 and eng.stats["tiles"] > 0
 
 
+def test_oom_fallback_is_bounded_and_lowers_the_overlap():
+    """From batch 8 and whole 1920x1088 frames with the default overlap, every retry runs
+    at most 2x the work of whole frames (never 448-pixel tiles with 192 of overlap) and the
+    fallback ends after a few steps, with an error that names the configuration and keeps
+    the whole inner message."""
+    from vsdsfn.tiling import overhead
+
+    net = tiny_model()
+    eng = Engine(net, device="cpu", batch_size=8)
+    seen = []
+
+    def forward(l0, l1, hr0, hr1, **kw):
+        seen.append((eng._auto_batch, eng._tile_now(), eng.tile_overlap))
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory:\nyou tried to allocate 99 bytes (line 2)")
+
+    eng.model.forward = forward
+    frames = [np.zeros((1080, 1920, 3), np.float32)] * 9
+    with pytest.raises(OutOfMemory) as err:
+        eng.interpolate(list(zip(frames, frames[1:])))
+    msg = str(err.value)
+    assert "\n" not in msg and "you tried to allocate 99 bytes (line 2)" in msg, msg
+    assert "even with batch 1 and tiles of 448x448 (tile_overlap 64), the smallest tiling within 2x" in msg, msg
+    tiles = [(t, ov) for _, t, ov in seen if t is not None]
+    assert tiles and all(overhead(min(t), ov, eng.multiple) <= 2 for t, ov in tiles), tiles
+    assert len(seen) <= 4 + 3, seen   # batches 8, 4, 2, 1; then tiles 960x512, 448x448
+
+
 def test_oom_at_smallest_tile_is_a_clear_error():
-    """Also for a frame whose height (padded 128) is below the smallest tile (192 with
-    tile_overlap 16): that side stays whole, the error names the smallest tile."""
+    """A frame (padded 256x128) that fits no tiling within 2x the work with tile_overlap 16
+    (rounded up to 64): the error says so with the numbers; without the fallback the
+    error itself comes through."""
     net = tiny_model()
     a, b = texture_pair(200, 100)
     eng = Engine(net, device="cpu", tile_overlap=16, batch_size=2)
     _oom_above(eng.model, 0)
-    with pytest.raises(OutOfMemory, match=r"out of memory on cpu .* even with batch 1 and \(192, 192\) tiles"):
+    with pytest.raises(OutOfMemory, match=r"out of memory on cpu for DSFN of 256x128 frames even with batch 1 "
+                                          r"and whole frames, the smallest tiling within 2x the work"):
         eng.interpolate([(a, b), (b, a)])
     off = Engine(net, device="cpu", oom_fallback=False)
     _oom_above(off.model, 0)

@@ -32,7 +32,8 @@ import torch
 from . import allocator, options
 from .nets import DSFN
 from .precision import autocast, choose as choose_precision
-from .tiling import aligned, parse_tile, plan_tiles, smallest_tile
+from .tiling import (MAX_OVERHEAD, aligned, fallback, fitting_overlap, parse_tile, plan_tiles, smallest_fair_tile,
+                     smallest_tile, work)
 from .transfer import Layout, Transfer, select_device
 from .trt import compile_arguments as trt_compile_arguments
 from .weights import load_model
@@ -125,7 +126,7 @@ class Engine:
         out_dtype=np.float32,
         num_threads: int | None = None,
         tile: int | tuple[int, int] | None = None,
-        tile_overlap: int = DEFAULT_TILE_OVERLAP,
+        tile_overlap: int | None = None,
         oom_fallback: bool = True,
         channels_last: bool | None = None,
         compile: bool = False,
@@ -141,9 +142,8 @@ class Engine:
         #: scale of the S->T stream's flow estimation (the file's unless overridden)
         self.st_scale = float(model.config.st_scale if opts["st_scale"] is None else opts["st_scale"])
         self.multiple = model.multiple_for(self.st_scale)
-        self.tile, self.tile_overlap = parse_tile(opts["tile"]), opts["tile_overlap"]
-        if self.tile is not None:
-            aligned(self.tile, self.tile_overlap, self.multiple)  # a tile too small for its overlap: ValueError
+        self.tile = parse_tile(opts["tile"])
+        self.tile_overlap, self._overlap_cap = self._overlap(self.tile, opts["tile_overlap"])
         if opts["num_threads"] is not None:
             torch.set_num_threads(opts["num_threads"])
         self.device = select_device(device)
@@ -165,6 +165,7 @@ class Engine:
         self._auto_batch: int | None = None              # sub-batch limit after an OOM
         self._auto_tile: tuple[int, int] | None = None   # tile size after an OOM
         self._oom_warned = False
+        self._costs_seen: set[tuple[int, int]] = set()   # frame sizes whose tiling cost was checked
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True        # fixed shapes: pick the fastest kernels once
         # one compute thread whichever threads call: one glibc arena holds the tensors and
@@ -186,6 +187,31 @@ class Engine:
             raise ValueError(f"oom_fallback must be True or False, not {oom_fallback!r}")
         if np.dtype(out_dtype) not in (np.float32, np.float16):
             raise ValueError(f"out_dtype must be float32 or float16, not {np.dtype(out_dtype)}")
+
+    def _overlap(self, tile: tuple[int, int] | None, given: int | None) -> tuple[int, int]:
+        """The tile overlap used and the most any fallback tiling may use: the given one,
+        or (None) :data:`DEFAULT_TILE_OVERLAP` lowered to keep ``tile`` within
+        :data:`vsdsfn.tiling.MAX_OVERHEAD`."""
+        cap = DEFAULT_TILE_OVERLAP if given is None else given
+        if tile is None:
+            return cap, cap
+        aligned(tile, cap if given is not None else 0, self.multiple)   # a tile too small for its overlap
+        if given is None:
+            return fitting_overlap(min(tile), self.multiple, cap), cap
+        return given, cap
+
+    def _warn_costly_tiles(self, shape: tuple[int, ...]) -> None:
+        """Once per frame size: warn when the given tile and tile_overlap run more than
+        :data:`vsdsfn.tiling.MAX_OVERHEAD` x the work of whole frames."""
+        tile, hp, wp = self._tile_now(), shape[-2], shape[-1]
+        if tile is None or (hp, wp) in self._costs_seen:
+            return
+        self._costs_seen.add((hp, wp))
+        cost = work(hp, wp, tile, self.tile_overlap, self.multiple)
+        if cost > MAX_OVERHEAD:
+            log.warning("tiles of %dx%d with tile_overlap %d run %.1fx the work of whole %dx%d frames; leave "
+                        "tile_overlap unset (it is then fitted to the tile) or use tile >= %d", *tile,
+                        self.tile_overlap, cost, wp, hp, smallest_fair_tile(self.tile_overlap, self.multiple))
 
     @staticmethod
     def _network(model: DSFN | str | os.PathLike | None) -> DSFN:
@@ -302,6 +328,7 @@ class Engine:
 
     def _with_oom_fallback(self, run, shape: tuple[int, ...], what: str) -> torch.Tensor:
         """``run(tile, bmax)``; on out-of-memory, retry smaller (see :meth:`_shrink`)."""
+        self._warn_costly_tiles(shape)
         while True:
             tile, bmax = self._tile_now(), self._auto_batch
             msg = None
@@ -310,16 +337,18 @@ class Engine:
             except Exception as exc:
                 if not (self.oom_fallback and _is_oom(exc)):
                     raise
-                msg = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"
+                msg = f"{type(exc).__name__}: {' '.join(str(exc).split())}"   # the whole message, one line
             # here the exception and its traceback (holding the failed tensors) are gone
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
             self.stats["oom_retries"] += 1
             if not self._shrink(shape, tile, bmax, what, msg):
+                now = self._tile_now()
+                tiles = f"tiles of {now[0]}x{now[1]} (tile_overlap {self.tile_overlap})" if now else "whole frames"
                 raise OutOfMemory(
-                    f"out of memory on {self.device} for {what} of {shape[-1]}x{shape[-2]} frames even with "
-                    f"batch 1 and {self._tile_now() or 'no'} tiles ({msg}); free memory, use precision='fp16' (CUDA), "
-                    "a smaller tile_overlap, or another device")
+                    f"out of memory on {self.device} for {what} of {shape[-1]}x{shape[-2]} frames even with batch 1 "
+                    f"and {tiles}, the smallest tiling within {MAX_OVERHEAD:g}x the work ({msg}); free memory, use "
+                    "precision='fp16' (CUDA) or another device")
 
     def _shrink(self, shape, tile, bmax, what: str, msg: str) -> bool:
         """Halve the sub-batch, else the tile size (down to the smallest valid tile)."""
@@ -328,16 +357,12 @@ class Engine:
             self._auto_batch = max(1, (bmax or count) // 2)
             change = f"batches of {self._auto_batch}"
         else:
-            step = self.multiple
-            floor = smallest_tile(self.tile_overlap, step)
-            cur = (min(tile[0], wp), min(tile[1], hp)) if tile else (wp, hp)
-            new = tuple(max(floor, side // 2 // step * step) if side > floor else side for side in cur)
-            if new == cur:
+            # halved tiles, the overlap lowered with them: each retry at most MAX_OVERHEAD x the work
+            step = fallback((wp, hp), tile, self.multiple, self._overlap_cap)
+            if step is None:
                 return False
-            # a side at or below the smallest tile already spans the frame: kept at least that
-            # large, which plan_tiles accepts (one tile along that axis)
-            self._auto_tile = tuple(max(v, floor) for v in new)
-            change = f"tiles of {new[0]}x{new[1]} (tile_overlap {self.tile_overlap})"
+            self._auto_tile, self.tile_overlap = step
+            change = f"tiles of {step[0][0]}x{step[0][1]} (tile_overlap {step[1]})"
         (log.info if self._oom_warned else log.warning)(
             "out of memory on %s (%s of %dx%d frames, %s); retrying with %s. Set batch_size/tile "
             "lower to avoid this retry.", self.device, what, wp, hp, msg, change)

@@ -18,7 +18,7 @@ import vapoursynth as vs
 
 from . import options
 from .colour import BT601, BT709, guess_matrix
-from .engine import DEFAULT_TILE_OVERLAP, Engine, scene_score, select_device
+from .engine import Engine, scene_score, select_device
 from .schedule import Schedule
 from .weights import WeightsError, load_model
 
@@ -272,7 +272,7 @@ def upscale(
     num_threads: int | None = None,
     cache_size: int | None = None,
     tile: int | tuple[int, int] | None = None,
-    tile_overlap: int = DEFAULT_TILE_OVERLAP,
+    tile_overlap: int | None = None,
     channels_last: bool | None = None,
     compile: bool = False,
     trt: bool = False,

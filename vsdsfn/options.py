@@ -143,6 +143,7 @@ def _tile_text(text: str) -> int | tuple[int, int]:
 # literals, to import neither torch nor numpy; a test holds them equal to engine.DEBUG_OUTPUTS
 # and engine.DEFAULT_TILE_OVERLAP
 _DEBUG = ("st", "ts", "fused", "masks")
+_TILE_OVERLAP = 192
 _PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 _ON_OFF, _MAYBE = "True or False", "True, False or None"
 
@@ -189,9 +190,10 @@ OPTIONS: tuple[Option, ...] = (
            "pixels, to bound memory", must="None, 0 (no tiling), a positive integer (the longest tile side in "
            "input pixels) or a (width, height) pair", valid=_or_none(_tile_ok), convert=_tile_convert,
            example=512, flag="--tile", parse=_tile_text, cli_none="0"),
-    Option("tile_overlap", 192, "context in input pixels kept around the used part of each tile",
-           must="an integer >= 0 (input pixels)", valid=_int_in(0), convert=int, example=192,
-           flag="--tile-overlap", parse=int),
+    Option("tile_overlap", None, f"context in input pixels kept around the used part of each tile (default: up "
+           f"to {_TILE_OVERLAP}, lowered for small tiles to keep them within twice the work of whole frames)",
+           must="None (fitted to the tile) or an integer >= 0 (input pixels)", valid=_or_none(_int_in(0)),
+           convert=_int_or_none, example=64, flag="--tile-overlap", parse=int),
     Option("channels_last", None, "NHWC memory format (None: on)", must=_MAYBE, valid=_or_none(_bool),
            example=False),
     Option("compile", False, "use torch.compile (falls back to eager if compiling fails)",
