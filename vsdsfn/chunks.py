@@ -14,6 +14,7 @@ import argparse
 import dataclasses
 import io
 import json
+import logging
 import os
 import re
 import runpy
@@ -114,6 +115,17 @@ def pix_fmt_of(node) -> str | None:
     return next((k for k, v in PIX_FMTS.items() if v == node.format.name), None)
 
 
+def _warnings_on_stderr() -> None:
+    """vsdsfn's warnings on this process's stderr (Ray passes a worker's stderr on to the
+    command that started the job), as the command line shows them."""
+    log = logging.getLogger("vsdsfn")
+    if not any(isinstance(h, logging.StreamHandler) for h in log.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter(f"vsdsfn: {socket.gethostname()}: %(levelname)s: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(min(log.getEffectiveLevel(), logging.WARNING))
+
+
 class Worker:
     """Renders chunks of a job's clip; the clip (and the weights) is built on first use
     and kept for the next chunks. ``gpu``: this worker was given a GPU."""
@@ -123,6 +135,7 @@ class Worker:
         self.node = None
         self.host = socket.gethostname()
         self.ffmpeg = shutil.which("ffmpeg")
+        _warnings_on_stderr()
 
     def _build(self) -> None:
         if self.node is not None:

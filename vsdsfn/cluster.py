@@ -75,8 +75,13 @@ def start_local(cpus: int, **init) -> None:
     ray = _ray()
     _local_only(ray)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")   # a local cluster reports nothing anywhere
-    ray.init(num_cpus=cpus, include_dashboard=False, logging_level=logging.WARNING,
-             configure_logging=False, **init)
+    address = os.environ.pop("RAY_ADDRESS", None)            # ray.init would join that cluster instead
+    try:
+        ray.init(num_cpus=cpus, include_dashboard=False, logging_level=logging.WARNING,
+                 configure_logging=False, **init)
+    finally:
+        if address is not None:
+            os.environ["RAY_ADDRESS"] = address
 
 
 def _join(address: str) -> None:
