@@ -129,7 +129,8 @@ def _script(tmp_path: Path, weights: Path, body: str) -> Path:
 
 
 def test_a_worker_killed_mid_chunk_changes_nothing(tmp_path, tiny_weights, address):
-    """A .vpy input whose worker process is killed (SIGKILL) at output frame 5, once."""
+    """A .vpy input whose worker process is killed (SIGKILL) at output frame 5, once;
+    rendered through the Python API."""
     marker = tmp_path / "killed"
     script = _script(tmp_path, tiny_weights, f"""
         if n == 5 and not os.path.exists({str(marker)!r}):
@@ -139,7 +140,9 @@ def test_a_worker_killed_mid_chunk_changes_nothing(tmp_path, tiny_weights, addre
     marker.touch()
     _run([str(script), "-o", str(tmp_path / "one.y4m")])
     marker.unlink()
-    _run([str(script), "-o", str(tmp_path / "many.y4m"), "--ray", address, "--chunk", "4"])
+    import vsdsfn
+
+    assert vsdsfn.render(script, tmp_path / "many.y4m", ray=address, chunk=4) == tmp_path / "many.y4m"   # the API
     assert marker.exists()                                  # a worker did die
     assert (tmp_path / "one.y4m").read_bytes() == (tmp_path / "many.y4m").read_bytes()
 
