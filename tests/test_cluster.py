@@ -97,6 +97,20 @@ def test_encoded_chunks_are_joined_without_reencoding(tmp_path, tiny_weights, ad
     assert sorted(p.name for p in tmp_path.iterdir()) == ["many.mkv", "one.mkv", "vfr.mkv"]
 
 
+@pytest.mark.skipif(not all(map(shutil.which, ("ffmpeg", "ffprobe", "mkvmerge"))),
+                    reason="needs ffmpeg, ffprobe and mkvmerge")
+def test_default_mp4_keeps_the_exact_constant_rate(tmp_path, tiny_weights, address):
+    """The default encoder into .mp4 (each chunk encoded alone, so the frames differ a
+    little): the same stream description and frame times as the single-process file."""
+    args = ["--sample", "--frames", "4", "--factor", "5/2", *_common(tiny_weights)]
+    _run([*args, "-o", str(tmp_path / "one.mp4")])
+    _run([*args, "-o", str(tmp_path / "many.mp4"), "--ray", address, "--chunk", "4"])
+    one, many = _streams(tmp_path / "one.mp4"), _streams(tmp_path / "many.mp4")
+    assert len(one["times"]) == 10 and one["times"] == many["times"]       # 6 decimals: to the microsecond
+    (a,), (b,) = one["streams"], many["streams"]
+    assert float(a.pop("duration")) == pytest.approx(float(b.pop("duration")), abs=2e-6) and a == b
+
+
 def _script(tmp_path: Path, weights: Path, body: str) -> Path:
     """A script: a moving RGBS pattern of 6 frames, upscaled 2x by the tiny network,
     ``body`` run on each output frame ``n`` (in a frame callback), YUV 4:2:0 10-bit."""

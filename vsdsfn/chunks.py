@@ -236,21 +236,32 @@ def join_y4m(chunks: list[Path], total: int, out: BinaryIO) -> None:
             shutil.copyfileobj(f, out, 1 << 20)
 
 
-def join_encoded(chunks: list[Path], joined: Path) -> None:
-    """Append encoded chunks into one Matroska file with mkvmerge (packets copied, each
-    chunk starting on a keyframe)."""
-    mkvmerge = shutil.which("mkvmerge")
-    if mkvmerge is None:
-        raise ChunkError("joining encoded chunks needs mkvmerge; install MKVToolNix (e.g. apt-get install "
-                         "mkvtoolnix) or write .y4m")
-    opts = ["--quiet", "--output", str(joined)]
+def join_encoded(chunks: list[Path], times: list[Fraction], joined: Path, mkvmerge: str, exact: bool) -> None:
+    """Append encoded chunks (Matroska, each starting on a keyframe) into one Matroska
+    file with mkvmerge, packets copied, each frame at its time in ``times`` (seconds):
+    to the nanosecond where ``exact`` (a constant rate, which the single-process command
+    keeps exactly), else to the millisecond (as it retimes a variable rate)."""
+    appended = joined.with_name(joined.stem + "-appended.mkv")
+    opts = ["--output", str(appended)]
     for i, path in enumerate(chunks):
         opts += (["+"] if i else []) + ["--no-audio", "--no-subtitles", str(path)]
-    optfile = joined.with_suffix(".json")
-    optfile.write_text(json.dumps(opts))
+    _mkvmerge(mkvmerge, opts, joined, "join the chunks")
+    stamps = joined.with_name(joined.stem + "-timestamps.txt")
+    encode.write_timestamps(stamps, times)
+    scale = ["--timestamp-scale", "1"] if exact else []
+    _mkvmerge(mkvmerge, [*scale, "--output", str(joined), "--timestamps", f"0:{stamps}", str(appended)], joined,
+              "time the joined chunks")
+    appended.unlink()
+    stamps.unlink()
+
+
+def _mkvmerge(mkvmerge: str, opts: list[str], joined: Path, what: str) -> None:
+    """Run mkvmerge with ``opts`` (through an options file: a film has many chunks)."""
+    optfile = joined.with_name(joined.stem + "-options.json")
+    optfile.write_text(json.dumps(["--quiet", *opts]))
     try:
         proc = subprocess.run([mkvmerge, f"@{optfile}"], capture_output=True, text=True)
     finally:
         optfile.unlink(missing_ok=True)
     if proc.returncode >= 2:   # 1: warnings only
-        raise ChunkError(f"mkvmerge could not join the chunks: {(proc.stdout + proc.stderr).strip()[-500:]}")
+        raise ChunkError(f"mkvmerge could not {what}: {(proc.stdout + proc.stderr).strip()[-500:]}")

@@ -207,11 +207,10 @@ def _finish(store: Store, info: dict[str, Any], part: Partial, writer: _Writer, 
         if writer.ffmpeg is None:
             join_y4m(files, info["frames"], part.file)
         else:
-            joined, timed = part.scratch() / "joined.mkv", part.scratch() / "timed.mkv"
-            join_encoded(files, joined)
-            encode.retime(writer.mkvmerge, joined, _times(store, info), timed)
+            joined = part.scratch() / "joined.mkv"
+            join_encoded(files, _times(store, info), joined, writer.mkvmerge, exact=not info["source"].vfr)
             part.file.close()
-            encode.mux(writer.ffmpeg, timed, info["source"], part.path, keep=not args.video_only,
+            encode.mux(writer.ffmpeg, joined, info["source"], part.path, keep=not args.video_only,
                        trim=args.frames is not None)
     except BaseException:
         store.close()
