@@ -279,7 +279,7 @@ def _what(source: Source, enc: encode.Encoding, out: Path, video_only: bool) -> 
     if out.suffix.lower() == ".y4m":
         return (f"{enc.label}, video only: .y4m holds no audio, subtitles, colour tags or variable timestamps "
                 "(write .mkv or .mp4 to keep them)")
-    kinds = [s.kind for s in source.streams]
+    kinds = [s.kind for s in source.streams if s.kind != "attachment" or out.suffix.lower() == ".mkv"]
     kept = ", ".join(f"{kinds.count(k)} {k}" for k in dict.fromkeys(kinds))
     streams = ("video only" if video_only or not kept else f"{kept} stream(s) copied") + (
         f", {source.chapters} chapters" if source.chapters and not video_only else "")
