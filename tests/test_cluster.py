@@ -35,6 +35,7 @@ def address():
     assert ray.util.get_node_ip_address() == "127.0.0.1"
     gcs = ray.get_runtime_context().gcs_address
     assert gcs.startswith("127.0.0.1:"), gcs      # the cluster listens on the loopback only
+    assert os.environ.get("RAY_AUTH_MODE") == "token"   # with Ray's token authentication on
     yield gcs
     ray.shutdown()
     os.environ.clear()

@@ -76,10 +76,15 @@ def start_local(cpus: int, **init) -> None:
     _local_only(ray)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")   # a local cluster reports nothing anywhere
     address = os.environ.pop("RAY_ADDRESS", None)            # ray.init would join that cluster instead
+    # Ray says it turned token authentication on (and how to turn it off): not for this command's users
+    notice = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    level = notice.level
+    notice.setLevel(logging.ERROR)
     try:
         ray.init(num_cpus=cpus, include_dashboard=False, logging_level=logging.WARNING,
                  configure_logging=False, **init)
     finally:
+        notice.setLevel(level)
         if address is not None:
             os.environ["RAY_ADDRESS"] = address
 
