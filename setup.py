@@ -39,6 +39,8 @@ setup(
         "bench": ["vapoursynth-mvtools"],
         # upscale(trt=True): torch-tensorrt's torch.compile backend (its release must match torch's)
         "tensorrt": ["torch-tensorrt"],
+        # vsdsfn --workers / --ray: rendering on a Ray cluster
+        "ray": ["ray>=2.50"],
     },
     entry_points={"console_scripts": ["vsdsfn=vsdsfn.cli:main"]},
     classifiers=[

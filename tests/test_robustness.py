@@ -626,12 +626,12 @@ def test_ci_runs_every_test_and_fails_on_failures_or_none(tmp_path, pytest_rc, c
         open({str(calls)!r}, "a").write(json.dumps(args) + "\\n")
         sys.exit({pytest_rc} if args[:2] == ["-m", "pytest"] else 0)
     """)
-    for name in ("python", "ffmpeg"):   # ffmpeg: present, so CI does not try to install it
+    for name in ("python", "ffmpeg", "mkvmerge"):   # present, so CI does not try to install them
         (venv_bin / name).write_text(stub)
         (venv_bin / name).chmod(0o755)
     env = {**os.environ, "VENV": str(tmp_path / "venv"), "PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}"}
     proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == ci_rc, proc.stdout + proc.stderr
     runs = [json.loads(ln) for ln in calls.read_text().splitlines()]
-    assert runs[0][:3] == ["-m", "pip", "install"] and runs[0][-1] == ".[test]"
+    assert runs[0][:3] == ["-m", "pip", "install"] and runs[0][-1] == ".[test,ray]"
     assert runs[-1] == ["-m", "pytest", "-q"]

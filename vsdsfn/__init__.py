@@ -16,7 +16,7 @@ __version__ = "1.4.0"
 # shows them on stderr); nothing is printed by default
 logging.getLogger("vsdsfn").addHandler(logging.NullHandler())
 
-__all__ = ["upscale", "Engine", "WeightsError", "default_weights_path", "load_model", "__version__"]
+__all__ = ["upscale", "render", "Engine", "WeightsError", "default_weights_path", "load_model", "__version__"]
 
 
 def __getattr__(name):
@@ -25,6 +25,10 @@ def __getattr__(name):
         from .filter import upscale
 
         return upscale
+    if name == "render":
+        from .job import render
+
+        return render
     if name == "Engine":
         from .engine import Engine
 

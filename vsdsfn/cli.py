@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
-from . import __version__, encode, options
+from . import __version__, encode, job, options
 from .colour import MATRIX_NAMES
 from .partial import Partial
 from .source import Source, VideoError, open_source, reason
@@ -69,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
                          "(default: H.264 for 8-bit sources, 10-bit HEVC or AV1 for deeper ones)")
     io.add_argument("--video-only", action="store_true",
                     help="write the video alone (default: the input's audio, subtitles and chapters are copied)")
+    job.add_arguments(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress or summary")
     p.add_argument("-v", "--verbose", action="store_true", help="log details (stderr)")
     p.add_argument("--version", action="version", version=f"vsdsfn {__version__}")
@@ -195,13 +196,14 @@ def run(args: argparse.Namespace) -> int:
         options.check({**vars(args), **_rate_options(args)})
     except ValueError as exc:
         raise VideoError(str(exc)) from None
+    write = job.run_cli if job.check_cli(args, src) else _write   # --workers / --ray: on a Ray cluster
     try:
         part = Partial(out)
     except OSError as exc:
         raise VideoError(f"cannot create the output {str(out)!r} ({exc.strerror}); "
                          "choose a path in a folder you can write to") from None
     with part:
-        _write(args, src, part, tools, user_args)
+        write(args, src, part, tools, user_args)
         part.commit()
     return 0
 
@@ -209,9 +211,7 @@ def run(args: argparse.Namespace) -> int:
 def _prepare(args: argparse.Namespace, src: Path, part: Partial, tools: _Tools, user_args: list[str]):
     """The source and the encoding, with everything that can be checked before the work
     checked (encoder options, streams the container can hold, mkvmerge for VFR)."""
-    source = open_source(src, args.frames, MATRIX_NAMES[args.matrix] if args.matrix else None)
-    available = encode.encoders(tools.ffmpeg) if tools.ffmpeg else frozenset()
-    enc = encode.choose(part.out.suffix, source.depth, args.pix_fmt, user_args, available)
+    source, enc = open_job(args, src, part.out.suffix, tools.ffmpeg, user_args)
     if tools.ffmpeg:
         encode.check_encoding(tools.ffmpeg, enc, source.colour, user_args, part.scratch())
         if not args.video_only:
@@ -221,19 +221,43 @@ def _prepare(args: argparse.Namespace, src: Path, part: Partial, tools: _Tools, 
     return source, enc, tools
 
 
-def _write(args: argparse.Namespace, src: Path, part: Partial, tools: _Tools, user_args: list[str]) -> None:
-    """Read ``src``, upscale it and write it to ``part`` (y4m, or encoded and muxed)."""
+def open_job(args: argparse.Namespace, src: Path, suffix: str, ffmpeg: str | None, user_args: list[str]):
+    """The source (a video, or a script's output) and the encoding of an output ending in
+    ``suffix``."""
+    from .chunks import is_script, pix_fmt_of, script_source
+
+    if is_script(src):
+        source = script_source(src, args.frames)
+        pix_fmt = pix_fmt_of(source.clip)
+    else:
+        source = open_source(src, args.frames, MATRIX_NAMES[args.matrix] if args.matrix else None)
+        pix_fmt = args.pix_fmt
+    available = encode.encoders(ffmpeg) if ffmpeg else frozenset()
+    return source, encode.choose(suffix, source.depth, pix_fmt, user_args, available)
+
+
+def pipeline(args: argparse.Namespace, source: Source, enc: encode.Encoding):
+    """The clip to write: the source upscaled and converted to ``enc``'s pixel format, or a
+    script's output as it is."""
     import vapoursynth as vs
 
+    from .chunks import is_script
     from .filter import upscale
 
-    source, enc, tools = _prepare(args, src, part, tools, user_args)
+    if is_script(source.path):
+        return source.clip
     try:
         up = upscale(source.rgb(), **{o.name: getattr(args, o.name) for o in options.OPTIONS if o.flag},
                      **_rate_options(args))
     except vs.Error as exc:
         raise VideoError(str(exc)) from None
-    yuv = source.colour.from_rgb(up, getattr(vs, encode.PIX_FMTS[enc.pix_fmt]))
+    return source.colour.from_rgb(up, getattr(vs, encode.PIX_FMTS[enc.pix_fmt]))
+
+
+def _write(args: argparse.Namespace, src: Path, part: Partial, tools: _Tools, user_args: list[str]) -> None:
+    """Read ``src``, upscale it and write it to ``part`` (y4m, or encoded and muxed)."""
+    source, enc, tools = _prepare(args, src, part, tools, user_args)
+    yuv = pipeline(args, source, enc)
     shape = (f"{source.clip.num_frames} frames {source.clip.width}x{source.clip.height} @ {source.rate()} -> "
              f"{yuv.num_frames} frames {yuv.width}x{yuv.height} @ {_fps(yuv)}")
     what = _what(source, enc, part.out, args.video_only)

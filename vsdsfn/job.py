@@ -1,0 +1,249 @@
+"""``vsdsfn.render``: a video (or a VapourSynth script) to an output file, on this
+machine or on a Ray cluster, where chunks of output frames are rendered by workers,
+kept beside OUTPUT for a resume, and joined without re-encoding.
+
+The command line parses its flags and calls this; :mod:`vsdsfn.plan` cuts the frames,
+:mod:`vsdsfn.store` keeps finished chunks, :mod:`vsdsfn.chunks` renders and joins them,
+:mod:`vsdsfn.cluster` runs them on Ray.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from . import __version__, encode, options
+from .chunks import Job, is_script, join_encoded, join_y4m
+from .cluster import Progress, connect, held_signals, render_chunks, workers
+from .partial import Partial
+from .plan import MAX_CHUNK, chunks, default_size
+from .source import VideoError
+from .store import Store, identity
+
+__all__ = ["render", "add_arguments", "check_cli", "run_cli"]
+
+log = logging.getLogger("vsdsfn")
+
+#: command-line settings that do not change a frame (left out of a job's settings)
+_NOT_SETTINGS = ("input", "output", "sample", "quiet", "verbose", "workers", "ray", "chunk", "worker_cpus")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The command line's flags for rendering on a Ray cluster."""
+    g = parser.add_argument_group("many GPUs or machines (needs the ray extra: pip install 'vsdsfn[ray]')")
+    g.add_argument("--workers", type=int, metavar="N",
+                   help="render on a local Ray cluster of N workers, started and stopped here (with --ray: N "
+                        "workers on that cluster; default there: one per GPU, else one per --worker-cpus CPUs)")
+    g.add_argument("--ray", metavar="ADDRESS",
+                   help="render on the running Ray cluster at ADDRESS (HOST:PORT of its head, or auto: "
+                        "$RAY_ADDRESS); INPUT must be at the same path on every node")
+    g.add_argument("--chunk", type=int, metavar="N",
+                   help="output frames per chunk, exactly (default: about 300, cut where no work is repeated; fewer "
+                        "where raw .y4m frames are large)")
+    g.add_argument("--worker-cpus", type=int, default=1, metavar="N",
+                   help="CPUs each worker asks of Ray (default 1; on clusters with GPUs it also asks one GPU)")
+
+
+def check_cli(args: argparse.Namespace, src: Path) -> bool:
+    """Refuse what does not fit together; True where the job runs on a cluster."""
+    from .cli import _parser
+
+    if is_script(src):
+        defaults = _parser()
+        names = [(o.name, o.flag) for o in options.OPTIONS if o.flag]
+        names += [(n, "--" + n.replace("_", "-")) for n in ("factor", "fps", "matrix", "pix_fmt")]
+        given = [flag for name, flag in names if getattr(args, name) != defaults.get_default(name)]
+        if given:
+            raise VideoError(f"{', '.join(given)} cannot be used with a script: its output is rendered as it is; "
+                             "set them in the script (e.g. in its vsdsfn.upscale call)")
+        args.video_only = True   # a script's output is a video node: there are no other streams to copy
+    cluster = bool(args.workers or args.ray)
+    for flag, value in (("--workers", args.workers), ("--chunk", args.chunk), ("--worker-cpus", args.worker_cpus)):
+        if value is not None and not 1 <= value <= MAX_CHUNK:
+            raise VideoError(f"{flag} must be in [1, {MAX_CHUNK}]; e.g. {flag} 2")
+    if not cluster and (args.chunk or args.worker_cpus != 1):
+        raise VideoError("--chunk and --worker-cpus are for rendering on a cluster; add --workers N or --ray ADDRESS")
+    return cluster
+
+
+def _job(args: argparse.Namespace, src: Path, out: Path) -> Job:
+    settings = {k: v for k, v in sorted(vars(args).items()) if k not in _NOT_SETTINGS}
+    return Job(input=str(src.absolute()), args=settings, suffix=out.suffix)   # as spelled: the path on every node
+
+
+def _key(job: Job, src: Path, info: dict[str, Any], size: int) -> dict[str, Any]:
+    """Everything the kept chunks depend on."""
+    weights = job.args.get("weights")
+    return {"vsdsfn": __version__, "job": job.settings(), "input": identity(src), "frames": info["frames"],
+            "chunk": size, "encoding": dataclasses.asdict(info["enc"]),
+            "weights": identity(Path(weights)) if weights and Path(weights).is_file() else weights}
+
+
+def run_cli(args: argparse.Namespace, src: Path, part: Partial, tools: Any, user_args: list[str]) -> None:
+    """Render ``src`` into ``part`` on a Ray cluster (``--workers`` / ``--ray``): chunks
+    rendered and kept beside the output, then joined."""
+    mkvmerge = shutil.which("mkvmerge")
+    if tools.ffmpeg and mkvmerge is None:
+        raise VideoError(f"joining {part.out.suffix} chunks needs mkvmerge on PATH; install mkvtoolnix (e.g. "
+                         "apt-get install mkvtoolnix), or write .y4m")
+    _distributed(args, src, part, _Writer(tools.ffmpeg, mkvmerge, user_args))
+
+
+@dataclass(frozen=True)
+class _Writer:
+    """The driver's tools and the user's encoder options."""
+
+    ffmpeg: str | None
+    mkvmerge: str | None
+    user_args: list[str]
+
+
+def _distributed(args: argparse.Namespace, src: Path, part: Partial, writer: _Writer) -> None:
+    from .cli import _say, _what
+
+    job = _job(args, src, part.out)
+    laps = _Laps()
+    with connect(args.ray, (args.workers or 1) * args.worker_cpus) as ray, held_signals() as check:
+        laps("cluster")
+        with workers(ray, job, args.workers, args.worker_cpus, check) as pool:
+            laps("workers")
+            info = _agreed([i for _, i in pool])
+            _check_output(args, info, part, writer)
+            size = args.chunk or default_size(info["frame_bytes"], job.raw)
+            plan = chunks(info["frames"], size, () if args.chunk else info["prefer"])   # --chunk N: exactly N
+            store = Store(part.out, _key(job, src, info, size), plan, ".y4m" if job.raw else ".mkv")
+            try:
+                todo = store.open()
+                _say(args, _announce(src, info, len(plan), len(todo), len(pool)))
+                progress = Progress(info["frames"], sum(c.frames for c in plan) - sum(c.frames for c in todo),
+                                    args.quiet)
+                render_chunks(ray, [a for a, _ in pool], todo, _keep(store), progress, check)
+            except BaseException:
+                store.close()
+                raise
+            laps("chunks")
+    laps("stop")
+    _finish(store, info, part, writer, args)
+    laps("join")
+    log.info("%d chunks rendered; seconds: %s", len(todo), ", ".join(f"{k} {v:.2f}" for k, v in laps.seconds.items()),
+             extra={"vsdsfn_timings": {**laps.seconds, "chunks_rendered": len(todo), "frames": progress.rendered}})
+    wall = sum(laps.seconds.values())
+    _say(args, f"wrote {part.out} ({_what(info['source'], info['enc'], part.out, args.video_only)}): "
+               f"{info['frames']} frames in {wall:.1f} s ({progress.rendered / wall if wall > 0 else 0:.2f} output "
+               "frames/s rendered)")
+
+
+def _agreed(infos: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the workers said of the job, where they all say the same."""
+    for key in ("frames", "width", "height", "fps", "enc"):
+        seen = {repr(i[key]): i["host"] for i in infos}
+        if len(seen) > 1:
+            raise VideoError(f"the nodes disagree on the job's {key}: " + "; ".join(f"{h}: {v}" for v, h in seen.items())
+                             + "; install the same vsdsfn, VapourSynth and ffmpeg on every node (or name the "
+                             "encoder with --ffmpeg-args \"-c:v ENCODER\")")
+    return infos[0]
+
+
+def _check_output(args: argparse.Namespace, info: dict[str, Any], part: Partial, writer: _Writer) -> None:
+    """What the single-process command checks before the work: the encoder options, and
+    that OUTPUT's container holds the input's other streams."""
+    if writer.ffmpeg:
+        encode.check_encoding(writer.ffmpeg, info["enc"], info["source"].colour, writer.user_args, part.scratch())
+        if not args.video_only:
+            encode.check_streams(writer.ffmpeg, info["source"], part.out.suffix, part.scratch())
+
+
+def _keep(store: Store):
+    def keep(chunk, result) -> None:
+        data, durations = result
+        store.add(chunk, data, durations=durations)
+
+    return keep
+
+
+class _Laps:
+    """Seconds spent in each phase of a job: ``laps("name")`` ends the phase so named."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name], self._last = now - self._last, now
+
+
+def _announce(src: Path, info: dict[str, Any], chunks: int, todo: int, workers: int) -> str:
+    kept = chunks - todo
+    return (f"{src.name}: {info['frames']} output frames {info['width']}x{info['height']} in {chunks} chunks on "
+            f"{workers} workers; rendering {todo}" + (f" ({kept} kept from an earlier run)" if kept else ""))
+
+
+def _times(store: Store, info: dict[str, Any]) -> list[Fraction]:
+    """Each output frame's start (seconds): the workers' durations, or the constant rate."""
+    durations = [Fraction(*d) for c in store.chunks for d in (store.done[c.index].get("durations") or [])]
+    if not durations:
+        fps = Fraction(*info["fps"])
+        return [i / fps for i in range(info["frames"])]
+    times = [Fraction(0)]
+    for d in durations[:-1]:
+        times.append(times[-1] + d)
+    return times
+
+
+def _finish(store: Store, info: dict[str, Any], part: Partial, writer: _Writer, args: argparse.Namespace) -> None:
+    """Join the kept chunks into ``part`` (the input's other streams muxed in, as the
+    single-process command does), then remove the chunk folder."""
+    try:
+        files = list(store.files())
+        if writer.ffmpeg is None:
+            join_y4m(files, info["frames"], part.file)
+        else:
+            joined = part.scratch() / "joined.mkv"
+            join_encoded(files, _times(store, info), joined, writer.mkvmerge, exact=not info["source"].vfr)
+            part.file.close()
+            encode.mux(writer.ffmpeg, joined, info["source"], part.path, keep=not args.video_only,
+                       trim=args.frames is not None)
+    except BaseException:
+        store.close()
+        raise
+    store.remove()
+
+
+def render(input: str | os.PathLike | None = None, output: str | os.PathLike | None = None, *,
+           workers: int | None = None, ray: str | None = None, chunk: int | None = None, worker_cpus: int = 1,
+           factor: tuple[int, int] | None = None, fps: tuple[int, int] | None = None, frames: int | None = None,
+           matrix: str | None = None, pix_fmt: str | None = None, ffmpeg_args: str = "", video_only: bool = False,
+           quiet: bool = True, **upscale_options: Any) -> Path:
+    """Render ``input`` (a video, or a ``.vpy`` script rendered as it is; None: the
+    shipped sample) to ``output`` (``.y4m``, or any format ffmpeg writes, the input's
+    audio and other streams copied in) and return its path: on this machine, or with
+    ``workers`` / ``ray`` on a Ray cluster (a connection this process already has to one
+    is used as it is). The keywords are the command line's flags (``vsdsfn --help``);
+    raises :class:`vsdsfn.source.VideoError` with the fix when something is wrong.
+
+    >>> import vsdsfn
+    >>> vsdsfn.render("in.mkv", "out.mkv", workers=2, factor=(5, 2))   # doctest: +SKIP
+    PosixPath('out.mkv')
+    """
+    from . import cli
+
+    unknown = set(upscale_options) - set(options.NAMES)
+    if unknown:
+        raise VideoError(options.unknown(unknown))
+    args = cli._parser().parse_args([])
+    vars(args).update(input=None if input is None else os.fspath(input), sample=input is None,
+                      output=None if output is None else os.fspath(output), workers=workers, ray=ray, chunk=chunk,
+                      worker_cpus=worker_cpus, factor=factor, fps=fps, frames=frames, matrix=matrix,
+                      pix_fmt=pix_fmt, ffmpeg_args=ffmpeg_args, video_only=video_only, quiet=quiet, **upscale_options)
+    out = cli._paths(args)[1]
+    cli.run(args)
+    return out
