@@ -22,7 +22,7 @@ from bench import benchmark, engine_cuda, profile_cuda  # noqa: E402
 from conftest import ROOT, tiny_model  # noqa: E402
 from bench.common import (JSON_KEYS, ROW_KEYS, merge_json_rows, peak_rss_mb, result_row,  # noqa: E402
                           texture_frames)
-from vsdsfn.engine import Engine  # noqa: E402
+from vsdsfn.engine import DEFAULT_TILE_OVERLAP, Engine  # noqa: E402
 from training.mvbaseline import frames_from_clip, spline36_then_flowfps  # noqa: E402
 from training.flowfps import available, clip_from_frames  # noqa: E402
 
@@ -199,12 +199,13 @@ def test_gpu_script_without_vapoursynth_or_budget(tmp_path):
 
 
 def test_smallest_tile_is_the_engines():
-    """The CPU comparison's tile is the smallest the engine accepts (one multiple less is refused)."""
+    """The CPU comparison's tile is the smallest the engine accepts with tile_overlap 192
+    (one multiple less is refused)."""
     net = tiny_model()
     t = engine_cuda.smallest_tile(net)
-    assert Engine(net, device="cpu", tile=t).tile == (t, t)
+    assert Engine(net, device="cpu", tile=t, tile_overlap=DEFAULT_TILE_OVERLAP).tile == (t, t)
     with pytest.raises(ValueError, match="too small"):
-        Engine(net, device="cpu", tile=t - net.multiple_for(net.config.st_scale))
+        Engine(net, device="cpu", tile=t - net.multiple_for(net.config.st_scale), tile_overlap=DEFAULT_TILE_OVERLAP)
 
 
 def test_profile_on_cpu_writes_the_summary(tiny_weights, tmp_path):
