@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from .common import backwarp, bicubic_up2, conv
+from .common import backwarp, bicubic_up2, conv, conv_input
 from .espcn import ESPCN
 
 __all__ = ["MultiFrameSR", "pair_flows", "replicate_window"]
@@ -122,12 +122,12 @@ class MultiFrameSR(nn.Module):
     def _aligned(self, centre: torch.Tensor, centre_feat: torch.Tensor, frame: torch.Tensor,
                  flow: torch.Tensor) -> list[torch.Tensor]:
         feat = self.encode(frame)
-        first = backwarp(torch.cat((feat, frame), 1), flow)
-        delta = self.align(torch.cat((centre_feat, first[:, :-3], first[:, -3:] - centre, flow.to(centre.dtype)), 1))
+        # each input built in one copy in the convolution's dtype and layout (conv_input)
+        delta = self.align(conv_input([centre_feat, backwarp(feat, flow), backwarp(frame, flow) - centre, flow],
+                                      self.align))
         refined = flow.float() + delta[:, :2].float()
         confidence = torch.sigmoid(delta[:, 2:3])
-        warped = backwarp(torch.cat((feat, frame), 1), refined)
-        return [warped * confidence, confidence]
+        return [backwarp(feat, refined) * confidence, backwarp(frame, refined) * confidence, confidence]
 
     def forward(self, frames: torch.Tensor, flows: torch.Tensor | None = None) -> torch.Tensor:
         if frames.dim() == 4:
@@ -142,5 +142,5 @@ class MultiFrameSR(nn.Module):
         neighbours = [i for i in range(2 * r + 1) if i != r]
         for j, i in enumerate(neighbours):
             parts += self._aligned(centre, centre_feat, frames[:, i], flows[:, j])
-        residual = self.single.tail(body) + self.tail(self.fuse(torch.cat(parts, 1)))
+        residual = self.single.tail(body) + self.tail(self.fuse(conv_input(parts, self.fuse)))
         return bicubic_up2(centre) + self.single.shuffle(residual)
