@@ -31,6 +31,7 @@ import torch
 
 from . import allocator, options
 from .nets import DSFN
+from .nets.multiframe import replicate_window
 from .nets.common import GridCache, grid_cache
 from .precision import autocast, choose as choose_precision
 from .tiling import (MAX_OVERHEAD, aligned, fallback, fitting_overlap, parse_tile, plan_tiles, smallest_fair_tile,
@@ -530,9 +531,10 @@ class Engine:
             self._cache.popitem(last=False)
         return out
 
-    def _window_tensors(self, frames, keys, window: tuple[int | None, ...], uploads: dict[int, torch.Tensor]):
+    def _window_tensors(self, frames, keys, window: tuple[int | None, ...], uploads: dict):
         """A frame's padded tensor and, for a multi-frame M_S, its window (replicated where
-        it has no neighbour) and the flows from it to its neighbours; None otherwise."""
+        it has no neighbour) and the flows from it to its neighbours; None otherwise.
+        ``uploads``: this call's padded frames by index (and, without keys, its flows)."""
         r = self.radius
         for w in window:
             if w is not None and w not in uploads:
@@ -540,32 +542,27 @@ class Engine:
         lr = uploads[window[r]]
         if not r:
             return lr, None, None
-        filled = list(window)    # a missing neighbour repeats the one nearer the centre
-        for d in range(r - 1, -1, -1):
-            filled[d] = filled[d] if filled[d] is not None else filled[d + 1]
-        for d in range(r + 1, 2 * r + 1):
-            filled[d] = filled[d] if filled[d] is not None else filled[d - 1]
+        filled, real = replicate_window(window)   # a missing neighbour repeats the one nearer the centre
         tensors = torch.stack([uploads[w] for w in filled], 1)
-        real = torch.tensor([[w is not None for w in window]])
-        flows = self.model.window_flows(tensors, real, lambda a, b: self._step_flow(filled, keys, uploads, a, b))
+        flows = self.model.window_flows(tensors, torch.tensor([real]),
+                                        lambda a, b: self._step_flow(filled, keys, uploads, a, b))
         return lr, tensors, flows
 
     def _step_flow(self, filled, keys, uploads, a: int, b: int) -> torch.Tensor:
         """The flow from window entry ``a`` to the adjacent entry ``b``: one M_T estimate per
-        pair of frames, both directions kept (by the frames' keys)."""
+        pair of frames, both directions kept (by the frames' keys; without keys, for this
+        call only)."""
         ia, ib = filled[a], filled[b]
         if ia == ib:
             return torch.zeros_like(uploads[ia][:, :2], dtype=torch.float32)
         lo, hi = min(ia, ib), max(ia, ib)
-        key = None if keys is None else (keys[lo], keys[hi])
-        both = self._flows.get(key) if key is not None else None
+        cache, key = (self._flows, (keys[lo], keys[hi])) if keys is not None else (uploads, ("flows", lo, hi))
+        both = cache.get(key)
         if both is None:
-            both = self._call("flows", self._layout(uploads[lo]), self._layout(uploads[hi]))
+            both = cache[key] = self._call("flows", self._layout(uploads[lo]), self._layout(uploads[hi]))
             self.stats["flows"] += 1
-            if key is not None:
-                self._flows[key] = both
-                while len(self._flows) > self.spatial_cache:
-                    self._flows.popitem(last=False)
+            while len(self._flows) > self.spatial_cache:
+                self._flows.popitem(last=False)
         return both[0] if ia == lo else both[1]
 
     # ------------------------------------------------------------------ public API
