@@ -6,7 +6,7 @@ from pathlib import Path
 from setuptools import setup
 
 HERE = Path(__file__).resolve().parent
-VERSION = re.search(r'^__version__ = "([^"]+)"', (HERE / "vsdsfn" / "__init__.py").read_text(), re.M).group(1)
+VERSION = re.search(r'^__version__ = "([^"]+)"', (HERE / "vsdsfn" / "_version.py").read_text(), re.M).group(1)
 
 setup(
     name="vsdsfn",

@@ -123,7 +123,7 @@ def test_cli_in_process_and_errors(tmp_path, tiny_weights, monkeypatch, capsys):
     _fails(capsys, ["--sample", "--frames", "2", "--scene-threshold", "3", "-o", "x.y4m"],
            "--scene-threshold must be a number in (0, 1], not 3.0; e.g. --scene-threshold 0.1")
     _fails(capsys, ["--sample", "--frames", "2", "--device", "gpu", "-o", "x.y4m"], "unknown device 'gpu'")
-    monkeypatch.setattr(cli.shutil, "which", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
     _fails(capsys, ["--sample", "-o", "x.mkv"], "needs ffmpeg")
     with pytest.raises(SystemExit):
         cli.main(["--sample", "--bogus"])
@@ -145,10 +145,10 @@ def _fails(capsys, argv: list[str], *words: str) -> None:
 def test_cli_bad_paths_fail_before_any_work(tmp_path, monkeypatch, capsys):
     """Unwritable, missing-folder or folder outputs and missing, non-file or unreadable inputs:
     one error line, exit 1, nothing written, and nothing read or computed first."""
-    from vsdsfn import cli
+    from vsdsfn import local
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(cli, "_write", lambda *a: pytest.fail("the work started"))
+    monkeypatch.setattr(local, "write", lambda *a: pytest.fail("the work started"))
     _fails(capsys, ["--sample", "-o", "/proc/x.y4m"], "cannot create the output '/proc/x.y4m'")
     _fails(capsys, ["--sample", "-o", str(tmp_path / "no" / "x.y4m")], "does not exist; create it")
     _fails(capsys, ["--sample", "-o", str(tmp_path)], "is a folder")
@@ -159,7 +159,7 @@ def test_cli_bad_paths_fail_before_any_work(tmp_path, monkeypatch, capsys):
     locked.write_bytes(b"")
     locked.chmod(0)
     if os.geteuid() == 0:  # root reads any file: play a user who may not
-        monkeypatch.setattr(cli.os, "access", lambda path, mode: False)
+        monkeypatch.setattr(os, "access", lambda path, mode: False)
     _fails(capsys, [str(locked), "-o", "x.y4m"], "is not readable")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["locked.y4m"]
 
@@ -193,7 +193,7 @@ def test_cli_failing_later_removes_the_output(tmp_path, tiny_weights, monkeypatc
     fake.write_text("#!/bin/sh\necho fake ffmpeg gives up >&2\nexit 3\n")
     fake.chmod(0o755)
     with monkeypatch.context() as m:
-        m.setattr(cli.shutil, "which", lambda name: str(fake))
+        m.setattr(shutil, "which", lambda name: str(fake))
         _fails(capsys, ["--sample", "--frames", "2", "--weights", str(tiny_weights), "-q", "-o", "c.mkv"], "ffmpeg")
     real = flt.upscale
 

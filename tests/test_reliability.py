@@ -250,11 +250,11 @@ def test_cli_errors_name_flags(tmp_path, monkeypatch, capsys):
 
 
 def test_progress_gives_no_eta_before_the_first_frame(monkeypatch):
-    from vsdsfn import cli
+    from vsdsfn import local
 
     err = io.StringIO()
-    monkeypatch.setattr(cli.sys, "stderr", err)
-    update = cli._progress(False, 10)
+    monkeypatch.setattr(local.sys, "stderr", err)
+    update = local._progress(False, 10)
     update(0, 10)
     update(10, 10)
     first, last = err.getvalue().splitlines()

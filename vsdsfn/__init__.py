@@ -10,7 +10,7 @@
 
 import logging
 
-__version__ = "1.5.0"
+from ._version import __version__
 
 # a library's convention: records go where the application sends them (the command line
 # shows them on stderr); nothing is printed by default

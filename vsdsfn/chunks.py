@@ -28,13 +28,13 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from . import encode
-from .colour import Colour
+from . import encode, options
+from .colour import MATRIX_NAMES, Colour
 from .encode import PIX_FMTS
-from .source import Source, VideoError, reason
+from .source import Source, VideoError, open_source, reason
 
-__all__ = ["Job", "Worker", "ChunkError", "script_node", "script_source", "pix_fmt_of", "y4m_rate", "join_y4m",
-           "join_encoded"]
+__all__ = ["Job", "Worker", "ChunkError", "open_job", "pipeline", "rate_options", "script_node", "script_source",
+           "pix_fmt_of", "y4m_rate", "join_y4m", "join_encoded"]
 
 SCRIPT_SUFFIXES = (".vpy",)
 
@@ -115,6 +115,46 @@ def pix_fmt_of(node) -> str | None:
     return next((k for k, v in PIX_FMTS.items() if v == node.format.name), None)
 
 
+def open_job(args: argparse.Namespace, src: Path, suffix: str, ffmpeg: str | None, user_args: list[str]):
+    """The source (a video, or a script's output) and the encoding of an output ending in
+    ``suffix``."""
+    if is_script(src):
+        source = script_source(src, args.frames)
+        pix_fmt = pix_fmt_of(source.clip)
+    else:
+        source = open_source(src, args.frames, MATRIX_NAMES[args.matrix] if args.matrix else None)
+        pix_fmt = args.pix_fmt
+    available = encode.encoders(ffmpeg) if ffmpeg else frozenset()
+    return source, encode.choose(suffix, source.depth, pix_fmt, user_args, available)
+
+
+def pipeline(args: argparse.Namespace, source: Source, enc: encode.Encoding):
+    """The clip to write: the source upscaled and converted to ``enc``'s pixel format, or a
+    script's output as it is."""
+    import vapoursynth as vs
+
+    from .filter import upscale
+
+    if is_script(source.path):
+        return source.clip
+    try:
+        up = upscale(source.rgb(), **{o.name: getattr(args, o.name) for o in options.OPTIONS if o.flag},
+                     **rate_options(args))
+    except vs.Error as exc:
+        raise VideoError(str(exc)) from None
+    return source.colour.from_rgb(up, getattr(vs, encode.PIX_FMTS[enc.pix_fmt]))
+
+
+def rate_options(args: argparse.Namespace) -> dict[str, int | None]:
+    """upscale's factor_num/factor_den and fps_num/fps_den from --factor and --fps."""
+    out: dict[str, int | None] = {}
+    if args.factor:
+        out["factor_num"], out["factor_den"] = args.factor
+    if args.fps:
+        out["fps_num"], out["fps_den"] = args.fps
+    return out
+
+
 def _warnings_on_stderr() -> None:
     """vsdsfn's warnings on this process's stderr (Ray passes a worker's stderr on to the
     command that started the job), as the command line shows them."""
@@ -152,13 +192,10 @@ class Worker:
             if not torch.cuda.is_available():
                 raise ChunkError(f"node {self.host}: Ray gave this worker a GPU but PyTorch sees no CUDA device; "
                                  "install a CUDA build of PyTorch on that node, or render on CPUs with --device cpu")
-        from . import cli
-
         args = argparse.Namespace(**self.job.args)
         try:
-            self.source, self.enc = cli.open_job(args, src, self.job.suffix, self.ffmpeg,
-                                                 shlex.split(args.ffmpeg_args))
-            self.node = cli.pipeline(args, self.source, self.enc)
+            self.source, self.enc = open_job(args, src, self.job.suffix, self.ffmpeg, shlex.split(args.ffmpeg_args))
+            self.node = pipeline(args, self.source, self.enc)
         except VideoError as exc:
             raise ChunkError(f"node {self.host}: {exc}") from None
 

@@ -2,9 +2,10 @@
 machine or on a Ray cluster, where chunks of output frames are rendered by workers,
 kept beside OUTPUT for a resume, and joined without re-encoding.
 
-The command line parses its flags and calls this; :mod:`vsdsfn.plan` cuts the frames,
-:mod:`vsdsfn.store` keeps finished chunks, :mod:`vsdsfn.chunks` renders and joins them,
-:mod:`vsdsfn.cluster` runs them on Ray.
+The command line's flags are defined here (:func:`parser`); :mod:`vsdsfn.cli` parses
+them and calls :func:`run`. :mod:`vsdsfn.local` writes OUTPUT in this process;
+:mod:`vsdsfn.plan` cuts the frames, :mod:`vsdsfn.store` keeps finished chunks,
+:mod:`vsdsfn.chunks` renders and joins them, :mod:`vsdsfn.cluster` runs them on Ray.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import argparse
 import dataclasses
 import logging
 import os
+import shlex
 import shutil
 import time
 from dataclasses import dataclass
@@ -20,15 +22,19 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from . import __version__, encode, options
-from .chunks import Job, is_script, join_encoded, join_y4m
+from . import encode, local, options
+from ._version import __version__
+from .chunks import Job, is_script, join_encoded, join_y4m, rate_options
+from .colour import MATRIX_NAMES
 from .cluster import Progress, connect, held_signals, render_chunks, workers
 from .partial import Partial
 from .plan import MAX_CHUNK, chunks, default_size
 from .source import VideoError
 from .store import Store, identity
 
-__all__ = ["render", "add_arguments", "check_cli", "run_cli"]
+__all__ = ["render", "run", "parser", "SAMPLE"]
+
+SAMPLE = Path(__file__).resolve().parent / "data" / "sample.y4m"
 
 log = logging.getLogger("vsdsfn")
 
@@ -36,9 +42,118 @@ log = logging.getLogger("vsdsfn")
 _NOT_SETTINGS = ("input", "output", "sample", "quiet", "verbose", "workers", "ray", "chunk", "worker_cpus")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def parser() -> argparse.ArgumentParser:
+    """The command line's flags (also :func:`render`'s keywords and defaults); the upscale
+    flags, their defaults and help come from :mod:`vsdsfn.options`."""
+    p = argparse.ArgumentParser(
+        prog="vsdsfn",
+        description="Raise a video's frame rate and double its resolution with the Dual-Stream Fusion Network.",
+        epilog="Without INPUT (or with --sample) the small sample clip shipped with vsdsfn is used. "
+               "OUTPUT ending in .y4m is written directly; any other extension is encoded by ffmpeg.",
+    )
+    p.add_argument("input", nargs="?", help="input video (anything ffmpeg/bestsource reads)")
+    p.add_argument("-o", "--output", help="output file (.y4m, or .mkv/.mp4/... through ffmpeg); "
+                                          "default: INPUTNAME_2x.y4m in the current folder")
+    p.add_argument("--sample", action="store_true", help="use the shipped sample clip as INPUT")
+    g = p.add_argument_group("upscale options (see vsdsfn.upscale)")
+    for o in options.OPTIONS:
+        if o.flag is not None:
+            kind = ({"action": argparse.BooleanOptionalAction} if o.parse is bool
+                    else {"type": o.parse, "choices": o.choices or None})
+            shown = "" if o.default is None or o.default is False else " (default: %(default)s)"
+            g.add_argument(o.flag, dest=o.name, default=o.default, help=o.help + shown, **kind)
+    rate = p.add_argument_group("frame rate (default: twice the input's)")
+    rate.add_argument("--factor", type=_ratio, metavar="N[/D]",
+                      help="multiply the frame rate by N/D, e.g. 5/2 (upscale's factor_num/factor_den)")
+    rate.add_argument("--fps", type=_ratio, metavar="N[/D]",
+                      help="the output frame rate, e.g. 60000/1001 (upscale's fps_num/fps_den)")
+    io = p.add_argument_group("input/output")
+    io.add_argument("--frames", type=int, help="only the first N input frames")
+    io.add_argument("--matrix", choices=sorted(MATRIX_NAMES),
+                    help="YUV matrix of the input where the file names none (default: 709 for HD, 601 for SD)")
+    io.add_argument("--pix-fmt", choices=sorted(encode.PIX_FMTS),
+                    help="pixel format written (default: yuv420p for sources of up to 8 bits, else yuv420p10)")
+    io.add_argument("--ffmpeg-args", default="",
+                    help='extra ffmpeg options for the video encoder, e.g. "-c:v libx264 -crf 16" '
+                         "(default: H.264 for 8-bit sources, 10-bit HEVC or AV1 for deeper ones)")
+    io.add_argument("--video-only", action="store_true",
+                    help="write the video alone (default: the input's audio, subtitles and chapters are copied)")
+    _cluster_arguments(p)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress or summary")
+    p.add_argument("-v", "--verbose", action="store_true", help="log details (stderr)")
+    p.add_argument("--version", action="version", version=f"vsdsfn {__version__}")
+    return p
+
+
+def _ratio(text: str) -> tuple[int, int]:
+    """``"5/2"`` -> (5, 2), ``"60"`` -> (60, 1)."""
+    num, _, den = text.partition("/")
+    try:
+        return int(num), int(den or 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or N/D (e.g. 5/2 or 60000/1001), not {text!r}") from None
+
+
+def _paths(args: argparse.Namespace) -> tuple[Path, Path]:
+    """The input and the output file, checked before any work (nothing is created here)."""
+    if args.input and args.sample:
+        raise VideoError("give either INPUT or --sample, not both")
+    src = Path(args.input) if args.input else SAMPLE
+    if not src.is_file():
+        raise VideoError(f"input {str(src)!r} does not exist or is not a file; check the path")
+    if not os.access(src, os.R_OK):
+        raise VideoError(f"input {str(src)!r} is not readable; check its permissions")
+    out = Path(args.output) if args.output else Path.cwd() / f"{src.stem}_2x.y4m"
+    if out.is_dir():
+        raise VideoError(f"output {str(out)!r} is a folder; give a file name, e.g. -o {out / f'{src.stem}_2x.y4m'}")
+    if not out.suffix:
+        raise VideoError(f"output {str(out)!r} has no extension to choose its format by; add one, e.g. "
+                       f"-o {out}.mkv (or .y4m)")
+    if not out.parent.is_dir():
+        raise VideoError(f"the output's folder {str(out.parent)!r} does not exist; create it or choose another -o")
+    if out.exists() and os.path.samefile(out, src):
+        raise VideoError("the output is the input (or a link to it); choose another -o")
+    if out.exists() and not out.is_file():
+        raise VideoError(f"output {str(out)!r} exists and is not a regular file; choose another -o")
+    return src, out
+
+
+def _ffmpeg_args(args: argparse.Namespace) -> list[str]:
+    try:
+        return shlex.split(args.ffmpeg_args)
+    except ValueError as exc:
+        raise VideoError(f"--ffmpeg-args {args.ffmpeg_args!r} cannot be split into options ({exc}); "
+                         "balance its quotes, e.g. --ffmpeg-args \"-crf 18 -preset slow\"") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check the paths and options, then write OUTPUT through a
+    :class:`vsdsfn.partial.Partial` file, renamed over OUTPUT when complete and removed
+    when anything fails or a signal stops us."""
+    src, out = _paths(args)
+    user_args = _ffmpeg_args(args)
+    tools = local.tools_for(out)
+    if args.frames is not None and args.frames < 1:
+        raise VideoError("--frames must be at least 1; e.g. --frames 10")
+    try:
+        options.check({**vars(args), **rate_options(args)})
+    except ValueError as exc:
+        raise VideoError(str(exc)) from None
+    write = _run_cluster if _check(args, src) else local.write   # --workers / --ray: on a Ray cluster
+    try:
+        part = Partial(out)
+    except OSError as exc:
+        raise VideoError(f"cannot create the output {str(out)!r} ({exc.strerror}); "
+                         "choose a path in a folder you can write to") from None
+    with part:
+        write(args, src, part, tools, user_args)
+        part.commit()
+    return 0
+
+
+def _cluster_arguments(p: argparse.ArgumentParser) -> None:
     """The command line's flags for rendering on a Ray cluster."""
-    g = parser.add_argument_group("many GPUs or machines (needs the ray extra: pip install 'vsdsfn[ray]')")
+    g = p.add_argument_group("many GPUs or machines (needs the ray extra: pip install 'vsdsfn[ray]')")
     g.add_argument("--workers", type=int, metavar="N",
                    help="render on a local Ray cluster of N workers, started and stopped here (with --ray: N "
                         "workers on that cluster; default there: one per GPU, else one per --worker-cpus CPUs)")
@@ -52,12 +167,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="CPUs each worker asks of Ray (default 1; on clusters with GPUs it also asks one GPU)")
 
 
-def check_cli(args: argparse.Namespace, src: Path) -> bool:
+def _check(args: argparse.Namespace, src: Path) -> bool:
     """Refuse what does not fit together; True where the job runs on a cluster."""
-    from .cli import _parser
-
     if is_script(src):
-        defaults = _parser()
+        defaults = parser()
         names = [(o.name, o.flag) for o in options.OPTIONS if o.flag]
         names += [(n, "--" + n.replace("_", "-")) for n in ("factor", "fps", "matrix", "pix_fmt")]
         given = [flag for name, flag in names if getattr(args, name) != defaults.get_default(name)]
@@ -87,7 +200,8 @@ def _key(job: Job, src: Path, info: dict[str, Any], size: int) -> dict[str, Any]
             "weights": identity(Path(weights)) if weights and Path(weights).is_file() else weights}
 
 
-def run_cli(args: argparse.Namespace, src: Path, part: Partial, tools: Any, user_args: list[str]) -> None:
+def _run_cluster(args: argparse.Namespace, src: Path, part: Partial, tools: local.Tools,
+                 user_args: list[str]) -> None:
     """Render ``src`` into ``part`` on a Ray cluster (``--workers`` / ``--ray``): chunks
     rendered and kept beside the output, then joined."""
     mkvmerge = shutil.which("mkvmerge")
@@ -107,8 +221,6 @@ class _Writer:
 
 
 def _distributed(args: argparse.Namespace, src: Path, part: Partial, writer: _Writer) -> None:
-    from .cli import _say, _what
-
     job = _job(args, src, part.out)
     laps = _Laps()
     with connect(args.ray, (args.workers or 1) * args.worker_cpus) as ray, held_signals() as check:
@@ -122,7 +234,7 @@ def _distributed(args: argparse.Namespace, src: Path, part: Partial, writer: _Wr
             store = Store(part.out, _key(job, src, info, size), plan, ".y4m" if job.raw else ".mkv")
             try:
                 todo = store.open()
-                _say(args, _announce(src, info, len(plan), len(todo), len(pool)))
+                local.say(args, _announce(src, info, len(plan), len(todo), len(pool)))
                 progress = Progress(info["frames"], sum(c.frames for c in plan) - sum(c.frames for c in todo),
                                     args.quiet)
                 render_chunks(ray, [a for a, _ in pool], todo, _keep(store), progress, check)
@@ -136,9 +248,9 @@ def _distributed(args: argparse.Namespace, src: Path, part: Partial, writer: _Wr
     log.info("%d chunks rendered; seconds: %s", len(todo), ", ".join(f"{k} {v:.2f}" for k, v in laps.seconds.items()),
              extra={"vsdsfn_timings": {**laps.seconds, "chunks_rendered": len(todo), "frames": progress.rendered}})
     wall = sum(laps.seconds.values())
-    _say(args, f"wrote {part.out} ({_what(info['source'], info['enc'], part.out, args.video_only)}): "
-               f"{info['frames']} frames in {wall:.1f} s ({progress.rendered / wall if wall > 0 else 0:.2f} output "
-               "frames/s rendered)")
+    local.say(args, f"wrote {part.out} ({local.what(info['source'], info['enc'], part.out, args.video_only)}): "
+                    f"{info['frames']} frames in {wall:.1f} s ({progress.rendered / wall if wall > 0 else 0:.2f} "
+                    "output frames/s rendered)")
 
 
 def _agreed(infos: list[dict[str, Any]]) -> dict[str, Any]:
@@ -234,16 +346,14 @@ def render(input: str | os.PathLike | None = None, output: str | os.PathLike | N
     >>> vsdsfn.render("in.mkv", "out.mkv", workers=2, factor=(5, 2))   # doctest: +SKIP
     PosixPath('out.mkv')
     """
-    from . import cli
-
     unknown = set(upscale_options) - set(options.NAMES)
     if unknown:
         raise VideoError(options.unknown(unknown))
-    args = cli._parser().parse_args([])
+    args = parser().parse_args([])
     vars(args).update(input=None if input is None else os.fspath(input), sample=input is None,
                       output=None if output is None else os.fspath(output), workers=workers, ray=ray, chunk=chunk,
                       worker_cpus=worker_cpus, factor=factor, fps=fps, frames=frames, matrix=matrix,
                       pix_fmt=pix_fmt, ffmpeg_args=ffmpeg_args, video_only=video_only, quiet=quiet, **upscale_options)
-    out = cli._paths(args)[1]
-    cli.run(args)
+    out = _paths(args)[1]
+    run(args)
     return out
