@@ -283,7 +283,7 @@ def _check_large_motion_pass(monkeypatch, model, ov: int, tol: float) -> None:
     fallen = eng.interpolate([pair])[0]
     assert eng._auto_tile is not None and eng.stats["tiles"] > 1
     asked = Engine(model, device="cpu", tile=eng._auto_tile, tile_overlap=eng.tile_overlap)
-    np.testing.assert_allclose(fallen, asked.interpolate([pair])[0], atol=1e-5)   # M_S tiled or not: rounding
+    np.testing.assert_allclose(fallen, asked.interpolate([pair])[0], atol=1e-4)   # M_S tiled or not: rounding
 
 
 def test_large_motion_pass_is_decided_once_per_frame(monkeypatch):
