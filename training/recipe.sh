@@ -43,10 +43,5 @@ wait "$two"; wait "$one"
 # fine-tuned on the config's triplets at t = 1/4 ... 3/4 and 1/2 (2 threads, about 17 minutes)
 run fusion_t fusion --init "$RUNS/fusion/best.pt" --set train.threads=2 --set train.amp=false \
   --set stages.fusion.lr=2e-4
-$PY -m training.export "$RUNS/fusion_t/best.pt" "$RUNS/single_frame.safetensors"
-# the multi-frame M_S on that file's M_S and frozen M_T (1 thread, about an hour; resumable)
-$PY -m training.multiframe --config training/configs/cpu.toml --data-root "$DATA" \
-  --init "$RUNS/single_frame.safetensors" --out "$RUNS/multiframe" --resume
-$PY -m training.multiframe --config training/configs/cpu.toml --init "$RUNS/single_frame.safetensors" \
-  --out "$RUNS/multiframe" --export models/dsfn_default.safetensors
+$PY -m training.export "$RUNS/fusion_t/best.pt" models/dsfn_default.safetensors
 $PY -m training.export "$RUNS/fusion1/best.pt" "$RUNS/one_mask.safetensors"
