@@ -235,3 +235,14 @@ def test_triplet_evaluation_gives_a_multiframe_model_the_outer_frames(monkeypatc
     trips = [Triplet(f"s:{i}", Seq(), (i, i + 1, i + 2), "s") for i in (0, 2, 4)]
     evaluate.evaluate(trips, net, mvtools=False, progress=False)
     assert seen == [(True, False), (False, False), (False, True)]   # frames i - 2, i + 4 where they exist
+
+
+def test_ts_stream_is_made_by_the_single_frame_network():
+    """T->S's low-res frame has no neighbours: the multi-frame M_S's own single-frame network
+    upscales it (not the multi-frame network on a replicated window)."""
+    net = tiny_model(config=TINY_MULTIFRAME)
+    a, b = (torch.from_numpy(_hwc(i, 64, 64)).permute(2, 0, 1)[None] for i in (0, 1))
+    with torch.no_grad():
+        out = net(a, b)
+        assert torch.equal(out["ts"], net.spatial.single(out["lt"]))
+        assert not torch.allclose(out["ts"], net.spatial(out["lt"]), atol=1e-4)
