@@ -491,6 +491,10 @@ class Engine:
         none (see :func:`windows`)."""
         n = len(frames)
         wins = windows(n, self.radius, links)
+        # a multi-frame M_S's result depends on its whole window: keyed by the window's keys
+        cache_keys = None if keys is None else [
+            keys[i] if not self.radius else tuple(None if w is None else keys[w] for w in win)
+            for i, win in enumerate(wins)]
         out: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * n
         todo: list[int] = []            # frames to compute (first occurrence of each key)
         same: dict[int, int] = {}       # later occurrence -> first occurrence
@@ -499,7 +503,7 @@ class Engine:
             if keys is None:
                 todo.append(i)
                 continue
-            key = keys[i] if not self.radius else tuple(None if w is None else keys[w] for w in wins[i])
+            key = cache_keys[i]
             if key in first:
                 same[i] = first[key]
                 continue
@@ -523,8 +527,7 @@ class Engine:
             out[i] = (lr, hr)
             self.stats["spatial"] += 1
             if keys is not None:
-                key = keys[i] if not self.radius else tuple(None if w is None else keys[w] for w in wins[i])
-                self._cache[key] = out[i]
+                self._cache[cache_keys[i]] = out[i]
         for i, i0 in same.items():
             out[i] = out[i0]
         while len(self._cache) > self.spatial_cache:
