@@ -4,13 +4,13 @@
         --init models/dsfn_default.safetensors --out runs/multiframe [--iters N] [--resume]
 
 The temporal backbone is frozen, so its flows are computed once: a pool of windows
-(L_{k-s}, L_k, L_{k+s}) at strides ``strides`` is cut from the config's training
-sequences (HR crops downscaled 2x as :func:`training.datasets.downscale` does), the
-flows from L_k to its neighbours (:func:`~vsdsfn.nets.multiframe.pair_flows`) are
-computed on each whole low-res crop and stored with it (``pool-*.pt`` in the run
-folder). Training samples are random sub-crops of the pool's interior with the eight
-flips/rotations (flows transformed with them), temporal reversal, and a share of
-windows without neighbours (what a clip's ends and scene cuts give). The single-frame
+L_{k-rs} .. L_{k+rs} (radius ``--radius``, strides ``strides``) is cut from the config's
+training sequences (HR crops downscaled 2x as :func:`training.datasets.downscale` does),
+the flows from L_k to its neighbours (:func:`build_pool`) are computed on each whole
+low-res crop and stored with it (``pool-*.pt`` in the run folder). Training samples are
+random sub-crops of the pool's interior with the eight flips/rotations (flows transformed
+with them), temporal reversal, and a share of windows cut short on one side or both
+(:func:`truncate`: what a clip's ends and scene cuts give). The single-frame
 part starts from ``--init``'s M_S and the network starts as that M_S; L1 loss, RAdam,
 cosine learning rate. Validation: the same kind of pool from the validation sequences,
 PSNR of the multi-frame output and of the single-frame M_S on the same crops; the best
@@ -34,13 +34,13 @@ import torch.nn.functional as F
 from dataclasses import replace
 
 from vsdsfn.nets import DSFN
-from vsdsfn.nets.multiframe import MultiFrameSR, pair_flows
+from vsdsfn.nets.multiframe import MultiFrameSR, chain_flows, pair_flows, replicate_window
 from vsdsfn.weights import load_model, save_model
 
 from .datasets import config_sequences, downscale
 from .train import load_checkpoint, save_checkpoint
 
-__all__ = ["build_pool", "transform", "MultiFrameTrainer", "export", "main"]
+__all__ = ["build_pool", "truncate", "transform", "MultiFrameTrainer", "export", "main"]
 
 log = logging.getLogger("vsdsfn.training")
 
@@ -50,36 +50,61 @@ def _frame(seq, i: int) -> torch.Tensor:
 
 
 def build_pool(sequences: list, rife, count: int, lr_size: int, strides: tuple[int, ...], seed: int,
-               central: bool = False) -> dict[str, torch.Tensor]:
-    """``count`` windows: ``lr`` (N, 3, 3, S, S), ``hr`` (N, 3, 2S, 2S) the centre's truth,
-    ``flows`` (N, 2, 2, S, S) from the centre to each neighbour; float16.
+               central: bool = False, radius: int = 1) -> dict[str, torch.Tensor]:
+    """``count`` windows of ``2 * radius + 1`` frames: ``lr`` (N, 2r+1, 3, S, S), ``hr``
+    (N, 3, 2S, 2S) the centre's truth, ``flows`` (N, 2r, 2, S, S) from the centre to each
+    neighbour (adjacent :func:`~vsdsfn.nets.multiframe.pair_flows` chained by
+    :func:`~vsdsfn.nets.multiframe.chain_flows`, as the engine computes them); float16.
     ``central``: deterministic central crops spread evenly over the sequences."""
     rng = np.random.default_rng(seed)
-    hr_size = 2 * lr_size
+    hr_size, r = 2 * lr_size, int(radius)
     lrs, hrs, flows = [], [], []
     usable = [min(seq.frame(0).shape[:2]) >= hr_size for seq in sequences]
     choices = [(si, s, k) for si, seq in enumerate(sequences) if usable[si] for s in strides
-               for k in range(s, len(seq) - s)]
+               for k in range(r * s, len(seq) - r * s)]
     picks = (np.linspace(0, len(choices) - 1, count).round().astype(int) if central
              else rng.choice(len(choices), count, replace=count > len(choices)))
     for n, c in enumerate(picks):
         si, s, k = choices[int(c)]
         seq = sequences[si]
-        frames = torch.stack([_frame(seq, k + d) for d in (-s, 0, s)])
+        frames = torch.stack([_frame(seq, k + d * s) for d in range(-r, r + 1)])
         h, w = frames.shape[-2:]
         y = (h - hr_size) // 2 if central else int(rng.integers(0, h - hr_size + 1))
         x = (w - hr_size) // 2 if central else int(rng.integers(0, w - hr_size + 1))
         frames = frames[..., y:y + hr_size, x:x + hr_size]
         lr = downscale(frames)
         with torch.no_grad():
-            _, prev = pair_flows(rife.estimate, lr[0:1], lr[1:2])
-            nxt, _ = pair_flows(rife.estimate, lr[1:2], lr[2:3])
+            pairs = {i: pair_flows(rife.estimate, lr[i:i + 1], lr[i + 1:i + 2]) for i in range(2 * r)}
+            window = chain_flows(lambda a, b: pairs[min(a, b)][0 if a < b else 1], r)
         lrs.append(lr.half())
-        hrs.append(frames[1].half())
-        flows.append(torch.cat((prev, nxt)).half())
+        hrs.append(frames[r].half())
+        flows.append(window[0].half())
         if n % 200 == 0:
             log.info("pool: %d / %d windows", n, count)
     return {"lr": torch.stack(lrs), "hr": torch.stack(hrs), "flows": torch.stack(flows)}
+
+
+def truncate(lr: torch.Tensor, flows: torch.Tensor, keep: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The window (2r+1, 3, H, W) and its flows (2r, 2, H, W) as a clip's end or a scene
+    cut leaves them: ``keep`` neighbours before and after the centre, the others repeating
+    the nearest kept frame with its flow (:func:`~vsdsfn.nets.multiframe.replicate_window`).
+
+    >>> lr = torch.arange(5.0).view(5, 1, 1, 1).expand(5, 3, 2, 2)
+    >>> fl = torch.arange(4.0).view(4, 1, 1, 1).expand(4, 2, 2, 2)
+    >>> a, b = truncate(lr, fl, (0, 1))
+    >>> a[:, 0, 0, 0].tolist(), b[:, 0, 0, 0].tolist()
+    ([2.0, 2.0, 2.0, 3.0, 3.0], [0.0, 0.0, 2.0, 2.0])
+    """
+    r = lr.shape[0] // 2
+    entries = [lr[i] if r - keep[0] <= i <= r + keep[1] else None for i in range(2 * r + 1)]
+    filled, real = replicate_window(entries)
+    full = torch.cat((flows[:r], flows.new_zeros(1, *flows.shape[1:]), flows[r:]))
+    fl = [full[i] for i in range(2 * r + 1)]
+    for i in range(r - 1, -1, -1):
+        fl[i] = fl[i] if real[i] else fl[i + 1]
+    for i in range(r + 1, 2 * r + 1):
+        fl[i] = fl[i] if real[i] else fl[i - 1]
+    return torch.stack(filled), torch.stack(fl[:r] + fl[r + 1:])
 
 
 def transform(lr: torch.Tensor, hr: torch.Tensor, flows: torch.Tensor, op: int, reverse: bool):
@@ -115,7 +140,8 @@ class MultiFrameTrainer:
         dsfn = load_model(args.init)
         self.rife = dsfn.temporal.eval()
         self.single_ref = dsfn.spatial.eval()
-        self.model_args = {**dsfn.config.spatial_args, "features": args.features, "fuse_layers": args.fuse_layers}
+        self.model_args = {**dsfn.config.spatial_args, "features": args.features, "fuse_layers": args.fuse_layers,
+                           "radius": args.radius}
         self.model = MultiFrameSR(**self.model_args)
         self.model.single.load_state_dict(dsfn.spatial.state_dict())
         self.opt = torch.optim.RAdam(self.model.parameters(), lr=args.lr)
@@ -126,13 +152,13 @@ class MultiFrameTrainer:
         self.val_pool = self._pool(cfg["data"]["val_sequences"], root, "val", args.val_pool, True)
 
     def _pool(self, entries: list, root: Path, name: str, count: int, central: bool) -> dict:
-        path = self.out / f"pool-{name}-{count}-{self.args.pool_size}-{'-'.join(map(str, self.args.strides))}.pt"
+        a = self.args
+        path = self.out / f"pool-{name}-{count}-{a.pool_size}-{'-'.join(map(str, a.strides))}-r{a.radius}.pt"
         if path.exists():
             return torch.load(path, weights_only=True)
         seqs = config_sequences(root, entries)
         t0 = time.time()
-        pool = build_pool(seqs, self.rife, count, self.args.pool_size, tuple(self.args.strides), 1 + central,
-                          central)
+        pool = build_pool(seqs, self.rife, count, a.pool_size, tuple(a.strides), 1 + central, central, a.radius)
         save_checkpoint(path, pool)
         log.info("%s pool: %d windows in %.0f s -> %s", name, count, time.time() - t0, path)
         return pool
@@ -154,10 +180,13 @@ class MultiFrameTrainer:
             hr = pool["hr"][i, :, 2 * y:2 * (y + size), 2 * x:2 * (x + size)].float()
             fl = pool["flows"][i, :, :, y:y + size, x:x + size].float()
             op = int(torch.randint(0, 8, (1,), generator=g))
-            rev, alone = (bool(v) for v in torch.rand(2, generator=g) < torch.tensor([0.5, a.alone]))
+            rev, cut = (bool(v) for v in torch.rand(2, generator=g) < torch.tensor([0.5, a.alone]))
             lr, hr, fl = transform(lr, hr, fl, op, rev)
-            if alone:
-                lr, fl = lr[1:2].expand(3, -1, -1, -1), torch.zeros_like(fl)
+            if cut:
+                r = lr.shape[0] // 2
+                keep = torch.randint(0, r, (2,), generator=g).tolist()
+                keep[int(torch.randint(0, 2, (1,), generator=g))] = int(torch.randint(0, r + 1, (1,), generator=g))
+                lr, fl = truncate(lr, fl, (keep[0], keep[1]))
             lrs.append(lr)
             hrs.append(hr)
             fls.append(fl)
@@ -253,7 +282,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--val-pool", type=int, default=160)
     p.add_argument("--pool-size", type=int, default=128, help="low-res size of the pool's crops")
     p.add_argument("--strides", type=int, nargs="+", default=[1, 2])
-    p.add_argument("--alone", type=float, default=0.1, help="share of windows without neighbours")
+    p.add_argument("--radius", type=int, default=1, help="neighbours on each side of the centre")
+    p.add_argument("--alone", type=float, default=0.1,
+                   help="share of windows cut short as at a clip's end or scene cut (at least one side)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--val-every", type=int, default=500)

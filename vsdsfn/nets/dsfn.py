@@ -11,8 +11,8 @@ from torch import nn
 
 from .espcn import ESPCN
 from .fusion import FusionUNet, Refine
-from .common import backwarp, pad_to, time_plane
-from .multiframe import MultiFrameSR, pair_flows, replicate_window
+from .common import pad_to, time_plane
+from .multiframe import MultiFrameSR, chain_flows, pair_flows, replicate_window
 from .rife import RIFE
 
 __all__ = ["DSFN", "DSFNConfig", "SPATIAL", "TEMPORAL", "flip_ensemble"]
@@ -278,27 +278,14 @@ class DSFN(nn.Module):
     def window_flows(self, window: torch.Tensor, real: torch.Tensor | None = None,
                      step: Callable[[int, int], torch.Tensor] | None = None) -> torch.Tensor:
         """The flows (B, 2r, 2, H, W) from each window's centre to its neighbours, computed
-        pair by pair outward from the centre and chained; ``real`` (B, 2r+1) bools: False
-        for a replicated neighbour, whose flow is zero (so is everything beyond it).
+        pair by pair outward from the centre and chained (:func:`chain_flows`, with ``real``).
         ``step(a, b)``: the flow from window entry ``a`` to the adjacent ``b`` (default
         :meth:`pair_flows` of the two in time order, as the engine caches them)."""
-        r = self.radius
-
         def in_order(a: int, b: int) -> torch.Tensor:
             both = self.pair_flows(window[:, min(a, b)], window[:, max(a, b)])
             return both[0] if a < b else both[1]
 
-        step = step or in_order
-        flows = []
-        for side in (-1, 1):
-            total = None
-            for d in range(1, r + 1):
-                step_flow = step(r + side * (d - 1), r + side * d)
-                total = step_flow if total is None else total + backwarp(step_flow, total)
-                if real is not None:
-                    total = total * real[:, r + side * d].view(-1, 1, 1, 1).to(total)
-                flows.append((side * d, total))
-        return torch.stack([f for _, f in sorted(flows, key=lambda e: e[0])], 1)
+        return chain_flows(step or in_order, self.radius, real)
 
     def upscale_pair(self, l0: torch.Tensor, l1: torch.Tensor, before: torch.Tensor | None = None,
                      after: torch.Tensor | None = None, *, ensemble: bool = False) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,15 +1,17 @@
 """M_S from several frames: L_k and its neighbours, aligned to L_k by flow and fused.
 
-A sliding window (L_{k-1}, L_k, L_{k+1}): each neighbour is aligned to L_k by a flow
-from the temporal backbone (:func:`pair_flows`: RIFE's flows to the middle of the pair,
-composed into the flow between the two frames), which a small network refines by a
+A sliding window L_{k-r} .. L_{k+r} (radius r >= 1): each neighbour is aligned to L_k by
+a flow from the temporal backbone (:func:`pair_flows`: RIFE's flows to the middle of a
+pair, composed into the flow between the two frames, chained over the window by
+:func:`chain_flows`), which a small network refines by a
 learned residual and weighs by a learned confidence (flow-guided alignment, as in
 BasicVSR++, without deformable groups). The aligned features and frames are fused with
 the single-frame network's features into a residual on top of its output, so the
 network starts as the single-frame :class:`~vsdsfn.nets.espcn.ESPCN` it wraps.
 
-At a clip's ends and scene cuts the missing neighbour is the frame itself with a zero
-flow (replicate): every output stays a pure function of its own window.
+At a clip's ends and scene cuts a missing neighbour repeats the nearest frame on the
+centre's side with its flow (the centre itself with a zero flow next to it): every
+output stays a pure function of its own window.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from torch import nn
 from .common import backwarp, bicubic_up2, conv, conv_input
 from .espcn import ESPCN
 
-__all__ = ["MultiFrameSR", "pair_flows", "replicate_window"]
+__all__ = ["MultiFrameSR", "chain_flows", "pair_flows", "replicate_window"]
 
 
 def pair_flows(estimate: Callable[..., tuple[torch.Tensor, torch.Tensor]], a: torch.Tensor,
@@ -55,6 +57,34 @@ def pair_flows(estimate: Callable[..., tuple[torch.Tensor, torch.Tensor]], a: to
     return moved(to_a), -moved(to_b)
 
 
+def chain_flows(step: Callable[[int, int], torch.Tensor], radius: int,
+                real: torch.Tensor | None = None) -> torch.Tensor:
+    """The flows (B, 2r, 2, H, W) from a window's centre (entry ``radius``) to each
+    neighbour in window order, chained outward from the adjacent ``step(a, b)`` flows
+    (from entry ``a`` to the adjacent ``b``); ``real`` (B, 2r+1) bools: False for a
+    replicated neighbour (:func:`replicate_window`), whose flow is that of the entry it
+    repeats (zero next to the centre).
+
+    >>> ones = lambda a, b: torch.full((1, 2, 4, 4), float(b - a))   # 1 px per step
+    >>> chain_flows(ones, 2)[0, :, 0, 0, 0].tolist()
+    [-2.0, -1.0, 1.0, 2.0]
+    >>> chain_flows(ones, 2, torch.tensor([[False, True, True, True, False]]))[0, :, 0, 0, 0].tolist()
+    [-1.0, -1.0, 1.0, 1.0]
+    """
+    r, flows = int(radius), []
+    for side in (-1, 1):
+        total = None
+        for d in range(1, r + 1):
+            step_flow = step(r + side * (d - 1), r + side * d)
+            chained = step_flow if total is None else total + backwarp(step_flow, total)
+            if real is not None:
+                keep = real[:, r + side * d].view(-1, 1, 1, 1).to(chained)
+                chained = chained * keep + (0 if total is None else total * (1 - keep))
+            total = chained
+            flows.append((side * d, total))
+    return torch.stack([f for _, f in sorted(flows, key=lambda e: e[0])], 1)
+
+
 def replicate_window(frames: Sequence[torch.Tensor | None]) -> tuple[list[torch.Tensor], list[bool]]:
     """Fill a window's missing neighbours (``None``: beyond the clip's ends or a scene
     cut) with the nearest frame on the centre's side; also which entries are real."""
@@ -72,7 +102,7 @@ class MultiFrameSR(nn.Module):
 
     ``forward(frames, flows)``: ``frames`` (B, 2r+1, 3, H, W), the centre at index r;
     ``flows`` (B, 2r, 2, H, W), the flow from the centre to each neighbour in window
-    order (zero for a replicated neighbour). ``forward(x)`` with a (B, 3, H, W) tensor
+    order (:func:`chain_flows`). ``forward(x)`` with a (B, 3, H, W) tensor
     runs the window made of ``x`` alone (what a frame without usable neighbours gets).
 
     >>> net = MultiFrameSR(channels=8, layers=2, features=8, fuse_layers=1)
