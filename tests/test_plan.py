@@ -35,6 +35,37 @@ def test_cuts_move_to_preferred_frames_within_a_quarter_chunk():
     assert [(c.start, c.stop) for c in far] == [(0, 300), (300, 600), (600, 900), (900, 1000)]
 
 
+def test_scene_changes_win_over_group_starts():
+    groups = list(range(2, 1000, 2))            # batch 1 at 2x: every other output frame
+    plan = chunks(1000, 300, prefer=groups, scenes=[251, 640, 980])
+    # 251 and 640 lie within 75 frames of 300 and 600; 900 has no scene near: a group start
+    assert [c.stop for c in plan] == [251, 640, 900, 1000]
+
+
+def test_cut_frames_find_the_scene_changes_upscale_finds():
+    vs = pytest.importorskip("vapoursynth")
+    from vsdsfn.chunks import cut_frames
+    from vsdsfn.schedule import Schedule
+
+    core = vs.core
+    shots = [core.std.BlankClip(format=vs.RGBS, width=64, height=48, length=n, color=c)
+             for n, c in ((41, [0.1, 0.2, 0.3]), (40, [0.9, 0.8, 0.1]), (9, [0.1, 0.1, 0.9]))]
+    clip = shots[0] + shots[1] + shots[2]        # cuts after source frames 40 and 80
+    s = Schedule(clip.num_frames, Fraction(5, 2), 1)
+    args = {"factor": (5, 2), "batch_size": 1, "scene_detect": True, "scene_threshold": 0.1}
+    groups, scenes = cut_frames(clip, s.length, args, size=100)
+    # nominal cuts at 100 and 200 (reach 25): the scenes start at output 103 (source 41) and 203 (source 81)
+    assert scenes == [s.first_output(41), s.first_output(81)] == [103, 203]
+    assert groups == [s.first_output(k) for k in range(1, clip.num_frames)]
+    assert [c.stop for c in chunks(s.length, 100, groups, scenes)] == [103, 203, s.length]
+    assert cut_frames(clip, s.length, {**args, "scene_detect": False}, size=100)[1] == []
+    # props mark cuts as well (scene_detect on: the frames are read near the nominal cuts)
+    marked = core.std.BlankClip(format=vs.RGBS, width=64, height=48, length=90).std.SetFrameProp(
+        "_SceneChangePrev", intval=0)
+    marked = marked[:60] + marked[60:61].std.SetFrameProp("_SceneChangePrev", intval=1) + marked[61:]
+    assert cut_frames(marked, s.length - 10, {**args, "scene_threshold": 1.0}, size=150)[1] == [s.first_output(60)]
+
+
 def test_default_chunk_length_bounds_raw_chunks():
     assert default_size(352 * 288 * 3, raw=True) == DEFAULT_CHUNK
     assert default_size(3840 * 2160 * 3, raw=True) * 3840 * 2160 * 3 <= 256 << 20

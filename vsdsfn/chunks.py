@@ -31,9 +31,10 @@ from typing import Any, BinaryIO
 from . import encode, options
 from .colour import MATRIX_NAMES, Colour
 from .encode import PIX_FMTS
+from .plan import default_size
 from .source import Source, VideoError, open_source, reason
 
-__all__ = ["Job", "Worker", "ChunkError", "open_job", "pipeline", "rate_options", "script_node", "script_source",
+__all__ = ["Job", "Worker", "ChunkError", "open_job", "pipeline", "rate_options", "script_node", "script_source", "cut_frames",
            "pix_fmt_of", "y4m_rate", "join_y4m", "join_encoded"]
 
 SCRIPT_SUFFIXES = (".vpy",)
@@ -201,15 +202,19 @@ class Worker:
 
     def prepare(self) -> dict[str, Any]:
         """Build the clip; what the driver plans and writes with: this node's name, the
-        output's length and frame size, the first output frames of the work groups (cheap
-        cuts), the source (without its clip) and the encoding."""
+        output's length and frame size, where chunk cuts cost least (:func:`cut_frames`;
+        none for a script or a given ``--chunk``), the source (without its clip) and the
+        encoding."""
         self._build()
         n = self.node
         frame_bytes = sum(n.format.bytes_per_sample * (n.width >> (p and n.format.subsampling_w)) *
                           (n.height >> (p and n.format.subsampling_h)) for p in range(n.format.num_planes))
-        prefer = [] if self.job.script else _group_starts(self.source.clip, n.num_frames, self.job.args)
+        prefer, scenes = [], []
+        if not self.job.script and not self.job.args.get("chunk"):   # --chunk N: exactly N
+            size = default_size(frame_bytes, self.job.raw)
+            prefer, scenes = cut_frames(self.source.rgb(), n.num_frames, self.job.args, size)
         return {"host": self.host, "frames": n.num_frames, "width": n.width, "height": n.height,
-                "fps": [n.fps_num, n.fps_den], "frame_bytes": frame_bytes, "prefer": prefer,
+                "fps": [n.fps_num, n.fps_den], "frame_bytes": frame_bytes, "prefer": prefer, "scenes": scenes,
                 "source": dataclasses.replace(self.source, clip=None), "enc": self.enc}
 
     def render(self, start: int, stop: int) -> tuple[bytes, list[tuple[int, int]] | None]:
@@ -244,9 +249,14 @@ def y4m_rate(frames: int, duration: Fraction) -> Fraction:
     return (Fraction(frames) / duration).limit_denominator(1001) if duration > 0 else Fraction(25)
 
 
-def _group_starts(clip, length: int, args: dict[str, Any]) -> list[int]:
-    """The first output frame of each work group (``batch_size`` source frames) of
-    ``upscale`` on ``clip``: a chunk cut there computes no group twice."""
+def cut_frames(clip, length: int, args: dict[str, Any], size: int) -> tuple[list[int], list[int]]:
+    """Where a chunk cut costs least, for ``upscale`` on the RGB ``clip`` with the job's
+    ``args`` and chunks of about ``size`` output frames: the first output frame of each
+    work group (``batch_size`` source frames: a cut there computes no group twice), and,
+    with ``scene_detect``, the first output frame of each new scene near a nominal cut
+    (:func:`vsdsfn.plan.chunks`' reach; cuts found as ``upscale`` finds them,
+    :func:`vsdsfn.filter.scene_cut`)."""
+    from .filter import planes, scene_cut
     from .schedule import Schedule
 
     if args.get("fps"):
@@ -256,7 +266,30 @@ def _group_starts(clip, length: int, args: dict[str, Any]) -> list[int]:
     batch = args.get("batch_size") or 1
     s = Schedule(clip.num_frames, factor, batch)
     firsts = (s.first_output(g * batch) for g in range(1, -(-clip.num_frames // batch)))
-    return [n for n in firsts if 0 < n < length]
+    groups = [n for n in firsts if 0 < n < length]
+    if not args.get("scene_detect"):
+        return groups, []
+    threshold, reach, seen = args.get("scene_threshold", 0.1), size // 4, {}
+
+    def frame(k: int):
+        if k not in seen:
+            if len(seen) > 64:
+                seen.clear()
+            f = clip.get_frame(k)
+            seen[k] = (f, planes(f))
+        return seen[k]
+
+    scenes = []
+    for nominal in range(size, length, size):
+        lo = s.position(max(0, nominal - reach))[0]
+        hi = s.position(min(length - 1, nominal + reach))[0]
+        for k in range(max(0, lo - 1), min(hi, clip.num_frames - 2) + 1):
+            first = s.first_output(k + 1)
+            if abs(first - nominal) <= reach:
+                (a, pa), (b, pb) = frame(k), frame(k + 1)
+                if scene_cut(a, b, pa, pb, threshold)[0]:
+                    scenes.append(first)
+    return groups, sorted(set(scenes))
 
 
 _XLENGTH = re.compile(rb" XLENGTH=\d+")

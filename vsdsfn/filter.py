@@ -22,7 +22,7 @@ from .engine import Engine, scene_score, select_device
 from .schedule import Schedule
 from .weights import WeightsError, load_model
 
-__all__ = ["upscale", "OPTIONS"]
+__all__ = ["upscale", "scene_cut", "planes", "OPTIONS"]
 
 log = logging.getLogger("vsdsfn")
 
@@ -80,6 +80,22 @@ class _Group:
     delivered: set[int] = field(default_factory=set)
 
 
+def scene_cut(a: vs.VideoFrame, b: vs.VideoFrame, pa: np.ndarray | None, pb: np.ndarray | None,
+              threshold: float | None) -> tuple[bool, float | None]:
+    """Whether ``upscale`` sees a scene cut between consecutive source frames ``a`` and
+    ``b``: by their props (``_SceneChangeNext`` on ``a``, ``_SceneChangePrev`` on ``b``),
+    or, where a ``threshold`` is given (``scene_detect``), by the detector's score on their
+    planar RGB arrays ``pa``, ``pb`` above it; and that score (None without a threshold)."""
+    c = bool(a.props.get("_SceneChangeNext", 0)) or bool(b.props.get("_SceneChangePrev", 0))
+    sc = scene_score(pa, pb, "chw") if threshold is not None else None
+    return c or (sc is not None and sc > threshold), sc
+
+
+def planes(frame: vs.VideoFrame) -> np.ndarray:
+    """An RGB frame's planes as one (3, H, W) array, as ``upscale`` reads them."""
+    return np.stack([np.asarray(frame[p]) for p in range(3)])
+
+
 class _Upscaler:
     """The frame callback of one ``upscale`` call: the engine, the schedule and a bounded
     cache of computed groups."""
@@ -96,14 +112,10 @@ class _Upscaler:
 
     def _cut(self, a: vs.VideoFrame, b: vs.VideoFrame, pa: np.ndarray | None, pb: np.ndarray | None,
              where: int, log_it: bool = True) -> tuple[bool, float | None]:
-        """Whether there is a scene cut between source frames a and b (= where + 1), by
-        their props or the detector (on their planes pa, pb), and the detector's score."""
-        c = bool(a.props.get("_SceneChangeNext", 0)) or bool(b.props.get("_SceneChangePrev", 0))
-        sc = scene_score(pa, pb, "chw") if self.scene_detect else None
-        if sc is not None and sc > self.scene_threshold:
-            c = True
-            if log_it:
-                log.info("scene cut detected after source frame %d (score %.3f)", where, sc)
+        """:func:`scene_cut` between source frames ``where`` and ``where + 1``, logged."""
+        c, sc = scene_cut(a, b, pa, pb, self.scene_threshold if self.scene_detect else None)
+        if sc is not None and sc > self.scene_threshold and log_it:
+            log.info("scene cut detected after source frame %d (score %.3f)", where, sc)
         return c, sc
 
     def _cuts(self, lo: int, srcs: list[vs.VideoFrame], frames: list[np.ndarray], group: range):
@@ -126,7 +138,7 @@ class _Upscaler:
         count = min(self.schedule.batch, self.n - first)       # source frames of this group
         lo, hi = max(0, first - left), min(self.n, first + count + 1 + r)   # and their neighbours
         srcs = [f[1 + s - first + left] for s in range(lo, hi)]
-        frames = [np.stack([np.asarray(s[p]) for p in range(3)]) for s in srcs]
+        frames = [planes(s) for s in srcs]
         cuts, scores = self._cuts(lo, srcs, frames, range(first, first + count))
         # per source j of the group: no interpolation after it (a cut, or the last frame)
         cut = [first + j + 1 >= self.n or cuts[first + j - lo] for j in range(count)]

@@ -230,7 +230,7 @@ def _distributed(args: argparse.Namespace, src: Path, part: Partial, writer: _Wr
             info = _agreed([i for _, i in pool])
             _check_output(args, info, part, writer)
             size = args.chunk or default_size(info["frame_bytes"], job.raw)
-            plan = chunks(info["frames"], size, () if args.chunk else info["prefer"])   # --chunk N: exactly N
+            plan = chunks(info["frames"], size, info["prefer"], info["scenes"])   # --chunk N: none preferred
             store = Store(part.out, _key(job, src, info, size), plan, ".y4m" if job.raw else ".mkv")
             try:
                 todo = store.open()

@@ -7,6 +7,8 @@ contiguous range of output frames can be rendered anywhere and the ranges joined
 [(0, 7), (7, 14), (14, 20)]
 >>> [(c.start, c.stop) for c in chunks(20, 7, prefer=[6, 15])]   # cuts moved to preferred frames
 [(0, 6), (6, 15), (15, 20)]
+>>> [(c.start, c.stop) for c in chunks(20, 7, prefer=[6, 15], scenes=[8])]   # a scene change first
+[(0, 8), (8, 15), (15, 20)]
 >>> round(estimate(frames=1000, workers=2, per_frame_s=0.1, per_chunk_s=1.0, chunk=100, start_s=5.0), 6)
 60.0
 """
@@ -59,32 +61,37 @@ def default_size(frame_bytes: int, raw: bool) -> int:
     return max(1, min(DEFAULT_CHUNK, RAW_CHUNK_BYTES // max(1, frame_bytes)))
 
 
-def chunks(length: int, size: int, prefer: Sequence[int] = ()) -> list[Chunk]:
+def chunks(length: int, size: int, prefer: Sequence[int] = (), scenes: Sequence[int] = ()) -> list[Chunk]:
     """Cut ``length`` output frames into chunks of about ``size`` frames.
 
-    Each cut is at a multiple of ``size`` unless a frame of the sorted ``prefer``
-    (scene changes, the first output frame of a work group) lies within a quarter of
-    ``size`` of it: then the cut moves to the nearest such frame. No chunk is empty.
+    Each cut is at a multiple of ``size`` unless a frame of ``scenes`` (the first output
+    frames of new scenes: the chunk's forced keyframe falls where the encoder wants one),
+    or else of ``prefer`` (the first output frame of a work group: nothing computed
+    twice), lies within a quarter of ``size`` of it: then the cut moves to the nearest
+    such frame. No chunk is empty.
     """
     if length < 1 or size < 1:
         raise ValueError(f"chunks need length >= 1 and size >= 1, not {length} and {size}")
-    prefer = sorted(prefer)
+    scenes, prefer = sorted(scenes), sorted(prefer)
     reach = size // 4
     cuts = [0]
     for nominal in range(size, length, size):
-        cut = _nearest(prefer, nominal, reach)
+        cut = _nearest(scenes, nominal, reach)
+        if cut is None:
+            cut = _nearest(prefer, nominal, reach)
+        cut = nominal if cut is None else cut
         if cuts[-1] < cut < length:
             cuts.append(cut)
     cuts.append(length)
     return [Chunk(i, a, b) for i, (a, b) in enumerate(zip(cuts, cuts[1:]))]
 
 
-def _nearest(prefer: Sequence[int], nominal: int, reach: int) -> int:
-    """The frame of ``prefer`` nearest to ``nominal`` within ``reach`` (ties: the earlier),
-    else ``nominal``."""
-    i = bisect.bisect_left(prefer, nominal)
-    near = [p for p in prefer[max(0, i - 1): i + 1] if abs(p - nominal) <= reach]
-    return min(near, key=lambda p: (abs(p - nominal), p)) if near else nominal
+def _nearest(frames: Sequence[int], nominal: int, reach: int) -> int | None:
+    """The frame of the sorted ``frames`` nearest to ``nominal`` within ``reach`` (ties:
+    the earlier), else None."""
+    i = bisect.bisect_left(frames, nominal)
+    near = [p for p in frames[max(0, i - 1): i + 1] if abs(p - nominal) <= reach]
+    return min(near, key=lambda p: (abs(p - nominal), p)) if near else None
 
 
 def estimate(frames: int, workers: int, per_frame_s: float, per_chunk_s: float, chunk: int,
