@@ -200,7 +200,7 @@ class MultiFrameTrainer:
             for i in range(0, pool["lr"].shape[0], 8):
                 lr, hr, fl = pool["lr"][i:i + 8].float(), pool["hr"][i:i + 8].float(), pool["flows"][i:i + 8].float()
                 out = self.model(lr, fl).clamp(0, 1)
-                ref = self.single_ref(lr[:, 1]).clamp(0, 1)
+                ref = self.single_ref(lr[:, lr.shape[1] // 2]).clamp(0, 1)
                 crop = (..., slice(2 * b, -2 * b), slice(2 * b, -2 * b))
                 errs += ((out - hr)[crop] ** 2).flatten(1).mean(1).tolist()
                 refs += ((ref - hr)[crop] ** 2).flatten(1).mean(1).tolist()
