@@ -112,6 +112,11 @@ def test_cli_in_process_and_errors(tmp_path, tiny_weights, monkeypatch, capsys):
     fields, frames = parse_y4m((tmp_path / "clip_2x.y4m").read_bytes())
     assert (fields["W"], fields["H"], fields["C"], frames) == ("352", "288", "444p16", 4)
     assert sorted(p.name for p in src_dir.iterdir()) == ["clip.y4m"]
+    # the Python API the command line calls writes the same file
+    import vsdsfn
+
+    assert vsdsfn.render(src, "api.y4m", frames=2, weights=str(tiny_weights), pix_fmt="yuv444p16") == Path("api.y4m")
+    assert (tmp_path / "api.y4m").read_bytes() == (tmp_path / "clip_2x.y4m").read_bytes()
     # --ensemble reaches upscale: every frame changes
     assert cli.main([str(src), "--frames", "2", "--weights", str(tiny_weights), "--pix-fmt", "yuv444p16", "-q",
                      "--ensemble", "-o", "ens.y4m"]) == 0
@@ -128,6 +133,18 @@ def test_cli_in_process_and_errors(tmp_path, tiny_weights, monkeypatch, capsys):
     with pytest.raises(SystemExit):
         cli.main(["--sample", "--bogus"])
     assert not list(tmp_path.glob("x*"))
+
+
+def test_cli_calls_render_with_its_flags(monkeypatch):
+    from vsdsfn import cli, job
+
+    calls = []
+    monkeypatch.setattr(job, "render", lambda **kw: calls.append(kw))
+    assert cli.main(["in.mkv", "-o", "out.mkv", "--workers", "2", "--factor", "5/2", "--ensemble", "--frames", "9"]) == 0
+    (kw,) = calls
+    assert (kw["input"], kw["output"], kw["workers"], kw["factor"], kw["ensemble"], kw["frames"]) == \
+        ("in.mkv", "out.mkv", 2, (5, 2), True, 9)
+    assert "verbose" not in kw and not kw["sample"] and not kw["quiet"]
 
 
 def _fails(capsys, argv: list[str], *words: str) -> None:

@@ -1,7 +1,7 @@
 """Command line: ``vsdsfn INPUT -o OUTPUT`` (also ``python -m vsdsfn``).
 
-Parses the flags (:func:`vsdsfn.job.parser`) and calls :func:`vsdsfn.job.run`, which
-checks the paths and options before any work and writes OUTPUT through a
+Parses the flags (:func:`vsdsfn.job.parser`) and calls :func:`vsdsfn.render` with them,
+which checks the paths and options before any work and writes OUTPUT through a
 :class:`vsdsfn.partial.Partial` file, in this process (:mod:`vsdsfn.local`) or on a Ray
 cluster. Without INPUT it upscales the small sample clip shipped in the package
 (:data:`SAMPLE`). Progress, the summary and vsdsfn's log records go to stderr; errors
@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     previous = {s: signal.signal(s, _raise_stopped) for s in _catchable()}
     try:
         with options.cli_terms(), _logs_on_stderr(args.verbose):
-            return job.run(args)
+            job.render(**{k: v for k, v in vars(args).items() if k != "verbose"})
+            return 0
     except VideoError as exc:
         sys.stderr.write(f"vsdsfn: error: {exc}\n")
         return 1

@@ -126,7 +126,7 @@ def _ffmpeg_args(args: argparse.Namespace) -> list[str]:
                          "balance its quotes, e.g. --ffmpeg-args \"-crf 18 -preset slow\"") from None
 
 
-def run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace) -> None:
     """Check the paths and options, then write OUTPUT through a
     :class:`vsdsfn.partial.Partial` file, renamed over OUTPUT when complete and removed
     when anything fails or a signal stops us."""
@@ -148,7 +148,6 @@ def run(args: argparse.Namespace) -> int:
     with part:
         write(args, src, part, tools, user_args)
         part.commit()
-    return 0
 
 
 def _cluster_arguments(p: argparse.ArgumentParser) -> None:
@@ -331,16 +330,17 @@ def _finish(store: Store, info: dict[str, Any], part: Partial, writer: _Writer, 
 
 
 def render(input: str | os.PathLike | None = None, output: str | os.PathLike | None = None, *,
-           workers: int | None = None, ray: str | None = None, chunk: int | None = None, worker_cpus: int = 1,
-           factor: tuple[int, int] | None = None, fps: tuple[int, int] | None = None, frames: int | None = None,
-           matrix: str | None = None, pix_fmt: str | None = None, ffmpeg_args: str = "", video_only: bool = False,
-           quiet: bool = True, **upscale_options: Any) -> Path:
-    """Render ``input`` (a video, or a ``.vpy`` script rendered as it is; None: the
-    shipped sample) to ``output`` (``.y4m``, or any format ffmpeg writes, the input's
-    audio and other streams copied in) and return its path: on this machine, or with
-    ``workers`` / ``ray`` on a Ray cluster (a connection this process already has to one
-    is used as it is). The keywords are the command line's flags (``vsdsfn --help``);
-    raises :class:`vsdsfn.source.VideoError` with the fix when something is wrong.
+           sample: bool = False, workers: int | None = None, ray: str | None = None, chunk: int | None = None,
+           worker_cpus: int = 1, factor: tuple[int, int] | None = None, fps: tuple[int, int] | None = None,
+           frames: int | None = None, matrix: str | None = None, pix_fmt: str | None = None, ffmpeg_args: str = "",
+           video_only: bool = False, quiet: bool = True, **upscale_options: Any) -> Path:
+    """Render ``input`` (a video, or a ``.vpy`` script rendered as it is; None or
+    ``sample``: the shipped sample) to ``output`` (``.y4m``, or any format ffmpeg writes,
+    the input's audio and other streams copied in) and return its path: on this machine,
+    or with ``workers`` / ``ray`` on a Ray cluster (a connection this process already has
+    to one is used as it is). The keywords are the command line's flags (``vsdsfn
+    --help``), which calls this; raises :class:`vsdsfn.source.VideoError` with the fix
+    when something is wrong.
 
     >>> import vsdsfn
     >>> vsdsfn.render("in.mkv", "out.mkv", workers=2, factor=(5, 2))   # doctest: +SKIP
@@ -350,10 +350,10 @@ def render(input: str | os.PathLike | None = None, output: str | os.PathLike | N
     if unknown:
         raise VideoError(options.unknown(unknown))
     args = parser().parse_args([])
-    vars(args).update(input=None if input is None else os.fspath(input), sample=input is None,
+    vars(args).update(input=None if input is None else os.fspath(input), sample=sample,
                       output=None if output is None else os.fspath(output), workers=workers, ray=ray, chunk=chunk,
                       worker_cpus=worker_cpus, factor=factor, fps=fps, frames=frames, matrix=matrix,
                       pix_fmt=pix_fmt, ffmpeg_args=ffmpeg_args, video_only=video_only, quiet=quiet, **upscale_options)
     out = _paths(args)[1]
-    run(args)
+    _run(args)
     return out
