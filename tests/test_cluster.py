@@ -228,6 +228,37 @@ def test_stopped_then_rerun_renders_only_what_is_missing(tmp_path, tiny_weights,
     assert not folder_for(out).exists()
 
 
+def _ray_processes() -> set[int]:
+    """The pids of the Ray cluster processes (GCS servers, raylets) on this machine."""
+    pids = set()
+    for proc in Path("/proc").iterdir():
+        try:
+            cmd = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if proc.name.isdigit() and (b"gcs_server" in cmd or b"raylet" in cmd):
+            pids.add(int(proc.name))
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process list from /proc")
+def test_workers_start_and_stop_their_own_local_cluster(tmp_path, tiny_weights):
+    """--workers N in a fresh process: its own cluster (not $RAY_ADDRESS's), N workers,
+    the single-process frames, and no Ray process left when the command ends."""
+    args = ["--sample", "--frames", "4", *_common(tiny_weights)]
+    _run([*args, "-o", str(tmp_path / "one.y4m")])
+    before = _ray_processes()
+    proc = _cli([*args, "-o", str(tmp_path / "own.y4m"), "--workers", "2", "--chunk", "3"])
+    err = proc.communicate(timeout=300)[1]
+    assert proc.returncode == 0, err
+    assert "in 3 chunks on 2 workers; rendering 3" in err, err
+    assert (tmp_path / "own.y4m").read_bytes() == (tmp_path / "one.y4m").read_bytes()
+    deadline = time.monotonic() + 30
+    while _ray_processes() - before and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _ray_processes() - before
+
+
 def test_worker_side_errors_name_the_node_and_the_fix(tmp_path, address):
     from vsdsfn.cluster import ClusterError, workers
 
