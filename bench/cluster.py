@@ -2,12 +2,14 @@
 their weights, stop, join), the cost of each chunk, and throughput with 1 and 2 workers
 against the single-process render of the same clip; then what N GPUs make of a film.
 
-    python -m bench.cluster --loops 17 --chunk 200 --threads 1
+    python -m bench.cluster --loops 50 --chunk 200 --threads 1 --out bench/CLUSTER.md
 
 The clip is the shipped sample looped ``--loops`` times (12 source frames each), upscaled
 2x by the shipped weights in a VapourSynth script, so that the single-process and the
 cluster runs render the same script; each run's ``.y4m`` must be byte-identical to the
-single-process one. Prints a Markdown report (bench/RESULTS.md keeps one).
+single-process one. Writes a Markdown report (``--out``; bench/CLUSTER.md keeps one) with
+the machine, the date, the command and the load average around the runs (other work on
+the machine shows there), else prints it.
 """
 
 from __future__ import annotations
@@ -16,12 +18,15 @@ import argparse
 import logging
 import math
 import os
+import shlex
+import sys
 import tempfile
 import textwrap
 import time
 from fractions import Fraction
 from pathlib import Path
 
+from bench.common import report_header
 from vsdsfn import cli
 from vsdsfn.chunks import script_node
 from vsdsfn.plan import estimate
@@ -98,14 +103,17 @@ def _row(name: str, r: dict[str, float], frames: int) -> str:
 
 
 def report(base: dict[str, float], runs: dict[int, dict[str, float]], chunk: int, gpu_frame_s: float,
-           blank: dict[str, float]) -> str:
+           blank: dict[str, float], loops: int) -> list[str]:
     frames = int(base["frames"])
     base = {**base, "wall": base["setup"] + base["render"]}
     n_chunks = math.ceil(frames / chunk)
     one = runs[1]
     per_chunk = blank["chunks"] / blank["chunks_rendered"]
     per_frame = base["render"] / frames
-    lines = [f"{frames} output frames 352x288, chunks of {chunk} ({n_chunks} chunks); seconds:", "",
+    fixed = one["cluster"] + one["workers"] + one["stop"] + one["join"]
+    overhead = fixed + n_chunks * per_chunk
+    lines = [f"The shipped sample (176x144) looped {loops} times: {frames} output frames 352x288, chunks of {chunk} "
+             f"({n_chunks} chunks); seconds:", "",
              "| run | wall | fixed | cluster start | workers ready | render | join | frames/s (render) | "
              "frames/s (wall) |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
              _row("single process", base, frames)]
@@ -113,15 +121,17 @@ def report(base: dict[str, float], runs: dict[int, dict[str, float]], chunk: int
     lines += ["", f"- per frame (single process): {per_frame:.4f} s; per chunk besides its frames (task, y4m, "
                   f"kept and synced; {int(blank['chunks_rendered'])} one-frame chunks of a blank clip on 1 worker): "
                   f"{per_chunk:.3f} s = {100 * per_chunk / (chunk * per_frame):.2f} % of a {chunk}-frame chunk",
-              f"- 1 worker's wall over the single process's: {100 * (one['wall'] / base['wall'] - 1):+.1f} % "
-              f"(fixed costs {one['cluster'] + one['workers'] + one['stop'] + one['join']:.1f} s)",
+              f"- 1 worker's overhead: fixed {fixed:.1f} s (cluster start, workers ready, stop, join) + {n_chunks} "
+              f"chunks x {per_chunk:.3f} s = {overhead:.1f} s, {100 * overhead / one['wall']:.1f} % of its wall; "
+              f"its wall over the single process's: {100 * (one['wall'] / base['wall'] - 1):+.1f} %",
               f"- a 2-hour film ({FILM_FRAMES} output frames, 23.976 -> 59.94 fps, chunks of 300) at "
-              f"{gpu_frame_s} s per output frame on one GPU, with this per-chunk cost and these fixed costs:", ""]
+              f"{gpu_frame_s} s per output frame on one GPU (an assumption, not measured here), with this "
+              "per-chunk cost and these fixed costs (`vsdsfn.plan.estimate`):", ""]
     start = one["cluster"] + one["workers"]
     for n in (1, 2, 4, 8, 16):
         s = estimate(FILM_FRAMES, n, gpu_frame_s, max(per_chunk, 0.0), 300, start_s=start)
         lines.append(f"  - {n:2d} GPUs: {s / 3600:.2f} h")
-    return "\n".join(lines)
+    return lines
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -134,20 +144,36 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--blank-chunks", type=int, default=200, help="one-frame chunks of a blank clip (per-chunk cost)")
     p.add_argument("--gpu-frame-s", type=float, default=0.05,
                    help="seconds per output frame on one GPU, for the film estimate (an assumption)")
+    p.add_argument("--out", help="write the report here (default: print it)")
     a = p.parse_args(argv)
+    command = "python -m bench.cluster " + shlex.join(sys.argv[1:] if argv is None else argv)
+    load = [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory(prefix="vsdsfn-bench-cluster-") as tmp:
         folder = Path(tmp)
         blank = on_cluster(_blank_script(folder, a.blank_chunks), folder / "blank.y4m", 1, 1)
         script = _script(folder, a.loops, a.threads, a.weights)
         base = single(script, folder / "single.y4m")
+        load.append(os.getloadavg()[0])
         runs = {}
         for w in map(int, a.workers.split(",")):
             runs[w] = on_cluster(script, folder / f"w{w}.y4m", w, a.chunk)
+            load.append(os.getloadavg()[0])
             if (folder / f"w{w}.y4m").read_bytes() != (folder / "single.y4m").read_bytes():
                 raise RuntimeError(f"{w} workers: the output differs from the single-process output")
             os.unlink(folder / f"w{w}.y4m")
-    print(report(base, runs, a.chunk, a.gpu_frame_s, blank))
+    import ray
 
+    lines = report_header(
+        "Rendering on a local Ray cluster: measured costs", f"cpu; ray {ray.__version__}", command,
+        f"Load average (1 min) before and after each run: {', '.join(f'{v:.1f}' for v in load)}",
+        f"Renderers: the sample upscaled 2x by {a.weights or 'the shipped weights'} in a `.vpy` script at the "
+        f"default precision, torch threads {a.threads} in every renderer; each cluster run's `.y4m` is "
+        "byte-identical to the single-process one (checked)")
+    text = "\n".join([*lines, "", *report(base, runs, a.chunk, a.gpu_frame_s, blank, a.loops)]) + "\n"
+    if a.out:
+        Path(a.out).write_text(text)
+    else:
+        print(text, end="")
 
 if __name__ == "__main__":
     main()
