@@ -160,10 +160,18 @@ class DSFN(nn.Module):
         :attr:`DSFNConfig.st_scale` for this call (a speed/quality trade-off at inference:
         F and R were trained on streams made with the stored one).
         """
+        out = self.streams(l0, l1, hr0, hr1, st_scale, t, plans)
+        return {**out, **self.combine(out["st"], out["ts"], out["hr0"], out["hr1"], t)}
+
+    def streams(self, l0: torch.Tensor, l1: torch.Tensor, hr0: torch.Tensor | None = None,
+                hr1: torch.Tensor | None = None, st_scale: float | None = None, t: float | torch.Tensor = 0.5,
+                plans: dict[str, Any] | None = None) -> dict[str, torch.Tensor]:
+        """The first half of :meth:`forward` (its arguments): M_S of both frames (``hr0``,
+        ``hr1``), M_T on the low-res ones (``lt``) and the two streams (``st``, ``ts``); the
+        part F and R are trained on while it stays frozen (``training.refit`` caches it)."""
         if hr0 is None or hr1 is None:
             hr0, hr1 = self.spatial(torch.cat((l0, l1), 0)).chunk(2, 0)
         calls = self._temporal_calls(l0, l1, hr0, hr1, st_scale, t)
-        t = calls["st"][2]["timestep"]
         if plans is not None:
             for name, (_, _, kw) in calls.items():
                 kw["plan"] = plans[name]
@@ -171,13 +179,18 @@ class DSFN(nn.Module):
         # T->S's frame has no neighbours: a multi-frame M_S's single-frame network makes it
         # (as well as the multi-frame one alone, within 0.01 dB, for a fraction of the work)
         ts = getattr(self.spatial, "single", self.spatial)(lt)
+        return {"hr0": hr0, "hr1": hr1, "lt": lt, "st": st, "ts": ts}
+
+    def combine(self, st: torch.Tensor, ts: torch.Tensor, hr0: torch.Tensor, hr1: torch.Tensor,
+                t: float | torch.Tensor = 0.5) -> dict[str, torch.Tensor]:
+        """The second half of :meth:`forward`: F and R on the two streams and M_S of both
+        frames (what :meth:`streams` gives): ``fused``, ``masks`` and ``refined``."""
+        t = self.check_timestep(t, hr0)
         fused, masks = self.fusion(st, ts, hr0, hr1, t)
         extra = [st, ts, hr0, hr1] if self.config.refine_context else []
         if self.config.time_input:
             extra.append(time_plane(t, fused))
-        refined = fused + self.refine(fused, extra or None)
-        return {"hr0": hr0, "hr1": hr1, "lt": lt, "st": st, "ts": ts, "masks": masks, "fused": fused,
-                "refined": refined}
+        return {"fused": fused, "masks": masks, "refined": fused + self.refine(fused, extra or None)}
 
     def _temporal_calls(self, l0, l1, hr0, hr1, st_scale: float | None, t) -> dict[str, tuple]:
         """M_T's two calls as (i0, i1, keyword arguments): ``"lt"`` on the low-res frames
