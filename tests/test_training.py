@@ -234,6 +234,45 @@ def test_exported_weights_run_in_upscale(data, tmp_path):
 
 
 # ----------------------------------------------------------------------------- losses
+def test_forward_is_streams_then_combine():
+    net = DSFN(DSFNConfig(**TINY_MODEL, time_input=True)).eval()
+    l0, l1, t = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64), torch.tensor([0.25, 0.5])
+    with torch.no_grad():
+        whole = net(l0, l1, t=t)
+        s = net.streams(l0, l1, t=t)
+        parts = {**s, **net.combine(s["st"], s["ts"], s["hr0"], s["hr1"], t)}
+    assert set(whole) == set(parts) and all(torch.equal(whole[k], parts[k]) for k in whole)
+
+
+def test_refit_trains_f_and_r_on_the_frozen_streams(tmp_path, tiny_multiframe_weights):
+    from conftest import moving_frames
+    from training import refit
+
+    rng = np.random.default_rng(3)
+    for i, f in enumerate(moving_frames(rng, 12, size=128, step=(2, 1))):
+        save(f, tmp_path / "data" / "frames" / "long" / f"{i:03d}.png")
+    cfg = tmp_path / "refit.toml"
+    cfg.write_text('[data]\nstrides = [1]\nspans = [{span = 3, strides = [1]}]\n'
+                   'sequences = [{path = "frames/long"}]\nval_sequences = [{path = "frames/long", start = 2}]\n')
+    out = tmp_path / "run"
+    argv = ["--config", str(cfg), "--data-root", str(tmp_path / "data"), "--weights", str(tiny_multiframe_weights),
+            "--out", str(out), "--size", "128", "--pool", "6", "--val-pool", "2", "--iters", "4", "--val-every", "2",
+            "--log-every", "1"]
+    assert refit.main(argv) == 0
+    rows = (out / "log.csv").read_text().split()
+    assert [r.split(",")[0] for r in rows] == ["0", "2", "4"]
+    pool = torch.load(next(out.glob("pool-train-*.pt")), weights_only=True)
+    # a multi-frame M_S of radius 1 needs source frames i - g .. i + 2g (g = m s apart): t in {1/2, 1/3, 2/3}
+    assert pool["hr0"].shape == (6, 3, 128, 128) and set(pool["t"].tolist()) <= {0.5, *torch.tensor([1 / 3, 2 / 3]).tolist()}
+    assert refit.main([*argv, "--export", str(tmp_path / "refit.safetensors")]) == 0
+    before, after = load_model(tiny_multiframe_weights), load_model(tmp_path / "refit.safetensors")
+    same = lambda a, b: all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))  # noqa: E731
+    assert same(before.spatial, after.spatial) and same(before.temporal, after.temporal)
+    assert not same(before.fusion, after.fusion) and not same(before.refine, after.refine)
+    with pytest.raises(SystemExit, match="--size must be a multiple of 128"):
+        refit.main([*argv[:-12], "--size", "96"])
+
+
 def test_losses_match_hand_computed_values():
     t = lambda *v: torch.tensor(v, dtype=torch.float32).view(1, 1, 1, -1)  # noqa: E731
     h0, h1, h2 = t(0.0, 0.0), t(1.0, 0.5), t(0.2, 0.2)

@@ -40,7 +40,7 @@ from vsdsfn.weights import load_model, save_model
 from .datasets import config_sequences, downscale
 from .train import load_checkpoint, save_checkpoint
 
-__all__ = ["build_pool", "truncate", "transform", "MultiFrameTrainer", "export", "main"]
+__all__ = ["build_pool", "truncate", "dihedral", "transform", "MultiFrameTrainer", "export", "main"]
 
 log = logging.getLogger("vsdsfn.training")
 
@@ -107,24 +107,34 @@ def truncate(lr: torch.Tensor, flows: torch.Tensor, keep: tuple[int, int]) -> tu
     return torch.stack(filled), torch.stack(fl[:r] + fl[r + 1:])
 
 
+def dihedral(x: torch.Tensor, op: int) -> torch.Tensor:
+    """``x`` (..., H, W) under one of the eight flips/rotations: ``op`` in 0..7, bit 0
+    flips left-right, bit 1 upside down, bit 2 transposes.
+
+    >>> dihedral(torch.arange(4.0).view(2, 2), 5).tolist()
+    [[1.0, 3.0], [0.0, 2.0]]
+    """
+    if op & 1:
+        x = x.flip(-1)
+    if op & 2:
+        x = x.flip(-2)
+    return x.transpose(-1, -2) if op & 4 else x
+
+
 def transform(lr: torch.Tensor, hr: torch.Tensor, flows: torch.Tensor, op: int, reverse: bool):
-    """One of the eight flips/rotations (``op`` in 0..7: bit 0 flips left-right, bit 1
-    upside down, bit 2 transposes) applied to frames and flows alike, and the window
-    reversed in time (``reverse``). Tensors (..., H, W); flows (..., 2, H, W) in pixels.
+    """:func:`dihedral` ``op`` applied to frames and flows alike (the flows' vectors turned
+    with them), and the window reversed in time (``reverse``). Tensors (..., H, W); flows
+    (..., 2, H, W) in pixels.
 
     >>> f = torch.zeros(1, 2, 2, 4, 4); f[:, :, 0] = 1.0      # x-flow of +1
     >>> _, _, g = transform(torch.zeros(1, 3, 3, 4, 4), torch.zeros(1, 3, 8, 8), f, 5, False)
     >>> g[0, 0, :, 0, 0].tolist()    # left-right flip negates x, the transpose makes it y
     [0.0, -1.0]
     """
-    if op & 1:
-        lr, hr, flows = lr.flip(-1), hr.flip(-1), flows.flip(-1)
-        flows = torch.stack((-flows[..., 0, :, :], flows[..., 1, :, :]), -3)
-    if op & 2:
-        lr, hr, flows = lr.flip(-2), hr.flip(-2), flows.flip(-2)
-        flows = torch.stack((flows[..., 0, :, :], -flows[..., 1, :, :]), -3)
+    lr, hr, flows = dihedral(lr, op), dihedral(hr, op), dihedral(flows, op)
+    sign = torch.tensor([-1.0 if op & 1 else 1.0, -1.0 if op & 2 else 1.0]).view(2, 1, 1)
+    flows = flows * sign
     if op & 4:
-        lr, hr, flows = lr.transpose(-1, -2), hr.transpose(-1, -2), flows.transpose(-1, -2)
         flows = flows.flip(-3)
     if reverse:
         lr, flows = lr.flip(-4), flows.flip(-4)

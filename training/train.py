@@ -45,7 +45,7 @@ from .datasets import (MixtureSet, SRSet, SyntheticMotionSet, TripletSet, config
 from .losses import STAGE_LOSSES, dsfn_losses, total_loss
 from .metrics import psnr
 
-__all__ = ["Trainer", "build_datasets", "main", "save_checkpoint", "load_checkpoint", "widened"]
+__all__ = ["Trainer", "build_datasets", "main", "save_checkpoint", "load_checkpoint", "triplet_spans", "widened"]
 
 log = logging.getLogger("vsdsfn.training")
 
@@ -90,7 +90,7 @@ def _images(root: Path, folders: list[str]) -> list[Path]:
     return [p for f in folders for p in list_images(data_path(root, f))]
 
 
-def _spans(d: dict) -> dict[int, list[int]]:
+def triplet_spans(d: dict) -> dict[int, list[int]]:
     """Span -> strides of the triplets: span 2 (the middle frame) with ``data.strides``,
     and ``data.spans`` (``[{span = 4, strides = [1]}]``: timesteps 1/4, 1/2, 3/4)."""
     return {2: list(d["strides"]), **{int(e["span"]): list(e["strides"]) for e in d.get("spans", [])}}
@@ -111,7 +111,7 @@ def build_datasets(cfg: dict, stage: str, crop: int) -> tuple[object, list[list[
         seqs += vimeo_sequences(data_path(root, d["vimeo"]), "train")
     parts, weights = [], []
     if seqs:
-        parts.append(TripletSet(seqs, crop=crop, spans=_spans(d)))
+        parts.append(TripletSet(seqs, crop=crop, spans=triplet_spans(d)))
         weights.append(1.0 - d["synthetic_weight"])
     if d["sr_images"] and d["synthetic_weight"] > 0:
         parts.append(SyntheticMotionSet(_images(root, d["sr_images"]), crop, d["synthetic_max_shift"]))
@@ -124,7 +124,7 @@ def build_datasets(cfg: dict, stage: str, crop: int) -> tuple[object, list[list[
         vseqs += vimeo_sequences(data_path(root, d["vimeo"]), "test")
     if not vseqs:
         raise ValueError("no validation data: set data.val_sequences or data.vimeo")
-    vset = TripletSet(vseqs, crop=d["val_crop"], spans={m: [1] for m in _spans(d)})
+    vset = TripletSet(vseqs, crop=d["val_crop"], spans={m: [1] for m in triplet_spans(d)})
     n = min(len(vset), d["val_max"])
     idx = np.linspace(0, len(vset) - 1, n).round().astype(int)
     val = [vset.get(int(i), val_rng, train=False) for i in idx]

@@ -1,0 +1,286 @@
+"""Fine-tune F and R on the streams of a weights file's frozen M_S and M_T: the paper's
+stage 2 again for a new M_S, whose sharper frames change S->T and everything F and R see.
+
+    python -m training.refit --config training/configs/cpu.toml --data-root DATA \\
+        --weights W --out runs/refit [--iters N] [--resume]
+    python -m training.refit --config ... --weights W --out runs/refit --export OUT
+
+M_S and M_T are frozen, so each sample's streams are computed once: a pool of samples is
+cut from the config's training sequences as high-res crops. A sample at timestep t = j/m
+(the config's spans and strides, as the fusion stage draws them) has the source frames
+i and i + ms, the truth i + js, and the neighbours a multi-frame M_S sees (its radius of
+source frames on each side, ms apart); the network's M_S of both source frames (each from
+its window, :func:`windowed_upscale`), the S->T and T->S streams (:meth:`DSFN.streams`)
+and the truth are stored per sample (``pool-*.pt`` in the run folder, float16). Training
+draws batches from the pool with the eight flips/rotations and temporal reversal (the
+source frames swapped, t -> 1 - t) and optimises F and R (:meth:`DSFN.combine`; Eq. 13-14:
+L1 of the fused and refined frames) with RAdam and a cosine learning rate. Validation:
+the same kind of pool from the validation sequences (central crops), PSNR of S->T, of F
+and of R; the best step is kept (``best.pt``), ``--export`` writes the weights file with
+its F and R. ``--resume`` continues from ``last.pt``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vsdsfn.nets import DSFN
+from vsdsfn.weights import load_model, save_model
+
+from .datasets import config_sequences, downscale
+from .multiframe import dihedral
+from .train import load_checkpoint, save_checkpoint, triplet_spans
+
+__all__ = ["windowed_upscale", "build_pool", "augment", "Refit", "main"]
+
+log = logging.getLogger("vsdsfn.training")
+
+_KEYS = ("hr0", "hr1", "st", "ts", "truth")
+
+
+def windowed_upscale(model: DSFN, lrs: torch.Tensor, centre: int) -> torch.Tensor:
+    """M_S of ``lrs[:, centre]`` from the low-res frames ``lrs`` (B, N, 3, H, W) in time
+    order, as the engine makes it: a multi-frame M_S sees ``model.radius`` of them on each
+    side (flows by :meth:`DSFN.window_flows`), a single-frame M_S the frame alone."""
+    r = model.radius
+    if not r:
+        return model.upscale(lrs[:, centre])
+    window = lrs[:, centre - r:centre + r + 1]
+    return model.upscale(lrs[:, centre], window=window, flows=model.window_flows(window))
+
+
+def build_pool(model: DSFN, sequences: list, spans: dict[int, list[int]], count: int, size: int, seed: int,
+               central: bool = False) -> dict[str, torch.Tensor]:
+    """``count`` samples of ``size`` x ``size`` high-res crops: ``hr0``, ``hr1`` (M_S of the
+    source frames), ``st``, ``ts`` (the streams at t), ``truth`` (N, 3, S, S) float16 and
+    ``t`` (N,) float32. ``spans``: span m -> strides s (:func:`training.train.triplet_spans`);
+    ``central``: deterministic central crops spread evenly over the sequences."""
+    rng = np.random.default_rng(seed)
+    r = model.radius
+    choices = []
+    for si, seq in enumerate(sequences):
+        h, w = seq.frame(0).shape[:2]
+        if min(h, w) < size:
+            continue
+        for m, strides in spans.items():
+            for s in strides:
+                gap = m * s                                   # the source frames' spacing
+                for i in range(r * gap, len(seq) - (r + 1) * gap):
+                    choices += [(si, gap, s, j, m, i) for j in range(1, m)]
+    picks = (np.linspace(0, len(choices) - 1, count).round().astype(int) if central
+             else rng.choice(len(choices), count, replace=count > len(choices)))
+    out: dict[str, list[torch.Tensor]] = {k: [] for k in (*_KEYS, "t")}
+    t0 = time.time()
+    for n, c in enumerate(picks):
+        si, gap, s, j, m, i = choices[int(c)]
+        seq = sequences[si]
+        h, w = seq.frame(0).shape[:2]
+        y = (h - size) // 2 if central else int(rng.integers(0, h - size + 1))
+        x = (w - size) // 2 if central else int(rng.integers(0, w - size + 1))
+
+        def crop(k: int) -> torch.Tensor:
+            f = np.ascontiguousarray(seq.frame(k)[y:y + size, x:x + size], dtype=np.float32) / 255
+            return torch.from_numpy(f).permute(2, 0, 1)
+
+        sources = torch.stack([crop(i + d * gap) for d in range(-r, r + 2)])[None]   # i - r*gap .. i + (r+1)*gap
+        lrs = downscale(sources.flatten(0, 1)).unflatten(0, (1, -1))
+        t = torch.tensor([j / m])
+        with torch.no_grad():
+            hr0, hr1 = windowed_upscale(model, lrs, r), windowed_upscale(model, lrs, r + 1)
+            streams = model.streams(lrs[:, r], lrs[:, r + 1], hr0, hr1, t=t)
+        for k, v in (("hr0", hr0), ("hr1", hr1), ("st", streams["st"]), ("ts", streams["ts"]),
+                     ("truth", crop(i + j * s)[None])):
+            out[k].append(v[0].half())
+        out["t"].append(t)
+        if n % 100 == 0:
+            log.info("pool: %d / %d samples (%.0f s)", n, count, time.time() - t0)
+    return {k: torch.stack(v) if k != "t" else torch.cat(v) for k, v in out.items()}
+
+
+def augment(sample: dict[str, torch.Tensor], op: int, reverse: bool) -> dict[str, torch.Tensor]:
+    """A batch of samples flipped/rotated (:func:`~training.multiframe.dihedral` ``op``)
+    and, with ``reverse``, played backwards: the source frames swap and t becomes 1 - t.
+
+    >>> x = {k: torch.rand(1, 3, 4, 4) for k in _KEYS} | {"t": torch.tensor([0.25])}
+    >>> y = augment(x, 0, True)
+    >>> torch.equal(y["hr0"], x["hr1"]), y["t"].tolist()
+    (True, [0.75])
+    """
+    out = {k: dihedral(sample[k], op) for k in _KEYS} | {"t": sample["t"]}
+    if reverse:
+        out["hr0"], out["hr1"], out["t"] = out["hr1"], out["hr0"], 1 - out["t"]
+    return out
+
+
+class Refit:
+    """The fine-tuning loop: model, optimizer, pools, checkpoints (see the module doc)."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args, self.out = args, Path(args.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.model = load_model(args.weights).train()
+        if args.size % (2 * self.model.multiple):
+            raise SystemExit(f"training.refit: --size must be a multiple of {2 * self.model.multiple} (twice the "
+                             "network's low-res size multiple)")
+        for name, mod in self.model.named_children():
+            mod.requires_grad_(name in ("fusion", "refine"))
+        self.model.spatial.eval()
+        self.model.temporal.eval()
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.opt = torch.optim.RAdam(params, lr=args.lr)
+        self.step, self.best = 0, -math.inf
+        cfg = tomllib.loads(Path(args.config).read_text())
+        root, d = Path(args.data_root or cfg["data"]["root"]), cfg["data"]
+        spans = triplet_spans(d)
+        self.train_pool = self._pool(d["sequences"], root, "train", args.pool, spans, False)
+        self.val_pool = self._pool(d["val_sequences"], root, "val", args.val_pool, {m: [1] for m in spans}, True)
+
+    def _pool(self, entries: list, root: Path, name: str, count: int, spans: dict, central: bool) -> dict:
+        path = self.out / f"pool-{name}-{count}-{self.args.size}.pt"
+        if path.exists():
+            return torch.load(path, weights_only=True)
+        with torch.no_grad():
+            pool = build_pool(self.model, config_sequences(root, entries), spans, count, self.args.size,
+                              1 + central, central)
+        save_checkpoint(path, pool)
+        log.info("%s pool: %d samples -> %s", name, count, path)
+        return pool
+
+    def lr_at(self, step: int) -> float:
+        a = self.args
+        warm = min(1.0, (step + 1) / a.warmup)
+        return a.lr * warm * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(step, a.iters) / a.iters)))
+
+    def batch(self, step: int) -> dict[str, torch.Tensor]:
+        g = torch.Generator().manual_seed(step)
+        idx = torch.randint(0, self.train_pool["t"].shape[0], (self.args.batch,), generator=g)
+        sample = {k: self.train_pool[k][idx].float() for k in _KEYS} | {"t": self.train_pool["t"][idx]}
+        op, rev = int(torch.randint(0, 8, (1,), generator=g)), bool(torch.rand(1, generator=g) < 0.5)
+        return {k: v.contiguous() for k, v in augment(sample, op, rev).items()}
+
+    def losses(self, s: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out = self.model.combine(s["st"], s["ts"], s["hr0"], s["hr1"], s["t"])
+        return {k: F.l1_loss(out[k], s["truth"]) for k in ("fused", "refined")}
+
+    def validate(self) -> dict[str, float]:
+        pool, sums = self.val_pool, {"st": [], "fused": [], "refined": []}
+        self.model.fusion.eval()
+        self.model.refine.eval()
+        with torch.no_grad():
+            for i in range(0, pool["t"].shape[0], 4):
+                s = {k: pool[k][i:i + 4].float() for k in _KEYS} | {"t": pool["t"][i:i + 4]}
+                out = self.model.combine(s["st"], s["ts"], s["hr0"], s["hr1"], s["t"]) | {"st": s["st"]}
+                for k in sums:
+                    mse = ((out[k].clamp(0, 1) - s["truth"]) ** 2).flatten(1).mean(1)
+                    sums[k] += (-10 * torch.log10(mse.clamp_min(1e-10))).tolist()
+        self.model.fusion.train()
+        self.model.refine.train()
+        return {k: float(np.mean(v)) for k, v in sums.items()}
+
+    def state(self) -> dict:
+        return {"fusion": self.model.fusion.state_dict(), "refine": self.model.refine.state_dict(),
+                "opt": self.opt.state_dict(), "step": self.step, "best": self.best}
+
+    def resume(self) -> None:
+        state = load_checkpoint(self.out / "last.pt")
+        self.model.fusion.load_state_dict(state["fusion"])
+        self.model.refine.load_state_dict(state["refine"])
+        self.opt.load_state_dict(state["opt"])
+        self.step, self.best = state["step"], state["best"]
+        log.info("resumed at step %d (best %.3f dB)", self.step, self.best)
+
+    def run(self) -> None:
+        a, t0, seen = self.args, time.time(), []
+        while self.step < a.iters:
+            for group in self.opt.param_groups:
+                group["lr"] = self.lr_at(self.step)
+            losses = self.losses(self.batch(self.step))
+            loss = losses["fused"] + losses["refined"]
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            self.step += 1
+            seen.append(float(loss.detach()))
+            if self.step % a.log_every == 0:
+                log.info("step %d loss %.5f lr %.2e %.2f s/step", self.step, np.mean(seen), self.lr_at(self.step),
+                         (time.time() - t0) / a.log_every)
+                seen, t0 = [], time.time()
+            if self.step % a.val_every == 0 or self.step == a.iters:
+                self.checkpoint()
+            elif self.step % a.ckpt_every == 0:
+                save_checkpoint(self.out / "last.pt", self.state())
+
+    def checkpoint(self) -> None:
+        v = self.validate()
+        log.info("val step %d: S->T %.3f dB, F %.3f dB, R %.3f dB", self.step, v["st"], v["fused"], v["refined"])
+        with open(self.out / "log.csv", "a") as f:
+            f.write(f"{self.step},{v['st']:.4f},{v['fused']:.4f},{v['refined']:.4f}\n")
+        if v["refined"] > self.best:
+            self.best = v["refined"]
+            save_checkpoint(self.out / "best.pt", self.state())
+        save_checkpoint(self.out / "last.pt", self.state())
+
+
+def export(checkpoint: str | Path, weights: str | Path, out: str | Path) -> Path:
+    """A weights file: ``weights``'s network with the checkpoint's F and R."""
+    ck = load_checkpoint(checkpoint)
+    model = load_model(weights)
+    model.fusion.load_state_dict(ck["fusion"])
+    model.refine.load_state_dict(ck["refine"])
+    extra = {"stage": "refit", "step": str(ck["step"]), "val_psnr": f"{ck['best']:.4f}",
+             "source": Path(checkpoint).name}
+    return save_model(model, out, extra)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m training.refit", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", required=True)
+    p.add_argument("--data-root")
+    p.add_argument("--weights", required=True, help="the weights file whose M_S and M_T make the streams (frozen) "
+                   "and whose F and R are fine-tuned")
+    p.add_argument("--out", required=True)
+    p.add_argument("--iters", type=int, default=1000)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--warmup", type=int, default=50)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--size", type=int, default=256, help="high-res crop of the pool's samples")
+    p.add_argument("--pool", type=int, default=1200)
+    p.add_argument("--val-pool", type=int, default=120)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--log-every", type=int, default=50)
+    p.add_argument("--val-every", type=int, default=250)
+    p.add_argument("--ckpt-every", type=int, default=100)
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--export", metavar="OUT", help="write --weights with --out's best F and R to OUT and stop")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    if args.export:
+        log.info("wrote %s", export(Path(args.out) / "best.pt", args.weights, args.export))
+        return 0
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    refit = Refit(args)
+    if args.resume and (refit.out / "last.pt").exists():
+        refit.resume()
+    elif refit.step == 0:
+        refit.checkpoint()
+    refit.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
