@@ -130,8 +130,8 @@ class Refit:
         self.out.mkdir(parents=True, exist_ok=True)
         self.model = load_model(args.weights).train()
         if args.size % (2 * self.model.multiple):
-            raise SystemExit(f"training.refit: --size must be a multiple of {2 * self.model.multiple} (twice the "
-                             "network's low-res size multiple)")
+            raise ValueError(f"--size must be a multiple of {2 * self.model.multiple} (twice the network's "
+                             "low-res size multiple)")
         for name, mod in self.model.named_children():
             mod.requires_grad_(name in ("fusion", "refine"))
         self.model.spatial.eval()
@@ -273,7 +273,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    refit = Refit(args)
+    try:
+        refit = Refit(args)
+    except ValueError as exc:
+        raise SystemExit(f"training.refit: {exc}") from None
     if args.resume and (refit.out / "last.pt").exists():
         refit.resume()
     elif refit.step == 0:
