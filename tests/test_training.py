@@ -260,7 +260,7 @@ def test_refit_trains_f_and_r_on_the_frozen_streams(tmp_path, tiny_multiframe_we
             "--log-every", "1"]
     assert refit.main(argv) == 0
     rows = (out / "log.csv").read_text().split()
-    assert [r.split(",")[0] for r in rows] == ["0", "2", "4"]
+    assert rows[0] == "step,S->T,F,R" and [r.split(",")[0] for r in rows[1:]] == ["0", "2", "4"]
     pool = torch.load(next(out.glob("pool-train-*.pt")), weights_only=True)
     # a multi-frame M_S of radius 1 needs source frames i - g .. i + 2g (g = m s apart): t in {1/2, 1/3, 2/3}
     assert pool["hr0"].shape == (6, 3, 128, 128) and set(pool["t"].tolist()) <= {0.5, *torch.tensor([1 / 3, 2 / 3]).tolist()}
@@ -271,6 +271,44 @@ def test_refit_trains_f_and_r_on_the_frozen_streams(tmp_path, tiny_multiframe_we
     assert not same(before.fusion, after.fusion) and not same(before.refine, after.refine)
     with pytest.raises(SystemExit, match="--size must be a multiple of 128"):
         refit.main([*argv[:-12], "--size", "96"])
+
+
+def test_multiframe_training_resumes_exactly_at_any_radius(tmp_path, monkeypatch):
+    from conftest import moving_frames, tiny_model
+    from training import multiframe
+
+    init = save_model(tiny_model(), tmp_path / "tiny.safetensors")
+    rng = np.random.default_rng(4)
+    for i, f in enumerate(moving_frames(rng, 10, size=128, step=(2, 1))):
+        save(f, tmp_path / "data" / "frames" / "long" / f"{i:03d}.png")
+    cfg = tmp_path / "mf.toml"
+    cfg.write_text('[data]\nsequences = [{path = "frames/long"}]\nval_sequences = [{path = "frames/long"}]\n')
+
+    def train(out: Path, iters: int, *extra: str) -> dict:
+        assert multiframe.main(["--config", str(cfg), "--data-root", str(tmp_path / "data"), "--init",
+                                str(init), "--out", str(out), "--radius", "2", "--features", "4",
+                                "--pool", "4", "--val-pool", "2", "--pool-size", "64", "--crop", "64",
+                                "--margin", "8", "--batch", "2", "--iters", str(iters), "--val-every", "2",
+                                "--ckpt-every", "1", "--log-every", "1", "--strides", "1", *extra]) == 0
+        return tr.load_checkpoint(out / "last.pt")
+
+    whole = train(tmp_path / "a", 4)
+    loss = multiframe.MultiFrameTrainer.loss
+
+    def crash_at_2(self, step):
+        if step == 2:
+            raise KeyboardInterrupt
+        return loss(self, step)
+
+    monkeypatch.setattr(multiframe.MultiFrameTrainer, "loss", crash_at_2)
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path / "b", 4)
+    monkeypatch.undo()
+    resumed = train(tmp_path / "b", 4, "--resume")
+    assert resumed["step"] == whole["step"] == 4 and resumed["model_args"]["radius"] == 2
+    assert all(torch.equal(whole["model"][k], resumed["model"][k]) for k in whole["model"])
+    rows = (tmp_path / "a" / "log.csv").read_text().split()
+    assert rows[0] == "step,multi-frame,single-frame" and [r.split(",")[0] for r in rows[1:]] == ["0", "2", "4"]
 
 
 def test_losses_match_hand_computed_values():

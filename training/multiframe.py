@@ -38,6 +38,7 @@ from vsdsfn.nets.multiframe import MultiFrameSR, chain_flows, pair_flows, replic
 from vsdsfn.weights import load_model, save_model
 
 from .datasets import config_sequences, downscale
+from .loop import PoolTrainer, add_loop_arguments
 from .train import load_checkpoint, save_checkpoint
 
 __all__ = ["build_pool", "truncate", "dihedral", "transform", "MultiFrameTrainer", "export", "main"]
@@ -141,12 +142,14 @@ def transform(lr: torch.Tensor, hr: torch.Tensor, flows: torch.Tensor, op: int, 
     return lr, hr, flows
 
 
-class MultiFrameTrainer:
-    """The training loop: model, optimizer, pools, checkpoints (see the module doc)."""
+class MultiFrameTrainer(PoolTrainer):
+    """The model and its pools on :class:`~training.loop.PoolTrainer`'s loop (see the
+    module doc)."""
+
+    score = "multi-frame"
 
     def __init__(self, args: argparse.Namespace) -> None:
-        self.args, self.out = args, Path(args.out)
-        self.out.mkdir(parents=True, exist_ok=True)
+        super().__init__(args, args.out)
         dsfn = load_model(args.init)
         self.rife = dsfn.temporal.eval()
         self.single_ref = dsfn.spatial.eval()
@@ -154,8 +157,6 @@ class MultiFrameTrainer:
                            "radius": args.radius}
         self.model = MultiFrameSR(**self.model_args)
         self.model.single.load_state_dict(dsfn.spatial.state_dict())
-        self.opt = torch.optim.RAdam(self.model.parameters(), lr=args.lr)
-        self.step, self.best = 0, -math.inf
         cfg = tomllib.loads(Path(args.config).read_text())
         root = Path(args.data_root or cfg["data"]["root"])
         self.train_pool = self._pool(cfg["data"]["sequences"], root, "train", args.pool, False)
@@ -172,11 +173,6 @@ class MultiFrameTrainer:
         save_checkpoint(path, pool)
         log.info("%s pool: %d windows in %.0f s -> %s", name, count, time.time() - t0, path)
         return pool
-
-    def lr_at(self, step: int) -> float:
-        a = self.args
-        warm = min(1.0, (step + 1) / a.warmup)
-        return a.lr * warm * 0.5 * (1 + math.cos(math.pi * min(step, a.iters) / a.iters))
 
     def batch(self, step: int):
         a, pool = self.args, self.train_pool
@@ -202,7 +198,16 @@ class MultiFrameTrainer:
             fls.append(fl)
         return torch.stack(lrs).contiguous(), torch.stack(hrs).contiguous(), torch.stack(fls).contiguous()
 
-    def validate(self) -> tuple[float, float]:
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {"model": self.model}
+
+    def loss(self, step: int) -> torch.Tensor:
+        lr, hr, fl = self.batch(step)
+        return F.l1_loss(self.model(lr, fl), hr)
+
+    def validate(self) -> dict[str, float]:
+        """PSNR of the multi-frame network and of the single-frame M_S it started from, on
+        the validation pool's crops (their borders left out)."""
         pool, b = self.val_pool, self.args.margin
         errs, refs = [], []
         self.model.eval()
@@ -216,49 +221,10 @@ class MultiFrameTrainer:
                 refs += ((ref - hr)[crop] ** 2).flatten(1).mean(1).tolist()
         self.model.train()
         to_db = lambda e: float(np.mean([-10 * math.log10(max(v, 1e-10)) for v in e]))  # noqa: E731
-        return to_db(errs), to_db(refs)
+        return {"multi-frame": to_db(errs), "single-frame": to_db(refs)}
 
     def state(self) -> dict:
-        return {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "step": self.step,
-                "best": self.best, "model_args": dict(self.model_args)}
-
-    def resume(self) -> None:
-        state = load_checkpoint(self.out / "last.pt")
-        self.model.load_state_dict(state["model"])
-        self.opt.load_state_dict(state["opt"])
-        self.step, self.best = state["step"], state["best"]
-        log.info("resumed at step %d (best %.3f dB)", self.step, self.best)
-
-    def run(self) -> None:
-        a, t0, losses = self.args, time.time(), []
-        while self.step < a.iters:
-            lr, hr, fl = self.batch(self.step)
-            for group in self.opt.param_groups:
-                group["lr"] = self.lr_at(self.step)
-            loss = F.l1_loss(self.model(lr, fl), hr)
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self.opt.step()
-            self.step += 1
-            losses.append(float(loss.detach()))
-            if self.step % a.log_every == 0:
-                log.info("step %d loss %.5f lr %.2e %.2f s/step", self.step, np.mean(losses), self.lr_at(self.step),
-                         (time.time() - t0) / a.log_every)
-                losses, t0 = [], time.time()
-            if self.step % a.val_every == 0 or self.step == a.iters:
-                self._checkpoint()
-            elif self.step % a.ckpt_every == 0:
-                save_checkpoint(self.out / "last.pt", self.state())
-
-    def _checkpoint(self) -> None:
-        psnr, ref = self.validate()
-        log.info("val step %d: multi-frame %.3f dB, single-frame %.3f dB (%+.3f)", self.step, psnr, ref, psnr - ref)
-        with open(self.out / "log.csv", "a") as f:
-            f.write(f"{self.step},{psnr:.4f},{ref:.4f}\n")
-        if psnr > self.best:
-            self.best = psnr
-            save_checkpoint(self.out / "best.pt", self.state())
-        save_checkpoint(self.out / "last.pt", self.state())
+        return {**super().state(), "model_args": dict(self.model_args)}
 
 
 def export(checkpoint: str | Path, init: str | Path, out: str | Path) -> Path:
@@ -282,9 +248,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--features", type=int, default=32, help="channels of the neighbours' features")
     p.add_argument("--fuse-layers", type=int, default=3)
-    p.add_argument("--iters", type=int, default=3000)
-    p.add_argument("--lr", type=float, default=3e-4)
-    p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--batch", type=int, default=12)
     p.add_argument("--crop", type=int, default=96, help="high-res training crop")
     p.add_argument("--margin", type=int, default=16, help="low-res pixels of the pool crops' borders not trained on")
@@ -295,11 +258,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--radius", type=int, default=1, help="neighbours on each side of the centre")
     p.add_argument("--alone", type=float, default=0.1,
                    help="share of windows cut short as at a clip's end or scene cut (at least one side)")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--log-every", type=int, default=50)
-    p.add_argument("--val-every", type=int, default=500)
-    p.add_argument("--ckpt-every", type=int, default=100)
-    p.add_argument("--resume", action="store_true")
+    add_loop_arguments(p, iters=3000, lr=3e-4, warmup=100, val_every=500)
     p.add_argument("--export", metavar="OUT", help="write --out's best.pt with --init's other networks to OUT "
                    "(safetensors) and stop")
     return p
@@ -313,12 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    trainer = MultiFrameTrainer(args)
-    if args.resume and (trainer.out / "last.pt").exists():
-        trainer.resume()
-    elif trainer.step == 0:
-        trainer._checkpoint()
-    trainer.run()
+    MultiFrameTrainer(args).start()
     return 0
 
 

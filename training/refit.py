@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import sys
 import time
 import tomllib
@@ -38,6 +37,7 @@ from vsdsfn.nets import DSFN
 from vsdsfn.weights import load_model, save_model
 
 from .datasets import config_sequences, downscale
+from .loop import PoolTrainer, add_loop_arguments
 from .multiframe import dihedral
 from .train import load_checkpoint, save_checkpoint, triplet_spans
 
@@ -122,33 +122,33 @@ def augment(sample: dict[str, torch.Tensor], op: int, reverse: bool) -> dict[str
     return out
 
 
-class Refit:
-    """The fine-tuning loop: model, optimizer, pools, checkpoints (see the module doc)."""
+class Refit(PoolTrainer):
+    """F and R, the frozen network and the pools on :class:`~training.loop.PoolTrainer`'s
+    loop (see the module doc)."""
+
+    score = "R"
 
     def __init__(self, args: argparse.Namespace) -> None:
-        self.args, self.out = args, Path(args.out)
-        self.out.mkdir(parents=True, exist_ok=True)
-        self.model = load_model(args.weights).train()
+        super().__init__(args, args.out)
+        self.model = load_model(args.weights)
         if args.size % (2 * self.model.multiple):
             raise ValueError(f"--size must be a multiple of {2 * self.model.multiple} (twice the network's "
                              "low-res size multiple)")
         for name, mod in self.model.named_children():
             mod.requires_grad_(name in ("fusion", "refine"))
-        self.model.spatial.eval()
-        self.model.temporal.eval()
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        self.opt = torch.optim.RAdam(params, lr=args.lr)
-        self.step, self.best = 0, -math.inf
         cfg = tomllib.loads(Path(args.config).read_text())
         root, d = Path(args.data_root or cfg["data"]["root"]), cfg["data"]
         spans = triplet_spans(d)
         self.train_pool = self._pool(d["sequences"], root, "train", args.pool, spans, False)
         self.val_pool = self._pool(d["val_sequences"], root, "val", args.val_pool, {m: [1] for m in spans}, True)
+        self.model.fusion.train()
+        self.model.refine.train()
 
     def _pool(self, entries: list, root: Path, name: str, count: int, spans: dict, central: bool) -> dict:
         path = self.out / f"pool-{name}-{count}-{self.args.size}.pt"
         if path.exists():
             return torch.load(path, weights_only=True)
+        self.model.eval()
         with torch.no_grad():
             pool = build_pool(self.model, config_sequences(root, entries), spans, count, self.args.size,
                               1 + central, central)
@@ -156,10 +156,8 @@ class Refit:
         log.info("%s pool: %d samples -> %s", name, count, path)
         return pool
 
-    def lr_at(self, step: int) -> float:
-        a = self.args
-        warm = min(1.0, (step + 1) / a.warmup)
-        return a.lr * warm * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(step, a.iters) / a.iters)))
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {"fusion": self.model.fusion, "refine": self.model.refine}
 
     def batch(self, step: int) -> dict[str, torch.Tensor]:
         g = torch.Generator().manual_seed(step)
@@ -168,67 +166,27 @@ class Refit:
         op, rev = int(torch.randint(0, 8, (1,), generator=g)), bool(torch.rand(1, generator=g) < 0.5)
         return {k: v.contiguous() for k, v in augment(sample, op, rev).items()}
 
-    def losses(self, s: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def loss(self, step: int) -> torch.Tensor:
+        """Eq. 13 + 14: L1 of the fused and of the refined frame."""
+        s = self.batch(step)
         out = self.model.combine(s["st"], s["ts"], s["hr0"], s["hr1"], s["t"])
-        return {k: F.l1_loss(out[k], s["truth"]) for k in ("fused", "refined")}
+        return F.l1_loss(out["fused"], s["truth"]) + F.l1_loss(out["refined"], s["truth"])
 
     def validate(self) -> dict[str, float]:
-        pool, sums = self.val_pool, {"st": [], "fused": [], "refined": []}
+        """PSNR of S->T, of F and of R on the validation pool."""
+        pool, sums = self.val_pool, {"S->T": [], "F": [], "R": []}
         self.model.fusion.eval()
         self.model.refine.eval()
         with torch.no_grad():
             for i in range(0, pool["t"].shape[0], 4):
                 s = {k: pool[k][i:i + 4].float() for k in _KEYS} | {"t": pool["t"][i:i + 4]}
-                out = self.model.combine(s["st"], s["ts"], s["hr0"], s["hr1"], s["t"]) | {"st": s["st"]}
-                for k in sums:
-                    mse = ((out[k].clamp(0, 1) - s["truth"]) ** 2).flatten(1).mean(1)
+                out = self.model.combine(s["st"], s["ts"], s["hr0"], s["hr1"], s["t"])
+                for k, v in (("S->T", s["st"]), ("F", out["fused"]), ("R", out["refined"])):
+                    mse = ((v.clamp(0, 1) - s["truth"]) ** 2).flatten(1).mean(1)
                     sums[k] += (-10 * torch.log10(mse.clamp_min(1e-10))).tolist()
         self.model.fusion.train()
         self.model.refine.train()
         return {k: float(np.mean(v)) for k, v in sums.items()}
-
-    def state(self) -> dict:
-        return {"fusion": self.model.fusion.state_dict(), "refine": self.model.refine.state_dict(),
-                "opt": self.opt.state_dict(), "step": self.step, "best": self.best}
-
-    def resume(self) -> None:
-        state = load_checkpoint(self.out / "last.pt")
-        self.model.fusion.load_state_dict(state["fusion"])
-        self.model.refine.load_state_dict(state["refine"])
-        self.opt.load_state_dict(state["opt"])
-        self.step, self.best = state["step"], state["best"]
-        log.info("resumed at step %d (best %.3f dB)", self.step, self.best)
-
-    def run(self) -> None:
-        a, t0, seen = self.args, time.time(), []
-        while self.step < a.iters:
-            for group in self.opt.param_groups:
-                group["lr"] = self.lr_at(self.step)
-            losses = self.losses(self.batch(self.step))
-            loss = losses["fused"] + losses["refined"]
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self.opt.step()
-            self.step += 1
-            seen.append(float(loss.detach()))
-            if self.step % a.log_every == 0:
-                log.info("step %d loss %.5f lr %.2e %.2f s/step", self.step, np.mean(seen), self.lr_at(self.step),
-                         (time.time() - t0) / a.log_every)
-                seen, t0 = [], time.time()
-            if self.step % a.val_every == 0 or self.step == a.iters:
-                self.checkpoint()
-            elif self.step % a.ckpt_every == 0:
-                save_checkpoint(self.out / "last.pt", self.state())
-
-    def checkpoint(self) -> None:
-        v = self.validate()
-        log.info("val step %d: S->T %.3f dB, F %.3f dB, R %.3f dB", self.step, v["st"], v["fused"], v["refined"])
-        with open(self.out / "log.csv", "a") as f:
-            f.write(f"{self.step},{v['st']:.4f},{v['fused']:.4f},{v['refined']:.4f}\n")
-        if v["refined"] > self.best:
-            self.best = v["refined"]
-            save_checkpoint(self.out / "best.pt", self.state())
-        save_checkpoint(self.out / "last.pt", self.state())
 
 
 def export(checkpoint: str | Path, weights: str | Path, out: str | Path) -> Path:
@@ -249,18 +207,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", required=True, help="the weights file whose M_S and M_T make the streams (frozen) "
                    "and whose F and R are fine-tuned")
     p.add_argument("--out", required=True)
-    p.add_argument("--iters", type=int, default=1000)
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--warmup", type=int, default=50)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--size", type=int, default=256, help="high-res crop of the pool's samples")
     p.add_argument("--pool", type=int, default=1200)
     p.add_argument("--val-pool", type=int, default=120)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--log-every", type=int, default=50)
-    p.add_argument("--val-every", type=int, default=250)
-    p.add_argument("--ckpt-every", type=int, default=100)
-    p.add_argument("--resume", action="store_true")
+    add_loop_arguments(p, iters=1000, lr=1e-4, warmup=50, val_every=250)
     p.add_argument("--export", metavar="OUT", help="write --weights with --out's best F and R to OUT and stop")
     return p
 
@@ -277,11 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         refit = Refit(args)
     except ValueError as exc:
         raise SystemExit(f"training.refit: {exc}") from None
-    if args.resume and (refit.out / "last.pt").exists():
-        refit.resume()
-    elif refit.step == 0:
-        refit.checkpoint()
-    refit.run()
+    refit.start()
     return 0
 
 

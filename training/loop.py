@@ -1,0 +1,132 @@
+"""The training loop of the trainers on cached pools (:mod:`training.multiframe`,
+:mod:`training.refit`): RAdam steps under a cosine learning rate with warm-up, a log line
+every ``log_every`` steps, validation every ``val_every`` steps (a row of ``log.csv``; the
+best kept in ``best.pt``), ``last.pt`` every ``ckpt_every`` steps, and an exact resume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .train import load_checkpoint, save_checkpoint
+
+__all__ = ["PoolTrainer", "add_loop_arguments"]
+
+log = logging.getLogger("vsdsfn.training")
+
+
+def add_loop_arguments(p: argparse.ArgumentParser, *, iters: int, lr: float, warmup: int, val_every: int) -> None:
+    """The loop's flags, with a trainer's defaults where they differ."""
+    p.add_argument("--iters", type=int, default=iters)
+    p.add_argument("--lr", type=float, default=lr)
+    p.add_argument("--warmup", type=int, default=warmup)
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--log-every", type=int, default=50)
+    p.add_argument("--val-every", type=int, default=val_every)
+    p.add_argument("--ckpt-every", type=int, default=100)
+    p.add_argument("--resume", action="store_true", help="continue from the run folder's last.pt")
+
+
+class PoolTrainer:
+    """Subclasses give the trained ``modules()`` (checkpoint key -> module), ``loss(step)``
+    (the step's batch is a pure function of the step), ``validate()`` (PSNRs by name) and
+    :attr:`score`, the name of the PSNR that picks the best step. ``args``: ``lr``,
+    ``warmup``, ``iters``, ``log_every``, ``val_every``, ``ckpt_every``."""
+
+    score = "psnr"
+
+    def __init__(self, args: argparse.Namespace, out: str | Path) -> None:
+        self.args, self.out = args, Path(out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.step, self.best = 0, -math.inf
+        self.opt: torch.optim.Optimizer | None = None
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        raise NotImplementedError
+
+    def loss(self, step: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def validate(self) -> dict[str, float]:
+        raise NotImplementedError
+
+    def optimizer(self) -> torch.optim.Optimizer:
+        """RAdam over the trained modules' parameters that require gradients."""
+        if self.opt is None:
+            params = [p for m in self.modules().values() for p in m.parameters() if p.requires_grad]
+            self.opt = torch.optim.RAdam(params, lr=self.args.lr)
+        return self.opt
+
+    def lr_at(self, step: int) -> float:
+        """Linear warm-up over ``warmup`` steps, then cosine from ``lr`` to 2 % of it.
+
+        >>> t = PoolTrainer(argparse.Namespace(lr=1.0, warmup=10, iters=100), "/nonexistent")
+        >>> [round(t.lr_at(s), 3) for s in (0, 9, 50, 100)]
+        [0.1, 0.981, 0.51, 0.02]
+        """
+        a = self.args
+        warm = min(1.0, (step + 1) / a.warmup)
+        return a.lr * warm * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(step, a.iters) / a.iters)))
+
+    def state(self) -> dict:
+        return {**{k: m.state_dict() for k, m in self.modules().items()}, "opt": self.optimizer().state_dict(),
+                "step": self.step, "best": self.best}
+
+    def resume(self) -> None:
+        state = load_checkpoint(self.out / "last.pt")
+        for k, m in self.modules().items():
+            m.load_state_dict(state[k])
+        self.optimizer().load_state_dict(state["opt"])
+        self.step, self.best = state["step"], state["best"]
+        log.info("resumed at step %d (best %.3f dB)", self.step, self.best)
+
+    def start(self) -> None:
+        """:meth:`resume` where ``--resume`` finds a ``last.pt``, then :meth:`run`."""
+        if self.args.resume and (self.out / "last.pt").exists():
+            self.resume()
+        self.run()
+
+    def run(self) -> None:
+        """Train from the current step to ``iters``: validated first when at step 0."""
+        a, opt = self.args, self.optimizer()
+        if self.step == 0:
+            self.checkpoint()
+        t0, seen = time.time(), []
+        while self.step < a.iters:
+            for group in opt.param_groups:
+                group["lr"] = self.lr_at(self.step)
+            loss = self.loss(self.step)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            self.step += 1
+            seen.append(float(loss.detach()))
+            if self.step % a.log_every == 0:
+                log.info("step %d loss %.5f lr %.2e %.2f s/step", self.step, np.mean(seen), self.lr_at(self.step),
+                         (time.time() - t0) / a.log_every)
+                seen, t0 = [], time.time()
+            if self.step % a.val_every == 0 or self.step == a.iters:
+                self.checkpoint()
+            elif self.step % a.ckpt_every == 0:
+                save_checkpoint(self.out / "last.pt", self.state())
+
+    def checkpoint(self) -> None:
+        """Validate, log (and append to ``log.csv``), keep the best, write ``last.pt``."""
+        scores = self.validate()
+        log.info("val step %d: %s", self.step, ", ".join(f"{k} {v:.3f} dB" for k, v in scores.items()))
+        table = self.out / "log.csv"
+        with open(table, "a") as f:
+            if f.tell() == 0:
+                f.write(",".join(["step", *scores]) + "\n")
+            f.write(",".join([str(self.step), *(f"{v:.4f}" for v in scores.values())]) + "\n")
+        if scores[self.score] > self.best:
+            self.best = scores[self.score]
+            save_checkpoint(self.out / "best.pt", self.state())
+        save_checkpoint(self.out / "last.pt", self.state())
