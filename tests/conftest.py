@@ -82,6 +82,13 @@ def tiny_multiframe_weights(tmp_path_factory) -> Path:
     return save_model(tiny_model(config=TINY_MULTIFRAME), tmp_path_factory.mktemp("weights") / "tiny-mf.safetensors")
 
 
+@pytest.fixture(scope="session", params=[1, 2], ids=["radius1", "radius2"])
+def tiny_multiframe_any_radius(request, tmp_path_factory) -> Path:
+    """Tiny multi-frame weights with one and with two neighbours on each side."""
+    config = replace(TINY_MULTIFRAME, spatial_args={**TINY_MULTIFRAME.spatial_args, "radius": request.param})
+    return save_model(tiny_model(config=config), tmp_path_factory.mktemp("weights") / f"tiny-mf{request.param}.safetensors")
+
+
 def pattern(n: int, w: int, h: int, shift: float = 1.5, kind: int = 0) -> np.ndarray:
     """A smooth colour pattern moving right/down with time n: (3, H, W) float32 in [0, 1]."""
     y, x = np.mgrid[0:h, 0:w].astype(np.float32)

@@ -145,9 +145,10 @@ def test_tiled_multiframe_m_s_equals_untiled():
 
 
 @pytest.mark.parametrize("detect", [False, True])
-def test_frames_after_a_cut_do_not_depend_on_what_lies_before_it(tiny_multiframe_weights, detect):
+def test_frames_after_a_cut_do_not_depend_on_what_lies_before_it(tiny_multiframe_any_radius, detect):
     import vsdsfn
 
+    tiny_multiframe_weights = tiny_multiframe_any_radius
     def clip(before_kind):
         frames = lambda i: pattern(i, 24, 20, kind=before_kind if i < 2 else 0)  # noqa: E731
         props = None if detect else (lambda i: {"_SceneChangePrev": int(i == 2)})
@@ -173,10 +174,11 @@ def test_a_neighbour_changes_the_source_position_frame(tiny_multiframe_weights):
 
 
 @pytest.mark.parametrize("batch,num,den", [(1, 2, 1), (3, 5, 2), (2, 3, 1)])
-def test_multiframe_output_is_the_same_for_any_batch_and_each_m_s_runs_once(tiny_multiframe_weights, monkeypatch,
+def test_multiframe_output_is_the_same_for_any_batch_and_each_m_s_runs_once(tiny_multiframe_any_radius, monkeypatch,
                                                                           batch, num, den):
     import vsdsfn
 
+    tiny_multiframe_weights = tiny_multiframe_any_radius
     engines = []
     real = Engine.upscale_group
 
