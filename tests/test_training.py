@@ -271,6 +271,16 @@ def test_refit_trains_f_and_r_on_the_frozen_streams(tmp_path, tiny_multiframe_we
     assert not same(before.fusion, after.fusion) and not same(before.refine, after.refine)
     with pytest.raises(SystemExit, match="--size must be a multiple of 128"):
         refit.main([*argv[:-12], "--size", "96"])
+    # F's timestep bias: added at zero (the same frames), trained at its own rate, kept by the export
+    biased = refit.with_time_bias(before)
+    l0, l1 = torch.rand(2, 1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(biased.run(l0, l1, t=0.25)["refined"], before.run(l0, l1, t=0.25)["refined"])
+    assert refit.main([*argv, "--out", str(tmp_path / "bias"), "--time-bias", "--bias-lr", "0.1"]) == 0
+    assert refit.main([*argv, "--out", str(tmp_path / "bias"), "--time-bias",
+                       "--export", str(tmp_path / "bias.safetensors")]) == 0
+    trained = load_model(tmp_path / "bias.safetensors")
+    assert trained.config.fusion_time_bias and trained.fusion.t_bias.abs().max() > 0   # moved from zero
 
 
 def test_multiframe_training_resumes_exactly_at_any_radius(tmp_path, monkeypatch):

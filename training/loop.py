@@ -58,7 +58,8 @@ class PoolTrainer:
         raise NotImplementedError
 
     def optimizer(self) -> torch.optim.Optimizer:
-        """RAdam over the trained modules' parameters that require gradients."""
+        """RAdam over the trained modules' parameters that require gradients (a group's
+        ``scale`` multiplies the learning rate for it)."""
         if self.opt is None:
             params = [p for m in self.modules().values() for p in m.parameters() if p.requires_grad]
             self.opt = torch.optim.RAdam(params, lr=self.args.lr)
@@ -101,7 +102,7 @@ class PoolTrainer:
         t0, seen = time.time(), []
         while self.step < a.iters:
             for group in opt.param_groups:
-                group["lr"] = self.lr_at(self.step)
+                group["lr"] = self.lr_at(self.step) * group.get("scale", 1.0)
             loss = self.loss(self.step)
             opt.zero_grad(set_to_none=True)
             loss.backward()

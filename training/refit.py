@@ -27,6 +27,7 @@ import logging
 import sys
 import time
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,7 @@ from .loop import PoolTrainer, add_loop_arguments
 from .multiframe import dihedral
 from .train import load_checkpoint, save_checkpoint, triplet_spans
 
-__all__ = ["windowed_upscale", "build_pool", "augment", "Refit", "main"]
+__all__ = ["windowed_upscale", "build_pool", "augment", "with_time_bias", "Refit", "export", "main"]
 
 log = logging.getLogger("vsdsfn.training")
 
@@ -130,7 +131,7 @@ class Refit(PoolTrainer):
 
     def __init__(self, args: argparse.Namespace) -> None:
         super().__init__(args, args.out)
-        self.model = load_model(args.weights)
+        self.model = with_time_bias(load_model(args.weights)) if args.time_bias else load_model(args.weights)
         if args.size % (2 * self.model.multiple):
             raise ValueError(f"--size must be a multiple of {2 * self.model.multiple} (twice the network's "
                              "low-res size multiple)")
@@ -158,6 +159,17 @@ class Refit(PoolTrainer):
 
     def modules(self) -> dict[str, torch.nn.Module]:
         return {"fusion": self.model.fusion, "refine": self.model.refine}
+
+    def optimizer(self) -> torch.optim.Optimizer:
+        """RAdam over F and R, F's timestep bias (if any) at ``--bias-lr``: one number per
+        logit moves as far in a few hundred steps as it must."""
+        if self.opt is None:
+            bias = self.model.fusion.t_bias
+            rest = [p for m in self.modules().values() for p in m.parameters() if p is not bias]
+            groups = [{"params": rest}] + ([{"params": [bias], "scale": self.args.bias_lr / self.args.lr}]
+                                           if bias is not None else [])
+            self.opt = torch.optim.RAdam(groups, lr=self.args.lr)
+        return self.opt
 
     def batch(self, step: int) -> dict[str, torch.Tensor]:
         g = torch.Generator().manual_seed(step)
@@ -189,10 +201,23 @@ class Refit(PoolTrainer):
         return {k: float(np.mean(v)) for k, v in sums.items()}
 
 
+def with_time_bias(model: DSFN) -> DSFN:
+    """``model`` with F's timestep bias of the mask logits (zero: the same output)."""
+    if model.config.fusion_time_bias:
+        return model
+    biased = DSFN(replace(model.config, fusion_time_bias=True))
+    missing, unexpected = biased.load_state_dict(model.state_dict(), strict=False)
+    if missing != ["fusion.t_bias"] or unexpected:
+        raise ValueError(f"cannot add F's timestep bias: missing {missing}, unexpected {unexpected}")
+    return biased
+
+
 def export(checkpoint: str | Path, weights: str | Path, out: str | Path) -> Path:
     """A weights file: ``weights``'s network with the checkpoint's F and R."""
     ck = load_checkpoint(checkpoint)
     model = load_model(weights)
+    if "t_bias" in ck["fusion"]:
+        model = with_time_bias(model)
     model.fusion.load_state_dict(ck["fusion"])
     model.refine.load_state_dict(ck["refine"])
     extra = {"stage": "refit", "step": str(ck["step"]), "val_psnr": f"{ck['best']:.4f}",
@@ -211,6 +236,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=256, help="high-res crop of the pool's samples")
     p.add_argument("--pool", type=int, default=1200)
     p.add_argument("--val-pool", type=int, default=120)
+    p.add_argument("--time-bias", action="store_true",
+                   help="add F's timestep bias of the mask logits (vsdsfn.nets.FusionUNet(time_bias=True))")
+    p.add_argument("--bias-lr", type=float, default=1e-2, help="learning rate of F's timestep bias")
     add_loop_arguments(p, iters=1000, lr=1e-4, warmup=50, val_every=250)
     p.add_argument("--export", metavar="OUT", help="write --weights with --out's best F and R to OUT and stop")
     return p

@@ -50,6 +50,8 @@ class DSFNConfig:
     fusion_split: bool = True
     #: F also sees M_S(L-), M_S(L+) and |S->T - T->S| (``FusionUNet(context=True)``)
     fusion_context: bool = True
+    #: F's mask logits get a learned bias that follows t (``FusionUNet(time_bias=True)``)
+    fusion_time_bias: bool = False
     refine_channels: int = 24
     refine_blocks: int = 3
     #: R also sees both streams and M_S(L-), M_S(L+), not only H_F (``Refine(extra=12)``)
@@ -115,7 +117,7 @@ class DSFN(nn.Module):
         self.temporal = TEMPORAL[config.temporal](**config.temporal_args)
         self.fusion = FusionUNet(tuple(config.fusion_widths), config.fusion_masks,
                                  config.fusion_split and config.fusion_masks == 2, config.fusion_context,
-                                 config.time_input)
+                                 config.time_input, time_bias=config.fusion_time_bias)
         #: low-res frame sizes must be multiples of this (F's strided stages at high res,
         #: M_T's at low and high res; see :meth:`multiple_for`)
         self.multiple = self.multiple_for(config.st_scale)

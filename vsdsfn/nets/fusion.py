@@ -24,7 +24,9 @@ class FusionUNet(nn.Module):
     are predicted as common ``c`` and difference ``d``, (c + d, c - d), so that "how much of
     both" and "which stream" learn apart (plain logits of near-equal streams stay at 0.5).
     ``context``: F also sees M_S(L-), M_S(L+) (``hr0``/``hr1``) and ``|st - ts|``;
-    ``time``: the timestep ``t`` as a constant plane.
+    ``time``: the timestep ``t`` as a constant plane; ``time_bias``: a learned bias of each
+    mask logit, quadratic in ``t - 1/2`` (zero at first): the blend of the two streams as a
+    whole follows t (S->T is the better stream by more at some timesteps than at others).
 
     >>> f = FusionUNet(widths=(4, 4, 4, 4, 4))
     >>> st, ts = torch.rand(2, 1, 3, 32, 64)
@@ -38,7 +40,7 @@ class FusionUNet(nn.Module):
 
     def __init__(
         self, widths: tuple[int, ...] = (16, 32, 48, 64, 96), masks: int = 2, split: bool = False,
-        context: bool = False, time: bool = False,
+        context: bool = False, time: bool = False, time_bias: bool = False,
     ) -> None:
         super().__init__()
         if len(widths) < 2:
@@ -63,6 +65,8 @@ class FusionUNet(nn.Module):
         self.head = nn.Conv2d(widths[0], masks * 4, 3, padding=1)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
+        #: per mask logit: its bias at t = 1/2 and the coefficients of (t - 1/2) and (t - 1/2)^2
+        self.t_bias = nn.Parameter(torch.zeros(masks, 3)) if time_bias else None
 
     def forward(
         self, st: torch.Tensor, ts: torch.Tensor, hr0: torch.Tensor | None = None, hr1: torch.Tensor | None = None,
@@ -84,6 +88,10 @@ class FusionUNet(nn.Module):
             x = F.interpolate(x, size=skips[i].shape[-2:], mode="bilinear", align_corners=False)
             x = self.ups[i](conv_input([x, skips[i]], self.ups[i]))
         logits = F.pixel_shuffle(self.head(x), 2).float()   # masks and blend in float32
+        if self.t_bias is not None:
+            tau = torch.as_tensor(t, dtype=torch.float32, device=logits.device).reshape(-1, 1) - 0.5
+            basis = torch.cat((torch.ones_like(tau), tau, tau * tau), 1)
+            logits = logits + (basis @ self.t_bias.float().t()).view(-1, self.masks, 1, 1)
         if self.split:
             c, d = logits[:, :1], logits[:, 1:]
             logits = torch.cat((c + d, c - d), 1)
