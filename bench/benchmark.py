@@ -131,15 +131,34 @@ def run_worker(method: str, size: str, args: argparse.Namespace, precision: str 
 
 
 def _runs(size: str, methods: list[str], precisions: list[str], args: argparse.Namespace) -> list[dict]:
-    """Every method at one size; dsfn once per precision and factor, back to back."""
-    out = []
+    """Every method at one size; dsfn once per weights file, precision and factor, back to
+    back; all of it ``--rounds`` times in turn (A B A B ...), so that a machine whose speed
+    drifts slows every row alike. A row's times are those of all its rounds; ``rounds``
+    keeps each round's median."""
+    jobs = []
     for m in methods:
         if m != "dsfn":
-            out.append(run_worker(m, size, args))
+            jobs.append((m, "auto", "2", None))
             continue
-        out += [run_worker(m, size, args, p, f, w) for w in [args.weights] + args.compare_weights
-                for p in precisions for f in args.factors.split(",")]
-    return out
+        jobs += [(m, p, f, w) for w in [args.weights] + args.compare_weights
+                 for p in precisions for f in args.factors.split(",")]
+    rows: list[dict | None] = [None] * len(jobs)
+    for _ in range(args.rounds):
+        for i, (m, p, f, w) in enumerate(jobs):
+            r = run_worker(m, size, args, p, f, w)
+            if "times" in r:
+                r["rounds"] = [statistics.median(r["times"])]
+            prev = rows[i]
+            if prev is None or "error" in r:
+                rows[i] = r
+            elif "times" in prev:
+                prev["times"] += r["times"]
+                prev["synthesised"] += r["synthesised"]
+                prev["rounds"] += r["rounds"]
+                prev["rss_mb"] = max(prev["rss_mb"], r["rss_mb"])
+                if "cuda_mb" in r:
+                    prev["cuda_mb"] = max(prev.get("cuda_mb", 0), r["cuda_mb"])
+    return rows
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -149,6 +168,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--frames", type=int, default=4, help="output frames per timed run")
     ap.add_argument("--runs", type=int, default=3, help="timed runs (after one warm-up)")
+    ap.add_argument("--rounds", type=int, default=1, help="all rows this many times in turn (in fresh processes): "
+                    "medians over every round, and each dsfn row against the first weights file's as the median "
+                    "of the rounds' ratios")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--batch-size", type=int, default=1)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -214,13 +236,15 @@ def _report(rows: list[tuple[str, list[dict]]], args: argparse.Namespace, device
         f"Weights (dsfn): {args.weights or 'default'}{', flip ensemble (ensemble=True)' if args.ensemble else ''}"
         f"{', TensorRT (trt=True)' if args.trt else ''}",
         f"Method: frames pulled from the output clip through VapourSynth (as vspipe does), {args.frames} output "
-        f"frames per run rounded up to whole cycles of the factor (5 at 5/2; source and interpolated frames alike), median of {args.runs} runs after a warm-up run; each row in "
-        "its own process, the rows of one size back to back. Peak memory: the process's RSS high-water mark "
+        f"frames per run rounded up to whole cycles of the factor (5 at 5/2; source and interpolated frames alike), median of {args.runs} runs after a warm-up run "
+        f"(x {args.rounds} rounds, every row in turn each round); each row in "
+        "its own process, the rows of one size back to back. vs first weights: the median over the rounds of "
+        "the row's time per output frame over the first weights file's (same precision and factor). Peak memory: the process's RSS high-water mark "
         "(VmHWM) or torch.cuda.max_memory_allocated (CUDA). vs dsfn fp32: the row's output frames/s divided by "
         "dsfn's at fp32 (same size and factor). s per synthesised frame: a run's time over its interpolated frames.")
     lines += ["", "| input → output | method | precision | factor | output frames/s | s per output frame "
-              "| s per synthesised frame | peak RSS (MB) | CUDA peak (MB) | vs dsfn fp32 |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              "| s per synthesised frame | peak RSS (MB) | CUDA peak (MB) | vs dsfn fp32 | time vs first weights |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for size, results in rows:
         lines += _table_rows(size, results)
     return lines
@@ -232,19 +256,24 @@ def _table_rows(size: str, results: list[dict]) -> list[str]:
     fps = {id(r): r["frames"] / statistics.median(r["times"]) for r in results if "times" in r}
     base = {r.get("factor"): fps[id(r)] for r in results
             if r["method"] == "dsfn" and "label" not in r and r.get("precision") == "fp32" and id(r) in fps}
+    first = {(r.get("precision"), r.get("factor")): r for r in reversed(results)
+             if r["method"] == "dsfn" and "label" not in r and "rounds" in r}
     lines = []
     for r in results:
         prec, fct = (r.get("precision", ""), r.get("factor", "")) if r["method"] == "dsfn" else ("", "2")
         name = r.get("label", r["method"])
         if "error" in r:
-            lines.append(f"| {label} | {name} | {prec} | {fct} | error: {' '.join(r['error'])[:80]} | | | | | |")
+            lines.append(f"| {label} | {name} | {prec} | {fct} | error: {' '.join(r['error'])[:80]} | | | | | | |")
             continue
         f = fps[id(r)]
         per_synth = statistics.median(t / max(n, 1) for t, n in zip(r["times"], r["synthesised"]))
         cmb = f"{r['cuda_mb']:.0f}" if "cuda_mb" in r else ""
         ratio = f"{f / base[fct]:.2f}x" if r["method"] == "dsfn" and fct in base else ""
+        ref = first.get((prec, fct)) if r["method"] == "dsfn" else None
+        vs_first = (f"{statistics.median(a / b for a, b in zip(r['rounds'], ref['rounds'])):.2f}x"
+                    if ref is not None and ref is not r and "label" in r else "")
         lines.append(f"| {label} | {name} | {prec} | {fct} | {f:.3f} | {1 / f:.3f} | {per_synth:.3f} "
-                     f"| {r['rss_mb']:.0f} | {cmb} | {ratio} |")
+                     f"| {r['rss_mb']:.0f} | {cmb} | {ratio} | {vs_first} |")
     return lines
 
 

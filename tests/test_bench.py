@@ -284,8 +284,11 @@ def test_benchmark_compares_weights_files_back_to_back(tiny_weights, tiny_multif
     js = tmp_path / "r.json"
     benchmark.main(["--sizes", "64x48", "--methods", "dsfn", "--frames", "2", "--runs", "1", "--device", "cpu",
                     "--weights", str(tiny_multiframe_weights), "--compare-weights", str(tiny_weights),
-                    "--precisions", "fp32", "--out", str(tmp_path / "r.md"), "--json", str(js)])
-    rows = [line for line in (tmp_path / "r.md").read_text().splitlines() if line.startswith("| 64x48")]
-    assert [r.split("|")[2].strip() for r in rows] == ["dsfn", "dsfn (tiny.safetensors)"]
-    assert all("error" not in r for r in rows)
+                    "--precisions", "fp32", "--rounds", "2", "--out", str(tmp_path / "r.md"), "--json", str(js)])
+    report = (tmp_path / "r.md").read_text()
+    rows = [line.split("|") for line in report.splitlines() if line.startswith("| 64x48")]
+    assert [r[2].strip() for r in rows] == ["dsfn", "dsfn (tiny.safetensors)"]
+    assert all("error" not in "|".join(r) for r in rows)
+    assert "(x 2 rounds, every row in turn each round)" in report
+    assert rows[0][11].strip() == "" and rows[1][11].strip().endswith("x")   # time vs the first weights file
     assert len(json.loads(js.read_text())["rows"]) == 1
