@@ -283,6 +283,24 @@ def test_refit_trains_f_and_r_on_the_frozen_streams(tmp_path, tiny_multiframe_we
     assert trained.config.fusion_time_bias and trained.fusion.t_bias.abs().max() > 0   # moved from zero
 
 
+def test_blend_report_per_timestep(tmp_path, tiny_weights, capsys):
+    from conftest import moving_frames
+    from training import blend
+
+    rng = np.random.default_rng(5)
+    for i, f in enumerate(moving_frames(rng, 8, size=128, step=(2, 1))):
+        save(f, tmp_path / "data" / "frames" / "long" / f"{i:03d}.png")
+    cfg = tmp_path / "blend.toml"
+    cfg.write_text('[data]\nstrides = [1]\nspans = [{span = 3, strides = [1]}]\n'
+                   'sequences = [{path = "frames/long"}]\nval_sequences = [{path = "frames/long"}]\n')
+    argv = ["--config", str(cfg), "--data-root", str(tmp_path / "data"), "--weights", str(tiny_weights[0]),
+            "--count", "6", "--size", "128", "--threads", "1", "--pool", str(tmp_path / "pool.pt")]
+    assert blend.main(argv) == 0
+    rows = [line.split("|") for line in capsys.readouterr().out.splitlines() if line.startswith("| all |")]
+    assert {r[2].strip() for r in rows} <= {"1/3", "1/2", "2/3"} and sum(int(r[3]) for r in rows) == 6
+    assert blend.main(argv) == 0 and (tmp_path / "pool.pt").exists()     # the second run reads the kept crops
+
+
 def test_multiframe_training_resumes_exactly_at_any_radius(tmp_path, monkeypatch):
     from conftest import moving_frames, tiny_model
     from training import multiframe
