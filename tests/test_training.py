@@ -244,16 +244,23 @@ def test_forward_is_streams_then_combine():
     assert set(whole) == set(parts) and all(torch.equal(whole[k], parts[k]) for k in whole)
 
 
-def test_refit_trains_f_and_r_on_the_frozen_streams(tmp_path, tiny_multiframe_weights):
+def _moving_clip(tmp_path: Path, frames: int, seed: int, data: str) -> Path:
+    """``frames`` 128x128 frames of a moving texture in tmp_path/data/frames/long and a config
+    whose [data] table is ``data`` (TOML lines); returns the config's path."""
     from conftest import moving_frames
+
+    for i, f in enumerate(moving_frames(np.random.default_rng(seed), frames, size=128, step=(2, 1))):
+        save(f, tmp_path / "data" / "frames" / "long" / f"{i:03d}.png")
+    cfg = tmp_path / "clip.toml"
+    cfg.write_text("[data]\n" + data)
+    return cfg
+
+
+def test_refit_trains_f_and_r_on_the_frozen_streams(tmp_path, tiny_multiframe_weights):
     from training import refit
 
-    rng = np.random.default_rng(3)
-    for i, f in enumerate(moving_frames(rng, 12, size=128, step=(2, 1))):
-        save(f, tmp_path / "data" / "frames" / "long" / f"{i:03d}.png")
-    cfg = tmp_path / "refit.toml"
-    cfg.write_text('[data]\nstrides = [1]\nspans = [{span = 3, strides = [1]}]\n'
-                   'sequences = [{path = "frames/long"}]\nval_sequences = [{path = "frames/long", start = 2}]\n')
+    cfg = _moving_clip(tmp_path, 12, 3, 'strides = [1]\nspans = [{span = 3, strides = [1]}]\n'
+                       'sequences = [{path = "frames/long"}]\nval_sequences = [{path = "frames/long", start = 2}]\n')
     out = tmp_path / "run"
     argv = ["--config", str(cfg), "--data-root", str(tmp_path / "data"), "--weights", str(tiny_multiframe_weights),
             "--out", str(out), "--size", "128", "--pool", "6", "--val-pool", "2", "--iters", "4", "--val-every", "2",
@@ -284,15 +291,10 @@ def test_refit_trains_f_and_r_on_the_frozen_streams(tmp_path, tiny_multiframe_we
 
 
 def test_blend_report_per_timestep(tmp_path, tiny_weights, capsys):
-    from conftest import moving_frames
     from training import blend
 
-    rng = np.random.default_rng(5)
-    for i, f in enumerate(moving_frames(rng, 8, size=128, step=(2, 1))):
-        save(f, tmp_path / "data" / "frames" / "long" / f"{i:03d}.png")
-    cfg = tmp_path / "blend.toml"
-    cfg.write_text('[data]\nstrides = [1]\nspans = [{span = 3, strides = [1]}]\n'
-                   'sequences = [{path = "frames/long"}]\nval_sequences = [{path = "frames/long"}]\n')
+    cfg = _moving_clip(tmp_path, 8, 5, 'strides = [1]\nspans = [{span = 3, strides = [1]}]\n'
+                       'sequences = [{path = "frames/long"}]\nval_sequences = [{path = "frames/long"}]\n')
     argv = ["--config", str(cfg), "--data-root", str(tmp_path / "data"), "--weights", str(tiny_weights[0]),
             "--count", "6", "--size", "128", "--threads", "1", "--pool", str(tmp_path / "pool.pt")]
     assert blend.main(argv) == 0
@@ -302,15 +304,11 @@ def test_blend_report_per_timestep(tmp_path, tiny_weights, capsys):
 
 
 def test_multiframe_training_resumes_exactly_at_any_radius(tmp_path, monkeypatch):
-    from conftest import moving_frames, tiny_model
+    from conftest import tiny_model
     from training import multiframe
 
     init = save_model(tiny_model(), tmp_path / "tiny.safetensors")
-    rng = np.random.default_rng(4)
-    for i, f in enumerate(moving_frames(rng, 10, size=128, step=(2, 1))):
-        save(f, tmp_path / "data" / "frames" / "long" / f"{i:03d}.png")
-    cfg = tmp_path / "mf.toml"
-    cfg.write_text('[data]\nsequences = [{path = "frames/long"}]\nval_sequences = [{path = "frames/long"}]\n')
+    cfg = _moving_clip(tmp_path, 10, 4, 'sequences = [{path = "frames/long"}]\nval_sequences = [{path = "frames/long"}]\n')
 
     def train(out: Path, iters: int, *extra: str) -> dict:
         assert multiframe.main(["--config", str(cfg), "--data-root", str(tmp_path / "data"), "--init",

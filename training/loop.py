@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,7 @@ import torch
 
 from .train import load_checkpoint, save_checkpoint
 
-__all__ = ["PoolTrainer", "add_loop_arguments"]
+__all__ = ["PoolTrainer", "add_loop_arguments", "train_or_export"]
 
 log = logging.getLogger("vsdsfn.training")
 
@@ -32,6 +34,18 @@ def add_loop_arguments(p: argparse.ArgumentParser, *, iters: int, lr: float, war
     p.add_argument("--val-every", type=int, default=val_every)
     p.add_argument("--ckpt-every", type=int, default=100)
     p.add_argument("--resume", action="store_true", help="continue from the run folder's last.pt")
+
+
+def train_or_export(args: argparse.Namespace, trainer: Callable[[], "PoolTrainer"], export: Callable[[], Path]) -> None:
+    """What a pool trainer's command does, logging to stderr: with ``--export``, ``export()``
+    and stop; else ``trainer()`` trained (``--threads``, seed 0, ``--resume``)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    if args.export:
+        log.info("wrote %s", export())
+        return
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    trainer().start()
 
 
 class PoolTrainer:

@@ -38,7 +38,7 @@ from vsdsfn.nets.multiframe import MultiFrameSR, chain_flows, pair_flows, replic
 from vsdsfn.weights import load_model, save_model
 
 from .datasets import config_sequences, downscale
-from .loop import PoolTrainer, add_loop_arguments
+from .loop import PoolTrainer, add_loop_arguments, train_or_export
 from .train import load_checkpoint, save_checkpoint
 
 __all__ = ["build_pool", "truncate", "dihedral", "transform", "MultiFrameTrainer", "export", "main"]
@@ -266,15 +266,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    if args.export:
-        log.info("wrote %s", export(Path(args.out) / "best.pt", args.init, args.export))
-        return 0
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    MultiFrameTrainer(args).start()
+    train_or_export(args, lambda: MultiFrameTrainer(args), lambda: export(Path(args.out) / "best.pt", args.init,
+                                                                          args.export))
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

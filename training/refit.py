@@ -38,7 +38,7 @@ from vsdsfn.nets import DSFN
 from vsdsfn.weights import load_model, save_model
 
 from .datasets import config_sequences, downscale
-from .loop import PoolTrainer, add_loop_arguments
+from .loop import PoolTrainer, add_loop_arguments, train_or_export
 from .multiframe import dihedral
 from .train import load_checkpoint, save_checkpoint, triplet_spans
 
@@ -246,19 +246,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    if args.export:
-        log.info("wrote %s", export(Path(args.out) / "best.pt", args.weights, args.export))
-        return 0
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
     try:
-        refit = Refit(args)
+        train_or_export(args, lambda: Refit(args), lambda: export(Path(args.out) / "best.pt", args.weights, args.export))
     except ValueError as exc:
         raise SystemExit(f"training.refit: {exc}") from None
-    refit.start()
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
