@@ -356,6 +356,18 @@ def test_default_weights_end_to_end():
     assert all(np.isfinite(f).all() for f in fr)
 
 
+def test_flat_clip_stays_flat_to_its_border():
+    """A flat-colour clip comes out flat up to its border: every output frame of the
+    shipped weights, source and interpolated, within one 8-bit step of the colour, in
+    fp32 and at the default precision (R pads by replicating the edges)."""
+    colour = [0.3, 0.55, 0.8]
+    clip = core.std.BlankClip(format=vs.RGBS, width=96, height=64, length=3, color=colour)
+    for precision in ("fp32", "auto"):
+        for n, f in enumerate(all_frames(upscale(clip, precision=precision))):
+            dev = np.abs(f - np.array(colour, np.float32)[:, None, None]).max(0)
+            assert dev.max() < 1 / 255, (precision, n, float(dev.max()), float(dev[16:-16, 16:-16].max()))
+
+
 def test_ensemble_option(tiny_weights):
     """ensemble=True: every output frame is the engine's flip ensemble; a bad value is a vs.Error."""
     clip = make_clip(3, 24, 20)

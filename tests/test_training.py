@@ -279,7 +279,7 @@ def test_refit_trains_f_and_r_on_the_frozen_streams(tmp_path, tiny_multiframe_we
     with pytest.raises(SystemExit, match="--size must be a multiple of 128"):
         refit.main([*argv[:-12], "--size", "96"])
     # F's timestep bias: added at zero (the same frames), trained at its own rate, kept by the export
-    biased = refit.with_time_bias(before)
+    biased = refit.rebuilt(before, fusion_time_bias=True)
     l0, l1 = torch.rand(2, 1, 3, 64, 64)
     with torch.no_grad():
         assert torch.equal(biased.run(l0, l1, t=0.25)["refined"], before.run(l0, l1, t=0.25)["refined"])
@@ -288,6 +288,12 @@ def test_refit_trains_f_and_r_on_the_frozen_streams(tmp_path, tiny_multiframe_we
                        "--export", str(tmp_path / "bias.safetensors")]) == 0
     trained = load_model(tmp_path / "bias.safetensors")
     assert trained.config.fusion_time_bias and trained.fusion.t_bias.abs().max() > 0   # moved from zero
+    # R padded by replicating the edges: trained so, and the export says so
+    assert refit.main([*argv, "--out", str(tmp_path / "pad"), "--refine-padding", "replicate"]) == 0
+    assert refit.main([*argv, "--out", str(tmp_path / "pad"), "--export", str(tmp_path / "pad.safetensors")]) == 0
+    padded = load_model(tmp_path / "pad.safetensors")
+    assert padded.config.refine_padding == "replicate" and not padded.config.fusion_time_bias
+    assert {m.padding_mode for m in padded.refine.modules() if isinstance(m, torch.nn.Conv2d)} == {"replicate"}
 
 
 def test_blend_report_per_timestep(tmp_path, tiny_weights, capsys):

@@ -42,7 +42,7 @@ from .loop import PoolTrainer, add_loop_arguments, train_or_export
 from .multiframe import dihedral
 from .train import load_checkpoint, save_checkpoint, triplet_spans
 
-__all__ = ["windowed_upscale", "build_pool", "augment", "with_time_bias", "Refit", "export", "main"]
+__all__ = ["windowed_upscale", "build_pool", "augment", "CHANGES", "rebuilt", "Refit", "export", "main"]
 
 log = logging.getLogger("vsdsfn.training")
 
@@ -131,7 +131,10 @@ class Refit(PoolTrainer):
 
     def __init__(self, args: argparse.Namespace) -> None:
         super().__init__(args, args.out)
-        self.model = with_time_bias(load_model(args.weights)) if args.time_bias else load_model(args.weights)
+        changes = {"fusion_time_bias": True} if args.time_bias else {}
+        if args.refine_padding:
+            changes["refine_padding"] = args.refine_padding
+        self.model = rebuilt(load_model(args.weights), **changes)
         if args.size % (2 * self.model.multiple):
             raise ValueError(f"--size must be a multiple of {2 * self.model.multiple} (twice the network's "
                              "low-res size multiple)")
@@ -144,6 +147,9 @@ class Refit(PoolTrainer):
         self.val_pool = self._pool(d["val_sequences"], root, "val", args.val_pool, {m: [1] for m in spans}, True)
         self.model.fusion.train()
         self.model.refine.train()
+
+    def state(self) -> dict:
+        return {**super().state(), "config": {k: getattr(self.model.config, k) for k in CHANGES}}
 
     def _pool(self, entries: list, root: Path, name: str, count: int, spans: dict, central: bool) -> dict:
         path = self.out / f"pool-{name}-{count}-{self.args.size}.pt"
@@ -201,23 +207,30 @@ class Refit(PoolTrainer):
         return {k: float(np.mean(v)) for k, v in sums.items()}
 
 
-def with_time_bias(model: DSFN) -> DSFN:
-    """``model`` with F's timestep bias of the mask logits (zero: the same output)."""
-    if model.config.fusion_time_bias:
+#: the architecture fields a refit may change (:func:`rebuilt`), kept in its checkpoints
+CHANGES = ("fusion_time_bias", "refine_padding")
+
+
+def rebuilt(model: DSFN, **changes) -> DSFN:
+    """``model`` with some of its :data:`CHANGES`: F's timestep bias of the mask logits
+    (``fusion_time_bias=True``, added at zero: the same output) or how R pads
+    (``refine_padding``), all tensors kept."""
+    if set(changes) - set(CHANGES):
+        raise ValueError(f"a refit changes only {CHANGES}, not {sorted(set(changes) - set(CHANGES))}")
+    if all(getattr(model.config, k) == v for k, v in changes.items()):
         return model
-    biased = DSFN(replace(model.config, fusion_time_bias=True))
-    missing, unexpected = biased.load_state_dict(model.state_dict(), strict=False)
-    if missing != ["fusion.t_bias"] or unexpected:
-        raise ValueError(f"cannot add F's timestep bias: missing {missing}, unexpected {unexpected}")
-    return biased
+    new = DSFN(replace(model.config, **changes))
+    missing, unexpected = new.load_state_dict(model.state_dict(), strict=False)
+    if set(missing) - {"fusion.t_bias"} or unexpected:
+        raise ValueError(f"cannot rebuild the network with {changes}: missing {missing}, unexpected {unexpected}")
+    return new
 
 
 def export(checkpoint: str | Path, weights: str | Path, out: str | Path) -> Path:
-    """A weights file: ``weights``'s network with the checkpoint's F and R."""
+    """A weights file: ``weights``'s network with the checkpoint's F and R (and the
+    architecture changes it was trained with)."""
     ck = load_checkpoint(checkpoint)
-    model = load_model(weights)
-    if "t_bias" in ck["fusion"]:
-        model = with_time_bias(model)
+    model = rebuilt(load_model(weights), **ck.get("config", {}))
     model.fusion.load_state_dict(ck["fusion"])
     model.refine.load_state_dict(ck["refine"])
     extra = {"stage": "refit", "step": str(ck["step"]), "val_psnr": f"{ck['best']:.4f}",
@@ -239,6 +252,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--time-bias", action="store_true",
                    help="add F's timestep bias of the mask logits (vsdsfn.nets.FusionUNet(time_bias=True))")
     p.add_argument("--bias-lr", type=float, default=1e-2, help="learning rate of F's timestep bias")
+    p.add_argument("--refine-padding", choices=("zeros", "replicate"),
+                   help="how R's convolutions pad (vsdsfn.nets.Refine(padding=)); default: as in --weights")
     add_loop_arguments(p, iters=1000, lr=1e-4, warmup=50, val_every=250)
     p.add_argument("--export", metavar="OUT", help="write --weights with --out's best F and R to OUT and stop")
     return p

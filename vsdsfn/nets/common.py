@@ -14,9 +14,10 @@ __all__ = ["PReLU", "conv", "conv_input", "backwarp", "resize_flow", "bicubic_up
            "GridCache", "grid_cache"]
 
 
-def conv(cin: int, cout: int, k: int = 3, stride: int = 1, act: bool = True) -> nn.Module:
-    """A ``k x k`` convolution with 'same' padding, optionally followed by LeakyReLU(0.1)."""
-    layer = nn.Conv2d(cin, cout, k, stride, padding=k // 2)
+def conv(cin: int, cout: int, k: int = 3, stride: int = 1, act: bool = True, padding_mode: str = "zeros") -> nn.Module:
+    """A ``k x k`` convolution with 'same' padding (``padding_mode`` as ``nn.Conv2d``'s),
+    optionally followed by LeakyReLU(0.1)."""
+    layer = nn.Conv2d(cin, cout, k, stride, padding=k // 2, padding_mode=padding_mode)
     if not act:
         return layer
     return nn.Sequential(layer, nn.LeakyReLU(0.1, inplace=True))

@@ -56,6 +56,9 @@ class DSFNConfig:
     refine_blocks: int = 3
     #: R also sees both streams and M_S(L-), M_S(L+), not only H_F (``Refine(extra=12)``)
     refine_context: bool = True
+    #: how R's convolutions pad the frame's edges (``Refine(padding=)``): ``"replicate"``
+    #: (a flat frame stays flat up to its border) or ``"zeros"`` (files before 1.5.0)
+    refine_padding: str = "replicate"
     #: M_T in the S->T stream estimates its flows on the high-res frames resized by this
     #: factor (``forward(..., scale=)``; 0.5 = at the low-res size)
     st_scale: float = 1.0
@@ -122,7 +125,7 @@ class DSFN(nn.Module):
         #: M_T's at low and high res; see :meth:`multiple_for`)
         self.multiple = self.multiple_for(config.st_scale)
         self.refine = Refine(config.refine_channels, config.refine_blocks,
-                             (12 if config.refine_context else 0) + config.time_input)
+                             (12 if config.refine_context else 0) + config.time_input, config.refine_padding)
 
     def multiple_for(self, st_scale: float) -> int:
         """Low-res size multiple for a given ``st_scale``: F's (half of its high-res

@@ -105,9 +105,9 @@ class FusionUNet(nn.Module):
 
 
 class _ResBlock(nn.Module):
-    def __init__(self, c: int) -> None:
+    def __init__(self, c: int, padding: str = "zeros") -> None:
         super().__init__()
-        self.body = nn.Sequential(conv(c, c), nn.Conv2d(c, c, 3, padding=1))
+        self.body = nn.Sequential(conv(c, c, padding_mode=padding), conv(c, c, act=False, padding_mode=padding))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)
@@ -125,6 +125,9 @@ class Refine(nn.Module):
     streams and M_S(L-), M_S(L+) with :attr:`DSFNConfig.refine_context`). Each is
     space-to-depth'ed on its own, so no full-size stack of them is ever built.
 
+    ``padding``: how its convolutions pad (``nn.Conv2d``'s ``padding_mode``);
+    ``"replicate"`` continues a frame's edge, so a flat frame stays flat up to its border.
+
     >>> r = Refine(channels=8)
     >>> x = torch.rand(1, 3, 32, 32)
     >>> bool((x + r(x) == x).all())
@@ -133,12 +136,12 @@ class Refine(nn.Module):
     torch.Size([1, 3, 32, 32])
     """
 
-    def __init__(self, channels: int = 32, blocks: int = 3, extra: int = 0) -> None:
+    def __init__(self, channels: int = 32, blocks: int = 3, extra: int = 0, padding: str = "zeros") -> None:
         super().__init__()
         self.extra = int(extra)
-        self.head = conv(4 * (3 + self.extra), channels)
-        self.blocks = nn.Sequential(*[_ResBlock(channels) for _ in range(blocks)])
-        self.tail = nn.Conv2d(channels, 12, 3, padding=1)
+        self.head = conv(4 * (3 + self.extra), channels, padding_mode=padding)
+        self.blocks = nn.Sequential(*[_ResBlock(channels, padding) for _ in range(blocks)])
+        self.tail = conv(channels, 12, act=False, padding_mode=padding)
         self.shuffle = nn.PixelShuffle(2)
         nn.init.zeros_(self.tail.weight)
         nn.init.zeros_(self.tail.bias)
