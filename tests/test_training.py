@@ -341,6 +341,11 @@ def test_multiframe_training_resumes_exactly_at_any_radius(tmp_path, monkeypatch
     assert all(torch.equal(whole["model"][k], resumed["model"][k]) for k in whole["model"])
     rows = (tmp_path / "a" / "log.csv").read_text().split()
     assert rows[0] == "step,multi-frame,single-frame" and [r.split(",")[0] for r in rows[1:]] == ["0", "2", "4"]
+    # --freeze-single: the single-frame network stays --init's M_S, the rest is trained
+    frozen = train(tmp_path / "c", 2, "--freeze-single")["model"]
+    start = load_model(init).spatial.state_dict()
+    assert all(torch.equal(frozen[f"single.{k}"], v) for k, v in start.items())
+    assert frozen["tail.weight"].abs().max() > 0          # the fusion's tail moved from its zero start
 
 
 def test_losses_match_hand_computed_values():

