@@ -10,14 +10,44 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["PReLU", "conv", "conv_input", "backwarp", "resize_flow", "bicubic_up2", "time_plane", "pad_to",
+__all__ = ["PReLU", "Conv2d", "conv", "replicate_pad", "conv_input", "backwarp", "resize_flow", "bicubic_up2", "time_plane", "pad_to",
            "GridCache", "grid_cache"]
+
+
+def replicate_pad(x: torch.Tensor, pad: tuple[int, int, int, int]) -> torch.Tensor:
+    """``F.pad(x, pad, mode="replicate")`` (``pad`` = left, right, top, bottom) in ``x``'s
+    own dtype and memory format: CPU autocast runs ``replication_pad2d`` in float32, two
+    casts of the whole tensor per call.
+
+    >>> x = torch.arange(6.0).view(1, 1, 2, 3)
+    >>> torch.equal(replicate_pad(x, (1, 2, 1, 0)), F.pad(x, (1, 2, 1, 0), mode="replicate"))
+    True
+    """
+    left, right, top, bottom = pad
+    h, w = x.shape[-2:]
+    if top or bottom:
+        x = torch.cat((x[..., :1, :].expand(*x.shape[:-2], top, w), x,
+                       x[..., -1:, :].expand(*x.shape[:-2], bottom, w)), -2)
+    if left or right:
+        x = torch.cat((x[..., :1].expand(*x.shape[:-1], left), x, x[..., -1:].expand(*x.shape[:-1], right)), -1)
+    return x
+
+
+class Conv2d(nn.Conv2d):
+    """``nn.Conv2d`` whose ``padding_mode="replicate"`` pads with :func:`replicate_pad`
+    (the same values, without autocast's float32 round trip)."""
+
+    def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        if self.padding_mode != "replicate":
+            return super()._conv_forward(input, weight, bias)
+        return F.conv2d(replicate_pad(input, self._reversed_padding_repeated_twice), weight, bias, self.stride,
+                        0, self.dilation, self.groups)
 
 
 def conv(cin: int, cout: int, k: int = 3, stride: int = 1, act: bool = True, padding_mode: str = "zeros") -> nn.Module:
     """A ``k x k`` convolution with 'same' padding (``padding_mode`` as ``nn.Conv2d``'s),
     optionally followed by LeakyReLU(0.1)."""
-    layer = nn.Conv2d(cin, cout, k, stride, padding=k // 2, padding_mode=padding_mode)
+    layer = Conv2d(cin, cout, k, stride, padding=k // 2, padding_mode=padding_mode)
     if not act:
         return layer
     return nn.Sequential(layer, nn.LeakyReLU(0.1, inplace=True))
