@@ -288,12 +288,15 @@ def test_refit_trains_f_and_r_on_the_frozen_streams(tmp_path, tiny_multiframe_we
                        "--export", str(tmp_path / "bias.safetensors")]) == 0
     trained = load_model(tmp_path / "bias.safetensors")
     assert trained.config.fusion_time_bias and trained.fusion.t_bias.abs().max() > 0   # moved from zero
-    # R padded by replicating the edges: trained so, and the export says so
-    assert refit.main([*argv, "--out", str(tmp_path / "pad"), "--refine-padding", "replicate"]) == 0
+    # R's padding changed (the tiny file's is replicate): trained so, the export says so, a resume must match
+    assert before.config.refine_padding == "replicate"
+    assert refit.main([*argv, "--out", str(tmp_path / "pad"), "--refine-padding", "zeros"]) == 0
     assert refit.main([*argv, "--out", str(tmp_path / "pad"), "--export", str(tmp_path / "pad.safetensors")]) == 0
     padded = load_model(tmp_path / "pad.safetensors")
-    assert padded.config.refine_padding == "replicate" and not padded.config.fusion_time_bias
-    assert {m.padding_mode for m in padded.refine.modules() if isinstance(m, torch.nn.Conv2d)} == {"replicate"}
+    assert padded.config.refine_padding == "zeros" and not padded.config.fusion_time_bias
+    assert {m.padding_mode for m in padded.refine.modules() if isinstance(m, torch.nn.Conv2d)} == {"zeros"}
+    with pytest.raises(SystemExit, match="was trained with .*'refine_padding': 'zeros'"):
+        refit.main([*argv, "--out", str(tmp_path / "pad"), "--resume"])
 
 
 def test_blend_report_per_timestep(tmp_path, tiny_weights, capsys):

@@ -151,6 +151,15 @@ class Refit(PoolTrainer):
     def state(self) -> dict:
         return {**super().state(), "config": {k: getattr(self.model.config, k) for k in CHANGES}}
 
+    def resume(self) -> None:
+        """:meth:`PoolTrainer.resume`, refused if the run was trained with other :data:`CHANGES`."""
+        saved = load_checkpoint(self.out / "last.pt").get("config", {})
+        ours = {k: getattr(self.model.config, k) for k in CHANGES}
+        if saved != ours:
+            raise ValueError(f"--resume: {self.out / 'last.pt'} was trained with {saved}, not {ours}: "
+                             "give the run's --time-bias and --refine-padding")
+        super().resume()
+
     def _pool(self, entries: list, root: Path, name: str, count: int, spans: dict, central: bool) -> dict:
         path = self.out / f"pool-{name}-{count}-{self.args.size}.pt"
         if path.exists():
