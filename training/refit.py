@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from vsdsfn.nets import DSFN
+from vsdsfn.nets.fusion import PADDINGS
 from vsdsfn.weights import load_model, save_model
 
 from .datasets import config_sequences, downscale
@@ -261,7 +262,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--time-bias", action="store_true",
                    help="add F's timestep bias of the mask logits (vsdsfn.nets.FusionUNet(time_bias=True))")
     p.add_argument("--bias-lr", type=float, default=1e-2, help="learning rate of F's timestep bias")
-    p.add_argument("--refine-padding", choices=("zeros", "replicate"),
+    p.add_argument("--refine-padding", choices=PADDINGS,
                    help="how R's convolutions pad (vsdsfn.nets.Refine(padding=)); default: as in --weights")
     add_loop_arguments(p, iters=1000, lr=1e-4, warmup=50, val_every=250)
     p.add_argument("--export", metavar="OUT", help="write --weights with --out's best F and R to OUT and stop")

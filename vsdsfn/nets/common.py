@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["PReLU", "Conv2d", "conv", "replicate_pad", "conv_input", "backwarp", "resize_flow", "bicubic_up2", "time_plane", "pad_to",
-           "GridCache", "grid_cache"]
+__all__ = ["PReLU", "Conv2d", "conv", "replicate_pad", "conv_input", "backwarp", "resize_flow", "bicubic_up2",
+           "time_plane", "pad_to", "GridCache", "grid_cache"]
 
 
 def replicate_pad(x: torch.Tensor, pad: tuple[int, int, int, int]) -> torch.Tensor:
@@ -24,7 +24,7 @@ def replicate_pad(x: torch.Tensor, pad: tuple[int, int, int, int]) -> torch.Tens
     True
     """
     left, right, top, bottom = pad
-    h, w = x.shape[-2:]
+    w = x.shape[-1]
     if top or bottom:
         x = torch.cat((x[..., :1, :].expand(*x.shape[:-2], top, w), x,
                        x[..., -1:, :].expand(*x.shape[:-2], bottom, w)), -2)
