@@ -248,3 +248,39 @@ def test_ts_stream_is_made_by_the_single_frame_network():
         out = net(a, b)
         assert torch.equal(out["ts"], net.spatial.single(out["lt"]))
         assert not torch.allclose(out["ts"], net.spatial(out["lt"]), atol=1e-4)
+
+
+def test_pair_flows_estimated_on_upscaled_frames_come_back_in_low_res_pixels():
+    from vsdsfn.nets.multiframe import pair_flows
+
+    def fake(a, b, timestep=0.5):    # the middle sees a 1 px to the left, b 1 px to the right
+        f = torch.zeros(a.shape[0], 4, *a.shape[-2:])
+        f[:, 0], f[:, 2] = -1.0, 1.0
+        return f, torch.zeros(a.shape[0], 1, *a.shape[-2:])
+
+    up = lambda x: torch.nn.functional.interpolate(x, scale_factor=2.0)   # noqa: E731
+    a, b = torch.rand(2, 1, 3, 12, 16)
+    ab, ba = pair_flows(fake, a, b, upscale=up)
+    assert ab.shape == (1, 2, 12, 16)
+    assert torch.allclose(ab[:, 0], torch.ones(1, 12, 16)) and torch.allclose(ba[:, 0], -torch.ones(1, 12, 16))
+    assert torch.equal(ab[:, 1], torch.zeros(1, 12, 16))
+
+
+def test_sr_flows_are_estimated_on_the_single_frame_outputs(monkeypatch, tmp_path):
+    """With ``sr_flows`` M_T estimates on M_S-single's 2x frames (and the file keeps the choice)."""
+    from vsdsfn.weights import load_model, save_model
+
+    base = _dsfn()
+    net = DSFN(DSFNConfig(**{**base.config.__dict__, "spatial_args": {**base.config.spatial_args, "sr_flows": True}}))
+    net.load_state_dict(base.state_dict())
+    net = load_model(save_model(net, tmp_path / "sr.safetensors")).eval().float()
+    assert net.spatial.sr_flows and not base.spatial.sr_flows
+    sizes = []
+    real = net.temporal.estimate
+    monkeypatch.setattr(net.temporal, "estimate", lambda a, b, **kw: sizes.append(a.shape[-2:]) or real(a, b, **kw))
+    a, b = _textured(32, 48, 1), _textured(32, 48, 2)
+    with torch.no_grad():
+        ab, _ = net.pair_flows(a, b)
+        plain, _ = base.pair_flows(a, b)
+    assert sizes == [(64, 96)] and ab.shape == plain.shape == (1, 2, 32, 48)
+    assert not torch.allclose(ab, plain)

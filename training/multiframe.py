@@ -25,7 +25,9 @@ import math
 import sys
 import time
 import tomllib
+from functools import partial
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -50,12 +52,13 @@ def _frame(seq, i: int) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(seq.frame(i), dtype=np.float32) / 255).permute(2, 0, 1)
 
 
-def build_pool(sequences: list, rife, count: int, lr_size: int, strides: tuple[int, ...], seed: int,
+def build_pool(sequences: list, flows_of: Callable, count: int, lr_size: int, strides: tuple[int, ...], seed: int,
                central: bool = False, radius: int = 1) -> dict[str, torch.Tensor]:
     """``count`` windows of ``2 * radius + 1`` frames: ``lr`` (N, 2r+1, 3, S, S), ``hr``
     (N, 3, 2S, 2S) the centre's truth, ``flows`` (N, 2r, 2, S, S) from the centre to each
-    neighbour (adjacent :func:`~vsdsfn.nets.multiframe.pair_flows` chained by
-    :func:`~vsdsfn.nets.multiframe.chain_flows`, as the engine computes them); float16.
+    neighbour (adjacent ``flows_of(a, b)``, :func:`~vsdsfn.nets.multiframe.pair_flows` as
+    the model computes them, chained by :func:`~vsdsfn.nets.multiframe.chain_flows`, as
+    the engine does); float16.
     ``central``: deterministic central crops spread evenly over the sequences."""
     rng = np.random.default_rng(seed)
     hr_size, r = 2 * lr_size, int(radius)
@@ -75,7 +78,7 @@ def build_pool(sequences: list, rife, count: int, lr_size: int, strides: tuple[i
         frames = frames[..., y:y + hr_size, x:x + hr_size]
         lr = downscale(frames)
         with torch.no_grad():
-            pairs = {i: pair_flows(rife.estimate, lr[i:i + 1], lr[i + 1:i + 2]) for i in range(2 * r)}
+            pairs = {i: flows_of(lr[i:i + 1], lr[i + 1:i + 2]) for i in range(2 * r)}
             window = chain_flows(lambda a, b: pairs[min(a, b)][0 if a < b else 1], r)
         lrs.append(lr.half())
         hrs.append(frames[r].half())
@@ -151,10 +154,12 @@ class MultiFrameTrainer(PoolTrainer):
     def __init__(self, args: argparse.Namespace) -> None:
         super().__init__(args, args.out)
         dsfn = load_model(args.init)
-        self.rife = dsfn.temporal.eval()
         self.single_ref = dsfn.spatial.eval()
         self.model_args = {**dsfn.config.spatial_args, "features": args.features, "fuse_layers": args.fuse_layers,
-                           "radius": args.radius}
+                           "radius": args.radius, "sr_flows": args.sr_flows}
+        # the pools' flows: as the model computes them, on --init's single-frame M_S (the frozen one)
+        rife = dsfn.temporal.eval()
+        self.flows_of = partial(pair_flows, rife.estimate, upscale=self.single_ref if args.sr_flows else None)
         self.model = MultiFrameSR(**self.model_args)
         self.model.single.load_state_dict(dsfn.spatial.state_dict())
         # frozen, the single-frame network stays what it was: every gain comes from the neighbours
@@ -166,12 +171,13 @@ class MultiFrameTrainer(PoolTrainer):
 
     def _pool(self, entries: list, root: Path, name: str, count: int, central: bool) -> dict:
         a = self.args
-        path = self.out / f"pool-{name}-{count}-{a.pool_size}-{'-'.join(map(str, a.strides))}-r{a.radius}.pt"
+        path = self.out / (f"pool-{name}-{count}-{a.pool_size}-{'-'.join(map(str, a.strides))}-r{a.radius}"
+                           f"{'-sr' if a.sr_flows else ''}.pt")
         if path.exists():
             return torch.load(path, weights_only=True)
         seqs = config_sequences(root, entries)
         t0 = time.time()
-        pool = build_pool(seqs, self.rife, count, a.pool_size, tuple(a.strides), 1 + central, central, a.radius)
+        pool = build_pool(seqs, self.flows_of, count, a.pool_size, tuple(a.strides), 1 + central, central, a.radius)
         save_checkpoint(path, pool)
         log.info("%s pool: %d windows in %.0f s -> %s", name, count, time.time() - t0, path)
         return pool
@@ -260,6 +266,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--radius", type=int, default=1, help="neighbours on each side of the centre")
     p.add_argument("--freeze-single", action="store_true",
                    help="keep --init's single-frame M_S as it is (train only the alignment and fusion)")
+    p.add_argument("--sr-flows", action="store_true",
+                   help="estimate the flows between frames on the single-frame M_S's outputs (sub-pixel precise)")
     p.add_argument("--alone", type=float, default=0.1,
                    help="share of windows cut short as at a clip's end or scene cut (at least one side)")
     add_loop_arguments(p, iters=3000, lr=3e-4, warmup=100, val_every=500)

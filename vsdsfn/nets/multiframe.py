@@ -21,21 +21,26 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from .common import backwarp, bicubic_up2, conv, conv_input
+from .common import backwarp, bicubic_up2, conv, conv_input, resize_flow
 from .espcn import ESPCN
 
 __all__ = ["MultiFrameSR", "chain_flows", "pair_flows", "replicate_window"]
 
 
 def pair_flows(estimate: Callable[..., tuple[torch.Tensor, torch.Tensor]], a: torch.Tensor,
-               b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+               b: torch.Tensor, upscale: Callable[[torch.Tensor], torch.Tensor] | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
     """The flows (in pixels) from ``a`` to ``b`` and from ``b`` to ``a``: output pixel
     ``p`` of ``backwarp(b, flow_ab)`` shows what lies at ``p`` in ``a``.
 
     ``estimate(a, b, timestep=0.5)`` gives the flows from the middle of the pair to each
     frame (RIFE's :meth:`~vsdsfn.nets.rife.RIFE.estimate`); their difference moved from
     the middle to each end (two fixed-point steps of ``y + f(y) = x``) is the flow
-    between the two frames.
+    between the two frames. ``upscale``: a 2x upsampler; the flows are then estimated on
+    the upscaled frames and brought back to the frames' size. RIFE's finest block works at
+    a quarter of its input, so this is what makes its flows precise to a fraction of a
+    low-res pixel (on shifted stills: 0.3 px mean error against 0.75 px on the frames
+    themselves).
 
     >>> shift = lambda x, dx: torch.roll(x, dx, -1)
     >>> def fake(a, b, timestep=0.5):   # a moves 2 px right to b: the middle sees a at -1, b at +1
@@ -45,6 +50,9 @@ def pair_flows(estimate: Callable[..., tuple[torch.Tensor, torch.Tensor]], a: to
     >>> ab[0, 0, 4, 4].item(), ba[0, 0, 4, 4].item()
     (2.0, -2.0)
     """
+    if upscale is not None:
+        ab, ba = pair_flows(estimate, upscale(a).clamp(0, 1), upscale(b).clamp(0, 1))
+        return resize_flow(ab, a.shape[-2:]), resize_flow(ba, a.shape[-2:])
     flow, _ = estimate(a, b, timestep=0.5)
     to_a, to_b = flow[:, :2].float(), flow[:, 2:4].float()
     between = to_b - to_a
@@ -104,6 +112,8 @@ class MultiFrameSR(nn.Module):
     ``flows`` (B, 2r, 2, H, W), the flow from the centre to each neighbour in window
     order (:func:`chain_flows`). ``forward(x)`` with a (B, 3, H, W) tensor
     runs the window made of ``x`` alone (what a frame without usable neighbours gets).
+    ``sr_flows``: the flows between frames are estimated on the single-frame network's
+    outputs (``pair_flows(..., upscale=net.single)``), not on the low-res frames.
 
     >>> net = MultiFrameSR(channels=8, layers=2, features=8, fuse_layers=1)
     >>> x = torch.rand(1, 3, 3, 12, 10)
@@ -116,9 +126,10 @@ class MultiFrameSR(nn.Module):
     scale = 2
 
     def __init__(self, channels: int = 48, layers: int = 6, features: int = 32, fuse_layers: int = 3,
-                 radius: int = 1) -> None:
+                 radius: int = 1, sr_flows: bool = False) -> None:
         super().__init__()
         self.radius = int(radius)
+        self.sr_flows = bool(sr_flows)
         self.single = ESPCN(channels, layers)
         self.encode = nn.Sequential(conv(3, features), conv(features, features))
         # residual flow (2) and confidence logit (1) from the centre's features, the warped
