@@ -19,12 +19,50 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .common import backwarp, bicubic_up2, conv, conv_input, resize_flow
 from .espcn import ESPCN
 
-__all__ = ["MultiFrameSR", "chain_flows", "pair_flows", "replicate_window"]
+__all__ = ["MultiFrameSR", "chain_flows", "lucas_kanade", "pair_flows", "replicate_window"]
+
+
+def _box(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Mean over a ``size`` x ``size`` window (edges replicated), as two 1-D passes."""
+    x = F.avg_pool2d(F.pad(x, (size // 2, size // 2, 0, 0), mode="replicate"), (1, size), 1)
+    return F.avg_pool2d(F.pad(x, (0, 0, size // 2, size // 2), mode="replicate"), (size, 1), 1)
+
+
+def lucas_kanade(a: torch.Tensor, b: torch.Tensor, flow: torch.Tensor, iterations: int = 2,
+                 window: int = 9) -> torch.Tensor:
+    """``flow`` (B, 2, H, W) from ``a`` to ``b`` refined by dense Lucas-Kanade: each step
+    solves, over a ``window`` x ``window`` neighbourhood of every pixel, the least-squares
+    shift that brings ``backwarp(b, flow)`` onto ``a`` (at most one pixel per step; a small
+    ridge keeps flat regions where they are). Computed in float32.
+
+    >>> y, x = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    >>> a = (torch.sin(x / 3) * torch.cos(y / 4))[None, None]
+    >>> b = (torch.sin((x - 0.6) / 3) * torch.cos(y / 4))[None, None]   # a moved 0.6 px right
+    >>> flow = lucas_kanade(a, b, torch.zeros(1, 2, 32, 32), iterations=3)
+    >>> round(flow[0, 0, 16, 16].item(), 2), abs(flow[0, 1, 16, 16].item()) < 0.05
+    (0.6, True)
+    """
+    a, b, flow = a.float(), b.float(), flow.float()
+    for _ in range(iterations):
+        warped = backwarp(b, flow)
+        padded = F.pad(warped, (1, 1, 1, 1), mode="replicate")
+        gx = (padded[..., 1:-1, 2:] - padded[..., 1:-1, :-2]) / 2
+        gy = (padded[..., 2:, 1:-1] - padded[..., :-2, 1:-1]) / 2
+        err = warped - a
+        sums = _box(torch.cat([(u * v).sum(1, keepdim=True) for u, v in
+                               ((gx, gx), (gx, gy), (gy, gy), (gx, err), (gy, err))], 1), window)
+        xx, xy, yy, xe, ye = (sums[:, i:i + 1] for i in range(5))
+        xx, yy = xx + 1e-4, yy + 1e-4
+        det = xx * yy - xy * xy
+        step = torch.cat(((xy * ye - yy * xe) / det, (xy * xe - xx * ye) / det), 1)
+        flow = flow + step.clamp(-1.0, 1.0)
+    return flow
 
 
 def pair_flows(estimate: Callable[..., tuple[torch.Tensor, torch.Tensor]], a: torch.Tensor,
@@ -37,10 +75,10 @@ def pair_flows(estimate: Callable[..., tuple[torch.Tensor, torch.Tensor]], a: to
     frame (RIFE's :meth:`~vsdsfn.nets.rife.RIFE.estimate`); their difference moved from
     the middle to each end (two fixed-point steps of ``y + f(y) = x``) is the flow
     between the two frames. ``upscale``: a 2x upsampler; the flows are then estimated on
-    the upscaled frames and brought back to the frames' size. RIFE's finest block works at
-    a quarter of its input, so this is what makes its flows precise to a fraction of a
-    low-res pixel (on shifted stills: 0.3 px mean error against 0.75 px on the frames
-    themselves).
+    the upscaled frames, refined there by :func:`lucas_kanade` and brought back to the
+    frames' size. RIFE's finest block works at a quarter of its input: on shifted stills
+    its flows are 0.75 low-res px off on the frames themselves, 0.29 px on the upscaled
+    frames and 0.14 px after the refinement.
 
     >>> shift = lambda x, dx: torch.roll(x, dx, -1)
     >>> def fake(a, b, timestep=0.5):   # a moves 2 px right to b: the middle sees a at -1, b at +1
@@ -51,7 +89,9 @@ def pair_flows(estimate: Callable[..., tuple[torch.Tensor, torch.Tensor]], a: to
     (2.0, -2.0)
     """
     if upscale is not None:
-        ab, ba = pair_flows(estimate, upscale(a).clamp(0, 1), upscale(b).clamp(0, 1))
+        big_a, big_b = upscale(a).clamp(0, 1), upscale(b).clamp(0, 1)
+        ab, ba = pair_flows(estimate, big_a, big_b)
+        ab, ba = lucas_kanade(big_a, big_b, ab), lucas_kanade(big_b, big_a, ba)
         return resize_flow(ab, a.shape[-2:]), resize_flow(ba, a.shape[-2:])
     flow, _ = estimate(a, b, timestep=0.5)
     to_a, to_b = flow[:, :2].float(), flow[:, 2:4].float()
