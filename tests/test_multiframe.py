@@ -250,37 +250,38 @@ def test_ts_stream_is_made_by_the_single_frame_network():
         assert not torch.allclose(out["ts"], net.spatial(out["lt"]), atol=1e-4)
 
 
-def test_pair_flows_estimated_on_upscaled_frames_come_back_in_low_res_pixels():
+def test_lucas_kanade_steps_bring_flows_closer_to_a_known_shift():
+    """RIFE's flows between two small frames of a textured still and a copy moved by a
+    known sub-pixel shift: the Lucas-Kanade steps take them closer to it."""
     from vsdsfn.nets.multiframe import pair_flows
+    from vsdsfn.weights import load_model
 
-    def fake(a, b, timestep=0.5):    # the middle sees a 1 px to the left, b 1 px to the right
-        f = torch.zeros(a.shape[0], 4, *a.shape[-2:])
-        f[:, 0], f[:, 2] = -1.0, 1.0
-        return f, torch.zeros(a.shape[0], 1, *a.shape[-2:])
+    rife = load_model(None).temporal.eval().float()
+    g = torch.Generator().manual_seed(0)
+    big = torch.nn.functional.interpolate(torch.rand(1, 3, 24, 24, generator=g), size=(192, 192), mode="bicubic",
+                                          align_corners=False).clamp(0, 1)
+    a = torch.nn.functional.avg_pool2d(big[..., 8:168, 8:168], 2)          # b: the scene moved 1.5 px right, 1 px down
+    b = torch.nn.functional.avg_pool2d(big[..., 6:166, 5:165], 2)
+    truth = torch.tensor([1.5, 1.0]).view(1, 2, 1, 1)
+    inner = (..., slice(12, -12), slice(12, -12))
+    with torch.no_grad():
+        errors = [float((pair_flows(rife.estimate, a, b, steps)[0] - truth)[inner].norm(dim=1).mean()) for steps in (0, 2)]
+    assert errors[1] < 0.6 * errors[0], errors
 
-    up = lambda x: torch.nn.functional.interpolate(x, scale_factor=2.0)   # noqa: E731
-    a, b = torch.full((1, 3, 12, 16), 0.3), torch.full((1, 3, 12, 16), 0.6)   # flat: Lucas-Kanade keeps the flows
-    ab, ba = pair_flows(fake, a, b, upscale=up)
-    assert ab.shape == (1, 2, 12, 16)
-    assert torch.allclose(ab[:, 0], torch.ones(1, 12, 16)) and torch.allclose(ba[:, 0], -torch.ones(1, 12, 16))
-    assert torch.equal(ab[:, 1], torch.zeros(1, 12, 16))
 
-
-def test_sr_flows_are_estimated_on_the_single_frame_outputs(monkeypatch, tmp_path):
-    """With ``sr_flows`` M_T estimates on M_S-single's 2x frames (and the file keeps the choice)."""
+def test_lk_steps_refine_the_pair_flows_and_the_file_keeps_them(tmp_path):
+    from vsdsfn.nets.multiframe import lucas_kanade, luma, pair_flows
     from vsdsfn.weights import load_model, save_model
 
     base = _dsfn()
-    net = DSFN(DSFNConfig(**{**base.config.__dict__, "spatial_args": {**base.config.spatial_args, "sr_flows": True}}))
+    net = DSFN(DSFNConfig(**{**base.config.__dict__, "spatial_args": {**base.config.spatial_args, "lk_steps": 2}}))
     net.load_state_dict(base.state_dict())
-    net = load_model(save_model(net, tmp_path / "sr.safetensors")).eval().float()
-    assert net.spatial.sr_flows and not base.spatial.sr_flows
-    sizes = []
-    real = net.temporal.estimate
-    monkeypatch.setattr(net.temporal, "estimate", lambda a, b, **kw: sizes.append(a.shape[-2:]) or real(a, b, **kw))
+    net = load_model(save_model(net, tmp_path / "lk.safetensors")).eval().float()
+    assert net.spatial.lk_steps == 2 and base.spatial.lk_steps == 0
     a, b = _textured(32, 48, 1), _textured(32, 48, 2)
     with torch.no_grad():
-        ab, _ = net.pair_flows(a, b)
-        plain, _ = base.pair_flows(a, b)
-    assert sizes == [(64, 96)] and ab.shape == plain.shape == (1, 2, 32, 48)
-    assert not torch.allclose(ab, plain)
+        ab, ba = net.pair_flows(a, b)
+        plain_ab, plain_ba = pair_flows(net.temporal.estimate, a, b)
+    assert torch.allclose(ab, lucas_kanade(luma(a), luma(b), plain_ab, 2), atol=1e-5)
+    assert torch.allclose(ba, lucas_kanade(luma(b), luma(a), plain_ba, 2), atol=1e-5)
+    assert not torch.allclose(ab, plain_ab)

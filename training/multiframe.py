@@ -156,10 +156,8 @@ class MultiFrameTrainer(PoolTrainer):
         dsfn = load_model(args.init)
         self.single_ref = dsfn.spatial.eval()
         self.model_args = {**dsfn.config.spatial_args, "features": args.features, "fuse_layers": args.fuse_layers,
-                           "radius": args.radius, "sr_flows": args.sr_flows}
-        # the pools' flows: as the model computes them, on --init's single-frame M_S (the frozen one)
-        rife = dsfn.temporal.eval()
-        self.flows_of = partial(pair_flows, rife.estimate, upscale=self.single_ref if args.sr_flows else None)
+                           "radius": args.radius, "lk_steps": args.lk_steps}
+        self.flows_of = partial(pair_flows, dsfn.temporal.eval().estimate, lk_steps=args.lk_steps)
         self.model = MultiFrameSR(**self.model_args)
         self.model.single.load_state_dict(dsfn.spatial.state_dict())
         # frozen, the single-frame network stays what it was: every gain comes from the neighbours
@@ -172,7 +170,7 @@ class MultiFrameTrainer(PoolTrainer):
     def _pool(self, entries: list, root: Path, name: str, count: int, central: bool) -> dict:
         a = self.args
         path = self.out / (f"pool-{name}-{count}-{a.pool_size}-{'-'.join(map(str, a.strides))}-r{a.radius}"
-                           f"{'-sr' if a.sr_flows else ''}.pt")
+                           f"-lk{a.lk_steps}.pt")
         if path.exists():
             return torch.load(path, weights_only=True)
         seqs = config_sequences(root, entries)
@@ -266,8 +264,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--radius", type=int, default=1, help="neighbours on each side of the centre")
     p.add_argument("--freeze-single", action="store_true",
                    help="keep --init's single-frame M_S as it is (train only the alignment and fusion)")
-    p.add_argument("--sr-flows", action="store_true",
-                   help="estimate the flows between frames on the single-frame M_S's outputs (sub-pixel precise)")
+    p.add_argument("--lk-steps", type=int, default=2,
+                   help="Lucas-Kanade steps refining M_T's flows between frames (0: its flows as they are)")
     p.add_argument("--alone", type=float, default=0.1,
                    help="share of windows cut short as at a clip's end or scene cut (at least one side)")
     add_loop_arguments(p, iters=3000, lr=3e-4, warmup=100, val_every=500)

@@ -290,10 +290,9 @@ class DSFN(nn.Module):
 
     def pair_flows(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The flows from ``a`` to ``b`` and back, for aligning neighbours in a multi-frame
-        M_S (:func:`~vsdsfn.nets.multiframe.pair_flows` on M_T's estimate; on the
-        single-frame network's outputs when the M_S has ``sr_flows``)."""
-        upscale = self.spatial.single if getattr(self.spatial, "sr_flows", False) else None
-        return pair_flows(self.temporal.estimate, a, b, upscale)
+        M_S (:func:`~vsdsfn.nets.multiframe.pair_flows` on M_T's estimate, refined by the
+        M_S's ``lk_steps``)."""
+        return pair_flows(self.temporal.estimate, a, b, getattr(self.spatial, "lk_steps", 0))
 
     def window_flows(self, window: torch.Tensor, real: torch.Tensor | None = None,
                      step: Callable[[int, int], torch.Tensor] | None = None) -> torch.Tensor:
