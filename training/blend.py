@@ -27,17 +27,13 @@ import torch
 from vsdsfn.weights import load_model
 
 from .datasets import config_sequences
+from .metrics import psnr
 from .refit import build_pool
 from .train import triplet_spans
 
 __all__ = ["scores", "table", "main"]
 
 _SPLITS = {"train": "sequences", "val": "val_sequences"}
-
-
-def _psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """PSNR (dB) per batch item of frames in [0, 1]."""
-    return -10 * torch.log10(((a.float().clamp(0, 1) - b.float()) ** 2).flatten(1).mean(1).clamp_min(1e-10))
 
 
 def scores(model, pool: dict[str, torch.Tensor], weights: np.ndarray = np.arange(0.5, 1.001, 0.05)) -> list[dict]:
@@ -49,12 +45,12 @@ def scores(model, pool: dict[str, torch.Tensor], weights: np.ndarray = np.arange
             s = {k: pool[k][i:i + 8].float() for k in ("hr0", "hr1", "st", "ts", "truth")}
             t = pool["t"][i:i + 8]
             out = model.combine(s["st"], s["ts"], s["hr0"], s["hr1"], t)
-            cols = {"st": _psnr(s["st"], s["truth"]), "ts": _psnr(s["ts"], s["truth"]),
-                    "F": _psnr(out["fused"], s["truth"]), "R": _psnr(out["refined"], s["truth"]),
+            cols = {"st": psnr(s["st"], s["truth"]), "ts": psnr(s["ts"], s["truth"]),
+                    "F": psnr(out["fused"], s["truth"]), "R": psnr(out["refined"], s["truth"]),
                     "mask_st": out["masks"][:, 0].flatten(1).mean(1), "mask_ts": out["masks"][:, 1].flatten(1).mean(1),
                     "motion": (s["hr0"] - s["hr1"]).abs().flatten(1).mean(1),
                     "detail": (s["truth"][..., 1:, :] - s["truth"][..., :-1, :]).abs().flatten(1).mean(1)}
-            blends = torch.stack([_psnr(w * s["st"] + (1 - w) * s["ts"], s["truth"]) for w in weights], 1)
+            blends = torch.stack([psnr(w * s["st"] + (1 - w) * s["ts"], s["truth"]) for w in weights], 1)
             for j in range(t.shape[0]):
                 rows.append({"t": float(t[j]), **{k: float(v[j]) for k, v in cols.items()},
                              "blends": dict(zip((round(float(w), 2) for w in weights), blends[j].tolist()))})

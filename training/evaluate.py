@@ -48,7 +48,7 @@ from .flowfps import clip_from_frames
 from .metrics import psnr
 from .timesteps import evaluate_timesteps, format_timesteps
 from .results import (BLEND, F1, F2, FLOW_SPLINE, MS_FLOW, MV_ROWS, R, R1, RIFE_ROWS, RIFE_SPLINE, ROWS, SPLINE_FLOW,
-                      SPLINE_FLOW_QP, SPLINE_RIFE, SPLINE_RIFE_R, ST, TS, Result, result_dict)
+                      SPLINE_FLOW_QP, SPLINE_RIFE, SPLINE_RIFE_R, ST, TS, Result, result_dict, write_report)
 from .triplets import (LAYOUTS, EvaluateError, Triplet, config_triplets, list_triplets, load_triplets,
                        outer_low_res, select, to_array, to_tensor)
 from vsdsfn.nets import RIFE as _RIFE
@@ -375,14 +375,6 @@ def _models(args: argparse.Namespace, dtype: torch.dtype):
     return model, one, wpath, opath
 
 
-def _write(path: str | None, text: str) -> None:
-    if path:
-        out = Path(path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text)
-        print(f"wrote {out}", file=sys.stderr)
-
-
 def run(args: argparse.Namespace, command: str) -> None:
     """The evaluation ``args`` ask for: the report on stdout, and ``--out``/``--json``."""
     if args.t:
@@ -408,8 +400,8 @@ def run(args: argparse.Namespace, command: str) -> None:
                                _weights_desc(opath) + desc if opath else "none", res.notes.get(SPLINE_FLOW, ""))
         scores = result_dict(res, command)
     print(report)
-    _write(args.out, report)
-    _write(args.json, json.dumps(scores, indent=1))
+    write_report(args.out, report)
+    write_report(args.json, json.dumps(scores, indent=1))
 
 
 def _refuse_with_t(args: argparse.Namespace) -> None:
@@ -450,8 +442,8 @@ def _run_sequences(args: argparse.Namespace, command: str) -> None:
     total, per_seq, seconds = evaluate_sequences(seqs, methods, progress=not args.quiet)
     report = format_sequences(total, per_seq, f"`{args.config}` split `val` (data.val_sequences)", command, seconds)
     print(report)
-    _write(args.out, report)
-    _write(args.json, json.dumps({"command": command, "rows": {k: v.means() for k, v in total.items()},
+    write_report(args.out, report)
+    write_report(args.json, json.dumps({"command": command, "rows": {k: v.means() for k, v in total.items()},
                                   "per_sequence": per_seq}, indent=1))
 
 

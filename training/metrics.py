@@ -31,10 +31,22 @@ def _4d(x: torch.Tensor) -> torch.Tensor:
     return x.unsqueeze(0) if x.dim() == 3 else x
 
 
-def psnr(pred: torch.Tensor, target: torch.Tensor, max_db: float = 100.0) -> torch.Tensor:
-    """PSNR in dB per image (capped at ``max_db`` for identical images)."""
+def psnr(pred: torch.Tensor, target: torch.Tensor, max_db: float = 100.0,
+         weight: torch.Tensor | None = None) -> torch.Tensor:
+    """PSNR in dB per image (capped at ``max_db`` for identical images); ``weight``
+    (B, 1, H, W): the squared errors' weights per pixel (e.g. a 0/1 mask of the pixels
+    that count).
+
+    >>> w = torch.zeros(1, 1, 4, 4); w[..., :2, :] = 1
+    >>> round(float(psnr(torch.full((1, 3, 4, 4), 0.1), torch.zeros(1, 3, 4, 4), weight=w)), 3)
+    20.0
+    """
     pred, target = _4d(pred).double().clamp(0, 1), _4d(target).double()
-    mse = ((pred - target) ** 2).flatten(1).mean(1)
+    if weight is None:
+        mse = ((pred - target) ** 2).flatten(1).mean(1)
+    else:
+        w = _4d(weight).double().expand_as(pred)
+        mse = (((pred - target) ** 2) * w).flatten(1).sum(1) / w.flatten(1).sum(1).clamp_min(1e-12)
     return (10 * torch.log10(1.0 / mse.clamp_min(10 ** (-max_db / 10)))).float()
 
 

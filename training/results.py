@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from .metrics import psnr, ssim
 
-__all__ = ["Result", "result_dict", "ROWS", "ST", "TS", "F1", "F2", "R", "R1", "BLEND", "SPLINE_FLOW", "FLOW_SPLINE",
+__all__ = ["Result", "result_dict", "write_report", "ROWS", "ST", "TS", "F1", "F2", "R", "R1", "BLEND", "SPLINE_FLOW", "FLOW_SPLINE",
            "MS_FLOW", "SPLINE_FLOW_QP", "SPLINE_RIFE", "SPLINE_RIFE_R", "RIFE_SPLINE", "MV_ROWS", "RIFE_ROWS"]
 
 ST, TS, F1, F2, R = "S→T", "T→S", "F one-mask", "F two-mask", "R"
@@ -69,3 +71,17 @@ def result_dict(res: Result, command: str = "") -> dict:
     return {"command": command, "rows": rows, "not_run": dict(res.notes), "per_sequence_psnr": groups,
             "triplets": list(res.names), "per_triplet": {row: [list(x) for x in v] for row, v in res.scores.items()},
             "skipped": list(res.skipped), "seconds": res.seconds}
+
+
+def write_report(path: str | None, text: str) -> None:
+    """Write a report (its folder made if needed) through an exclusive temporary file
+    renamed over ``path`` when complete; nothing when ``path`` is None."""
+    from vsdsfn.partial import Partial
+
+    if path:
+        out = Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with Partial(out) as part:
+            part.file.write(text.encode())
+            part.commit()
+        print(f"wrote {out}", file=sys.stderr)
