@@ -37,4 +37,4 @@ def test_flows_align_moving_texture_better_than_no_motion_and_lk_helps():
     model = load_model(None).eval().float()
     with torch.no_grad():
         s = warp_scores(model, _Moving(), 2, 2, [0, 2], 0.03)
-    assert s["lk=0"] > s["zero"] + 3 and s["lk=2"] >= s["lk=0"] - 0.1, s
+    assert s["lk=0"] > s["zero"] + 3 and s["lk=2"] > s["lk=0"] + 3, s
