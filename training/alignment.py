@@ -27,15 +27,12 @@ from vsdsfn.nets.common import backwarp, resize_flow
 from vsdsfn.nets.multiframe import luma, pair_flows
 from vsdsfn.weights import load_model
 
-from .config import load_config
+from .config import SPLITS, load_config
 from .datasets import config_sequences, downscale
 from .metrics import psnr
 from .results import write_report
 
 __all__ = ["textured", "warp_scores", "main"]
-
-_SPLITS = {"train": "sequences", "val": "val_sequences"}
-
 
 def textured(frame: torch.Tensor, threshold: float, border: int = 16) -> torch.Tensor:
     """(B, 1, H, W) 0/1 mask of the pixels whose 5x5 luma standard deviation exceeds
@@ -82,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m training.alignment", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", required=True)
     p.add_argument("--data-root")
-    p.add_argument("--split", choices=sorted(_SPLITS), default="val")
+    p.add_argument("--split", choices=sorted(SPLITS), default="val")
     p.add_argument("--weights", help="a weights file (default: the shipped one)")
     p.add_argument("--step", type=int, default=2, help="frames between the two of a pair")
     p.add_argument("--pairs", type=int, default=5, help="pairs per sequence, evenly spaced")
@@ -99,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     cfg = load_config(args.config, [f"data.root={json.dumps(args.data_root)}"] if args.data_root else [])
     root = Path(cfg["data"]["root"])
-    seqs = config_sequences(root if root.is_absolute() else Path.cwd() / root, cfg["data"][_SPLITS[args.split]])
+    seqs = config_sequences(root if root.is_absolute() else Path.cwd() / root, cfg["data"][SPLITS[args.split]])
     model = load_model(args.weights).eval().float()
     names = ["zero"] + [f"lk={n}" for n in args.lk_steps]
     print(f"| sequence | {' | '.join('no motion' if n == 'zero' else f'M_T, {n[3:]} LK steps' for n in names)} |")

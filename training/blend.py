@@ -26,15 +26,13 @@ import torch
 
 from vsdsfn.weights import load_model
 
+from .config import SPLITS
 from .datasets import config_sequences
 from .metrics import psnr
 from .refit import build_pool
 from .train import triplet_spans
 
 __all__ = ["scores", "table", "main"]
-
-_SPLITS = {"train": "sequences", "val": "val_sequences"}
-
 
 def scores(model, pool: dict[str, torch.Tensor], weights: np.ndarray = np.arange(0.5, 1.001, 0.05)) -> list[dict]:
     """One row per crop of ``pool``: t, motion, detail, the PSNRs of ``st``, ``ts``, ``F``,
@@ -93,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", required=True)
     p.add_argument("--data-root")
     p.add_argument("--weights", required=True)
-    p.add_argument("--split", choices=sorted(_SPLITS), default="val")
+    p.add_argument("--split", choices=sorted(SPLITS), default="val")
     p.add_argument("--count", type=int, default=240, help="crops, spread evenly over the split's triplets")
     p.add_argument("--size", type=int, default=256, help="high-res crop size")
     p.add_argument("--threads", type=int, default=2)
@@ -107,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = tomllib.loads(Path(a.config).read_text())
         root = Path(a.data_root or cfg["data"]["root"])
         spans = {m: [1] for m in triplet_spans(cfg["data"])}
-        pool = build_pool(model, config_sequences(root, cfg["data"][_SPLITS[a.split]]), spans, a.count, a.size, 2,
+        pool = build_pool(model, config_sequences(root, cfg["data"][SPLITS[a.split]]), spans, a.count, a.size, 2,
                           central=True)
         if a.pool:
             torch.save(pool, a.pool)

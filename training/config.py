@@ -12,7 +12,10 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEFAULTS", "load_config", "stage_options", "set_path"]
+__all__ = ["DEFAULTS", "SPLITS", "load_config", "stage_options", "set_path"]
+
+#: a split's name on the command line -> its key under ``data``
+SPLITS = {"train": "sequences", "val": "val_sequences"}
 
 DEFAULTS: dict[str, Any] = {
     "model": {},                     # DSFNConfig fields
