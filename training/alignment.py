@@ -31,6 +31,7 @@ from .config import SPLITS, load_config
 from .datasets import config_sequences, downscale
 from .metrics import psnr
 from .results import write_report
+from .triplets import to_tensor
 
 __all__ = ["textured", "warp_scores", "main"]
 
@@ -53,7 +54,7 @@ def textured(frame: torch.Tensor, threshold: float, border: int = 16) -> torch.T
 
 
 def _frame(seq, i: int) -> torch.Tensor:
-    x = torch.from_numpy(np.ascontiguousarray(seq.frame(i), dtype=np.float32) / 255).permute(2, 0, 1)[None]
+    x = to_tensor(seq.frame(i)) / 255
     return x[..., : x.shape[-2] // 2 * 2, : x.shape[-1] // 2 * 2]
 
 

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from . import mvbaseline
 from .datasets import downscale
 from .flowfps import clip_from_frames
+from .triplets import to_tensor
 
 __all__ = ["SequenceScores", "render_engine", "render_spline_rife", "render_blend", "score_sequence",
            "evaluate_sequences", "format_sequences"]
@@ -91,10 +92,6 @@ def render_engine(engine) -> Renderer:
     return render
 
 
-def _t(a: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).permute(2, 0, 1)[None]
-
-
 def _np(x: torch.Tensor) -> np.ndarray:
     return x[0].permute(1, 2, 0).float().numpy()
 
@@ -104,7 +101,7 @@ def render_spline_rife(rife) -> Renderer:
     def render(lr: list[np.ndarray]) -> list[np.ndarray]:
         up = [np.clip(f, 0, 1) for f in mvbaseline.frames_from_clip(mvbaseline.spline36_2x(clip_from_frames(lr)))]
         with torch.no_grad():
-            mids = [_np(rife(_t(a), _t(b), fast=True).clamp(0, 1)) for a, b in zip(up, up[1:])]
+            mids = [_np(rife(to_tensor(a), to_tensor(b), fast=True).clamp(0, 1)) for a, b in zip(up, up[1:])]
         return _interleave(up, mids)
 
     return render
@@ -112,7 +109,7 @@ def render_spline_rife(rife) -> Renderer:
 
 def render_blend(lr: list[np.ndarray]) -> list[np.ndarray]:
     """Bicubic 2x, and the mean of the two neighbours between source frames."""
-    up = [_np(F.interpolate(_t(f), scale_factor=2, mode="bicubic", align_corners=False).clamp(0, 1)) for f in lr]
+    up = [_np(F.interpolate(to_tensor(f), scale_factor=2, mode="bicubic", align_corners=False).clamp(0, 1)) for f in lr]
     return _interleave(up, [(a + b) / 2 for a, b in zip(up, up[1:])])
 
 
@@ -122,7 +119,7 @@ def _frames(seq) -> tuple[list[np.ndarray], list[np.ndarray]]:
     truth = [np.asarray(seq.frame(i), dtype=np.float32) / 255.0 for i in range(n)]
     h, w = (v - v % 2 for v in truth[0].shape[:2])
     truth = [t[:h, :w] for t in truth]
-    lr = [_np(downscale(_t(t))) for t in truth[0::2]]
+    lr = [_np(downscale(to_tensor(t))) for t in truth[0::2]]
     return truth, lr
 
 
