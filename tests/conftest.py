@@ -58,7 +58,7 @@ TINY = DSFNConfig(
 
 #: :data:`TINY` with a multi-frame M_S (one neighbour on each side)
 TINY_MULTIFRAME = replace(TINY, spatial="multiframe",
-                          spatial_args={"channels": 8, "layers": 2, "features": 8, "fuse_layers": 1})
+                          spatial_args={"channels": 8, "layers": 2, "align": 4, "fuse_layers": 1})
 
 
 def tiny_model(seed: int = 0, config: DSFNConfig = TINY) -> DSFN:

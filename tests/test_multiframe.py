@@ -6,7 +6,7 @@ import torch
 
 from training.multiframe import transform
 from vsdsfn.nets import DSFN, DSFNConfig, MultiFrameSR
-from vsdsfn.nets.common import backwarp
+from vsdsfn.nets.common import backwarp, pad_to
 
 
 def _textured(h=24, w=32, seed=0):
@@ -18,7 +18,7 @@ def _textured(h=24, w=32, seed=0):
 def _trained_like(seed=0) -> MultiFrameSR:
     """A small network whose zero-initialised parts are random (as after training)."""
     torch.manual_seed(seed)
-    net = MultiFrameSR(channels=8, layers=2, features=8, fuse_layers=1)
+    net = MultiFrameSR(channels=8, layers=2, align=4, fuse_layers=1)
     for p in net.parameters():
         torch.nn.init.normal_(p, std=0.1)
     return net.eval()
@@ -26,7 +26,7 @@ def _trained_like(seed=0) -> MultiFrameSR:
 
 def _dsfn(spatial_net: MultiFrameSR | None = None) -> DSFN:
     net = DSFN(DSFNConfig(spatial="multiframe",
-                          spatial_args={"channels": 8, "layers": 2, "features": 8, "fuse_layers": 1},
+                          spatial_args={"channels": 8, "layers": 2, "align": 4, "fuse_layers": 1},
                           temporal_args={"widths": [8, 8, 8, 8], "refine": False},
                           fusion_widths=(4, 4, 4, 4, 4), refine_channels=4, refine_blocks=1))
     if spatial_net is not None:
@@ -35,14 +35,14 @@ def _dsfn(spatial_net: MultiFrameSR | None = None) -> DSFN:
 
 
 def test_untrained_network_is_its_single_frame_network_for_any_window():
-    net = MultiFrameSR(channels=8, layers=2, features=8, fuse_layers=1).eval()
+    net = MultiFrameSR(channels=8, layers=2, align=4, fuse_layers=1).eval()
     window = torch.rand(2, 3, 3, 16, 20)
     flows = torch.randn(2, 2, 2, 16, 20)
     with torch.no_grad():
         assert torch.allclose(net(window, flows), net.single(window[:, 1]), atol=1e-6)
 
 
-def test_neighbours_change_the_trained_output_and_alone_means_replicated():
+def test_neighbours_change_the_trained_output_and_alone_means_single_frame():
     net = _trained_like()
     window = torch.rand(1, 3, 3, 16, 20)
     flows = torch.zeros(1, 2, 2, 16, 20)
@@ -50,8 +50,8 @@ def test_neighbours_change_the_trained_output_and_alone_means_replicated():
         alone = net(window[:, 1])
         replicated = net(window[:, 1:2].expand(-1, 3, -1, -1, -1), flows)
         with_neighbours = net(window, flows)
-    assert torch.equal(alone, replicated)
-    assert (with_neighbours - alone).abs().max() > 1e-3
+    assert torch.equal(alone, net.single(window[:, 1]))     # a frame without neighbours: the single-frame net
+    assert (with_neighbours - replicated).abs().max() > 1e-3
 
 
 @pytest.mark.parametrize("op", range(8))
@@ -129,6 +129,18 @@ def test_engine_windows_stop_at_links():
     joined, _ = eng.upscale_group(other, ["b0", "a1", "a2"], 2, [], first=1)
     np.testing.assert_array_equal(a[0], b[0])
     assert np.abs(joined[0] - a[0]).max() > 1e-4      # the neighbour matters where linked
+
+
+def test_a_frame_between_two_cuts_is_the_single_frame_m_s():
+    net = tiny_model(config=TINY_MULTIFRAME)
+    eng = Engine(net, device="cpu")
+    frames = [_hwc(i) for i in range(3)]
+    alone, _ = eng.upscale_group(frames, [0, 1, 2], 2, [], first=1, links=[False, False])
+    h, w = frames[1].shape[:2]
+    with torch.no_grad():   # on the frame padded as the engine pads it
+        single = net.spatial.single(pad_to(torch.from_numpy(frames[1]).permute(2, 0, 1)[None], eng.multiple))
+    np.testing.assert_allclose(alone[0], single[0, :, :2 * h, :2 * w].permute(1, 2, 0).numpy(), atol=1e-6)
+    assert eng.stats["flows"] == 0
 
 
 def test_tiled_multiframe_m_s_equals_untiled():
@@ -247,7 +259,8 @@ def test_ts_stream_is_made_by_the_single_frame_network():
     with torch.no_grad():
         out = net(a, b)
         assert torch.equal(out["ts"], net.spatial.single(out["lt"]))
-        assert not torch.allclose(out["ts"], net.spatial(out["lt"]), atol=1e-4)
+        replicated = out["lt"][:, None].expand(-1, 3, -1, -1, -1)
+        assert not torch.allclose(out["ts"], net.spatial(replicated, torch.zeros(1, 2, 2, 64, 64)), atol=1e-4)
 
 
 def test_lucas_kanade_steps_bring_flows_closer_to_a_known_shift():

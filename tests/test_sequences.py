@@ -79,7 +79,7 @@ def test_evaluate_sequences_mode_reports_each_weights_file(tmp_path, tiny_weight
 def test_multiframe_trainer_runs_resumes_and_exports(tmp_path, tiny_weights, one_thread):
     cfg = _data(tmp_path)
     args = ["--config", str(cfg), "--init", str(tiny_weights), "--out", str(tmp_path / "run"), "--pool", "6", "--val-pool", "2", "--pool-size", "32", "--crop", "32", "--margin", "4", "--batch", "2",
-            "--features", "4", "--fuse-layers", "1", "--val-every", "2", "--log-every", "1", "--threads", "1"]
+            "--align", "4", "--fuse-layers", "1", "--val-every", "2", "--log-every", "1", "--threads", "1"]
     multiframe.main(args + ["--iters", "2"])
     first = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     assert first["step"] == 2
@@ -90,6 +90,13 @@ def test_multiframe_trainer_runs_resumes_and_exports(tmp_path, tiny_weights, one
     multiframe.main(args + ["--export", str(out)])
     model = load_model(out)
     assert model.config.spatial == "multiframe" and model.radius == 1
+    # --part single: the single-frame network alone, exported as a single-frame M_S
+    multiframe.main(args + ["--out", str(tmp_path / "single"), "--part", "single", "--iters", "2"])
+    single = load_model(multiframe.export(tmp_path / "single" / "last.pt", tiny_weights, tmp_path / "s.safetensors"))
+    assert single.config.spatial == "espcn" and single.radius == 0
+    trained = torch.load(tmp_path / "single" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(single.spatial.state_dict()[k], trained[f"single.{k}"]) for k in single.spatial.state_dict())
+    assert not torch.equal(single.spatial.state_dict()["tail.weight"], load_model(tiny_weights).spatial.tail.weight)
     base = load_model(tiny_weights)
     for k, v in base.state_dict().items():        # every other network is the init's
         if not k.startswith("spatial."):

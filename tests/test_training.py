@@ -321,7 +321,7 @@ def test_multiframe_training_resumes_exactly_at_any_radius(tmp_path, monkeypatch
 
     def train(out: Path, iters: int, *extra: str) -> dict:
         assert multiframe.main(["--config", str(cfg), "--data-root", str(tmp_path / "data"), "--init",
-                                str(init), "--out", str(out), "--radius", "2", "--features", "4",
+                                str(init), "--out", str(out), "--radius", "2", "--align", "4",
                                 "--pool", "4", "--val-pool", "2", "--pool-size", "64", "--crop", "64",
                                 "--margin", "8", "--batch", "2", "--iters", str(iters), "--val-every", "2",
                                 "--ckpt-every", "1", "--log-every", "1", "--strides", "1", *extra]) == 0
@@ -343,12 +343,18 @@ def test_multiframe_training_resumes_exactly_at_any_radius(tmp_path, monkeypatch
     assert resumed["step"] == whole["step"] == 4 and resumed["model_args"]["radius"] == 2
     assert all(torch.equal(whole["model"][k], resumed["model"][k]) for k in whole["model"])
     rows = (tmp_path / "a" / "log.csv").read_text().split()
-    assert rows[0] == "step,multi-frame,single-frame" and [r.split(",")[0] for r in rows[1:]] == ["0", "2", "4"]
-    # --freeze-single: the single-frame network stays --init's M_S, the rest is trained
-    frozen = train(tmp_path / "c", 2, "--freeze-single")["model"]
+    assert rows[0] == "step,multi-frame,single-frame,start" and [r.split(",")[0] for r in rows[1:]] == ["0", "2", "4"]
+    # --part neighbours (the default): the single-frame network stays --init's M_S, the rest is trained
     start = load_model(init).spatial.state_dict()
-    assert all(torch.equal(frozen[f"single.{k}"], v) for k, v in start.items())
-    assert frozen["tail.weight"].abs().max() > 0          # the fusion's tail moved from its zero start
+    assert all(torch.equal(whole["model"][f"single.{k}"], v) for k, v in start.items())
+    assert whole["model"]["correct.weight"].abs().max() > 0          # the correction moved from its zero start
+    # --part single: the neighbours' part stays at its start, the single-frame network moves
+    single = train(tmp_path / "c", 2, "--part", "single")["model"]
+    assert not single["correct.weight"].abs().max() and not single["align.2.weight"].abs().max()
+    assert not torch.equal(single["single.tail.weight"], start["tail.weight"])
+    # --part all: both
+    both = train(tmp_path / "d", 2, "--part", "all")["model"]
+    assert both["correct.weight"].abs().max() > 0 and not torch.equal(both["single.tail.weight"], start["tail.weight"])
 
 
 def test_losses_match_hand_computed_values():

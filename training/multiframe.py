@@ -1,7 +1,8 @@
 """Train the multi-frame M_S (:class:`vsdsfn.nets.multiframe.MultiFrameSR`) on real video.
 
     python -m training.multiframe --config training/configs/cpu.toml --data-root DATA \\
-        --init models/dsfn_default.safetensors --out runs/multiframe [--iters N] [--resume]
+        --init models/dsfn_default.safetensors --out runs/multiframe [--part neighbours] \\
+        [--iters N] [--resume]
 
 The temporal backbone is frozen, so its flows are computed once: a pool of windows
 L_{k-rs} .. L_{k+rs} (radius ``--radius``, strides ``strides``) is cut from the config's
@@ -11,10 +12,14 @@ low-res crop and stored with it (``pool-*.pt`` in the run folder). Training samp
 random sub-crops of the pool's interior with the eight flips/rotations (flows transformed
 with them), temporal reversal, and a share of windows cut short on one side or both
 (:func:`truncate`: what a clip's ends and scene cuts give). The single-frame
-part starts from ``--init``'s M_S and the network starts as that M_S; L1 loss, RAdam,
+part starts from ``--init``'s M_S and the network starts as that M_S. ``--part``: what
+is trained: ``single`` the single-frame network alone on the windows' centres (M_S
+fine-tuned on video frames; ``--export`` writes a single-frame M_S), ``neighbours`` the
+alignment and fusion with the single-frame network frozen, ``all`` both. L1 loss, RAdam,
 cosine learning rate. Validation: the same kind of pool from the validation sequences,
-PSNR of the multi-frame output and of the single-frame M_S on the same crops; the best
-step is kept in ``best.pt``. ``--resume`` continues from ``last.pt``.
+PSNR of the multi-frame output, of its single-frame network alone and of ``--init``'s M_S
+(``start``) on the same crops; the best step (by what is trained) is kept in
+``best.pt``. ``--resume`` continues from ``last.pt``.
 """
 
 from __future__ import annotations
@@ -149,19 +154,20 @@ class MultiFrameTrainer(PoolTrainer):
     """The model and its pools on :class:`~training.loop.PoolTrainer`'s loop (see the
     module doc)."""
 
-    score = "multi-frame"
-
     def __init__(self, args: argparse.Namespace) -> None:
         super().__init__(args, args.out)
         dsfn = load_model(args.init)
-        self.single_ref = dsfn.spatial.eval()
-        self.model_args = {**dsfn.config.spatial_args, "features": args.features, "fuse_layers": args.fuse_layers,
-                           "radius": args.radius, "lk_steps": args.lk_steps}
+        start = getattr(dsfn.spatial, "single", dsfn.spatial)
+        self.single_ref = start.eval()
+        self.model_args = {**{k: dsfn.config.spatial_args[k] for k in ("channels", "layers")}, "align": args.align,
+                           "fuse_layers": args.fuse_layers, "radius": args.radius, "lk_steps": args.lk_steps}
         self.flows_of = partial(pair_flows, dsfn.temporal.eval().estimate, lk_steps=args.lk_steps)
         self.model = MultiFrameSR(**self.model_args)
-        self.model.single.load_state_dict(dsfn.spatial.state_dict())
-        # frozen, the single-frame network stays what it was: every gain comes from the neighbours
-        self.model.single.requires_grad_(not args.freeze_single)
+        self.model.single.load_state_dict(start.state_dict())
+        # the neighbours' part alone: the single-frame network stays what it was
+        self.model.requires_grad_(args.part != "single")
+        self.model.single.requires_grad_(args.part != "neighbours")
+        self.score = "single-frame" if args.part == "single" else "multi-frame"
         cfg = tomllib.loads(Path(args.config).read_text())
         root = Path(args.data_root or cfg["data"]["root"])
         self.train_pool = self._pool(cfg["data"]["sequences"], root, "train", args.pool, False)
@@ -209,39 +215,48 @@ class MultiFrameTrainer(PoolTrainer):
 
     def loss(self, step: int) -> torch.Tensor:
         lr, hr, fl = self.batch(step)
+        if self.args.part == "single":
+            return F.l1_loss(self.model.single(lr[:, lr.shape[1] // 2]), hr)
         return F.l1_loss(self.model(lr, fl), hr)
 
     def validate(self) -> dict[str, float]:
-        """PSNR of the multi-frame network and of the single-frame M_S it started from, on
-        the validation pool's crops (their borders left out)."""
+        """PSNR of the multi-frame network, of its single-frame network alone and of the
+        single-frame M_S it started from, on the validation pool's crops (their borders left
+        out)."""
         pool, b = self.val_pool, self.args.margin
-        errs, refs = [], []
+        errs: dict[str, list[float]] = {"multi-frame": [], "single-frame": [], "start": []}
         self.model.eval()
         with torch.no_grad():
             for i in range(0, pool["lr"].shape[0], 8):
                 lr, hr, fl = pool["lr"][i:i + 8].float(), pool["hr"][i:i + 8].float(), pool["flows"][i:i + 8].float()
-                out = self.model(lr, fl).clamp(0, 1)
-                ref = self.single_ref(lr[:, lr.shape[1] // 2]).clamp(0, 1)
+                centre = lr[:, lr.shape[1] // 2]
                 crop = (..., slice(2 * b, -2 * b), slice(2 * b, -2 * b))
-                errs += ((out - hr)[crop] ** 2).flatten(1).mean(1).tolist()
-                refs += ((ref - hr)[crop] ** 2).flatten(1).mean(1).tolist()
+                for name, out in (("multi-frame", self.model(lr, fl)), ("single-frame", self.model.single(centre)),
+                                  ("start", self.single_ref(centre))):
+                    errs[name] += ((out.clamp(0, 1) - hr)[crop] ** 2).flatten(1).mean(1).tolist()
         self.model.train()
-        to_db = lambda e: float(np.mean([-10 * math.log10(max(v, 1e-10)) for v in e]))  # noqa: E731
-        return {"multi-frame": to_db(errs), "single-frame": to_db(refs)}
+        return {k: float(np.mean([-10 * math.log10(max(v, 1e-10)) for v in e])) for k, e in errs.items()}
 
     def state(self) -> dict:
-        return {**super().state(), "model_args": dict(self.model_args)}
+        return {**super().state(), "model_args": dict(self.model_args), "part": self.args.part}
 
 
 def export(checkpoint: str | Path, init: str | Path, out: str | Path) -> Path:
-    """A weights file: ``init``'s network with the checkpoint's multi-frame M_S as M_S."""
+    """A weights file: ``init``'s network with the checkpoint's multi-frame M_S as M_S (its
+    single-frame network alone after ``--part single``)."""
     ck = load_checkpoint(checkpoint)
     base = load_model(init)
-    model = DSFN(replace(base.config, spatial="multiframe", spatial_args=dict(ck["model_args"])))
+    args, weights = dict(ck["model_args"]), ck["model"]
+    if ck.get("part") == "single":
+        spatial, args = "espcn", {"channels": args["channels"], "layers": args["layers"]}
+        weights = {k.removeprefix("single."): v for k, v in weights.items() if k.startswith("single.")}
+    else:
+        spatial = "multiframe"
+    model = DSFN(replace(base.config, spatial=spatial, spatial_args=args))
     state = {k: v for k, v in base.state_dict().items() if not k.startswith("spatial.")}
-    state.update({f"spatial.{k}": v for k, v in ck["model"].items()})
+    state.update({f"spatial.{k}": v for k, v in weights.items()})
     model.load_state_dict(state)
-    extra = {"stage": "multiframe", "step": str(ck["step"]), "val_psnr": f"{ck['best']:.4f}",
+    extra = {"stage": f"multiframe-{ck.get('part', 'neighbours')}", "step": str(ck["step"]), "val_psnr": f"{ck['best']:.4f}",
              "source": Path(checkpoint).name}
     return save_model(model, out, extra)
 
@@ -252,8 +267,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root")
     p.add_argument("--init", required=True, help="a weights file whose M_S and M_T are used (frozen M_T)")
     p.add_argument("--out", required=True)
-    p.add_argument("--features", type=int, default=32, help="channels of the neighbours' features")
-    p.add_argument("--fuse-layers", type=int, default=3)
+    p.add_argument("--part", choices=("single", "neighbours", "all"), default="neighbours",
+                   help="what is trained: the single-frame network on the centres, the neighbours' alignment and "
+                   "fusion (single-frame network frozen), or both")
+    p.add_argument("--align", type=int, default=8, help="channels of the alignment network")
+    p.add_argument("--fuse-layers", type=int, default=1)
     p.add_argument("--batch", type=int, default=12)
     p.add_argument("--crop", type=int, default=96, help="high-res training crop")
     p.add_argument("--margin", type=int, default=16, help="low-res pixels of the pool crops' borders not trained on")
@@ -262,8 +280,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--pool-size", type=int, default=128, help="low-res size of the pool's crops")
     p.add_argument("--strides", type=int, nargs="+", default=[1, 2])
     p.add_argument("--radius", type=int, default=1, help="neighbours on each side of the centre")
-    p.add_argument("--freeze-single", action="store_true",
-                   help="keep --init's single-frame M_S as it is (train only the alignment and fusion)")
     p.add_argument("--lk-steps", type=int, default=2,
                    help="Lucas-Kanade steps refining M_T's flows between frames (0: its flows as they are)")
     p.add_argument("--alone", type=float, default=0.1,

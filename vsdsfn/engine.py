@@ -536,16 +536,17 @@ class Engine:
 
     def _window_tensors(self, frames, keys, window: tuple[int | None, ...], uploads: dict):
         """A frame's padded tensor and, for a multi-frame M_S, its window (replicated where
-        it has no neighbour) and the flows from it to its neighbours; None otherwise.
+        it has no neighbour) and the flows from it to its neighbours; None for a frame
+        without neighbours (on its own between two scene cuts, or a clip of one frame).
         ``uploads``: this call's padded frames by index (and, without keys, its flows)."""
         r = self.radius
         for w in window:
             if w is not None and w not in uploads:
                 uploads[w] = self.io.upload([frames[w]])
         lr = uploads[window[r]]
-        if not r:
-            return lr, None, None
         filled, real = replicate_window(window)   # a missing neighbour repeats the one nearer the centre
+        if not any(real[:r] + real[r + 1:]):         # no neighbour (or a single-frame M_S): the frame alone
+            return lr, None, None
         tensors = torch.stack([uploads[w] for w in filled], 1)
         flows = self.model.window_flows(tensors, torch.tensor([real]),
                                         lambda a, b: self._step_flow(filled, keys, uploads, a, b))

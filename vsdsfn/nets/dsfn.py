@@ -181,9 +181,7 @@ class DSFN(nn.Module):
             for name, (_, _, kw) in calls.items():
                 kw["plan"] = plans[name]
         lt, st = (self.temporal(a, b, **kw) for a, b, kw in (calls["lt"], calls["st"]))
-        # T->S's frame has no neighbours: a multi-frame M_S's single-frame network makes it
-        # (as well as the multi-frame one alone, within 0.01 dB, for a fraction of the work)
-        ts = getattr(self.spatial, "single", self.spatial)(lt)
+        ts = self.spatial(lt)   # T->S's frame has no neighbours (a multi-frame M_S: its single-frame net)
         return {"hr0": hr0, "hr1": hr1, "lt": lt, "st": st, "ts": ts}
 
     def combine(self, st: torch.Tensor, ts: torch.Tensor, hr0: torch.Tensor, hr1: torch.Tensor,

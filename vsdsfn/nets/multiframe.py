@@ -2,12 +2,11 @@
 
 A sliding window L_{k-r} .. L_{k+r} (radius r >= 1): each neighbour is aligned to L_k by
 a flow from the temporal backbone (:func:`pair_flows`: RIFE's flows to the middle of a
-pair, composed into the flow between the two frames, chained over the window by
-:func:`chain_flows`), which a small network refines by a
-learned residual and weighs by a learned confidence (flow-guided alignment, as in
-BasicVSR++, without deformable groups). The aligned features and frames are fused with
-the single-frame network's features into a residual on top of its output, so the
-network starts as the single-frame :class:`~vsdsfn.nets.espcn.ESPCN` it wraps.
+pair, composed into the flow between the two frames and refined by Lucas-Kanade steps,
+chained over the window by :func:`chain_flows`), which a small network refines by a
+learned residual and weighs by a learned confidence. The aligned neighbours correct the
+single-frame :class:`~vsdsfn.nets.espcn.ESPCN`'s features before its tail, so the
+network starts as that single-frame network.
 
 At a clip's ends and scene cuts a missing neighbour repeats the nearest frame on the
 centre's side with its flow (the centre itself with a zero flow next to it): every
@@ -149,82 +148,89 @@ def replicate_window(frames: Sequence[torch.Tensor | None]) -> tuple[list[torch.
 
 
 class MultiFrameSR(nn.Module):
-    """x2 M_S from a window of ``2 * radius + 1`` low-res frames.
+    """x2 M_S from a window of ``2 * radius + 1`` low-res frames: the single-frame
+    :class:`~vsdsfn.nets.espcn.ESPCN` (``single``) whose body features are corrected by
+    the aligned neighbours before its tail.
+
+    Each neighbour is warped onto the centre by the flow from the centre; a small network
+    (``align``, ``align`` channels wide) on the centre, the warped neighbour, their
+    difference and the flow predicts a residual flow and a confidence (flow-guided
+    alignment, as in BasicVSR++, on frames rather than features); the neighbour warped by
+    the refined flow, its difference from the centre weighed by the confidence, and the
+    confidence are fused (``fuse``) with the single-frame body's features into a correction
+    of them (``correct``, zero at the start: the network starts as ``single``).
 
     ``forward(frames, flows)``: ``frames`` (B, 2r+1, 3, H, W), the centre at index r;
     ``flows`` (B, 2r, 2, H, W), the flow from the centre to each neighbour in window
-    order (:func:`chain_flows`). ``forward(x)`` with a (B, 3, H, W) tensor
-    runs the window made of ``x`` alone (what a frame without usable neighbours gets).
+    order (:func:`chain_flows`). ``forward(x)`` with a (B, 3, H, W) tensor is ``single(x)``.
     ``lk_steps``: the Lucas-Kanade steps that refine M_T's flows between frames
-    (:func:`pair_flows`; 0 in files without it).
+    (:func:`pair_flows`).
 
-    >>> net = MultiFrameSR(channels=8, layers=2, features=8, fuse_layers=1)
+    >>> net = MultiFrameSR(channels=8, layers=2, align=4)
     >>> x = torch.rand(1, 3, 3, 12, 10)
     >>> net(x, torch.zeros(1, 2, 2, 12, 10)).shape
     torch.Size([1, 3, 24, 20])
-    >>> bool(torch.allclose(net(x[:, 1]), net.single(x[:, 1])))   # untrained: the single-frame net
+    >>> bool(torch.allclose(net(x, torch.zeros(1, 2, 2, 12, 10)), net.single(x[:, 1])))   # untrained
     True
     """
 
     scale = 2
 
-    def __init__(self, channels: int = 48, layers: int = 6, features: int = 32, fuse_layers: int = 3,
+    def __init__(self, channels: int = 48, layers: int = 6, align: int = 8, fuse_layers: int = 1,
                  radius: int = 1, lk_steps: int = 0) -> None:
         super().__init__()
         self.radius = int(radius)
         self.lk_steps = int(lk_steps)
         self.single = ESPCN(channels, layers)
-        self.encode = nn.Sequential(conv(3, features), conv(features, features))
-        # residual flow (2) and confidence logit (1) from the centre's features, the warped
-        # neighbour's features and frame difference, and the flow itself
-        self.align = nn.Sequential(conv(2 * features + 3 + 2, features), conv(features, features),
-                                   nn.Conv2d(features, 3, 3, padding=1))
+        # residual flow (2) and confidence logit (1) from the centre, the warped neighbour,
+        # their difference and the flow; the confidence starts at sigmoid(2)
+        self.align = nn.Sequential(conv(3 + 3 + 3 + 2, align), conv(align, align), nn.Conv2d(align, 3, 3, padding=1))
         nn.init.zeros_(self.align[-1].weight)
         nn.init.zeros_(self.align[-1].bias)
-        fuse = [conv(channels + 2 * self.radius * (features + 4), channels)]
+        with torch.no_grad():
+            self.align[-1].bias[2] = 2.0
+        fuse = [conv(channels + 2 * self.radius * 4, channels)]
         fuse += [conv(channels, channels) for _ in range(fuse_layers - 1)]
         self.fuse = nn.Sequential(*fuse)
-        self.tail = nn.Conv2d(channels, 3 * self.scale**2, 3, padding=1)
-        nn.init.zeros_(self.tail.weight)
-        nn.init.zeros_(self.tail.bias)
+        self.correct = nn.Conv2d(channels, channels, 3, padding=1)
+        nn.init.zeros_(self.correct.weight)
+        nn.init.zeros_(self.correct.bias)
 
     def context(self) -> int:
         """Input pixels on each side of a pixel that its output depends on, the flows' own
-        reach aside (the engine adds it): the tail's and fusion's on top of the larger of
-        the single-frame body's and the alignment's (its own, the encoder's and bilinear
-        sampling's), or the single-frame network's if larger.
+        reach aside (the engine adds it): the single-frame tail's, the correction's and the
+        fusion's on top of the larger of the single-frame body's and the alignment's (its
+        own and bilinear sampling's), or the single-frame network's if larger.
 
-        >>> MultiFrameSR(channels=8, layers=6, features=8, fuse_layers=3).context()   # 1 + 3 + 7
-        11
+        >>> MultiFrameSR(channels=8, layers=6, align=4, fuse_layers=1).context()   # 1 + 1 + 1 + 7
+        10
         """
         def reach(module: nn.Module) -> int:
             return sum(m.kernel_size[0] // 2 for m in module.modules() if isinstance(m, nn.Conv2d))
 
-        aligned = reach(self.align) + reach(self.encode) + 1
-        return max(self.single.context(), reach(self.tail) + reach(self.fuse) + max(reach(self.single.body), aligned))
+        aligned = reach(self.align) + 1
+        return max(self.single.context(), reach(self.single.tail) + reach(self.correct) + reach(self.fuse)
+                   + max(reach(self.single.body), aligned))
 
-    def _aligned(self, centre: torch.Tensor, centre_feat: torch.Tensor, frame: torch.Tensor,
-                 flow: torch.Tensor) -> list[torch.Tensor]:
-        feat = self.encode(frame)
-        # each input built in one copy in the convolution's dtype and layout (conv_input)
-        delta = self.align(conv_input([centre_feat, backwarp(feat, flow), backwarp(frame, flow) - centre, flow],
-                                      self.align))
-        refined = flow.float() + delta[:, :2].float()
+    def _aligned(self, centre: torch.Tensor, frame: torch.Tensor, flow: torch.Tensor) -> list[torch.Tensor]:
+        """A neighbour's fusion inputs: its difference from the centre once aligned, weighed
+        by the confidence, and the confidence."""
+        warped = backwarp(frame, flow)
+        delta = self.align(conv_input([centre, warped, warped - centre, flow], self.align))
+        warped = backwarp(frame, flow.float() + delta[:, :2].float())
         confidence = torch.sigmoid(delta[:, 2:3])
-        return [backwarp(feat, refined) * confidence, backwarp(frame, refined) * confidence, confidence]
+        return [(warped - centre) * confidence, confidence]
 
     def forward(self, frames: torch.Tensor, flows: torch.Tensor | None = None) -> torch.Tensor:
         if frames.dim() == 4:
-            frames = frames.unsqueeze(1).expand(-1, 2 * self.radius + 1, -1, -1, -1)
+            return self.single(frames)
         r = self.radius
         centre = frames[:, r]
         if flows is None:
             flows = centre.new_zeros(centre.shape[0], 2 * r, 2, *centre.shape[-2:])
         body = self.single.body(centre)
-        centre_feat = self.encode(centre)
         parts = [body]
-        neighbours = [i for i in range(2 * r + 1) if i != r]
-        for j, i in enumerate(neighbours):
-            parts += self._aligned(centre, centre_feat, frames[:, i], flows[:, j])
-        residual = self.single.tail(body) + self.tail(self.fuse(conv_input(parts, self.fuse)))
-        return bicubic_up2(centre) + self.single.shuffle(residual)
+        for j, i in enumerate(i for i in range(2 * r + 1) if i != r):
+            parts += self._aligned(centre, frames[:, i], flows[:, j])
+        body = body + self.correct(self.fuse(conv_input(parts, self.fuse)))
+        return bicubic_up2(centre) + self.single.shuffle(self.single.tail(body))
