@@ -936,3 +936,14 @@ def test_srset_image_cache_is_bounded_and_not_pickled(data):
     assert list(ds._cache) == [3, 1]
     assert len(pickle.dumps(ds)) < 2000
     assert pickle.loads(pickle.dumps(ds)).get(0, rng)[0].shape == (32, 32, 3)
+
+
+def test_data_section_takes_the_given_root_else_the_configs_from_the_working_directory(tmp_path, monkeypatch):
+    from training.config import data_section
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[data]\nroot = "here"\nval_sequences = ["a"]\n')
+    monkeypatch.chdir(tmp_path)
+    data, root = data_section(cfg)
+    assert data["val_sequences"] == ["a"] and root == tmp_path / "here"
+    assert data_section(cfg, tmp_path / "else")[1] == tmp_path / "else"

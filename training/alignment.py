@@ -27,7 +27,7 @@ from vsdsfn.nets.common import backwarp, resize_flow
 from vsdsfn.nets.multiframe import luma, pair_flows
 from vsdsfn.weights import load_model
 
-from .config import SPLITS, load_config
+from .config import SPLITS, data_section
 from .datasets import config_sequences, downscale
 from .metrics import psnr
 from .results import write_report
@@ -95,9 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = load_config(args.config, [f"data.root={json.dumps(args.data_root)}"] if args.data_root else [])
-    root = Path(cfg["data"]["root"])
-    seqs = config_sequences(root if root.is_absolute() else Path.cwd() / root, cfg["data"][SPLITS[args.split]])
+    data, root = data_section(args.config, args.data_root)
+    seqs = config_sequences(root, data[SPLITS[args.split]])
     model = load_model(args.weights).eval().float()
     names = ["zero"] + [f"lk={n}" for n in args.lk_steps]
     print(f"| sequence | {' | '.join('no motion' if n == 'zero' else f'M_T, {n[3:]} LK steps' for n in names)} |")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,7 @@ import torch
 
 from vsdsfn.weights import load_model
 
-from .config import SPLITS
+from .config import SPLITS, data_section
 from .datasets import config_sequences
 from .metrics import psnr
 from .refit import build_pool
@@ -102,10 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     if a.pool and Path(a.pool).exists():
         pool = torch.load(a.pool, weights_only=True)
     else:
-        cfg = tomllib.loads(Path(a.config).read_text())
-        root = Path(a.data_root or cfg["data"]["root"])
-        spans = {m: [1] for m in triplet_spans(cfg["data"])}
-        pool = build_pool(model, config_sequences(root, cfg["data"][SPLITS[a.split]]), spans, a.count, a.size, 2,
+        data, root = data_section(a.config, a.data_root)
+        spans = {m: [1] for m in triplet_spans(data)}
+        pool = build_pool(model, config_sequences(root, data[SPLITS[a.split]]), spans, a.count, a.size, 2,
                           central=True)
         if a.pool:
             torch.save(pool, a.pool)

@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEFAULTS", "SPLITS", "load_config", "stage_options", "set_path"]
+__all__ = ["DEFAULTS", "SPLITS", "data_section", "load_config", "stage_options", "set_path"]
 
 #: a split's name on the command line -> its key under ``data``
 SPLITS = {"train": "sequences", "val": "val_sequences"}
@@ -86,6 +86,13 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict:
         key, value = item.split("=", 1)
         set_path(cfg, key.strip(), value.strip())
     return cfg
+
+
+def data_section(path: str | Path, data_root: str | Path | None = None) -> tuple[dict, Path]:
+    """A config file's ``data`` table and the folder its paths are under: ``data_root``
+    when given, else its ``data.root`` (relative to the current directory)."""
+    data = load_config(path)["data"]
+    return data, Path(data_root or data["root"]).absolute()
 
 
 def stage_options(cfg: dict, stage: str) -> dict:

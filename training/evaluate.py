@@ -417,16 +417,15 @@ def _run_sequences(args: argparse.Namespace, command: str) -> None:
     from vsdsfn.engine import Engine
     from vsdsfn.weights import WeightsError
 
-    from .config import load_config
+    from .config import data_section
     from .sequences import evaluate_sequences, format_sequences, method_name, render_blend, render_engine, \
         render_spline_rife
     from .datasets import config_sequences
 
     if not args.config:
         raise EvaluateError("--sequences needs --config FILE --split val")
-    cfg = load_config(args.config, [f"data.root={json.dumps(args.data_root)}"] if args.data_root else [])
-    root = Path(cfg["data"]["root"])
-    seqs = config_sequences(root if root.is_absolute() else Path.cwd() / root, cfg["data"]["val_sequences"])
+    data, root = data_section(args.config, args.data_root)
+    seqs = config_sequences(root, data["val_sequences"])
     precision = None if args.precision == "auto" else args.precision
     methods, rife = {}, None
     for path in [args.weights] + list(args.compare):

@@ -29,7 +29,6 @@ import logging
 import math
 import sys
 import time
-import tomllib
 from functools import partial
 from pathlib import Path
 from typing import Callable
@@ -44,6 +43,7 @@ from vsdsfn.nets import DSFN
 from vsdsfn.nets.multiframe import MultiFrameSR, chain_flows, pair_flows, replicate_window
 from vsdsfn.weights import load_model, save_model
 
+from .config import data_section
 from .datasets import config_sequences, downscale
 from .loop import PoolTrainer, add_loop_arguments, train_or_export
 from .train import load_checkpoint, save_checkpoint
@@ -168,10 +168,9 @@ class MultiFrameTrainer(PoolTrainer):
         self.model.requires_grad_(args.part != "single")
         self.model.single.requires_grad_(args.part != "neighbours")
         self.score = "single-frame" if args.part == "single" else "multi-frame"
-        cfg = tomllib.loads(Path(args.config).read_text())
-        root = Path(args.data_root or cfg["data"]["root"])
-        self.train_pool = self._pool(cfg["data"]["sequences"], root, "train", args.pool, False)
-        self.val_pool = self._pool(cfg["data"]["val_sequences"], root, "val", args.val_pool, True)
+        data, root = data_section(args.config, args.data_root)
+        self.train_pool = self._pool(data["sequences"], root, "train", args.pool, False)
+        self.val_pool = self._pool(data["val_sequences"], root, "val", args.val_pool, True)
 
     def _pool(self, entries: list, root: Path, name: str, count: int, central: bool) -> dict:
         a = self.args

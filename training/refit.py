@@ -26,7 +26,6 @@ import argparse
 import logging
 import sys
 import time
-import tomllib
 from dataclasses import replace
 from pathlib import Path
 
@@ -38,6 +37,7 @@ from vsdsfn.nets import DSFN
 from vsdsfn.nets.fusion import PADDINGS
 from vsdsfn.weights import load_model, save_model
 
+from .config import data_section
 from .datasets import config_sequences, downscale
 from .loop import PoolTrainer, add_loop_arguments, train_or_export
 from .multiframe import dihedral
@@ -141,8 +141,7 @@ class Refit(PoolTrainer):
                              "low-res size multiple)")
         for name, mod in self.model.named_children():
             mod.requires_grad_(name in ("fusion", "refine"))
-        cfg = tomllib.loads(Path(args.config).read_text())
-        root, d = Path(args.data_root or cfg["data"]["root"]), cfg["data"]
+        d, root = data_section(args.config, args.data_root)
         spans = triplet_spans(d)
         self.train_pool = self._pool(d["sequences"], root, "train", args.pool, spans, False)
         self.val_pool = self._pool(d["val_sequences"], root, "val", args.val_pool, {m: [1] for m in spans}, True)
