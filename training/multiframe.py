@@ -46,15 +46,12 @@ from vsdsfn.weights import load_model, save_model
 from .config import data_section
 from .datasets import config_sequences, downscale
 from .loop import PoolTrainer, add_loop_arguments, train_or_export
+from .triplets import to_tensor
 from .train import load_checkpoint, save_checkpoint
 
 __all__ = ["build_pool", "truncate", "dihedral", "transform", "MultiFrameTrainer", "export", "main"]
 
 log = logging.getLogger("vsdsfn.training")
-
-
-def _frame(seq, i: int) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(seq.frame(i), dtype=np.float32) / 255).permute(2, 0, 1)
 
 
 def build_pool(sequences: list, flows_of: Callable, count: int, lr_size: int, strides: tuple[int, ...], seed: int,
@@ -76,7 +73,7 @@ def build_pool(sequences: list, flows_of: Callable, count: int, lr_size: int, st
     for n, c in enumerate(picks):
         si, s, k = choices[int(c)]
         seq = sequences[si]
-        frames = torch.stack([_frame(seq, k + d * s) for d in range(-r, r + 1)])
+        frames = torch.cat([to_tensor(seq.frame(k + d * s)) for d in range(-r, r + 1)]) / 255
         h, w = frames.shape[-2:]
         y = (h - hr_size) // 2 if central else int(rng.integers(0, h - hr_size + 1))
         x = (w - hr_size) // 2 if central else int(rng.integers(0, w - hr_size + 1))
