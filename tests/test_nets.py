@@ -190,13 +190,18 @@ def test_config_roundtrip_and_unknown_fields():
         DSFNConfig.from_dict(d, legacy=True)                  # no legacy defaults any more
 
 
-def test_defaults_are_the_shipped_architecture():
+def test_defaults_are_the_shipped_architecture_with_a_single_frame_m_s():
+    from dataclasses import replace
+
     from vsdsfn.weights import read_config
 
     cfg = DSFNConfig()
     assert cfg.temporal == "rife"
     assert cfg.temporal_args == {"widths": [192, 128, 96, 64], "refine": True, "large_motion": True}
-    assert read_config("default")[0] == cfg
+    shipped = read_config("default")[0]
+    assert shipped.spatial == "multiframe" and shipped.spatial_args["radius"] == 1
+    single = {k: shipped.spatial_args[k] for k in ("channels", "layers")}
+    assert replace(shipped, spatial="espcn", spatial_args=single) == cfg
 
 
 def test_backbone_registries():

@@ -130,14 +130,14 @@ def test_spatial_context_is_espcns_reach():
 
 
 def test_tiled_spatial_is_exact_with_the_shipped_weights():
-    """M_S tiles keep the context M_S states (8 px for the shipped 6-layer M_S), aligned:
-    exactly the untiled M_S."""
+    """M_S tiles keep the context M_S states (10 px for the shipped multi-frame M_S: its
+    6-layer single-frame body, fusion, correction and tail), aligned: exactly the untiled M_S."""
     model = load_model(None)
     a, _ = texture_pair(400, 150)
     ref = Engine(model, device="cpu").spatial([a])[0]
     eng = Engine(model, device="cpu", tile=64, tile_overlap=0)
     np.testing.assert_allclose(eng.spatial([a])[0], ref, atol=1e-6)
-    assert eng.model.spatial_context() == 8 and eng._tile_now() == (64, 64)
+    assert eng.model.spatial_context() == 10 and eng._tile_now() == (64, 64)
 
 
 def test_spatial_tiles_keep_the_context_the_network_states(net):

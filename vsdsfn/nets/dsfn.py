@@ -35,7 +35,8 @@ TEMPORAL: dict[str, Callable[..., nn.Module]] = {"rife": RIFE}
 @dataclass
 class DSFNConfig:
     """Architecture of a DSFN; stored as JSON in every weights file. The defaults are the
-    shipped architecture."""
+    shipped architecture with a single-frame M_S (the shipped multi-frame M_S is trained on
+    top of it: ``training.multiframe``)."""
 
     spatial: str = "espcn"
     spatial_args: dict[str, Any] = field(default_factory=lambda: {"channels": 48, "layers": 6})
