@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import sys
 import time
 from functools import partial
@@ -45,6 +44,7 @@ from vsdsfn.weights import load_model, save_model
 
 from .config import data_section
 from .datasets import config_sequences, downscale
+from .metrics import psnr
 from .loop import PoolTrainer, add_loop_arguments, train_or_export
 from .triplets import to_tensor
 from .train import load_checkpoint, save_checkpoint
@@ -229,9 +229,9 @@ class MultiFrameTrainer(PoolTrainer):
                 crop = (..., slice(2 * b, -2 * b), slice(2 * b, -2 * b))
                 for name, out in (("multi-frame", self.model(lr, fl)), ("single-frame", self.model.single(centre)),
                                   ("start", self.single_ref(centre))):
-                    errs[name] += ((out.clamp(0, 1) - hr)[crop] ** 2).flatten(1).mean(1).tolist()
+                    errs[name] += psnr(out[crop], hr[crop]).tolist()
         self.model.train()
-        return {k: float(np.mean([-10 * math.log10(max(v, 1e-10)) for v in e])) for k, e in errs.items()}
+        return {k: float(np.mean(e)) for k, e in errs.items()}
 
     def state(self) -> dict:
         return {**super().state(), "model_args": dict(self.model_args), "part": self.args.part}

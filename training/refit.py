@@ -40,6 +40,7 @@ from vsdsfn.weights import load_model, save_model
 from .config import data_section
 from .datasets import config_sequences, downscale
 from .loop import PoolTrainer, add_loop_arguments, train_or_export
+from .metrics import psnr
 from .multiframe import dihedral
 from .train import load_checkpoint, save_checkpoint, triplet_spans
 
@@ -209,8 +210,7 @@ class Refit(PoolTrainer):
                 s = {k: pool[k][i:i + 4].float() for k in _KEYS} | {"t": pool["t"][i:i + 4]}
                 out = self.model.combine(s["st"], s["ts"], s["hr0"], s["hr1"], s["t"])
                 for k, v in (("S->T", s["st"]), ("F", out["fused"]), ("R", out["refined"])):
-                    mse = ((v.clamp(0, 1) - s["truth"]) ** 2).flatten(1).mean(1)
-                    sums[k] += (-10 * torch.log10(mse.clamp_min(1e-10))).tolist()
+                    sums[k] += psnr(v, s["truth"]).tolist()
         self.model.fusion.train()
         self.model.refine.train()
         return {k: float(np.mean(v)) for k, v in sums.items()}
