@@ -357,6 +357,32 @@ def test_multiframe_training_resumes_exactly_at_any_radius(tmp_path, monkeypatch
     assert both["correct.weight"].abs().max() > 0 and not torch.equal(both["single.tail.weight"], start["tail.weight"])
 
 
+def test_multiframe_training_adds_windows_of_moving_stills(tmp_path):
+    from conftest import tiny_model
+    from training import multiframe
+    from training.datasets import downscale
+
+    init = save_model(tiny_model(), tmp_path / "tiny.safetensors")
+    rng = np.random.default_rng(5)
+    for i in range(2):   # smooth random textures, large enough for 64-pixel low-res crops
+        img = np.kron(rng.integers(0, 256, (40, 48, 3)), np.ones((5, 5, 1))).astype(np.uint8)
+        save(img, tmp_path / "data" / "images" / "big" / f"{i}.png")
+    cfg = _moving_clip(tmp_path, 6, 4, 'sr_images = ["images/big"]\nsequences = [{path = "frames/long"}]\n'
+                       'val_sequences = [{path = "frames/long"}]\n')
+    out = tmp_path / "run"
+    assert multiframe.main(["--config", str(cfg), "--data-root", str(tmp_path / "data"), "--init", str(init),
+                            "--out", str(out), "--align", "4", "--pool", "2", "--val-pool", "2", "--stills", "3",
+                            "--pool-size", "64", "--crop", "64", "--margin", "8", "--batch", "2", "--iters", "2",
+                            "--val-every", "2", "--strides", "1"]) == 0
+    stills = torch.load(next(out.glob("pool-stills-3-*.pt")), weights_only=True)
+    lr, hr = stills["lr"].float(), stills["hr"].float()
+    assert lr.shape == (3, 3, 3, 64, 64) and hr.shape == (3, 3, 128, 128)
+    # the centre is the still itself (its truth downscaled); the neighbours moved with the camera
+    assert torch.allclose(lr[:, 1], downscale(hr), atol=2e-3)
+    assert all((lr[:, j] - lr[:, 1]).abs().mean() > 0.01 for j in (0, 2))
+    assert stills["flows"].float().abs().mean() > 0.1
+
+
 def test_losses_match_hand_computed_values():
     t = lambda *v: torch.tensor(v, dtype=torch.float32).view(1, 1, 1, -1)  # noqa: E731
     h0, h1, h2 = t(0.0, 0.0), t(1.0, 0.5), t(0.2, 0.2)

@@ -44,7 +44,7 @@ from .augment import augment, center_crop, random_crop
 
 __all__ = [
     "IMAGE_EXTS", "FolderSequence", "VideoSequence", "vimeo_sequences", "open_sequence",
-    "TripletSet", "SRSet", "SyntheticMotionSet", "MixtureSet", "downscale", "to_batch",
+    "TripletSet", "SRSet", "SyntheticMotionSet", "MovingStill", "moving_stills", "MixtureSet", "downscale", "to_batch",
     "load_image", "list_images", "data_path", "config_sequences",
 ]
 
@@ -490,6 +490,68 @@ class SyntheticMotionSet(SRSet):
     def get(self, index: int, rng: np.random.Generator, train: bool = True) -> list[np.ndarray]:
         frames = self._guard(lambda i: self._make(i, rng), index, rng, len(self))
         return _to_float(augment(frames, rng) if train else frames) + [timestep_array(0.5)]
+
+
+class MovingStill:
+    """A still image under a smooth random camera motion, as a sequence of ``length``
+    frames: per frame step a translation of up to ``max_shift`` pixels (a constant
+    velocity plus jitter, sub-pixel), a rotation of up to 0.5 degree and a zoom of up to
+    1 percent; frames are bicubic resamplings of the image (the middle frame is the image
+    itself), cut ``border`` pixels inside its edges. Aliasing differs from frame to frame
+    as in real footage, and the image keeps its full detail: training windows for a
+    multi-frame M_S.
+
+    >>> img = np.random.default_rng(0).integers(0, 256, (64, 80, 3), dtype=np.uint8)
+    >>> seq = MovingStill(img, 5, np.random.default_rng(1), border=8)
+    >>> len(seq), seq.frame(0).shape, bool((seq.frame(2) == img[8:-8, 8:-8]).all())
+    (5, (48, 64, 3), True)
+    """
+
+    def __init__(self, image: np.ndarray, length: int, rng: np.random.Generator, max_shift: float = 3.0,
+                 border: int = 16) -> None:
+        self.image, self.length, self.border = image, int(length), int(border)
+        self.name = "moving still"
+        velocity = rng.uniform(-1, 1, 2) * max_shift * 0.7
+        steps = [velocity + rng.uniform(-1, 1, 2) * max_shift * 0.3 for _ in range(self.length)]
+        angles, zooms = rng.uniform(-1, 1, self.length) * np.pi / 360, np.exp(rng.uniform(-1, 1, self.length) * 0.01)
+        mid, self.motion = self.length // 2, []
+        for k in range(self.length):
+            span = range(mid, k) if k > mid else range(k, mid)
+            sign = 1.0 if k > mid else -1.0
+            shift = sign * sum((steps[i] for i in span), np.zeros(2))
+            angle = sign * sum(angles[i] for i in span)
+            zoom = float(np.prod([zooms[i] for i in span])) ** sign
+            self.motion.append((shift, angle, zoom))
+
+    def __len__(self) -> int:
+        return self.length
+
+    def frame(self, i: int) -> np.ndarray:
+        shift, angle, zoom = self.motion[i]
+        b, (h, w) = self.border, self.image.shape[:2]
+        img = self.image
+        if np.any(shift) or angle or zoom != 1.0:
+            x = torch.from_numpy(np.array(img, dtype=np.float32)).permute(2, 0, 1)[None]
+            cos, sin = np.cos(angle) / zoom, np.sin(angle) / zoom
+            # normalised coordinates (align_corners=False): output p samples the image at A p + t
+            theta = torch.tensor([[cos, -sin * h / w, 2 * shift[0] / w],
+                                  [sin * w / h, cos, 2 * shift[1] / h]], dtype=torch.float32)[None]
+            grid = F.affine_grid(theta, (1, 3, h, w), align_corners=False)
+            x = F.grid_sample(x, grid, mode="bicubic", padding_mode="border", align_corners=False)
+            img = x[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+        return img[b:h - b, b:w - b]
+
+
+def moving_stills(images: Sequence[str | os.PathLike], count: int, length: int, min_size: int, seed: int,
+                  max_shift: float = 3.0) -> list[MovingStill]:
+    """``count`` :class:`MovingStill` sequences of ``length`` frames from images at least
+    ``min_size`` pixels on their short side once cut (the images drawn in turn)."""
+    rng = np.random.default_rng(seed)
+    usable = [im for im in map(load_image, images) if min(im.shape[:2]) - 32 >= min_size]
+    if not usable:
+        raise ValueError(f"moving_stills: no image of at least {min_size + 32} pixels on its short side")
+    order = rng.permutation(len(usable))
+    return [MovingStill(usable[order[n % len(usable)]], length, rng, max_shift) for n in range(count)]
 
 
 class MixtureSet:

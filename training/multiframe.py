@@ -8,7 +8,10 @@ The temporal backbone is frozen, so its flows are computed once: a pool of windo
 L_{k-rs} .. L_{k+rs} (radius ``--radius``, strides ``strides``) is cut from the config's
 training sequences (HR crops downscaled 2x as :func:`training.datasets.downscale` does),
 the flows from L_k to its neighbours (:func:`build_pool`) are computed on each whole
-low-res crop and stored with it (``pool-*.pt`` in the run folder). Training samples are
+low-res crop and stored with it (``pool-*.pt`` in the run folder); ``--stills N`` adds N
+windows of the config's still images under a random camera motion
+(:func:`training.datasets.moving_stills`: clean detail, aliased differently in each frame,
+which the video alone teaches too little of). Training samples are
 random sub-crops of the pool's interior with the eight flips/rotations (flows transformed
 with them), temporal reversal, and a share of windows cut short on one side or both
 (:func:`truncate`: what a clip's ends and scene cuts give). The single-frame
@@ -43,7 +46,7 @@ from vsdsfn.nets.multiframe import MultiFrameSR, chain_flows, pair_flows, replic
 from vsdsfn.weights import load_model, save_model
 
 from .config import data_section
-from .datasets import config_sequences, downscale
+from .datasets import config_sequences, data_path, downscale, list_images, moving_stills
 from .metrics import psnr
 from .loop import PoolTrainer, add_loop_arguments, train_or_export
 from .triplets import to_tensor
@@ -167,17 +170,26 @@ class MultiFrameTrainer(PoolTrainer):
         self.score = "single-frame" if args.part == "single" else "multi-frame"
         data, root = data_section(args.config, args.data_root)
         self.train_pool = self._pool(data["sequences"], root, "train", args.pool, False)
+        if args.stills:
+            stills = self._pool(data["sr_images"], root, "stills", args.stills, False)
+            self.train_pool = {k: torch.cat((v, stills[k])) for k, v in self.train_pool.items()}
         self.val_pool = self._pool(data["val_sequences"], root, "val", args.val_pool, True)
 
     def _pool(self, entries: list, root: Path, name: str, count: int, central: bool) -> dict:
         a = self.args
         path = self.out / (f"pool-{name}-{count}-{a.pool_size}-{'-'.join(map(str, a.strides))}-r{a.radius}"
-                           f"-lk{a.lk_steps}.pt")
+                           f"-lk{a.lk_steps}{f'-s{a.still_shift:g}' if name == 'stills' else ''}.pt")
         if path.exists():
             return torch.load(path, weights_only=True)
-        seqs = config_sequences(root, entries)
         t0 = time.time()
-        pool = build_pool(seqs, self.flows_of, count, a.pool_size, tuple(a.strides), 1 + central, central, a.radius)
+        if name == "stills":
+            images = [p for f in entries for p in list_images(data_path(root, f))]
+            seqs = moving_stills(images, count, 2 * a.radius + 1, 2 * a.pool_size, 3, a.still_shift)
+            pool = build_pool(seqs, self.flows_of, count, a.pool_size, (1,), 4, False, a.radius)
+        else:
+            seqs = config_sequences(root, entries)
+            pool = build_pool(seqs, self.flows_of, count, a.pool_size, tuple(a.strides), 1 + central, central,
+                              a.radius)
         save_checkpoint(path, pool)
         log.info("%s pool: %d windows in %.0f s -> %s", name, count, time.time() - t0, path)
         return pool
@@ -278,6 +290,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--radius", type=int, default=1, help="neighbours on each side of the centre")
     p.add_argument("--lk-steps", type=int, default=2,
                    help="Lucas-Kanade steps refining M_T's flows between frames (0: its flows as they are)")
+    p.add_argument("--stills", type=int, default=0,
+                   help="windows of still images under a random camera motion (data.sr_images, "
+                   "training.datasets.moving_stills) added to the training pool")
+    p.add_argument("--still-shift", type=float, default=4.0, help="the stills' largest motion per frame (pixels)")
     p.add_argument("--alone", type=float, default=0.1,
                    help="share of windows cut short as at a clip's end or scene cut (at least one side)")
     add_loop_arguments(p, iters=3000, lr=3e-4, warmup=100, val_every=500)
