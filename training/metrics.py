@@ -32,16 +32,18 @@ def _4d(x: torch.Tensor) -> torch.Tensor:
 
 
 def psnr(pred: torch.Tensor, target: torch.Tensor, max_db: float = 100.0,
-         weight: torch.Tensor | None = None) -> torch.Tensor:
-    """PSNR in dB per image (capped at ``max_db`` for identical images); ``weight``
-    (B, 1, H, W): the squared errors' weights per pixel (e.g. a 0/1 mask of the pixels
-    that count).
+         weight: torch.Tensor | None = None, clamp: bool = True) -> torch.Tensor:
+    """PSNR in dB per image (capped at ``max_db`` for identical images), peak 1; ``pred``
+    is clamped to [0, 1] (``clamp=False``: as it is, e.g. for frame differences);
+    ``weight`` (B, 1, H, W): the squared errors' weights per pixel (e.g. a 0/1 mask of the
+    pixels that count).
 
     >>> w = torch.zeros(1, 1, 4, 4); w[..., :2, :] = 1
     >>> round(float(psnr(torch.full((1, 3, 4, 4), 0.1), torch.zeros(1, 3, 4, 4), weight=w)), 3)
     20.0
     """
-    pred, target = _4d(pred).double().clamp(0, 1), _4d(target).double()
+    pred, target = _4d(pred).double(), _4d(target).double()
+    pred = pred.clamp(0, 1) if clamp else pred
     if weight is None:
         mse = ((pred - target) ** 2).flatten(1).mean(1)
     else:

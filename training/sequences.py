@@ -18,7 +18,6 @@ bicubic + frame blending.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ import torch.nn.functional as F
 from . import mvbaseline
 from .datasets import downscale
 from .flowfps import clip_from_frames
+from .metrics import psnr
 from .triplets import to_tensor
 
 __all__ = ["SequenceScores", "render_engine", "render_spline_rife", "render_blend", "score_sequence",
@@ -43,8 +43,8 @@ Renderer = Callable[[list[np.ndarray]], list[np.ndarray]]
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return 100.0 if mse <= 1e-10 else -10.0 * math.log10(mse)
+    """:func:`training.metrics.psnr` of two HWC arrays, ``a`` as it is (the callers clip)."""
+    return float(psnr(torch.from_numpy(a).permute(2, 0, 1), torch.from_numpy(b).permute(2, 0, 1), clamp=False))
 
 
 @dataclass
