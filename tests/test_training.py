@@ -374,7 +374,7 @@ def test_multiframe_training_adds_windows_of_moving_stills(tmp_path):
                             "--out", str(out), "--align", "4", "--pool", "2", "--val-pool", "2", "--stills", "3",
                             "--pool-size", "64", "--crop", "64", "--margin", "8", "--batch", "2", "--iters", "2",
                             "--val-every", "2", "--strides", "1"]) == 0
-    stills = torch.load(next(out.glob("pool-stills-3-*.pt")), weights_only=True)
+    stills = torch.load(next(out.glob("pool-stills-3-64-shift4-*.pt")), weights_only=True)
     lr, hr = stills["lr"].float(), stills["hr"].float()
     assert lr.shape == (3, 3, 3, 64, 64) and hr.shape == (3, 3, 128, 128)
     # the centre is the still itself (its truth downscaled); the neighbours moved with the camera

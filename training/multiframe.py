@@ -177,8 +177,8 @@ class MultiFrameTrainer(PoolTrainer):
 
     def _pool(self, entries: list, root: Path, name: str, count: int, central: bool) -> dict:
         a = self.args
-        path = self.out / (f"pool-{name}-{count}-{a.pool_size}-{'-'.join(map(str, a.strides))}-r{a.radius}"
-                           f"-lk{a.lk_steps}{f'-s{a.still_shift:g}' if name == 'stills' else ''}.pt")
+        kind = f"shift{a.still_shift:g}" if name == "stills" else "-".join(map(str, a.strides))
+        path = self.out / f"pool-{name}-{count}-{a.pool_size}-{kind}-r{a.radius}-lk{a.lk_steps}.pt"
         if path.exists():
             return torch.load(path, weights_only=True)
         t0 = time.time()
