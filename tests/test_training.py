@@ -374,13 +374,33 @@ def test_multiframe_training_adds_windows_of_moving_stills(tmp_path):
                             "--out", str(out), "--align", "4", "--pool", "2", "--val-pool", "2", "--stills", "3",
                             "--pool-size", "64", "--crop", "64", "--margin", "8", "--batch", "2", "--iters", "2",
                             "--val-every", "2", "--strides", "1"]) == 0
-    stills = torch.load(next(out.glob("pool-stills-3-64-shift4-*.pt")), weights_only=True)
+    stills = torch.load(next(out.glob("pool-stills-3-64-shift4-p0-*.pt")), weights_only=True)
     lr, hr = stills["lr"].float(), stills["hr"].float()
     assert lr.shape == (3, 3, 3, 64, 64) and hr.shape == (3, 3, 128, 128)
     # the centre is the still itself (its truth downscaled); the neighbours moved with the camera
     assert torch.allclose(lr[:, 1], downscale(hr), atol=2e-3)
     assert all((lr[:, j] - lr[:, 1]).abs().mean() > 0.01 for j in (0, 2))
     assert stills["flows"].float().abs().mean() > 0.1
+
+
+def test_moving_still_patches_cover_and_uncover_the_background():
+    from training.datasets import MovingStill
+
+    img = np.full((96, 120, 3), 200, np.uint8)          # flat: the camera's motion changes nothing
+    other = np.full((80, 80, 3), 7, np.uint8)
+    seq = MovingStill(img, 3, np.random.default_rng(3), max_shift=3.0, border=8, patches=[other])
+    alpha = seq.patches[0][0][8:-8, 8:-8, 3] / 255
+    frames = [seq.frame(k).astype(int) for k in range(3)]
+    # the middle frame: the image where the patch is not, the patch where it fully is
+    assert (alpha == 0).any() and (alpha == 1).any()
+    assert (frames[1][alpha == 0] == 200).all() and (frames[1][alpha == 1] == 7).all()
+    # the patch moves by its own velocity, one way before the middle and the other after:
+    # it uncovers part of where it was, and covers background it did not
+    velocity = seq.patches[0][1]
+    assert np.abs(velocity).max() > 1
+    for f in (frames[0], frames[2]):
+        assert (f[alpha == 1] > 190).any() and (f[alpha == 0] < 17).any()
+    assert not np.array_equal(frames[0], frames[2])
 
 
 def test_losses_match_hand_computed_values():

@@ -45,7 +45,7 @@ from .augment import augment, center_crop, random_crop
 __all__ = [
     "IMAGE_EXTS", "FolderSequence", "VideoSequence", "vimeo_sequences", "open_sequence",
     "TripletSet", "SRSet", "SyntheticMotionSet", "MovingStill", "moving_stills", "MixtureSet", "downscale", "to_batch",
-    "load_image", "list_images", "data_path", "config_sequences",
+    "load_image", "list_images", "data_path", "config_sequences", "config_images",
 ]
 
 log = logging.getLogger("vsdsfn.training")
@@ -499,7 +499,10 @@ class MovingStill:
     1 percent; frames are bicubic resamplings of the image (the middle frame is the image
     itself), cut ``border`` pixels inside its edges. Aliasing differs from frame to frame
     as in real footage, and the image keeps its full detail: training windows for a
-    multi-frame M_S.
+    multi-frame M_S. ``patches``: images pasted as soft-edged ellipses (a fifth to a third
+    of the frame) that move over it with their own velocity (up to twice ``max_shift``), so
+    that parts of the background are covered and uncovered and the flows fail there, as
+    on real footage; the middle frame holds them at whole-pixel places.
 
     >>> img = np.random.default_rng(0).integers(0, 256, (64, 80, 3), dtype=np.uint8)
     >>> seq = MovingStill(img, 5, np.random.default_rng(1), border=8)
@@ -508,7 +511,7 @@ class MovingStill:
     """
 
     def __init__(self, image: np.ndarray, length: int, rng: np.random.Generator, max_shift: float = 3.0,
-                 border: int = 16) -> None:
+                 border: int = 16, patches: Sequence[np.ndarray] = ()) -> None:
         self.image, self.length, self.border = image, int(length), int(border)
         self.name = "moving still"
         velocity = rng.uniform(-1, 1, 2) * max_shift * 0.7
@@ -522,36 +525,61 @@ class MovingStill:
             angle = sign * sum(angles[i] for i in span)
             zoom = float(np.prod([zooms[i] for i in span])) ** sign
             self.motion.append((shift, angle, zoom))
+        h, w = image.shape[:2]
+        self.patches = []
+        for patch in patches:
+            ry, rx = (int(rng.uniform(0.1, 0.17) * min(h, w) * a) for a in rng.uniform(0.7, 1.4, 2))
+            ph, pw = min(2 * ry, patch.shape[0]), min(2 * rx, patch.shape[1])
+            py, px = int(rng.integers(0, patch.shape[0] - ph + 1)), int(rng.integers(0, patch.shape[1] - pw + 1))
+            yy, xx = np.mgrid[0:ph, 0:pw].astype(np.float32)
+            ellipse = ((yy - (ph - 1) / 2) / (ph / 2)) ** 2 + ((xx - (pw - 1) / 2) / (pw / 2)) ** 2
+            alpha = np.clip((1.0 - ellipse) * 4.0, 0.0, 1.0)[..., None]
+            canvas = np.zeros((h, w, 4), np.float32)
+            y0, x0 = int(rng.integers(0, h - ph + 1)), int(rng.integers(0, w - pw + 1))
+            canvas[y0:y0 + ph, x0:x0 + pw] = np.concatenate((patch[py:py + ph, px:px + pw] * alpha, alpha * 255), -1)
+            self.patches.append((canvas, rng.uniform(-1, 1, 2) * max_shift * 2))
 
     def __len__(self) -> int:
         return self.length
 
+    @staticmethod
+    def _warp(x: np.ndarray, shift: np.ndarray, angle: float = 0.0, zoom: float = 1.0) -> np.ndarray:
+        """``x`` (H, W, C) resampled (bicubic) so that output pixel p shows x at the rotated
+        and zoomed p moved by ``shift``."""
+        h, w = x.shape[:2]
+        if not (np.any(shift) or angle or zoom != 1.0):
+            return x.astype(np.float32)
+        t = torch.from_numpy(np.array(x, dtype=np.float32)).permute(2, 0, 1)[None]
+        cos, sin = np.cos(angle) / zoom, np.sin(angle) / zoom
+        # normalised coordinates (align_corners=False): output p samples the image at A p + t
+        theta = torch.tensor([[cos, -sin * h / w, 2 * shift[0] / w],
+                              [sin * w / h, cos, 2 * shift[1] / h]], dtype=torch.float32)[None]
+        grid = F.affine_grid(theta, tuple(t.shape), align_corners=False)
+        return F.grid_sample(t, grid, mode="bicubic", padding_mode="border", align_corners=False)[0].permute(1, 2, 0).numpy()
+
     def frame(self, i: int) -> np.ndarray:
-        shift, angle, zoom = self.motion[i]
         b, (h, w) = self.border, self.image.shape[:2]
-        img = self.image
-        if np.any(shift) or angle or zoom != 1.0:
-            x = torch.from_numpy(np.array(img, dtype=np.float32)).permute(2, 0, 1)[None]
-            cos, sin = np.cos(angle) / zoom, np.sin(angle) / zoom
-            # normalised coordinates (align_corners=False): output p samples the image at A p + t
-            theta = torch.tensor([[cos, -sin * h / w, 2 * shift[0] / w],
-                                  [sin * w / h, cos, 2 * shift[1] / h]], dtype=torch.float32)[None]
-            grid = F.affine_grid(theta, (1, 3, h, w), align_corners=False)
-            x = F.grid_sample(x, grid, mode="bicubic", padding_mode="border", align_corners=False)
-            img = x[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
-        return img[b:h - b, b:w - b]
+        img = self._warp(self.image, *self.motion[i])
+        for canvas, velocity in self.patches:
+            layer = self._warp(canvas, -velocity * (i - self.length // 2))
+            alpha = np.clip(layer[..., 3:] / 255, 0, 1)
+            img = img * (1 - alpha) + layer[..., :3]
+        return np.clip(img, 0, 255).round().astype(np.uint8)[b:h - b, b:w - b]
 
 
 def moving_stills(images: Sequence[str | os.PathLike], count: int, length: int, min_size: int, seed: int,
-                  max_shift: float = 3.0) -> list[MovingStill]:
+                  max_shift: float = 3.0, patches: int = 0, border: int = 16) -> list[MovingStill]:
     """``count`` :class:`MovingStill` sequences of ``length`` frames from images at least
-    ``min_size`` pixels on their short side once cut (the images drawn in turn)."""
+    ``min_size`` pixels on their short side once cut (the images drawn in turn), each with
+    up to ``patches`` moving patches cut from other images (0 to ``patches``, at random)."""
     rng = np.random.default_rng(seed)
-    usable = [im for im in map(load_image, images) if min(im.shape[:2]) - 32 >= min_size]
+    usable = [im for im in map(load_image, images) if min(im.shape[:2]) - 2 * border >= min_size]
     if not usable:
-        raise ValueError(f"moving_stills: no image of at least {min_size + 32} pixels on its short side")
+        raise ValueError(f"moving_stills: no image of at least {min_size + 2 * border} pixels on its short side")
     order = rng.permutation(len(usable))
-    return [MovingStill(usable[order[n % len(usable)]], length, rng, max_shift) for n in range(count)]
+    return [MovingStill(usable[order[n % len(usable)]], length, rng, max_shift, border,
+                        [usable[int(j)] for j in rng.integers(0, len(usable), int(rng.integers(0, patches + 1)))])
+            for n in range(count)]
 
 
 class MixtureSet:
@@ -591,6 +619,11 @@ def data_path(root: Path, p: str | os.PathLike) -> Path:
     """A config's data path: as given when absolute, else under ``root`` (``data.root``)."""
     q = Path(p)
     return q if q.is_absolute() else root / q
+
+
+def config_images(root: Path, folders: list[str]) -> list[Path]:
+    """The image files of a config's folders (``data.sr_images``, ``data.sr_val``)."""
+    return [p for f in folders for p in list_images(data_path(root, f))]
 
 
 def config_sequences(root: Path, entries: list) -> list:

@@ -46,7 +46,7 @@ from vsdsfn.nets.multiframe import MultiFrameSR, chain_flows, pair_flows, replic
 from vsdsfn.weights import load_model, save_model
 
 from .config import data_section
-from .datasets import config_sequences, data_path, downscale, list_images, moving_stills
+from .datasets import config_images, config_sequences, downscale, moving_stills
 from .metrics import psnr
 from .loop import PoolTrainer, add_loop_arguments, train_or_export
 from .triplets import to_tensor
@@ -177,14 +177,14 @@ class MultiFrameTrainer(PoolTrainer):
 
     def _pool(self, entries: list, root: Path, name: str, count: int, central: bool) -> dict:
         a = self.args
-        kind = f"shift{a.still_shift:g}" if name == "stills" else "-".join(map(str, a.strides))
+        kind = f"shift{a.still_shift:g}-p{a.still_patches}" if name == "stills" else "-".join(map(str, a.strides))
         path = self.out / f"pool-{name}-{count}-{a.pool_size}-{kind}-r{a.radius}-lk{a.lk_steps}.pt"
         if path.exists():
             return torch.load(path, weights_only=True)
         t0 = time.time()
         if name == "stills":
-            images = [p for f in entries for p in list_images(data_path(root, f))]
-            seqs = moving_stills(images, count, 2 * a.radius + 1, 2 * a.pool_size, 3, a.still_shift)
+            seqs = moving_stills(config_images(root, entries), count, 2 * a.radius + 1, 2 * a.pool_size, 3, a.still_shift,
+                                 a.still_patches)
             pool = build_pool(seqs, self.flows_of, count, a.pool_size, (1,), 4, False, a.radius)
         else:
             seqs = config_sequences(root, entries)
@@ -294,6 +294,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="windows of still images under a random camera motion (data.sr_images, "
                    "training.datasets.moving_stills) added to the training pool")
     p.add_argument("--still-shift", type=float, default=4.0, help="the stills' largest motion per frame (pixels)")
+    p.add_argument("--still-patches", type=int, default=0,
+                   help="at most this many patches of other stills moving over each still (occlusion)")
     p.add_argument("--alone", type=float, default=0.1,
                    help="share of windows cut short as at a clip's end or scene cut (at least one side)")
     add_loop_arguments(p, iters=3000, lr=3e-4, warmup=100, val_every=500)

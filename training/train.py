@@ -40,8 +40,8 @@ from vsdsfn.nets import DSFN, DSFNConfig
 
 from .config import load_config, stage_options
 
-from .datasets import (MixtureSet, SRSet, SyntheticMotionSet, TripletSet, config_sequences, data_path, downscale,
-                       list_images, to_batch, vimeo_sequences)
+from .datasets import (MixtureSet, SRSet, SyntheticMotionSet, TripletSet, config_images, config_sequences, data_path,
+                       downscale, to_batch, vimeo_sequences)
 from .losses import STAGE_LOSSES, dsfn_losses, total_loss
 from .metrics import psnr
 
@@ -86,10 +86,6 @@ def load_checkpoint(path: str | Path) -> dict:
 
 
 # ----------------------------------------------------------------------------- data
-def _images(root: Path, folders: list[str]) -> list[Path]:
-    return [p for f in folders for p in list_images(data_path(root, f))]
-
-
 def triplet_spans(d: dict) -> dict[int, list[int]]:
     """Span -> strides of the triplets: span 2 (the middle frame) with ``data.strides``,
     and ``data.spans`` (``[{span = 4, strides = [1]}]``: timesteps 1/4, 1/2, 3/4)."""
@@ -102,8 +98,8 @@ def build_datasets(cfg: dict, stage: str, crop: int) -> tuple[object, list[list[
     root = Path(d["root"])
     val_rng = np.random.default_rng(12345)
     if stage == "spatial":
-        train = SRSet(_images(root, d["sr_images"]), crop)
-        val_set = SRSet(_images(root, d["sr_val"]) or _images(root, d["sr_images"])[:8], crop)
+        train = SRSet(config_images(root, d["sr_images"]), crop)
+        val_set = SRSet(config_images(root, d["sr_val"]) or config_images(root, d["sr_images"])[:8], crop)
         val = [val_set.get(i, val_rng, train=False) for i in range(len(val_set))]
         return train, val
     seqs = config_sequences(root, d["sequences"])
@@ -114,7 +110,7 @@ def build_datasets(cfg: dict, stage: str, crop: int) -> tuple[object, list[list[
         parts.append(TripletSet(seqs, crop=crop, spans=triplet_spans(d)))
         weights.append(1.0 - d["synthetic_weight"])
     if d["sr_images"] and d["synthetic_weight"] > 0:
-        parts.append(SyntheticMotionSet(_images(root, d["sr_images"]), crop, d["synthetic_max_shift"]))
+        parts.append(SyntheticMotionSet(config_images(root, d["sr_images"]), crop, d["synthetic_max_shift"]))
         weights.append(d["synthetic_weight"])
     if not parts:
         raise ValueError("no training data: set data.sequences, data.vimeo or data.sr_images")
