@@ -44,7 +44,7 @@ from .augment import augment, center_crop, random_crop
 
 __all__ = [
     "IMAGE_EXTS", "FolderSequence", "VideoSequence", "vimeo_sequences", "open_sequence",
-    "TripletSet", "SRSet", "SyntheticMotionSet", "MovingStill", "moving_stills", "MixtureSet", "downscale", "to_batch",
+    "TripletSet", "SRSet", "SyntheticMotionSet", "MovingStill", "affine_window", "moving_stills", "MixtureSet", "downscale", "to_batch",
     "load_image", "list_images", "data_path", "config_sequences", "config_images",
 ]
 
@@ -424,6 +424,35 @@ class SRSet(_Skipping):
         return self.get(int(rng.integers(0, len(self))), rng)
 
 
+def affine_window(img: np.ndarray, size: tuple[int, int], centre: tuple[float, float], offset: Sequence[float],
+                  angle: float = 0.0, zoom: float = 1.0, mode: str = "bilinear") -> np.ndarray:
+    """A ``size`` = (h, w) window resampled from ``img`` (H, W, C): the window's pixel at
+    ``p`` from its centre shows ``img`` at ``centre + A p + offset`` (pixel coordinates;
+    ``A`` rotates by ``angle`` radians and shrinks by ``zoom``); outside the image, its
+    edge pixels. ``mode``: ``bilinear`` or ``bicubic`` (:func:`torch.nn.functional.grid_sample`).
+    The whole image unmoved is returned exactly.
+
+    >>> img = np.arange(48, dtype=np.float32).reshape(4, 4, 3)
+    >>> bool((affine_window(img, (4, 4), (1.5, 1.5), (0, 0)) == img).all())
+    True
+    >>> affine_window(img, (1, 2), (1.0, 2.0), (0.25, 0))[..., 0].tolist()   # x 0.75, 1.75 on row 2
+    [[26.25, 29.25]]
+    """
+    (h, w), (H, W) = size, img.shape[:2]
+    if (h, w) == (H, W) and centre == ((W - 1) / 2, (H - 1) / 2) and not (np.any(offset) or angle or zoom != 1.0):
+        return img.astype(np.float32)
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64) - (h - 1) / 2,
+                            torch.arange(w, dtype=torch.float64) - (w - 1) / 2, indexing="ij")
+    cos, sin = np.cos(angle) / zoom, np.sin(angle) / zoom
+    sx = cos * xs - sin * ys + centre[0] + offset[0]
+    sy = sin * xs + cos * ys + centre[1] + offset[1]
+    # grid_sample's coordinates (align_corners=False): pixel i's centre at (2 i + 1) / W - 1
+    grid = torch.stack(((2 * sx + 1) / W - 1, (2 * sy + 1) / H - 1), -1).float()[None]
+    t = torch.from_numpy(np.array(img, dtype=np.float32)).permute(2, 0, 1)[None]
+    out = F.grid_sample(t, grid, mode=mode, padding_mode="border", align_corners=False)
+    return out[0].permute(1, 2, 0).numpy()
+
+
 class SyntheticMotionSet(SRSet):
     """Synthetic triplets with known motion and occlusion, made from still images.
 
@@ -441,21 +470,7 @@ class SyntheticMotionSet(SRSet):
     def _affine(self, img: np.ndarray, center: tuple[float, float], shift: np.ndarray,
                 angle: float, zoom: float, t: float) -> np.ndarray:
         """Sample a crop x crop window of ``img`` moved by ``t`` times the motion."""
-        c = self.crop
-        th = angle * t
-        z = zoom**t
-        cos, sin = np.cos(th) / z, np.sin(th) / z
-        ys, xs = np.mgrid[0:c, 0:c].astype(np.float32) - (c - 1) / 2
-        sx = cos * xs - sin * ys + center[0] - shift[0] * t
-        sy = sin * xs + cos * ys + center[1] - shift[1] * t
-        x0 = np.clip(np.floor(sx).astype(int), 0, img.shape[1] - 2)
-        y0 = np.clip(np.floor(sy).astype(int), 0, img.shape[0] - 2)
-        fx = np.clip(sx - x0, 0, 1)[..., None]
-        fy = np.clip(sy - y0, 0, 1)[..., None]
-        im = img.astype(np.float32)
-        top = im[y0, x0] * (1 - fx) + im[y0, x0 + 1] * fx
-        bot = im[y0 + 1, x0] * (1 - fx) + im[y0 + 1, x0 + 1] * fx
-        return top * (1 - fy) + bot * fy
+        return affine_window(img, (self.crop, self.crop), center, -shift * t, angle * t, zoom**t)
 
     def _make(self, index: int, rng: np.random.Generator) -> list[np.ndarray]:
         c = self.crop
@@ -547,15 +562,7 @@ class MovingStill:
         """``x`` (H, W, C) resampled (bicubic) so that output pixel p shows x at the rotated
         and zoomed p moved by ``shift``."""
         h, w = x.shape[:2]
-        if not (np.any(shift) or angle or zoom != 1.0):
-            return x.astype(np.float32)
-        t = torch.from_numpy(np.array(x, dtype=np.float32)).permute(2, 0, 1)[None]
-        cos, sin = np.cos(angle) / zoom, np.sin(angle) / zoom
-        # normalised coordinates (align_corners=False): output p samples the image at A p + t
-        theta = torch.tensor([[cos, -sin * h / w, 2 * shift[0] / w],
-                              [sin * w / h, cos, 2 * shift[1] / h]], dtype=torch.float32)[None]
-        grid = F.affine_grid(theta, tuple(t.shape), align_corners=False)
-        return F.grid_sample(t, grid, mode="bicubic", padding_mode="border", align_corners=False)[0].permute(1, 2, 0).numpy()
+        return affine_window(x, (h, w), ((w - 1) / 2, (h - 1) / 2), shift, angle, zoom, "bicubic")
 
     def frame(self, i: int) -> np.ndarray:
         b, (h, w) = self.border, self.image.shape[:2]
