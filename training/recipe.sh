@@ -56,13 +56,13 @@ $PY -m training.refit "${REFIT[@]}" --export "$RUNS/refit.safetensors"
 # M_S from three frames: the single-frame net, alignment and fusion trained together on
 # windows from the training videos (strides 1, 2, 4) and as many of the stills under a random
 # camera motion with up to two occluding patches; M_T, F and R frozen (pools in about
-# 6 minutes; 5,000 steps, 9 minutes on two threads)
+# 6 minutes; 10,000 steps, 20 minutes on two threads)
 MF=(--config "$CFG" --data-root "$DATA" --init "$RUNS/refit.safetensors" --out "$RUNS/multiframe"
   --part all --stills 2400 --still-patches 2 --strides 1 2 4)
-[ -f "$RUNS/multiframe/DONE" ] || { $PY -m training.multiframe "${MF[@]}" --iters 5000 \
+[ -f "$RUNS/multiframe/DONE" ] || { $PY -m training.multiframe "${MF[@]}" --iters 10000 \
   --threads 2 $([ -f "$RUNS/multiframe/last.pt" ] && echo --resume); touch "$RUNS/multiframe/DONE"; }
 $PY -m training.multiframe "${MF[@]}" --export "$RUNS/multiframe.safetensors"
-# F and R refit on the multi-frame M_S's streams (pools in about 8 minutes; 1,000 steps)
+# F and R refit on the multi-frame M_S's streams (pools in about 5 minutes; 1,000 steps, 5 minutes)
 REFIT_MF=(--config "$CFG" --data-root "$DATA" --weights "$RUNS/multiframe.safetensors" --out "$RUNS/refit_mf")
 [ -f "$RUNS/refit_mf/DONE" ] || { $PY -m training.refit "${REFIT_MF[@]}" --iters 1000 --val-every 100 \
   --threads 2 $([ -f "$RUNS/refit_mf/last.pt" ] && echo --resume); touch "$RUNS/refit_mf/DONE"; }
