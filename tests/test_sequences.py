@@ -1,5 +1,6 @@
 """The whole-sequence evaluation and the multi-frame M_S trainer, on tiny data."""
 
+import json
 import math
 from pathlib import Path
 
@@ -71,8 +72,13 @@ def test_evaluate_sequences_mode_reports_each_weights_file(tmp_path, tiny_weight
     evaluate.main(["--config", str(cfg), "--sequences", "--weights", str(tiny_multiframe_weights),
                    "--compare", str(tiny_weights), "--precision", "fp32", "--quiet", "--json", str(tmp_path / "s.json")])
     report = capsys.readouterr().out
-    for row in ("tiny-mf.safetensors", "tiny.safetensors", "Spline36 → RIFE", "bicubic + frame blend"):
+    for row in ("tiny-mf.safetensors", "tiny.safetensors", "Spline36 → RIFE", "bicubic + frame blend",
+                "vsdsfn (tiny-mf.safetensors, S→T stream)"):
         assert row in report
+    assert "tiny.safetensors, S→T stream" not in report          # the stream of --weights only
+    rows = json.loads((tmp_path / "s.json").read_text())["rows"]
+    full, stream = rows["vsdsfn (tiny-mf.safetensors)"], rows["vsdsfn (tiny-mf.safetensors, S→T stream)"]
+    assert stream["source"] == full["source"] and stream["interpolated"] != full["interpolated"]
     assert "14 output frames" in report
 
 

@@ -11,7 +11,8 @@ all frames, the source positions (t = 0: M_S), the interpolated ones (t = 1/2), 
 tPSNR, the PSNR of the frame-to-frame differences against the true ones (flicker and
 pumping between the two kinds of frame lower it). Means are over frames (frame pairs for
 tPSNR) of all sequences together. Rows: the weights (``--weights``, default the shipped
-ones), each ``--compare`` file, Spline36 -> RIFE as vs-rife runs it (the model's RIFE),
+ones), their S→T stream alone between the same source frames (what F and R add), each
+``--compare`` file, Spline36 -> RIFE as vs-rife runs it (the model's RIFE),
 bicubic + frame blending.
 """
 
@@ -33,7 +34,7 @@ from .flowfps import clip_from_frames
 from .metrics import psnr
 from .triplets import to_tensor
 
-__all__ = ["SequenceScores", "render_engine", "render_spline_rife", "render_blend", "score_sequence",
+__all__ = ["SequenceScores", "render_engine", "stream_name", "render_spline_rife", "render_blend", "score_sequence",
            "evaluate_sequences", "format_sequences"]
 
 log = logging.getLogger("vsdsfn.training")
@@ -82,11 +83,13 @@ def _interleave(evens: list[np.ndarray], mids: list[np.ndarray]) -> list[np.ndar
     return out
 
 
-def render_engine(engine) -> Renderer:
-    """The 2x clip through ``engine`` (a :class:`vsdsfn.engine.Engine`), t = 1/2."""
+def render_engine(engine, output: str = "refined") -> Renderer:
+    """The 2x clip through ``engine`` (a :class:`vsdsfn.engine.Engine`), t = 1/2; ``output``:
+    the interpolated frames' view (``st``: the S→T stream; the engine's debug outputs)."""
     def render(lr: list[np.ndarray]) -> list[np.ndarray]:
         k, clip = len(lr), object()             # keys of this clip's frames only
-        evens, mids = engine.upscale_group(lr, [(clip, j) for j in range(k)], k, [(j, 0.5) for j in range(k - 1)])
+        evens, mids = engine.upscale_group(lr, [(clip, j) for j in range(k)], k, [(j, 0.5) for j in range(k - 1)],
+                                           output)
         return _interleave(evens, mids)
 
     return render
@@ -168,3 +171,8 @@ def format_sequences(total: dict[str, SequenceScores], per_seq: dict, dataset: s
 def method_name(path: Path | None) -> str:
     """A row's name for a weights file (the shipped one when None)."""
     return "vsdsfn (shipped weights)" if path is None else f"vsdsfn ({Path(path).name})"
+
+
+def stream_name(path: Path | None) -> str:
+    """The row of a weights file's S→T stream."""
+    return method_name(path)[:-1] + ", S→T stream)"
