@@ -419,7 +419,7 @@ def _run_sequences(args: argparse.Namespace, command: str) -> None:
 
     from .config import data_section
     from .sequences import evaluate_sequences, format_sequences, method_name, render_blend, render_engine, \
-        render_spline_rife, stream_name
+        render_spline_rife
     from .datasets import config_sequences
 
     if not args.config:
@@ -435,7 +435,7 @@ def _run_sequences(args: argparse.Namespace, command: str) -> None:
             raise EvaluateError(str(exc)) from None
         methods[method_name(path)] = render_engine(engine)
         if path is args.weights:
-            methods[stream_name(path)] = render_engine(engine, "st")
+            methods[method_name(path, "S→T stream")] = render_engine(engine, "st")
         rife = rife or _rife(engine.model)
     if rife is not None:
         methods["Spline36 → RIFE (as vs-rife)"] = render_spline_rife(copy.deepcopy(rife).float())

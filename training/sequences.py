@@ -34,7 +34,7 @@ from .flowfps import clip_from_frames
 from .metrics import psnr
 from .triplets import to_tensor
 
-__all__ = ["SequenceScores", "render_engine", "stream_name", "render_spline_rife", "render_blend", "score_sequence",
+__all__ = ["SequenceScores", "render_engine", "method_name", "render_spline_rife", "render_blend", "score_sequence",
            "evaluate_sequences", "format_sequences"]
 
 log = logging.getLogger("vsdsfn.training")
@@ -168,11 +168,12 @@ def format_sequences(total: dict[str, SequenceScores], per_seq: dict, dataset: s
     return "\n".join(lines) + "\n"
 
 
-def method_name(path: Path | None) -> str:
-    """A row's name for a weights file (the shipped one when None)."""
-    return "vsdsfn (shipped weights)" if path is None else f"vsdsfn ({Path(path).name})"
+def method_name(path: Path | None, view: str = "") -> str:
+    """A row's name for a weights file (the shipped one when None) and, if given, the view
+    of it the row shows.
 
-
-def stream_name(path: Path | None) -> str:
-    """The row of a weights file's S→T stream."""
-    return method_name(path)[:-1] + ", S→T stream)"
+    >>> method_name(None), method_name(Path("w/my.safetensors"), "S→T stream")
+    ('vsdsfn (shipped weights)', 'vsdsfn (my.safetensors, S→T stream)')
+    """
+    name = "shipped weights" if path is None else Path(path).name
+    return f"vsdsfn ({name}{', ' + view if view else ''})"
