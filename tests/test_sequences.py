@@ -2,6 +2,7 @@
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +90,8 @@ def test_multiframe_trainer_runs_resumes_and_exports(tmp_path, tiny_weights, one
     multiframe.main(args + ["--iters", "2"])
     first = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     assert first["step"] == 2
+    step2 = tmp_path / "step2.pt"
+    shutil.copyfile(tmp_path / "run" / "last.pt", step2)
     multiframe.main(args + ["--iters", "4", "--resume"])
     last = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     assert last["step"] == 4 and math.isfinite(last["best"])
@@ -96,6 +99,15 @@ def test_multiframe_trainer_runs_resumes_and_exports(tmp_path, tiny_weights, one
     multiframe.main(args + ["--export", str(out)])
     model = load_model(out)
     assert model.config.spatial == "multiframe" and model.radius == 1
+    # --average: M_S is the mean of best.pt's and last.pt's weights; export's average= of any two
+    multiframe.main(args + ["--export", str(tmp_path / "avg.safetensors"), "--average"])
+    ckpts = {n: torch.load(p, weights_only=True)["model"] for n, p in (
+        ("best", tmp_path / "run" / "best.pt"), ("last", tmp_path / "run" / "last.pt"), ("step2", step2))}
+    multiframe.export(tmp_path / "run" / "last.pt", tiny_weights, tmp_path / "avg2.safetensors", average=step2)
+    assert any(not torch.equal(ckpts["last"][k], ckpts["step2"][k]) for k in ckpts["last"])
+    for file, (a, b) in (("avg", ("best", "last")), ("avg2", ("last", "step2"))):
+        for k, v in load_model(tmp_path / f"{file}.safetensors").spatial.state_dict().items():
+            torch.testing.assert_close(v, (ckpts[a][k] + ckpts[b][k]) / 2, rtol=0, atol=1e-6)
     # --part single: the single-frame network alone, exported as a single-frame M_S
     multiframe.main(args + ["--out", str(tmp_path / "single"), "--part", "single", "--iters", "2"])
     single = load_model(multiframe.export(tmp_path / "single" / "last.pt", tiny_weights, tmp_path / "s.safetensors"))

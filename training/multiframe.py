@@ -249,12 +249,16 @@ class MultiFrameTrainer(PoolTrainer):
         return {**super().state(), "model_args": dict(self.model_args), "part": self.args.part}
 
 
-def export(checkpoint: str | Path, init: str | Path, out: str | Path) -> Path:
+def export(checkpoint: str | Path, init: str | Path, out: str | Path, average: str | Path | None = None) -> Path:
     """A weights file: ``init``'s network with the checkpoint's multi-frame M_S as M_S (its
-    single-frame network alone after ``--part single``)."""
+    single-frame network alone after ``--part single``); with ``average`` (a checkpoint of
+    the same run), the mean of both checkpoints' weights."""
     ck = load_checkpoint(checkpoint)
     base = load_model(init)
     args, weights = dict(ck["model_args"]), ck["model"]
+    if average is not None:
+        other = load_checkpoint(average)["model"]
+        weights = {k: (v.float() + other[k].float()).div(2).to(v.dtype) for k, v in weights.items()}
     if ck.get("part") == "single":
         spatial, args = "espcn", {"channels": args["channels"], "layers": args["layers"]}
         weights = {k.removeprefix("single."): v for k, v in weights.items() if k.startswith("single.")}
@@ -266,6 +270,8 @@ def export(checkpoint: str | Path, init: str | Path, out: str | Path) -> Path:
     model.load_state_dict(state)
     extra = {"stage": f"multiframe-{ck.get('part', 'neighbours')}", "step": str(ck["step"]), "val_psnr": f"{ck['best']:.4f}",
              "source": Path(checkpoint).name}
+    if average is not None:
+        extra["source"] += f" + {Path(average).name} (mean, step {load_checkpoint(average)['step']})"
     return save_model(model, out, extra)
 
 
@@ -301,13 +307,16 @@ def _parser() -> argparse.ArgumentParser:
     add_loop_arguments(p, iters=3000, lr=3e-4, warmup=100, val_every=500)
     p.add_argument("--export", metavar="OUT", help="write --out's best.pt with --init's other networks to OUT "
                    "(safetensors) and stop")
+    p.add_argument("--average", action="store_true", help="with --export: M_S is the mean of best.pt's and "
+                   "last.pt's weights (on the validation split: better whole sequences than either)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    train_or_export(args, lambda: MultiFrameTrainer(args), lambda: export(Path(args.out) / "best.pt", args.init,
-                                                                          args.export))
+    out = Path(args.out)
+    train_or_export(args, lambda: MultiFrameTrainer(args), lambda: export(
+        out / "best.pt", args.init, args.export, out / "last.pt" if args.average else None))
     return 0
 
 if __name__ == "__main__":
