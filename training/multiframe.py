@@ -22,7 +22,8 @@ alignment and fusion with the single-frame network frozen, ``all`` both. L1 loss
 cosine learning rate. Validation: the same kind of pool from the validation sequences,
 PSNR of the multi-frame output, of its single-frame network alone and of ``--init``'s M_S
 (``start``) on the same crops; the best step (by what is trained) is kept in
-``best.pt``. ``--resume`` continues from ``last.pt``.
+``best.pt``. ``--resume`` continues from ``last.pt``. ``--export`` writes ``best.pt``'s M_S
+into a weights file, ``--export --average`` the mean of ``best.pt``'s and ``last.pt``'s.
 """
 
 from __future__ import annotations
