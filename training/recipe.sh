@@ -56,13 +56,12 @@ $PY -m training.refit "${REFIT[@]}" --export "$RUNS/refit.safetensors"
 # M_S from three frames: the single-frame net, alignment and fusion trained together on
 # windows from the training videos (strides 1, 2, 4) and as many of the stills under a random
 # camera motion with up to two occluding patches; M_T, F and R frozen (pools in about
-# 6 minutes; 40,000 steps, 75 minutes on two threads); the file takes the mean of the best
-# and the last step's M_S (--average)
+# 6 minutes; 20,000 steps, 42 minutes on two threads)
 MF=(--config "$CFG" --data-root "$DATA" --init "$RUNS/refit.safetensors" --out "$RUNS/multiframe"
   --part all --stills 2400 --still-patches 2 --strides 1 2 4)
-[ -f "$RUNS/multiframe/DONE" ] || { $PY -m training.multiframe "${MF[@]}" --iters 40000 \
+[ -f "$RUNS/multiframe/DONE" ] || { $PY -m training.multiframe "${MF[@]}" --iters 20000 \
   --threads 2 $([ -f "$RUNS/multiframe/last.pt" ] && echo --resume); touch "$RUNS/multiframe/DONE"; }
-$PY -m training.multiframe "${MF[@]}" --export "$RUNS/multiframe.safetensors" --average
+$PY -m training.multiframe "${MF[@]}" --export "$RUNS/multiframe.safetensors"
 # F and R refit on the multi-frame M_S's streams (pools in about 5 minutes; 1,000 steps, 5 minutes)
 REFIT_MF=(--config "$CFG" --data-root "$DATA" --weights "$RUNS/multiframe.safetensors" --out "$RUNS/refit_mf")
 [ -f "$RUNS/refit_mf/DONE" ] || { $PY -m training.refit "${REFIT_MF[@]}" --iters 1000 --val-every 100 \
