@@ -257,9 +257,9 @@ def export(checkpoint: str | Path, init: str | Path, out: str | Path, average: s
     ck = load_checkpoint(checkpoint)
     base = load_model(init)
     args, weights = dict(ck["model_args"]), ck["model"]
-    if average is not None:
-        other = load_checkpoint(average)["model"]
-        weights = {k: (v.float() + other[k].float()).div(2).to(v.dtype) for k, v in weights.items()}
+    other = None if average is None else load_checkpoint(average)
+    if other is not None:
+        weights = {k: (v.float() + other["model"][k].float()).div(2).to(v.dtype) for k, v in weights.items()}
     if ck.get("part") == "single":
         spatial, args = "espcn", {"channels": args["channels"], "layers": args["layers"]}
         weights = {k.removeprefix("single."): v for k, v in weights.items() if k.startswith("single.")}
@@ -271,8 +271,8 @@ def export(checkpoint: str | Path, init: str | Path, out: str | Path, average: s
     model.load_state_dict(state)
     extra = {"stage": f"multiframe-{ck.get('part', 'neighbours')}", "step": str(ck["step"]), "val_psnr": f"{ck['best']:.4f}",
              "source": Path(checkpoint).name}
-    if average is not None:
-        extra["source"] += f" + {Path(average).name} (mean, step {load_checkpoint(average)['step']})"
+    if other is not None:
+        extra["source"] += f" + {Path(average).name} (mean, step {other['step']})"
     return save_model(model, out, extra)
 
 
@@ -309,12 +309,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--export", metavar="OUT", help="write --out's best.pt with --init's other networks to OUT "
                    "(safetensors) and stop")
     p.add_argument("--average", action="store_true", help="with --export: M_S is the mean of best.pt's and "
-                   "last.pt's weights (on the validation split: better whole sequences than either)")
+                   "last.pt's weights")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    p = _parser()
+    args = p.parse_args(argv)
+    if args.average and not args.export:
+        p.error("--average goes with --export")
     out = Path(args.out)
     train_or_export(args, lambda: MultiFrameTrainer(args), lambda: export(
         out / "best.pt", args.init, args.export, out / "last.pt" if args.average else None))
