@@ -15,10 +15,10 @@ def _textured(h=24, w=32, seed=0):
     return torch.nn.functional.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
 
 
-def _trained_like(seed=0) -> MultiFrameSR:
+def _trained_like(seed=0, padding="zeros") -> MultiFrameSR:
     """A small network whose zero-initialised parts are random (as after training)."""
     torch.manual_seed(seed)
-    net = MultiFrameSR(channels=8, layers=2, align=4, fuse_layers=1)
+    net = MultiFrameSR(channels=8, layers=2, align=4, fuse_layers=1, padding=padding)
     for p in net.parameters():
         torch.nn.init.normal_(p, std=0.1)
     return net.eval()
@@ -52,6 +52,22 @@ def test_neighbours_change_the_trained_output_and_alone_means_single_frame():
         with_neighbours = net(window, flows)
     assert torch.equal(alone, net.single(window[:, 1]))     # a frame without neighbours: the single-frame net
     assert (with_neighbours - replicated).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("padding", ["zeros", "replicate"])
+def test_replicate_padding_keeps_a_flat_window_flat_to_its_border(padding):
+    """With ``padding="replicate"`` a flat window (still: its flows are zero) gives the same
+    output everywhere up to the border (each of the pixel shuffle's 2x2 phases flat), with
+    and without neighbours; zero padding bends the border."""
+    net = _trained_like(padding=padding)
+    window = torch.full((1, 3, 3, 18, 22), 0.4)
+    with torch.no_grad():
+        for out in (net(window, torch.zeros(1, 2, 2, 18, 22)), net(window[:, 1])):
+            phases = out.unfold(-2, 2, 2).unfold(-2, 2, 2)       # (1, 3, 18, 22, 2, 2)
+            spread = float((phases.amax((2, 3)) - phases.amin((2, 3))).max())
+            assert (spread < 1e-5) == (padding == "replicate"), spread
+    with pytest.raises(ValueError, match="MultiFrameSR: padding must be one of"):
+        MultiFrameSR(padding="reflect")
 
 
 @pytest.mark.parametrize("op", range(8))

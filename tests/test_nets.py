@@ -294,9 +294,9 @@ def test_ts_reverse_reaches_the_temporal_backbone():
 
 
 def test_stored_config_without_a_field_keeps_the_network_it_was_trained_as(tmp_path):
-    """A weights file written before ``ts_reverse``, ``time_input`` and ``refine_padding``
-    existed ran T->S in order, gave F and R no timestep and padded R with zeros: it loads
-    so, not with today's defaults."""
+    """A weights file written before ``ts_reverse``, ``time_input``, ``refine_padding`` and
+    ``spatial_padding`` existed ran T->S in order, gave F and R no timestep and padded R and
+    M_S with zeros: it loads so, not with today's defaults."""
     from safetensors import safe_open
     from safetensors.torch import save_file
 
@@ -312,7 +312,10 @@ def test_stored_config_without_a_field_keeps_the_network_it_was_trained_as(tmp_p
     save_file(tensors, str(tmp_path / "old.safetensors"), {**meta, "config": json.dumps(config)})
     old = read_config(tmp_path / "old.safetensors")[0]
     assert old.ts_reverse is False and old.time_input is False and old.refine_padding == "zeros"
-    assert dataclasses.replace(old, ts_reverse=True, time_input=True, refine_padding="replicate") == TINY
+    assert old.spatial_padding == "zeros"
+    assert dataclasses.replace(old, ts_reverse=True, time_input=True, refine_padding="replicate",
+                               spatial_padding="replicate") == TINY
+    assert {m.padding_mode for m in DSFN(old).spatial.modules() if isinstance(m, torch.nn.Conv2d)} == {"zeros"}
 
 
 def test_multiple_for():

@@ -297,6 +297,14 @@ def test_refit_trains_f_and_r_on_the_frozen_streams(tmp_path, tiny_multiframe_we
     assert {m.padding_mode for m in padded.refine.modules() if isinstance(m, torch.nn.Conv2d)} == {"zeros"}
     with pytest.raises(SystemExit, match="was trained with .*'refine_padding': 'zeros'"):
         refit.main([*argv, "--out", str(tmp_path / "pad"), "--resume"])
+    # M_S's padding changed: F and R trained on the streams it makes, M_S's tensors kept
+    assert before.config.spatial_padding == "replicate"
+    assert refit.main([*argv, "--out", str(tmp_path / "spad"), "--spatial-padding", "zeros"]) == 0
+    assert refit.main([*argv, "--out", str(tmp_path / "spad"), "--export", str(tmp_path / "spad.safetensors")]) == 0
+    spad = load_model(tmp_path / "spad.safetensors")
+    assert spad.config.spatial_padding == "zeros" and spad.config.refine_padding == "replicate"
+    assert {m.padding_mode for m in spad.spatial.modules() if isinstance(m, torch.nn.Conv2d)} == {"zeros"}
+    assert same(before.spatial, spad.spatial) and not same(before.refine, spad.refine)
 
 
 def test_blend_report_per_timestep(tmp_path, tiny_weights, capsys):
@@ -319,7 +327,7 @@ def test_multiframe_training_resumes_exactly_at_any_radius(tmp_path, monkeypatch
     init = save_model(tiny_model(), tmp_path / "tiny.safetensors")
     cfg = _moving_clip(tmp_path, 10, 4, 'sequences = [{path = "frames/long"}]\nval_sequences = [{path = "frames/long"}]\n')
 
-    def train(out: Path, iters: int, *extra: str) -> dict:
+    def train(out: Path, iters: int, *extra: str, init: Path = init) -> dict:
         assert multiframe.main(["--config", str(cfg), "--data-root", str(tmp_path / "data"), "--init",
                                 str(init), "--out", str(out), "--radius", "2", "--align", "4",
                                 "--pool", "4", "--val-pool", "2", "--pool-size", "64", "--crop", "64",
@@ -355,6 +363,24 @@ def test_multiframe_training_resumes_exactly_at_any_radius(tmp_path, monkeypatch
     # --part all: both
     both = train(tmp_path / "d", 2, "--part", "all")["model"]
     assert both["correct.weight"].abs().max() > 0 and not torch.equal(both["single.tail.weight"], start["tail.weight"])
+    # M_S pads as --init's (the tiny file's: replicate) unless --spatial-padding says otherwise; the export keeps it
+    assert whole["padding"] == "replicate"
+    assert train(tmp_path / "e", 2, "--spatial-padding", "zeros")["padding"] == "zeros"
+    assert multiframe.main(["--config", str(cfg), "--init", str(init), "--out", str(tmp_path / "e"),
+                            "--export", str(tmp_path / "e.safetensors")]) == 0
+    exported = load_model(tmp_path / "e.safetensors")
+    assert exported.config.spatial_padding == "zeros" and exported.config.refine_padding == "replicate"
+    assert {m.padding_mode for m in exported.spatial.modules() if isinstance(m, torch.nn.Conv2d)} == {"zeros"}
+    # an --init whose M_S is multi-frame continues from all of it (at lr 0 it stays as it was);
+    # one of another shape is refused
+    cont = train(tmp_path / "f", 2, "--part", "all", "--lr", "0", init=tmp_path / "e.safetensors")
+    assert cont["padding"] == "zeros"
+    assert all(torch.equal(cont["model"][k], v) for k, v in exported.spatial.state_dict().items())
+    assert cont["model"]["correct.weight"].abs().max() > 0
+    with pytest.raises(SystemExit, match="has radius 2 and lk_steps 2: train it with"):
+        train(tmp_path / "g", 2, "--radius", "1", init=tmp_path / "e.safetensors")
+    with pytest.raises(SystemExit, match="other layers than --align 8"):
+        train(tmp_path / "h", 2, "--align", "8", init=tmp_path / "e.safetensors")
 
 
 def test_multiframe_training_adds_windows_of_moving_stills(tmp_path):

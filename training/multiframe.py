@@ -15,7 +15,9 @@ which the video alone teaches too little of). Training samples are
 random sub-crops of the pool's interior with the eight flips/rotations (flows transformed
 with them), temporal reversal, and a share of windows cut short on one side or both
 (:func:`truncate`: what a clip's ends and scene cuts give). The single-frame
-part starts from ``--init``'s M_S and the network starts as that M_S. ``--part``: what
+part starts from ``--init``'s M_S and the network starts as that M_S; an ``--init`` whose M_S
+is already multi-frame (of the same radius, Lucas-Kanade steps and layers) continues from all
+of it. ``--part``: what
 is trained: ``single`` the single-frame network alone on the windows' centres (M_S
 fine-tuned on video frames; ``--export`` writes a single-frame M_S), ``neighbours`` the
 alignment and fusion with the single-frame network frozen, ``all`` both. L1 loss, RAdam,
@@ -43,6 +45,7 @@ import torch.nn.functional as F
 from dataclasses import replace
 
 from vsdsfn.nets import DSFN
+from vsdsfn.nets.common import PADDINGS
 from vsdsfn.nets.multiframe import MultiFrameSR, chain_flows, pair_flows, replicate_window
 from vsdsfn.weights import load_model, save_model
 
@@ -163,8 +166,20 @@ class MultiFrameTrainer(PoolTrainer):
         self.model_args = {**{k: dsfn.config.spatial_args[k] for k in ("channels", "layers")}, "align": args.align,
                            "fuse_layers": args.fuse_layers, "radius": args.radius, "lk_steps": args.lk_steps}
         self.flows_of = partial(pair_flows, dsfn.temporal.eval().estimate, lk_steps=args.lk_steps)
-        self.model = MultiFrameSR(**self.model_args)
-        self.model.single.load_state_dict(start.state_dict())
+        #: how its convolutions pad the frame's edges (``--spatial-padding``, else --init's M_S's)
+        self.padding = args.spatial_padding or dsfn.config.spatial_padding
+        self.model = MultiFrameSR(**self.model_args, padding=self.padding)
+        if isinstance(dsfn.spatial, MultiFrameSR):   # a multi-frame M_S continues as it is, if it has this shape
+            if dsfn.spatial.radius != args.radius or dsfn.spatial.lk_steps != args.lk_steps:
+                raise ValueError(f"--init's multi-frame M_S has radius {dsfn.spatial.radius} and lk_steps "
+                                 f"{dsfn.spatial.lk_steps}: train it with --radius and --lk-steps as those")
+            try:
+                self.model.load_state_dict(dsfn.spatial.state_dict())
+            except RuntimeError:
+                raise ValueError(f"--init's multi-frame M_S has other layers than --align {args.align} "
+                                 f"--fuse-layers {args.fuse_layers}: give its own") from None
+        else:
+            self.model.single.load_state_dict(start.state_dict())
         # the neighbours' part alone: the single-frame network stays what it was
         self.model.requires_grad_(args.part != "single")
         self.model.single.requires_grad_(args.part != "neighbours")
@@ -247,7 +262,8 @@ class MultiFrameTrainer(PoolTrainer):
         return {k: float(np.mean(e)) for k, e in errs.items()}
 
     def state(self) -> dict:
-        return {**super().state(), "model_args": dict(self.model_args), "part": self.args.part}
+        return {**super().state(), "model_args": dict(self.model_args), "part": self.args.part,
+                "padding": self.padding}
 
 
 def export(checkpoint: str | Path, init: str | Path, out: str | Path, average: str | Path | None = None) -> Path:
@@ -265,7 +281,7 @@ def export(checkpoint: str | Path, init: str | Path, out: str | Path, average: s
         weights = {k.removeprefix("single."): v for k, v in weights.items() if k.startswith("single.")}
     else:
         spatial = "multiframe"
-    model = DSFN(replace(base.config, spatial=spatial, spatial_args=args))
+    model = DSFN(replace(base.config, spatial=spatial, spatial_args=args, spatial_padding=ck.get("padding", "zeros")))
     state = {k: v for k, v in base.state_dict().items() if not k.startswith("spatial.")}
     state.update({f"spatial.{k}": v for k, v in weights.items()})
     model.load_state_dict(state)
@@ -287,6 +303,8 @@ def _parser() -> argparse.ArgumentParser:
                    "fusion (single-frame network frozen), or both")
     p.add_argument("--align", type=int, default=8, help="channels of the alignment network")
     p.add_argument("--fuse-layers", type=int, default=1)
+    p.add_argument("--spatial-padding", choices=PADDINGS, help="how M_S's convolutions pad the frame's edges "
+                   "(vsdsfn.nets.MultiFrameSR(padding=)); default: as --init's M_S")
     p.add_argument("--batch", type=int, default=12)
     p.add_argument("--crop", type=int, default=96, help="high-res training crop")
     p.add_argument("--margin", type=int, default=16, help="low-res pixels of the pool crops' borders not trained on")
@@ -319,8 +337,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.average and not args.export:
         p.error("--average goes with --export")
     out = Path(args.out)
-    train_or_export(args, lambda: MultiFrameTrainer(args), lambda: export(
-        out / "best.pt", args.init, args.export, out / "last.pt" if args.average else None))
+    try:
+        train_or_export(args, lambda: MultiFrameTrainer(args), lambda: export(
+            out / "best.pt", args.init, args.export, out / "last.pt" if args.average else None))
+    except ValueError as exc:
+        raise SystemExit(f"training.multiframe: {exc}") from None
     return 0
 
 if __name__ == "__main__":

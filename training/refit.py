@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from vsdsfn.nets import DSFN
-from vsdsfn.nets.fusion import PADDINGS
+from vsdsfn.nets.common import PADDINGS
 from vsdsfn.weights import load_model, save_model
 
 from .config import data_section
@@ -134,8 +134,9 @@ class Refit(PoolTrainer):
     def __init__(self, args: argparse.Namespace) -> None:
         super().__init__(args, args.out)
         changes = {"fusion_time_bias": True} if args.time_bias else {}
-        if args.refine_padding:
-            changes["refine_padding"] = args.refine_padding
+        for name in ("refine_padding", "spatial_padding"):
+            if getattr(args, name):
+                changes[name] = getattr(args, name)
         self.model = rebuilt(load_model(args.weights), **changes)
         if args.size % (2 * self.model.multiple):
             raise ValueError(f"--size must be a multiple of {2 * self.model.multiple} (twice the network's "
@@ -217,13 +218,13 @@ class Refit(PoolTrainer):
 
 
 #: the architecture fields a refit may change (:func:`rebuilt`), kept in its checkpoints
-CHANGES = ("fusion_time_bias", "refine_padding")
+CHANGES = ("fusion_time_bias", "refine_padding", "spatial_padding")
 
 
 def rebuilt(model: DSFN, **changes) -> DSFN:
     """``model`` with some of its :data:`CHANGES`: F's timestep bias of the mask logits
-    (``fusion_time_bias=True``, added at zero: the same output) or how R pads
-    (``refine_padding``), all tensors kept."""
+    (``fusion_time_bias=True``, added at zero: the same output) or how R or M_S pad
+    (``refine_padding``, ``spatial_padding``), all tensors kept."""
     if set(changes) - set(CHANGES):
         raise ValueError(f"a refit changes only {CHANGES}, not {sorted(set(changes) - set(CHANGES))}")
     if all(getattr(model.config, k) == v for k, v in changes.items()):
@@ -263,6 +264,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--bias-lr", type=float, default=1e-2, help="learning rate of F's timestep bias")
     p.add_argument("--refine-padding", choices=PADDINGS,
                    help="how R's convolutions pad (vsdsfn.nets.Refine(padding=)); default: as in --weights")
+    p.add_argument("--spatial-padding", choices=PADDINGS,
+                   help="how M_S's convolutions pad (DSFNConfig.spatial_padding), for the streams F and R are "
+                   "fine-tuned on; default: as in --weights")
     add_loop_arguments(p, iters=1000, lr=1e-4, warmup=50, val_every=250)
     p.add_argument("--export", metavar="OUT", help="write --weights with --out's best F and R to OUT and stop")
     return p

@@ -127,7 +127,8 @@ def _open(path: Path):
 
 #: Architecture fields a stored config may lack, with the value such a file was trained
 #: with (the network before the field existed), not today's default
-ABSENT_FIELDS: dict[str, object] = {"ts_reverse": False, "time_input": False, "refine_padding": "zeros"}
+ABSENT_FIELDS: dict[str, object] = {"ts_reverse": False, "time_input": False, "refine_padding": "zeros",
+                                     "spatial_padding": "zeros"}
 
 
 def read_config(path: str | os.PathLike) -> tuple[DSFNConfig, dict[str, str]]:

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["PReLU", "Conv2d", "conv", "replicate_pad", "conv_input", "backwarp", "resize_flow", "bicubic_up2",
+__all__ = ["PADDINGS", "PReLU", "Conv2d", "check_padding", "conv", "replicate_pad", "conv_input", "backwarp", "resize_flow", "bicubic_up2",
            "time_plane", "pad_to", "GridCache", "grid_cache"]
 
 
@@ -42,6 +42,19 @@ class Conv2d(nn.Conv2d):
             return super()._conv_forward(input, weight, bias)
         return F.conv2d(replicate_pad(input, self._reversed_padding_repeated_twice), weight, bias, self.stride,
                         0, self.dilation, self.groups)
+
+
+#: the ways M_S's and R's convolutions may pad a frame's edges (``nn.Conv2d``'s
+#: ``padding_mode``; :attr:`DSFNConfig.spatial_padding`, :attr:`DSFNConfig.refine_padding`):
+#: ``"replicate"`` continues the edge, so a flat frame stays flat up to its border
+PADDINGS = ("zeros", "replicate")
+
+
+def check_padding(owner: str, padding: str) -> str:
+    """``padding`` if it is one of :data:`PADDINGS`, else a :class:`ValueError` naming ``owner``."""
+    if padding not in PADDINGS:
+        raise ValueError(f"{owner}: padding must be one of {PADDINGS}, not {padding!r}")
+    return padding
 
 
 def conv(cin: int, cout: int, k: int = 3, stride: int = 1, act: bool = True, padding_mode: str = "zeros") -> nn.Module:

@@ -40,6 +40,9 @@ class DSFNConfig:
 
     spatial: str = "espcn"
     spatial_args: dict[str, Any] = field(default_factory=lambda: {"channels": 48, "layers": 6})
+    #: how M_S's convolutions pad the frame's edges (its ``padding=``): ``"replicate"`` (a
+    #: flat frame stays flat up to its border) or ``"zeros"`` (files that do not name it)
+    spatial_padding: str = "replicate"
     temporal: str = "rife"
     temporal_args: dict[str, Any] = field(default_factory=lambda: {
         "widths": [192, 128, 96, 64], "refine": True, "large_motion": True})
@@ -117,7 +120,7 @@ class DSFN(nn.Module):
             raise ValueError(f"unknown spatial backbone {config.spatial!r}; known: {sorted(SPATIAL)}")
         if config.temporal not in TEMPORAL:
             raise ValueError(f"unknown temporal backbone {config.temporal!r}; known: {sorted(TEMPORAL)}")
-        self.spatial = SPATIAL[config.spatial](**config.spatial_args)
+        self.spatial = SPATIAL[config.spatial](**config.spatial_args, padding=config.spatial_padding)
         self.temporal = TEMPORAL[config.temporal](**config.temporal_args)
         self.fusion = FusionUNet(tuple(config.fusion_widths), config.fusion_masks,
                                  config.fusion_split and config.fusion_masks == 2, config.fusion_context,

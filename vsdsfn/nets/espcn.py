@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .common import bicubic_up2, conv
+from .common import Conv2d, bicubic_up2, check_padding, conv
 
 __all__ = ["ESPCN"]
 
@@ -15,7 +15,8 @@ class ESPCN(nn.Module):
 
     All convolutions run at low resolution; a pixel shuffle produces the high-resolution
     residual that is added to a bicubic upscale of the input, so an untrained network
-    starts as bicubic.
+    starts as bicubic. ``padding``: how its convolutions pad the frame's edges
+    (:data:`~vsdsfn.nets.common.PADDINGS`).
 
     >>> net = ESPCN(channels=16, layers=2)
     >>> net(torch.rand(1, 3, 8, 10)).shape
@@ -24,12 +25,13 @@ class ESPCN(nn.Module):
 
     scale = 2
 
-    def __init__(self, channels: int = 48, layers: int = 4) -> None:
+    def __init__(self, channels: int = 48, layers: int = 4, padding: str = "zeros") -> None:
         super().__init__()
-        body = [conv(3, channels, 5)]
-        body += [conv(channels, channels) for _ in range(layers - 1)]
+        check_padding("ESPCN", padding)
+        body = [conv(3, channels, 5, padding_mode=padding)]
+        body += [conv(channels, channels, padding_mode=padding) for _ in range(layers - 1)]
         self.body = nn.Sequential(*body)
-        self.tail = nn.Conv2d(channels, 3 * self.scale**2, 3, padding=1)
+        self.tail = Conv2d(channels, 3 * self.scale**2, 3, padding=1, padding_mode=padding)
         self.shuffle = nn.PixelShuffle(self.scale)
         nn.init.zeros_(self.tail.weight)
         nn.init.zeros_(self.tail.bias)

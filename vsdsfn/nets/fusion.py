@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import conv, conv_input, time_plane
+from .common import check_padding, conv, conv_input, time_plane
 
-__all__ = ["FusionUNet", "Refine", "PADDINGS"]
+__all__ = ["FusionUNet", "Refine"]
 
 
 class FusionUNet(nn.Module):
@@ -104,10 +104,6 @@ class FusionUNet(nn.Module):
         return fused.to(st.dtype), m
 
 
-#: the ways R may pad its convolutions (``Refine(padding=)``, :attr:`DSFNConfig.refine_padding`)
-PADDINGS = ("zeros", "replicate")
-
-
 class _ResBlock(nn.Module):
     def __init__(self, c: int, padding: str = "zeros") -> None:
         super().__init__()
@@ -142,8 +138,7 @@ class Refine(nn.Module):
 
     def __init__(self, channels: int = 32, blocks: int = 3, extra: int = 0, padding: str = "zeros") -> None:
         super().__init__()
-        if padding not in PADDINGS:
-            raise ValueError(f"Refine: padding must be one of {PADDINGS}, not {padding!r}")
+        check_padding("Refine", padding)
         self.extra = int(extra)
         self.head = conv(4 * (3 + self.extra), channels, padding_mode=padding)
         self.blocks = nn.Sequential(*[_ResBlock(channels, padding) for _ in range(blocks)])

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import backwarp, bicubic_up2, conv, conv_input
+from .common import Conv2d, backwarp, bicubic_up2, check_padding, conv, conv_input
 from .espcn import ESPCN
 
 __all__ = ["MultiFrameSR", "chain_flows", "lucas_kanade", "luma", "pair_flows", "replicate_window"]
@@ -164,7 +164,8 @@ class MultiFrameSR(nn.Module):
     ``flows`` (B, 2r, 2, H, W), the flow from the centre to each neighbour in window
     order (:func:`chain_flows`). ``forward(x)`` with a (B, 3, H, W) tensor is ``single(x)``.
     ``lk_steps``: the Lucas-Kanade steps that refine M_T's flows between frames
-    (:func:`pair_flows`).
+    (:func:`pair_flows`). ``padding``: how all its convolutions pad the frame's edges
+    (:data:`~vsdsfn.nets.common.PADDINGS`).
 
     >>> net = MultiFrameSR(channels=8, layers=2, align=4)
     >>> x = torch.rand(1, 3, 3, 12, 10)
@@ -177,22 +178,25 @@ class MultiFrameSR(nn.Module):
     scale = 2
 
     def __init__(self, channels: int = 48, layers: int = 6, align: int = 8, fuse_layers: int = 1,
-                 radius: int = 1, lk_steps: int = 0) -> None:
+                 radius: int = 1, lk_steps: int = 0, padding: str = "zeros") -> None:
         super().__init__()
+        check_padding("MultiFrameSR", padding)
         self.radius = int(radius)
         self.lk_steps = int(lk_steps)
-        self.single = ESPCN(channels, layers)
+        self.single = ESPCN(channels, layers, padding)
         # residual flow (2) and confidence logit (1) from the centre, the warped neighbour,
         # their difference and the flow; the confidence starts at sigmoid(2)
-        self.align = nn.Sequential(conv(3 + 3 + 3 + 2, align), conv(align, align), nn.Conv2d(align, 3, 3, padding=1))
+        self.align = nn.Sequential(conv(3 + 3 + 3 + 2, align, padding_mode=padding),
+                                   conv(align, align, padding_mode=padding),
+                                   Conv2d(align, 3, 3, padding=1, padding_mode=padding))
         nn.init.zeros_(self.align[-1].weight)
         nn.init.zeros_(self.align[-1].bias)
         with torch.no_grad():
             self.align[-1].bias[2] = 2.0
-        fuse = [conv(channels + 2 * self.radius * 4, channels)]
-        fuse += [conv(channels, channels) for _ in range(fuse_layers - 1)]
+        fuse = [conv(channels + 2 * self.radius * 4, channels, padding_mode=padding)]
+        fuse += [conv(channels, channels, padding_mode=padding) for _ in range(fuse_layers - 1)]
         self.fuse = nn.Sequential(*fuse)
-        self.correct = nn.Conv2d(channels, channels, 3, padding=1)
+        self.correct = Conv2d(channels, channels, 3, padding=1, padding_mode=padding)
         nn.init.zeros_(self.correct.weight)
         nn.init.zeros_(self.correct.bias)
 
