@@ -374,8 +374,8 @@ def sample_scores(model=None, precision: str = "fp32") -> dict[str, list[float]]
 
 #: dB the shipped weights' interpolated frames must beat Spline36 + frame blending by on
 #: the sample clip (mean PSNR over its 10 triplets), and the blend of the engine's own M_S
-#: frames by (what M_T, F and R add). Measured with the shipped weights: DSFN 29.54 dB,
-#: Spline36 + blend 27.78 (margin +1.76), M_S + blend 29.03 (+0.51; with the single-frame
+#: frames by (what M_T, F and R add). Measured with the shipped weights: DSFN 29.45 dB,
+#: Spline36 + blend 27.78 (margin +1.67), M_S + blend 28.90 (+0.55; with the single-frame
 #: M_S, on these 88x72 frames, DSFN gave 29.51, +0.36); the margins are set below the least
 #: of them. They fail for RIFE's weights replaced by random ones (N(0, 0.05): DSFN
 #: 8.61 dB), random F and R weights (N(0, 0.05): 11.38 dB) and an M_T that returns the

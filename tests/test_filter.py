@@ -359,7 +359,7 @@ def test_default_weights_end_to_end():
 def test_flat_clip_stays_flat_to_its_border():
     """A flat-colour clip comes out flat up to its border: every output frame of the
     shipped weights, source and interpolated, within one 8-bit step of the colour, in
-    fp32 and at the default precision (R pads by replicating the edges)."""
+    fp32 and at the default precision (M_S and R pad by replicating the edges)."""
     colour = [0.3, 0.55, 0.8]
     clip = core.std.BlankClip(format=vs.RGBS, width=96, height=64, length=3, color=colour)
     for precision in ("fp32", "auto"):
