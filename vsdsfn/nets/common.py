@@ -22,15 +22,25 @@ def replicate_pad(x: torch.Tensor, pad: tuple[int, int, int, int]) -> torch.Tens
     >>> x = torch.arange(6.0).view(1, 1, 2, 3)
     >>> torch.equal(replicate_pad(x, (1, 2, 1, 0)), F.pad(x, (1, 2, 1, 0), mode="replicate"))
     True
+    >>> y = torch.rand(1, 5, 4, 6).to(memory_format=torch.channels_last)
+    >>> p = replicate_pad(y, (2, 1, 0, 3))
+    >>> torch.equal(p, F.pad(y, (2, 1, 0, 3), mode="replicate")), p.is_contiguous(memory_format=torch.channels_last)
+    (True, True)
     """
     left, right, top, bottom = pad
-    w = x.shape[-1]
-    if top or bottom:
-        x = torch.cat((x[..., :1, :].expand(*x.shape[:-2], top, w), x,
-                       x[..., -1:, :].expand(*x.shape[:-2], bottom, w)), -2)
-    if left or right:
-        x = torch.cat((x[..., :1].expand(*x.shape[:-1], left), x, x[..., -1:].expand(*x.shape[:-1], right)), -1)
-    return x
+    if not any(pad):
+        return x
+    h, w = x.shape[-2:]
+    shape = (*x.shape[:-2], top + h + bottom, left + w + right)
+    last = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    out = torch.empty(shape, dtype=x.dtype, device=x.device,
+                      memory_format=torch.channels_last if last else torch.contiguous_format)   # one allocation
+    out[..., top:top + h, left:left + w] = x
+    out[..., :top, left:left + w] = x[..., :1, :]
+    out[..., top + h:, left:left + w] = x[..., -1:, :]
+    out[..., :left] = out[..., left:left + 1]
+    out[..., left + w:] = out[..., left + w - 1:left + w]
+    return out
 
 
 class Conv2d(nn.Conv2d):
