@@ -16,7 +16,7 @@ import functools
 import logging
 import os
 
-__all__ = ["SETTINGS", "tune"]
+__all__ = ["SETTINGS", "release", "tune"]
 
 log = logging.getLogger("vsdsfn")
 
@@ -38,3 +38,12 @@ def tune() -> bool:
     ok = all(mallopt(ctypes.c_int(k), ctypes.c_int(v)) == 1 for k, v in SETTINGS.items())
     log.debug("glibc's allocator tuned for large tensors: %s", ok)
     return ok
+
+
+def release() -> bool:
+    """Return the freed memory kept at the top of the heaps (up to 1 GiB with :func:`tune`)
+    to the system (glibc's ``malloc_trim``), as a closed CPU engine does; whether it ran."""
+    if not tune():
+        return False
+    ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim(ctypes.c_size_t(0))
+    return True

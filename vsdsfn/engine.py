@@ -599,6 +599,8 @@ class Engine:
         self.model = None
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+        else:
+            allocator.release()   # the heap's freed top, kept for reuse while the engine ran
 
     def __enter__(self) -> "Engine":
         return self
