@@ -25,17 +25,23 @@ SETTINGS = {-3: 32 * 2**20, -1: 2**30, -2: 2**30}
 
 
 @functools.cache
+def _glibc() -> ctypes.CDLL | None:
+    """The process's C library where it is glibc, loaded once; else None."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        libc.gnu_get_libc_version   # only glibc has it
+    except (OSError, AttributeError, TypeError):   # not glibc (musl, macOS, Windows)
+        return None
+    return libc
+
+
+@functools.cache
 def tune() -> bool:
     """Apply :data:`SETTINGS` once per process; whether they were applied."""
-    if any(k.startswith("MALLOC_") for k in os.environ):
+    libc = _glibc()
+    if libc is None or any(k.startswith("MALLOC_") for k in os.environ):
         return False
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name)
-        mallopt, _ = libc.mallopt, libc.gnu_get_libc_version   # only glibc has the second
-    except (OSError, AttributeError, TypeError):   # not glibc (musl, macOS, Windows)
-        return False
-    ok = all(mallopt(ctypes.c_int(k), ctypes.c_int(v)) == 1 for k, v in SETTINGS.items())
+    ok = all(libc.mallopt(ctypes.c_int(k), ctypes.c_int(v)) == 1 for k, v in SETTINGS.items())
     log.debug("glibc's allocator tuned for large tensors: %s", ok)
     return ok
 
@@ -43,7 +49,8 @@ def tune() -> bool:
 def release() -> bool:
     """Return the freed memory kept at the top of the heaps (up to 1 GiB with :func:`tune`)
     to the system (glibc's ``malloc_trim``), as a closed CPU engine does; whether it ran."""
-    if not tune():
+    libc = _glibc()
+    if libc is None or not tune():
         return False
-    ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim(ctypes.c_size_t(0))
+    libc.malloc_trim(ctypes.c_size_t(0))
     return True
