@@ -293,32 +293,6 @@ def test_ts_reverse_reaches_the_temporal_backbone():
         TEMPORAL.pop("first")
 
 
-def test_st_refinement_is_s_to_t_s_own_copy_of_m_t_s_refinement(tmp_path):
-    """With ``st_refinement`` S->T refines its frame with its own copy of RIFE's context net
-    and U-Net (stored in half precision like M_T): as a copy, the same frames; changed, only
-    S->T (and what F and R make of it) changes, T->S keeps M_T's."""
-    from vsdsfn.weights import load_model, save_model
-
-    plain = tiny_model().eval()
-    net = DSFN(dataclasses.replace(TINY, st_refinement=True)).eval()
-    net.load_state_dict(plain.state_dict(), strict=False)
-    net.st_refinement.load_state_dict(plain.temporal.refinement_copy().state_dict())
-    l0, l1 = torch.rand(2, 1, 3, 64, 64)
-    with torch.no_grad():
-        a, b = plain(l0, l1, t=0.25), net(l0, l1, t=0.25)
-        assert all(torch.equal(a[k], b[k]) for k in ("st", "ts", "refined"))
-        for p in net.st_refinement.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-        c = net(l0, l1, t=0.25)
-    assert torch.equal(c["ts"], a["ts"]) and not torch.equal(c["st"], a["st"])
-    loaded = load_model(save_model(net, tmp_path / "st.safetensors"))
-    assert loaded.config.st_refinement
-    half = {k: v.half().float() for k, v in net.st_refinement.state_dict().items()}
-    assert all(torch.equal(v, half[k]) for k, v in loaded.st_refinement.state_dict().items())
-    with pytest.raises(ValueError, match="st_refinement needs a temporal backbone with a refinement"):
-        DSFN(dataclasses.replace(TINY, st_refinement=True, temporal_args={**TINY.temporal_args, "refine": False}))
-
-
 def test_stored_config_without_a_field_keeps_the_network_it_was_trained_as(tmp_path):
     """A weights file written before ``ts_reverse``, ``time_input``, ``refine_padding`` and
     ``spatial_padding`` existed ran T->S in order, gave F and R no timestep and padded R and

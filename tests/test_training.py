@@ -305,42 +305,6 @@ def test_refit_trains_f_and_r_on_the_frozen_streams(tmp_path, tiny_multiframe_we
     assert spad.config.spatial_padding == "zeros" and spad.config.refine_padding == "replicate"
     assert {m.padding_mode for m in spad.spatial.modules() if isinstance(m, torch.nn.Conv2d)} == {"zeros"}
     assert same(before.spatial, spad.spatial) and not same(before.refine, spad.refine)
-    # S->T's own refinement: added as a copy of M_T's (the same frames), trained with F and R
-    # from the flows kept beside the pools, kept by the export; M_T's own unchanged
-    copied = refit.rebuilt(before, st_refinement=True)
-    with torch.no_grad():
-        assert torch.equal(copied.run(l0, l1, t=0.25)["refined"], before.run(l0, l1, t=0.25)["refined"])
-    assert refit.main([*argv, "--out", str(tmp_path / "st"), "--st-refinement", "--st-lr", "1e-3"]) == 0
-    assert {p.name.split("-")[1] for p in (tmp_path / "st").glob("pool-*-flows.pt")} == {"train", "val"}
-    assert refit.main([*argv, "--out", str(tmp_path / "st"), "--export", str(tmp_path / "st.safetensors")]) == 0
-    st = load_model(tmp_path / "st.safetensors")
-    assert st.config.st_refinement and not same(st.st_refinement, copied.st_refinement)
-    assert same(before.temporal, st.temporal) and same(before.spatial, st.spatial)
-    with pytest.raises(SystemExit, match="was trained with .*'st_refinement': True"):
-        refit.main([*argv, "--out", str(tmp_path / "st"), "--resume"])
-
-
-def test_refit_augment_turns_st_flows_with_the_frames():
-    """A flipped/rotated (and reversed) sample's S->T blend, warped by its turned flows and
-    mask, is the original blend flipped/rotated."""
-    from training.multiframe import dihedral
-    from training.refit import _KEYS, augment
-    from vsdsfn.nets.common import backwarp
-
-    g = torch.Generator().manual_seed(0)
-    s = {k: torch.rand(1, 3, 16, 16, generator=g) for k in _KEYS} | {
-        "t": torch.tensor([0.25]), "flow": 2 * torch.randn(1, 4, 16, 16, generator=g),
-        "mask": torch.randn(1, 1, 16, 16, generator=g)}
-
-    def blend(x):
-        m = torch.sigmoid(x["mask"])
-        return backwarp(x["hr0"], x["flow"][:, :2]) * m + backwarp(x["hr1"], x["flow"][:, 2:]) * (1 - m)
-
-    for op in range(8):
-        for reverse in (False, True):
-            a = augment(s, op, reverse)
-            torch.testing.assert_close(blend(a), dihedral(blend(s), op), atol=1e-5, rtol=0)
-            assert a["t"].item() == (0.75 if reverse else 0.25)
 
 
 def test_blend_report_per_timestep(tmp_path, tiny_weights, capsys):

@@ -56,7 +56,7 @@ from .loop import PoolTrainer, add_loop_arguments, train_or_export
 from .triplets import to_tensor
 from .train import load_checkpoint, save_checkpoint
 
-__all__ = ["build_pool", "truncate", "dihedral", "turn_flows", "transform", "MultiFrameTrainer", "export", "main"]
+__all__ = ["build_pool", "truncate", "dihedral", "transform", "MultiFrameTrainer", "export", "main"]
 
 log = logging.getLogger("vsdsfn.training")
 
@@ -134,19 +134,6 @@ def dihedral(x: torch.Tensor, op: int) -> torch.Tensor:
     return x.transpose(-1, -2) if op & 4 else x
 
 
-def turn_flows(flows: torch.Tensor, op: int) -> torch.Tensor:
-    """Flows (..., 2, H, W) in pixels under :func:`dihedral` ``op``: moved with the frames
-    and their vectors turned with them.
-
-    >>> f = torch.zeros(2, 4, 4); f[0] = 1.0                # x-flow of +1
-    >>> turn_flows(f, 5)[:, 0, 0].tolist()                   # flipped left-right, then transposed
-    [0.0, -1.0]
-    """
-    sign = flows.new_tensor([-1.0 if op & 1 else 1.0, -1.0 if op & 2 else 1.0]).view(2, 1, 1)
-    flows = dihedral(flows, op) * sign
-    return flows.flip(-3) if op & 4 else flows
-
-
 def transform(lr: torch.Tensor, hr: torch.Tensor, flows: torch.Tensor, op: int, reverse: bool):
     """:func:`dihedral` ``op`` applied to frames and flows alike (the flows' vectors turned
     with them), and the window reversed in time (``reverse``). Tensors (..., H, W); flows
@@ -157,7 +144,11 @@ def transform(lr: torch.Tensor, hr: torch.Tensor, flows: torch.Tensor, op: int, 
     >>> g[0, 0, :, 0, 0].tolist()    # left-right flip negates x, the transpose makes it y
     [0.0, -1.0]
     """
-    lr, hr, flows = dihedral(lr, op), dihedral(hr, op), turn_flows(flows, op)
+    lr, hr, flows = dihedral(lr, op), dihedral(hr, op), dihedral(flows, op)
+    sign = torch.tensor([-1.0 if op & 1 else 1.0, -1.0 if op & 2 else 1.0]).view(2, 1, 1)
+    flows = flows * sign
+    if op & 4:
+        flows = flows.flip(-3)
     if reverse:
         lr, flows = lr.flip(-4), flows.flip(-4)
     return lr, hr, flows

@@ -18,12 +18,6 @@ L1 of the fused and refined frames) with RAdam and a cosine learning rate. Valid
 the same kind of pool from the validation sequences (central crops), PSNR of S->T, of F
 and of R; the best step is kept (``best.pt``), ``--export`` writes the weights file with
 its F and R. ``--resume`` continues from ``last.pt``.
-
-``--st-refinement`` gives S->T its own copy of M_T's refinement (RIFE's context net and
-U-Net, :attr:`~vsdsfn.nets.DSFNConfig.st_refinement`), starting as M_T's and trained with F
-and R (Eq. 11's L1 of S->T added) at ``--st-lr``: RIFE learnt to refine frames warped from
-true frames, S->T warps M_S's. M_T's flows and mask logits on each sample are then stored
-beside the pool (``pool-*-flows.pt``) and S->T is made from them at every step.
 """
 
 from __future__ import annotations
@@ -47,7 +41,7 @@ from .config import data_section
 from .datasets import config_sequences, downscale
 from .loop import PoolTrainer, add_loop_arguments, train_or_export
 from .metrics import psnr
-from .multiframe import dihedral, turn_flows
+from .multiframe import dihedral
 from .train import load_checkpoint, save_checkpoint, triplet_spans
 
 __all__ = ["windowed_upscale", "build_pool", "augment", "CHANGES", "rebuilt", "Refit", "export", "main"]
@@ -116,23 +110,9 @@ def build_pool(model: DSFN, sequences: list, spans: dict[int, list[int]], count:
     return {k: torch.stack(v) if k != "t" else torch.cat(v) for k, v in out.items()}
 
 
-def st_flows(model: DSFN, pool: dict[str, torch.Tensor], batch: int = 4) -> dict[str, torch.Tensor]:
-    """M_T's S->T flows (N, 4, S, S) and mask logits (N, 1, S, S), float16, on each pool
-    sample's ``hr0``, ``hr1`` at its t (what :meth:`RIFE.synthesize` makes S->T from)."""
-    out: dict[str, list[torch.Tensor]] = {"flow": [], "mask": []}
-    with torch.no_grad():
-        for i in range(0, pool["t"].shape[0], batch):
-            flow, mask = model.temporal.estimate(pool["hr0"][i:i + batch].float(), pool["hr1"][i:i + batch].float(),
-                                                 model.config.st_scale, pool["t"][i:i + batch])
-            out["flow"].append(flow.half())
-            out["mask"].append(mask.half())
-    return {k: torch.cat(v) for k, v in out.items()}
-
-
 def augment(sample: dict[str, torch.Tensor], op: int, reverse: bool) -> dict[str, torch.Tensor]:
     """A batch of samples flipped/rotated (:func:`~training.multiframe.dihedral` ``op``)
     and, with ``reverse``, played backwards: the source frames swap and t becomes 1 - t.
-    S->T's ``flow`` (B, 4, H, W) and ``mask`` logit, where given, turn and swap with them.
 
     >>> x = {k: torch.rand(1, 3, 4, 4) for k in _KEYS} | {"t": torch.tensor([0.25])}
     >>> y = augment(x, 0, True)
@@ -140,13 +120,8 @@ def augment(sample: dict[str, torch.Tensor], op: int, reverse: bool) -> dict[str
     (True, [0.75])
     """
     out = {k: dihedral(sample[k], op) for k in _KEYS} | {"t": sample["t"]}
-    if "flow" in sample:
-        out["flow"] = turn_flows(sample["flow"].unflatten(1, (2, 2)), op).flatten(1, 2)
-        out["mask"] = dihedral(sample["mask"], op)
     if reverse:
         out["hr0"], out["hr1"], out["t"] = out["hr1"], out["hr0"], 1 - out["t"]
-        if "flow" in out:
-            out["flow"], out["mask"] = torch.cat((out["flow"][:, 2:], out["flow"][:, :2]), 1), -out["mask"]
     return out
 
 
@@ -159,8 +134,6 @@ class Refit(PoolTrainer):
     def __init__(self, args: argparse.Namespace) -> None:
         super().__init__(args, args.out)
         changes = {"fusion_time_bias": True} if args.time_bias else {}
-        if args.st_refinement:
-            changes["st_refinement"] = True
         for name in ("refine_padding", "spatial_padding"):
             if getattr(args, name):
                 changes[name] = getattr(args, name)
@@ -169,16 +142,13 @@ class Refit(PoolTrainer):
             raise ValueError(f"--size must be a multiple of {2 * self.model.multiple} (twice the network's "
                              "low-res size multiple)")
         for name, mod in self.model.named_children():
-            mod.requires_grad_(name in self.modules())
+            mod.requires_grad_(name in ("fusion", "refine"))
         d, root = data_section(args.config, args.data_root)
         spans = triplet_spans(d)
         self.train_pool = self._pool(d["sequences"], root, "train", args.pool, spans, False)
         self.val_pool = self._pool(d["val_sequences"], root, "val", args.val_pool, {m: [1] for m in spans}, True)
-        self._train_mode(True)
-
-    def _train_mode(self, on: bool) -> None:
-        for mod in self.modules().values():
-            mod.train(on)
+        self.model.fusion.train()
+        self.model.refine.train()
 
     def state(self) -> dict:
         return {**super().state(), "config": {k: getattr(self.model.config, k) for k in CHANGES}}
@@ -189,106 +159,80 @@ class Refit(PoolTrainer):
         ours = {k: getattr(self.model.config, k) for k in CHANGES}
         if saved != ours:
             raise ValueError(f"--resume: {self.out / 'last.pt'} was trained with {saved}, not {ours}: "
-                             "give the run's --time-bias, --refine-padding, --spatial-padding and --st-refinement")
+                             "give the run's --time-bias and --refine-padding")
         super().resume()
 
     def _pool(self, entries: list, root: Path, name: str, count: int, spans: dict, central: bool) -> dict:
         path = self.out / f"pool-{name}-{count}-{self.args.size}.pt"
-        self.model.eval()
         if path.exists():
-            pool = torch.load(path, weights_only=True)
-        else:
-            with torch.no_grad():
-                pool = build_pool(self.model, config_sequences(root, entries), spans, count, self.args.size,
-                                  1 + central, central)
-            save_checkpoint(path, pool)
-            log.info("%s pool: %d samples -> %s", name, count, path)
-        if self.model.st_refinement is None:
-            return pool
-        flows = path.with_name(path.stem + "-flows.pt")
-        if not flows.exists():
-            save_checkpoint(flows, st_flows(self.model, pool))
-            log.info("%s pool: S->T's flows -> %s", name, flows)
-        return pool | torch.load(flows, weights_only=True)
+            return torch.load(path, weights_only=True)
+        self.model.eval()
+        with torch.no_grad():
+            pool = build_pool(self.model, config_sequences(root, entries), spans, count, self.args.size,
+                              1 + central, central)
+        save_checkpoint(path, pool)
+        log.info("%s pool: %d samples -> %s", name, count, path)
+        return pool
 
     def modules(self) -> dict[str, torch.nn.Module]:
-        mods = {"fusion": self.model.fusion, "refine": self.model.refine}
-        return mods | ({"st_refinement": self.model.st_refinement} if self.model.st_refinement is not None else {})
+        return {"fusion": self.model.fusion, "refine": self.model.refine}
 
     def optimizer(self) -> torch.optim.Optimizer:
         """RAdam over F and R, F's timestep bias (if any) at ``--bias-lr``: one number per
-        logit moves as far in a few hundred steps as it must; S->T's refinement (if trained)
-        at ``--st-lr``."""
+        logit moves as far in a few hundred steps as it must."""
         if self.opt is None:
-            bias, st = self.model.fusion.t_bias, self.model.st_refinement
-            rest = [p for m in (self.model.fusion, self.model.refine) for p in m.parameters() if p is not bias]
+            bias = self.model.fusion.t_bias
+            rest = [p for m in self.modules().values() for p in m.parameters() if p is not bias]
             groups = [{"params": rest}] + ([{"params": [bias], "scale": self.args.bias_lr / self.args.lr}]
                                            if bias is not None else [])
-            groups += [{"params": list(st.parameters()), "scale": self.args.st_lr / self.args.lr}] if st is not None else []
             self.opt = torch.optim.RAdam(groups, lr=self.args.lr)
         return self.opt
 
     def batch(self, step: int) -> dict[str, torch.Tensor]:
         g = torch.Generator().manual_seed(step)
         idx = torch.randint(0, self.train_pool["t"].shape[0], (self.args.batch,), generator=g)
-        sample = {k: self.train_pool[k][idx].float() for k in self._keys()} | {"t": self.train_pool["t"][idx]}
+        sample = {k: self.train_pool[k][idx].float() for k in _KEYS} | {"t": self.train_pool["t"][idx]}
         op, rev = int(torch.randint(0, 8, (1,), generator=g)), bool(torch.rand(1, generator=g) < 0.5)
         return {k: v.contiguous() for k, v in augment(sample, op, rev).items()}
 
-    def _keys(self) -> tuple[str, ...]:
-        return _KEYS + (("flow", "mask") if self.model.st_refinement is not None else ())
-
-    def _st(self, s: dict[str, torch.Tensor]) -> torch.Tensor:
-        """S->T of samples: stored, or made with the trained refinement from the stored flows."""
-        if self.model.st_refinement is None:
-            return s["st"]
-        return self.model.temporal.synthesize(s["hr0"], s["hr1"], s["flow"], s["mask"],
-                                              refinement=self.model.st_refinement)
-
     def loss(self, step: int) -> torch.Tensor:
-        """Eq. 13 + 14: L1 of the fused and of the refined frame (+ Eq. 11's of S->T when
-        its refinement is trained)."""
+        """Eq. 13 + 14: L1 of the fused and of the refined frame."""
         s = self.batch(step)
-        st = self._st(s)
-        out = self.model.combine(st, s["ts"], s["hr0"], s["hr1"], s["t"])
-        loss = F.l1_loss(out["fused"], s["truth"]) + F.l1_loss(out["refined"], s["truth"])
-        return loss + F.l1_loss(st, s["truth"]) if self.model.st_refinement is not None else loss
+        out = self.model.combine(s["st"], s["ts"], s["hr0"], s["hr1"], s["t"])
+        return F.l1_loss(out["fused"], s["truth"]) + F.l1_loss(out["refined"], s["truth"])
 
     def validate(self) -> dict[str, float]:
         """PSNR of S->T, of F and of R on the validation pool."""
         pool, sums = self.val_pool, {"S->T": [], "F": [], "R": []}
-        self._train_mode(False)
+        self.model.fusion.eval()
+        self.model.refine.eval()
         with torch.no_grad():
             for i in range(0, pool["t"].shape[0], 4):
-                s = {k: pool[k][i:i + 4].float() for k in self._keys()} | {"t": pool["t"][i:i + 4]}
-                st = self._st(s)
-                out = self.model.combine(st, s["ts"], s["hr0"], s["hr1"], s["t"])
-                for k, v in (("S->T", st), ("F", out["fused"]), ("R", out["refined"])):
+                s = {k: pool[k][i:i + 4].float() for k in _KEYS} | {"t": pool["t"][i:i + 4]}
+                out = self.model.combine(s["st"], s["ts"], s["hr0"], s["hr1"], s["t"])
+                for k, v in (("S->T", s["st"]), ("F", out["fused"]), ("R", out["refined"])):
                     sums[k] += psnr(v, s["truth"]).tolist()
-        self._train_mode(True)
+        self.model.fusion.train()
+        self.model.refine.train()
         return {k: float(np.mean(v)) for k, v in sums.items()}
 
 
 #: the architecture fields a refit may change (:func:`rebuilt`), kept in its checkpoints
-CHANGES = ("fusion_time_bias", "refine_padding", "spatial_padding", "st_refinement")
+CHANGES = ("fusion_time_bias", "refine_padding", "spatial_padding")
 
 
 def rebuilt(model: DSFN, **changes) -> DSFN:
     """``model`` with some of its :data:`CHANGES`: F's timestep bias of the mask logits
-    (``fusion_time_bias=True``, added at zero: the same output), how R or M_S pad
-    (``refine_padding``, ``spatial_padding``) or S->T's own refinement (``st_refinement=True``,
-    a copy of M_T's: the same output), all tensors kept."""
+    (``fusion_time_bias=True``, added at zero: the same output) or how R or M_S pad
+    (``refine_padding``, ``spatial_padding``), all tensors kept."""
     if set(changes) - set(CHANGES):
         raise ValueError(f"a refit changes only {CHANGES}, not {sorted(set(changes) - set(CHANGES))}")
     if all(getattr(model.config, k) == v for k, v in changes.items()):
         return model
     new = DSFN(replace(model.config, **changes))
     missing, unexpected = new.load_state_dict(model.state_dict(), strict=False)
-    added = [k for k in missing if k.startswith("st_refinement.")]
-    if set(missing) - {"fusion.t_bias", *added} or unexpected:
+    if set(missing) - {"fusion.t_bias"} or unexpected:
         raise ValueError(f"cannot rebuild the network with {changes}: missing {missing}, unexpected {unexpected}")
-    if added:
-        new.st_refinement.load_state_dict(new.temporal.refinement_copy().state_dict())
     return new
 
 
@@ -299,8 +243,6 @@ def export(checkpoint: str | Path, weights: str | Path, out: str | Path) -> Path
     model = rebuilt(load_model(weights), **ck.get("config", {}))
     model.fusion.load_state_dict(ck["fusion"])
     model.refine.load_state_dict(ck["refine"])
-    if "st_refinement" in ck:
-        model.st_refinement.load_state_dict(ck["st_refinement"])
     extra = {"stage": "refit", "step": str(ck["step"]), "val_psnr": f"{ck['best']:.4f}",
              "source": Path(checkpoint).name}
     return save_model(model, out, extra)
@@ -325,9 +267,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--spatial-padding", choices=PADDINGS,
                    help="how M_S's convolutions pad (DSFNConfig.spatial_padding), for the streams F and R are "
                    "fine-tuned on; default: as in --weights")
-    p.add_argument("--st-refinement", action="store_true",
-                   help="give S->T its own copy of M_T's refinement, trained with F and R (DSFNConfig.st_refinement)")
-    p.add_argument("--st-lr", type=float, default=5e-5, help="learning rate of S->T's refinement")
     add_loop_arguments(p, iters=1000, lr=1e-4, warmup=50, val_every=250)
     p.add_argument("--export", metavar="OUT", help="write --weights with --out's best F and R to OUT and stop")
     return p

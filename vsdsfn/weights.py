@@ -26,10 +26,9 @@ DEFAULT_NAME = "dsfn_default.safetensors"
 #: The shipped weights files, by the names ``upscale(weights=...)`` accepts (model cards
 #: beside them in models/).
 NAMED_WEIGHTS = {"default": DEFAULT_NAME}
-#: tensors stored in half precision (M_T, the pretrained interpolator, and S->T's copy of its
-#: refinement: half the file size; they are loaded as float32, and the output changes by
-#: less than the model card states)
-HALF_PREFIXES = ("temporal.", "st_refinement.")
+#: tensors stored in half precision (M_T, the pretrained interpolator: half the file size;
+#: they are loaded as float32, and the output changes by less than the model card states)
+HALF_PREFIXES = ("temporal.",)
 
 
 class WeightsError(ValueError):

@@ -66,10 +66,6 @@ class DSFNConfig:
     #: M_T in the S->T stream estimates its flows on the high-res frames resized by this
     #: factor (``forward(..., scale=)``; 0.5 = at the low-res size)
     st_scale: float = 1.0
-    #: S->T refines its frame with its own copy of M_T's refinement (RIFE's context net and
-    #: U-Net, ``st_refinement``), fine-tuned on M_S's frames (``training.refit
-    #: --st-refinement``); M_T's own serves T->S
-    st_refinement: bool = False
     #: T->S runs M_T on the low-res frames in reverse order, M_T(L+, L-) at 1 - t: the two
     #: streams then do not share M_T's input-order bias and fail less alike
     ts_reverse: bool = True
@@ -126,12 +122,6 @@ class DSFN(nn.Module):
             raise ValueError(f"unknown temporal backbone {config.temporal!r}; known: {sorted(TEMPORAL)}")
         self.spatial = SPATIAL[config.spatial](**config.spatial_args, padding=config.spatial_padding)
         self.temporal = TEMPORAL[config.temporal](**config.temporal_args)
-        copy = getattr(self.temporal, "refinement_copy", None)
-        if config.st_refinement and (copy is None or not getattr(self.temporal, "refine", False)):
-            raise ValueError(f"st_refinement needs a temporal backbone with a refinement to copy (rife with "
-                             f"refine=True), not {config.temporal!r} with {config.temporal_args}")
-        #: S->T's own copy of M_T's refinement (:attr:`DSFNConfig.st_refinement`), else None
-        self.st_refinement = copy() if config.st_refinement else None
         self.fusion = FusionUNet(tuple(config.fusion_widths), config.fusion_masks,
                                  config.fusion_split and config.fusion_masks == 2, config.fusion_context,
                                  config.time_input, time_bias=config.fusion_time_bias)
@@ -194,10 +184,7 @@ class DSFN(nn.Module):
         if plans is not None:
             for name, (_, _, kw) in calls.items():
                 kw["plan"] = plans[name]
-        (la, lb, lkw), (sa, sb, skw) = calls["lt"], calls["st"]
-        if self.st_refinement is not None:
-            skw = {**skw, "refinement": self.st_refinement}
-        lt, st = self.temporal(la, lb, **lkw), self.temporal(sa, sb, **skw)
+        lt, st = (self.temporal(a, b, **kw) for a, b, kw in (calls["lt"], calls["st"]))
         ts = self.spatial(lt)   # T->S's frame has no neighbours (a multi-frame M_S: its single-frame net)
         return {"hr0": hr0, "hr1": hr1, "lt": lt, "st": st, "ts": ts}
 

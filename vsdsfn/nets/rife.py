@@ -21,7 +21,7 @@ from torch import nn
 
 from .common import PReLU, backwarp, conv_input, pad_to, resize_flow, time_plane
 
-__all__ = ["RIFE", "IFBlock", "Refinement"]
+__all__ = ["RIFE", "IFBlock"]
 
 #: a refinement (second) pass is run when both flows of the second block exceed this many
 #: pixels somewhere: the whole estimate is then redone at half the resolution (Practical-RIFE)
@@ -108,29 +108,6 @@ class _RefineUNet(nn.Module):
         for i, up in enumerate(self.ups):
             x = up(x if i == 0 else conv_input([x, skips[3 - i]], up))
         return torch.sigmoid(self.out(x).float())
-
-
-class Refinement(nn.Module):
-    """RIFE's refinement of a synthesised frame (Practical-RIFE's ``fastmode=False`` part):
-    a context net on each input warped by its flow, and a U-Net on the inputs, the warped
-    inputs, mask and flows; ``forward`` gives the residual as a sigmoid (the frame adds
-    ``2 * res - 1``). :class:`RIFE` with ``refine=True`` has one built in (its ``context``
-    and ``unet``); :meth:`RIFE.refinement_copy` makes another, which
-    :meth:`RIFE.synthesize` takes in its place (``refinement=``)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.context = _Context()
-        self.unet = _RefineUNet()
-
-    def forward(self, i0: torch.Tensor, i1: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor, mask: torch.Tensor,
-                flow: torch.Tensor) -> torch.Tensor:
-        return _refinement(self.context, self.unet, i0, i1, w0, w1, mask, flow)
-
-
-def _refinement(context: nn.Module, unet: nn.Module, i0, i1, w0, w1, mask, flow) -> torch.Tensor:
-    c0, c1 = context(i0, flow[:, :2]), context(i1, flow[:, 2:4])
-    return unet([i0, i1, w0, w1, mask, flow], c0, c1)
 
 
 class RIFE(nn.Module):
@@ -248,37 +225,26 @@ class RIFE(nn.Module):
             flow[big], mask[big] = f2, m2
         return flow[..., :h, :w], mask[..., :h, :w]
 
-    def refinement_copy(self) -> Refinement:
-        """A :class:`Refinement` holding a copy of this network's own (``refine=True``)."""
-        if not self.refine:
-            raise ValueError("RIFE: a network built with refine=False has no refinement to copy")
-        copy = Refinement()
-        copy.context.load_state_dict(self.context.state_dict())
-        copy.unet.load_state_dict(self.unet.state_dict())
-        return copy.to(next(self.unet.parameters()))
-
     def synthesize(self, i0: torch.Tensor, i1: torch.Tensor, flow: torch.Tensor, mask: torch.Tensor,
-                   fast: bool = False, refinement: Refinement | None = None) -> torch.Tensor:
+                   fast: bool = False) -> torch.Tensor:
         """The frame from both inputs, flows and mask logit (as :meth:`estimate` gives
         them, or resized to these inputs' size); ``fast``: without the refinement, as
-        Practical-RIFE's ``fastmode`` (and vs-rife) runs it; ``refinement``: another
-        :class:`Refinement` in place of the network's own."""
+        Practical-RIFE's ``fastmode`` (and vs-rife) runs it."""
         if flow.shape[-2:] != i0.shape[-2:]:
             flow = resize_flow(flow, i0.shape[-2:])
             mask = F.interpolate(mask, size=i0.shape[-2:], mode="bilinear", align_corners=False)
         w0, w1 = backwarp(i0, flow[:, :2]), backwarp(i1, flow[:, 2:4])
         m = torch.sigmoid(mask.float())
         out = w0.float() * m + w1.float() * (1 - m)       # the blend in float32, like the flows
-        if (self.refine or refinement is not None) and not fast:
+        if self.refine and not fast:
             h, w = i0.shape[-2:]      # the context net and U-Net have four strided stages: multiples of 16
             i0, i1, w0, w1, mask, flow = (pad_to(x, 16) for x in (i0, i1, w0, w1, mask, flow))
-            res = (refinement(i0, i1, w0, w1, mask, flow) if refinement is not None else
-                   _refinement(self.context, self.unet, i0, i1, w0, w1, mask, flow))[..., :h, :w]
+            c0, c1 = self.context(i0, flow[:, :2]), self.context(i1, flow[:, 2:4])
+            res = self.unet([i0, i1, w0, w1, mask, flow], c0, c1)[..., :h, :w]
             out = (out + res * 2 - 1).clamp(0, 1)
         return out.to(i0.dtype)
 
     def forward(self, i0: torch.Tensor, i1: torch.Tensor, scale: float = 1.0, timestep: float | torch.Tensor = 0.5,
-                fast: bool = False, plan: torch.Tensor | None = None,
-                refinement: Refinement | None = None) -> torch.Tensor:
+                fast: bool = False, plan: torch.Tensor | None = None) -> torch.Tensor:
         flow, mask = self.estimate(i0, i1, scale, timestep, plan)
-        return self.synthesize(i0, i1, flow, mask, fast, refinement)
+        return self.synthesize(i0, i1, flow, mask, fast)
