@@ -244,12 +244,12 @@ def test_forward_is_streams_then_combine():
     assert set(whole) == set(parts) and all(torch.equal(whole[k], parts[k]) for k in whole)
 
 
-def _moving_clip(tmp_path: Path, frames: int, seed: int, data: str) -> Path:
-    """``frames`` 128x128 frames of a moving texture in tmp_path/data/frames/long and a config
+def _moving_clip(tmp_path: Path, frames: int, seed: int, data: str, size: int = 128) -> Path:
+    """``frames`` square frames of a moving texture in tmp_path/data/frames/long and a config
     whose [data] table is ``data`` (TOML lines); returns the config's path."""
     from conftest import moving_frames
 
-    for i, f in enumerate(moving_frames(np.random.default_rng(seed), frames, size=128, step=(2, 1))):
+    for i, f in enumerate(moving_frames(np.random.default_rng(seed), frames, size=size, step=(2, 1))):
         save(f, tmp_path / "data" / "frames" / "long" / f"{i:03d}.png")
     cfg = tmp_path / "clip.toml"
     cfg.write_text("[data]\n" + data)
@@ -305,6 +305,36 @@ def test_refit_trains_f_and_r_on_the_frozen_streams(tmp_path, tiny_multiframe_we
     assert spad.config.spatial_padding == "zeros" and spad.config.refine_padding == "replicate"
     assert {m.padding_mode for m in spad.spatial.modules() if isinstance(m, torch.nn.Conv2d)} == {"zeros"}
     assert same(before.spatial, spad.spatial) and not same(before.refine, spad.refine)
+
+
+def test_refit_on_whole_frames_scores_what_evaluate_scores(tmp_path, tiny_multiframe_weights):
+    from training import refit
+    from training.triplets import config_triplets, load_triplets, outer_low_res
+
+    cfg = _moving_clip(tmp_path, 12, 4, 'strides = [1]\nspans = [{span = 3, strides = [1]}]\n'
+                       'sequences = [{path = "frames/long"}]\nval_sequences = [{path = "frames/long", start = 2}]\n',
+                       size=192)
+    out, root = tmp_path / "run", str(tmp_path / "data")
+    argv = ["--config", str(cfg), "--data-root", root, "--weights", str(tiny_multiframe_weights), "--out", str(out),
+            "--size", "128", "--pool", "4", "--whole", "2", "--val-pool", "2", "--val-triplets", "--iters", "2",
+            "--val-every", "2", "--log-every", "1"]
+    assert refit.main(argv) == 0
+    assert (out / "log.csv").read_text().splitlines()[0] == "step,S->T,F,R,S->T triplets,F triplets,R triplets"
+    pool = torch.load(out / "pool-train-4-128-whole2.pt", weights_only=True)
+    assert pool["st"].shape == (4, 3, 128, 128) and pool["truth"].dtype == torch.float16
+    # the validation triplets as whole frames: F and R on them give DSFN.run's frame, as evaluate scores it
+    model, trips = load_model(tiny_multiframe_weights), torch.load(out / "pool-val-triplets.pt", weights_only=True)
+    triplets, _ = config_triplets(str(cfg), "val", root)
+    assert len(trips["st"]) == len(triplets) == 8
+    _, trip, (h0, h1, h2) = next(load_triplets(triplets[3:], []))
+    with torch.no_grad():
+        want = model.run(downscale(h0), downscale(h2), before=outer_low_res(trip, h1)[0],
+                         after=outer_low_res(trip, h1)[1])["refined"]
+        s = {k: trips[k][3][None].float() for k in ("hr0", "hr1", "st", "ts")}
+        got = model.combine(s["st"], s["ts"], s["hr0"], s["hr1"])["refined"][..., :192, :192]
+    assert torch.equal(trips["truth"][3][None], h1) and (got - want).abs().max() < 2e-3   # float16 storage
+    with pytest.raises(SystemExit, match="--pool 5 must be a multiple of --whole 2"):
+        refit.main([*argv, "--out", str(tmp_path / "odd"), "--pool", "5"])
 
 
 def test_blend_report_per_timestep(tmp_path, tiny_weights, capsys):

@@ -18,6 +18,13 @@ L1 of the fused and refined frames) with RAdam and a cosine learning rate. Valid
 the same kind of pool from the validation sequences (central crops), PSNR of S->T, of F
 and of R; the best step is kept (``best.pt``), ``--export`` writes the weights file with
 its F and R. ``--resume`` continues from ``last.pt``.
+
+Streams made on a crop are not those of the whole frame: RIFE sees less of the motion
+(its coarsest block works at 1/32 of its input) and M_S's edges fall inside the picture.
+``--whole K`` makes each training sample's streams on the whole frames, as at inference,
+and cuts K crops from them; ``--val-triplets`` also scores F and R on the whole frames of
+``training.evaluate``'s validation triplets (t = 1/2, its main table) and keeps the best
+step by their R.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from vsdsfn.nets import DSFN
-from vsdsfn.nets.common import PADDINGS
+from vsdsfn.nets.common import PADDINGS, pad_to
 from vsdsfn.weights import load_model, save_model
 
 from .config import data_section
@@ -43,8 +50,9 @@ from .loop import PoolTrainer, add_loop_arguments, train_or_export
 from .metrics import psnr
 from .multiframe import dihedral
 from .train import load_checkpoint, save_checkpoint, triplet_spans
+from .triplets import config_triplets, load_triplets, outer_low_res
 
-__all__ = ["windowed_upscale", "build_pool", "augment", "CHANGES", "rebuilt", "Refit", "export", "main"]
+__all__ = ["windowed_upscale", "whole_streams", "build_pool", "build_triplet_pool", "augment", "CHANGES", "rebuilt", "Refit", "export", "main"]
 
 log = logging.getLogger("vsdsfn.training")
 
@@ -62,12 +70,29 @@ def windowed_upscale(model: DSFN, lrs: torch.Tensor, centre: int) -> torch.Tenso
     return model.upscale(lrs[:, centre], window=window, flows=model.window_flows(window))
 
 
+def whole_streams(model: DSFN, l0: torch.Tensor, l1: torch.Tensor, t: torch.Tensor,
+                  before: torch.Tensor | None = None, after: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """M_S of both frames and the two streams on whole frames, as :meth:`DSFN.run` makes them
+    (``before``/``after``: the frames a multi-frame M_S also sees), kept padded to the
+    network's size multiple: :meth:`DSFN.combine` on them, cropped to twice the low-res
+    size, is ``run``'s output."""
+    m = model.multiple_for(model.config.st_scale)
+    out = model.run(*(None if x is None else pad_to(x, m) for x in (l0, l1)), t=t,
+                    before=None if before is None else pad_to(before, m),
+                    after=None if after is None else pad_to(after, m))
+    return {k: out[k] for k in ("hr0", "hr1", "st", "ts")}
+
+
 def build_pool(model: DSFN, sequences: list, spans: dict[int, list[int]], count: int, size: int, seed: int,
-               central: bool = False) -> dict[str, torch.Tensor]:
+               central: bool = False, whole: int = 0) -> dict[str, torch.Tensor]:
     """``count`` samples of ``size`` x ``size`` high-res crops: ``hr0``, ``hr1`` (M_S of the
     source frames), ``st``, ``ts`` (the streams at t), ``truth`` (N, 3, S, S) float16 and
     ``t`` (N,) float32. ``spans``: span m -> strides s (:func:`training.train.triplet_spans`);
-    ``central``: deterministic central crops spread evenly over the sequences."""
+    ``central``: deterministic central crops spread evenly over the sequences; ``whole``:
+    the streams are made on whole frames (RIFE sees all the motion, as at inference) and
+    ``whole`` random crops cut from each (``count`` must be a multiple of it)."""
+    if whole and (count % whole or central):
+        raise ValueError(f"--pool {count} must be a multiple of --whole {whole} (crops per frame)")
     rng = np.random.default_rng(seed)
     r = model.radius
     choices = []
@@ -80,34 +105,61 @@ def build_pool(model: DSFN, sequences: list, spans: dict[int, list[int]], count:
                 gap = m * s                                   # the source frames' spacing
                 for i in range(r * gap, len(seq) - (r + 1) * gap):
                     choices += [(si, gap, s, j, m, i) for j in range(1, m)]
-    picks = (np.linspace(0, len(choices) - 1, count).round().astype(int) if central
-             else rng.choice(len(choices), count, replace=count > len(choices)))
+    frames = count // whole if whole else count
+    picks = (np.linspace(0, len(choices) - 1, frames).round().astype(int) if central
+             else rng.choice(len(choices), frames, replace=frames > len(choices)))
     out: dict[str, list[torch.Tensor]] = {k: [] for k in (*_KEYS, "t")}
     t0 = time.time()
     for n, c in enumerate(picks):
         si, gap, s, j, m, i = choices[int(c)]
         seq = sequences[si]
-        h, w = seq.frame(0).shape[:2]
-        y = (h - size) // 2 if central else int(rng.integers(0, h - size + 1))
-        x = (w - size) // 2 if central else int(rng.integers(0, w - size + 1))
+        h, w = (d - d % 2 for d in seq.frame(0).shape[:2])
+        area = (h, w) if whole else (size, size)
+        y0 = 0 if whole else (h - size) // 2 if central else int(rng.integers(0, h - size + 1))
+        x0 = 0 if whole else (w - size) // 2 if central else int(rng.integers(0, w - size + 1))
 
         def crop(k: int) -> torch.Tensor:
-            f = np.ascontiguousarray(seq.frame(k)[y:y + size, x:x + size], dtype=np.float32) / 255
-            return torch.from_numpy(f).permute(2, 0, 1)
+            f = seq.frame(k)[y0:y0 + area[0], x0:x0 + area[1]]
+            return torch.from_numpy(np.ascontiguousarray(f, dtype=np.float32) / 255).permute(2, 0, 1)
 
         sources = torch.stack([crop(i + d * gap) for d in range(-r, r + 2)])[None]   # i - r*gap .. i + (r+1)*gap
         lrs = downscale(sources.flatten(0, 1)).unflatten(0, (1, -1))
         t = torch.tensor([j / m])
         with torch.no_grad():
-            hr0, hr1 = windowed_upscale(model, lrs, r), windowed_upscale(model, lrs, r + 1)
-            streams = model.streams(lrs[:, r], lrs[:, r + 1], hr0, hr1, t=t)
-        for k, v in (("hr0", hr0), ("hr1", hr1), ("st", streams["st"]), ("ts", streams["ts"]),
-                     ("truth", crop(i + j * s)[None])):
-            out[k].append(v[0].half())
-        out["t"].append(t)
+            if whole:
+                got = whole_streams(model, lrs[:, r], lrs[:, r + 1], t, *((lrs[:, r - 1], lrs[:, r + 2]) if r else ()))
+            else:
+                hr0, hr1 = windowed_upscale(model, lrs, r), windowed_upscale(model, lrs, r + 1)
+                got = {"hr0": hr0, "hr1": hr1} | model.streams(lrs[:, r], lrs[:, r + 1], hr0, hr1, t=t)
+        got["truth"] = crop(i + j * s)[None]
+        for _ in range(whole or 1):
+            y = int(rng.integers(0, h - size + 1)) if whole else 0
+            x = int(rng.integers(0, w - size + 1)) if whole else 0
+            for k in _KEYS:
+                out[k].append(got[k][0, :, y:y + size, x:x + size].half())
+            out["t"].append(t)
         if n % 100 == 0:
-            log.info("pool: %d / %d samples (%.0f s)", n, count, time.time() - t0)
+            log.info("pool: %d / %d frames (%.0f s)", n, frames, time.time() - t0)
     return {k: torch.stack(v) if k != "t" else torch.cat(v) for k, v in out.items()}
+
+
+def build_triplet_pool(model: DSFN, config: str, data_root: str | None) -> dict[str, list[torch.Tensor]]:
+    """The validation triplets of ``training.evaluate``'s main table (whole frames, t = 1/2):
+    per triplet ``hr0``, ``hr1``, ``st``, ``ts`` as :func:`whole_streams` keeps them (float16)
+    and ``truth`` (float32), so that F and R are scored on what the table scores."""
+    triplets, _ = config_triplets(config, "val", data_root)
+    out: dict[str, list[torch.Tensor]] = {k: [] for k in _KEYS}
+    t0 = time.time()
+    for k, trip, (h0, h1, h2) in load_triplets(triplets, []):
+        outer = outer_low_res(trip, h1) if model.radius else (None, None)
+        with torch.no_grad():
+            got = whole_streams(model, downscale(h0), downscale(h2), torch.tensor([0.5]), *outer)
+        for key in _KEYS[:-1]:
+            out[key].append(got[key][0].half())
+        out["truth"].append(h1[0])
+        if k % 20 == 0:
+            log.info("validation triplets: %d / %d (%.0f s)", k, len(triplets), time.time() - t0)
+    return out
 
 
 def augment(sample: dict[str, torch.Tensor], op: int, reverse: bool) -> dict[str, torch.Tensor]:
@@ -129,10 +181,9 @@ class Refit(PoolTrainer):
     """F and R, the frozen network and the pools on :class:`~training.loop.PoolTrainer`'s
     loop (see the module doc)."""
 
-    score = "R"
-
     def __init__(self, args: argparse.Namespace) -> None:
         super().__init__(args, args.out)
+        self.score = "R triplets" if args.val_triplets else "R"
         changes = {"fusion_time_bias": True} if args.time_bias else {}
         for name in ("refine_padding", "spatial_padding"):
             if getattr(args, name):
@@ -147,6 +198,7 @@ class Refit(PoolTrainer):
         spans = triplet_spans(d)
         self.train_pool = self._pool(d["sequences"], root, "train", args.pool, spans, False)
         self.val_pool = self._pool(d["val_sequences"], root, "val", args.val_pool, {m: [1] for m in spans}, True)
+        self.triplet_pool = self._triplet_pool() if args.val_triplets else None
         self.model.fusion.train()
         self.model.refine.train()
 
@@ -163,16 +215,24 @@ class Refit(PoolTrainer):
         super().resume()
 
     def _pool(self, entries: list, root: Path, name: str, count: int, spans: dict, central: bool) -> dict:
-        path = self.out / f"pool-{name}-{count}-{self.args.size}.pt"
+        whole = 0 if central else self.args.whole
+        path = self.out / f"pool-{name}-{count}-{self.args.size}{f'-whole{whole}' if whole else ''}.pt"
         if path.exists():
             return torch.load(path, weights_only=True)
         self.model.eval()
         with torch.no_grad():
             pool = build_pool(self.model, config_sequences(root, entries), spans, count, self.args.size,
-                              1 + central, central)
+                              1 + central, central, whole)
         save_checkpoint(path, pool)
         log.info("%s pool: %d samples -> %s", name, count, path)
         return pool
+
+    def _triplet_pool(self) -> dict:
+        path = self.out / "pool-val-triplets.pt"
+        if not path.exists():
+            self.model.eval()
+            save_checkpoint(path, build_triplet_pool(self.model, self.args.config, self.args.data_root))
+        return torch.load(path, weights_only=True)
 
     def modules(self) -> dict[str, torch.nn.Module]:
         return {"fusion": self.model.fusion, "refine": self.model.refine}
@@ -202,16 +262,24 @@ class Refit(PoolTrainer):
         return F.l1_loss(out["fused"], s["truth"]) + F.l1_loss(out["refined"], s["truth"])
 
     def validate(self) -> dict[str, float]:
-        """PSNR of S->T, of F and of R on the validation pool."""
-        pool, sums = self.val_pool, {"S->T": [], "F": [], "R": []}
+        """PSNR of S->T, of F and of R on the validation pool and, with ``--val-triplets``,
+        on the whole validation triplets (``... triplets``; the score is then their R)."""
+        sums: dict[str, list[float]] = {}
         self.model.fusion.eval()
         self.model.refine.eval()
         with torch.no_grad():
-            for i in range(0, pool["t"].shape[0], 4):
-                s = {k: pool[k][i:i + 4].float() for k in _KEYS} | {"t": pool["t"][i:i + 4]}
-                out = self.model.combine(s["st"], s["ts"], s["hr0"], s["hr1"], s["t"])
-                for k, v in (("S->T", s["st"]), ("F", out["fused"]), ("R", out["refined"])):
-                    sums[k] += psnr(v, s["truth"]).tolist()
+            for name, pool in (("", self.val_pool), (" triplets", self.triplet_pool)):
+                if pool is None:
+                    continue
+                whole = isinstance(pool["st"], list)
+                n, step = len(pool["st"]), 1 if whole else 4
+                for i in range(0, n, step):
+                    s = {k: (pool[k][i][None] if whole else pool[k][i:i + step]).float() for k in _KEYS}
+                    t = torch.tensor([0.5]) if whole else pool["t"][i:i + step]
+                    out = self.model.combine(s["st"], s["ts"], s["hr0"], s["hr1"], t)
+                    h, w = s["truth"].shape[-2:]
+                    for k, v in (("S->T", s["st"]), ("F", out["fused"]), ("R", out["refined"])):
+                        sums.setdefault(k + name, []).extend(psnr(v[..., :h, :w], s["truth"]).tolist())
         self.model.fusion.train()
         self.model.refine.train()
         return {k: float(np.mean(v)) for k, v in sums.items()}
@@ -259,6 +327,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=256, help="high-res crop of the pool's samples")
     p.add_argument("--pool", type=int, default=1200)
     p.add_argument("--val-pool", type=int, default=120)
+    p.add_argument("--whole", type=int, default=0, metavar="K",
+                   help="make the training samples' streams on whole frames and cut K crops from each "
+                   "(--pool / K frames); 0: on the crops")
+    p.add_argument("--val-triplets", action="store_true",
+                   help="also score F and R on training.evaluate's whole validation triplets (t = 1/2) and "
+                   "keep the best step by their R")
     p.add_argument("--time-bias", action="store_true",
                    help="add F's timestep bias of the mask logits (vsdsfn.nets.FusionUNet(time_bias=True))")
     p.add_argument("--bias-lr", type=float, default=1e-2, help="learning rate of F's timestep bias")
