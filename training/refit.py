@@ -19,12 +19,10 @@ the same kind of pool from the validation sequences (central crops), PSNR of S->
 and of R; the best step is kept (``best.pt``), ``--export`` writes the weights file with
 its F and R. ``--resume`` continues from ``last.pt``.
 
-Streams made on a crop are not those of the whole frame: RIFE sees less of the motion
-(its coarsest block works at 1/32 of its input) and M_S's edges fall inside the picture.
-``--whole K`` makes each training sample's streams on the whole frames, as at inference,
-and cuts K crops from them; ``--val-triplets`` also scores F and R on the whole frames of
-``training.evaluate``'s validation triplets (t = 1/2, its main table) and keeps the best
-step by their R.
+The crop pool does not predict the whole frames well (RIFE sees less of the motion on a
+crop): ``--val-triplets`` also scores F and R on the whole frames of ``training.evaluate``'s
+validation triplets (t = 1/2, its main table; their streams cached once, ``DSFN.run``'s
+output to float16) and keeps the best step by their R.
 """
 
 from __future__ import annotations
@@ -52,7 +50,8 @@ from .multiframe import dihedral
 from .train import load_checkpoint, save_checkpoint, triplet_spans
 from .triplets import config_triplets, load_triplets, outer_low_res
 
-__all__ = ["windowed_upscale", "whole_streams", "build_pool", "build_triplet_pool", "augment", "CHANGES", "rebuilt", "Refit", "export", "main"]
+__all__ = ["windowed_upscale", "whole_streams", "build_pool", "build_triplet_pool", "augment", "CHANGES", "rebuilt",
+           "Refit", "export", "main"]
 
 log = logging.getLogger("vsdsfn.training")
 
@@ -84,15 +83,11 @@ def whole_streams(model: DSFN, l0: torch.Tensor, l1: torch.Tensor, t: torch.Tens
 
 
 def build_pool(model: DSFN, sequences: list, spans: dict[int, list[int]], count: int, size: int, seed: int,
-               central: bool = False, whole: int = 0) -> dict[str, torch.Tensor]:
+               central: bool = False) -> dict[str, torch.Tensor]:
     """``count`` samples of ``size`` x ``size`` high-res crops: ``hr0``, ``hr1`` (M_S of the
     source frames), ``st``, ``ts`` (the streams at t), ``truth`` (N, 3, S, S) float16 and
     ``t`` (N,) float32. ``spans``: span m -> strides s (:func:`training.train.triplet_spans`);
-    ``central``: deterministic central crops spread evenly over the sequences; ``whole``:
-    the streams are made on whole frames (RIFE sees all the motion, as at inference) and
-    ``whole`` random crops cut from each (``count`` must be a multiple of it)."""
-    if whole and (count % whole or central):
-        raise ValueError(f"--pool {count} must be a multiple of --whole {whole} (crops per frame)")
+    ``central``: deterministic central crops spread evenly over the sequences."""
     rng = np.random.default_rng(seed)
     r = model.radius
     choices = []
@@ -105,41 +100,33 @@ def build_pool(model: DSFN, sequences: list, spans: dict[int, list[int]], count:
                 gap = m * s                                   # the source frames' spacing
                 for i in range(r * gap, len(seq) - (r + 1) * gap):
                     choices += [(si, gap, s, j, m, i) for j in range(1, m)]
-    frames = count // whole if whole else count
-    picks = (np.linspace(0, len(choices) - 1, frames).round().astype(int) if central
-             else rng.choice(len(choices), frames, replace=frames > len(choices)))
+    picks = (np.linspace(0, len(choices) - 1, count).round().astype(int) if central
+             else rng.choice(len(choices), count, replace=count > len(choices)))
     out: dict[str, list[torch.Tensor]] = {k: [] for k in (*_KEYS, "t")}
     t0 = time.time()
     for n, c in enumerate(picks):
         si, gap, s, j, m, i = choices[int(c)]
         seq = sequences[si]
-        h, w = (d - d % 2 for d in seq.frame(0).shape[:2])
-        area = (h, w) if whole else (size, size)
-        y0 = 0 if whole else (h - size) // 2 if central else int(rng.integers(0, h - size + 1))
-        x0 = 0 if whole else (w - size) // 2 if central else int(rng.integers(0, w - size + 1))
+        h, w = seq.frame(0).shape[:2]
+        y = (h - size) // 2 if central else int(rng.integers(0, h - size + 1))
+        x = (w - size) // 2 if central else int(rng.integers(0, w - size + 1))
 
         def crop(k: int) -> torch.Tensor:
-            f = seq.frame(k)[y0:y0 + area[0], x0:x0 + area[1]]
-            return torch.from_numpy(np.ascontiguousarray(f, dtype=np.float32) / 255).permute(2, 0, 1)
+            f = np.ascontiguousarray(seq.frame(k)[y:y + size, x:x + size], dtype=np.float32) / 255
+            return torch.from_numpy(f).permute(2, 0, 1)
 
         sources = torch.stack([crop(i + d * gap) for d in range(-r, r + 2)])[None]   # i - r*gap .. i + (r+1)*gap
         lrs = downscale(sources.flatten(0, 1)).unflatten(0, (1, -1))
         t = torch.tensor([j / m])
         with torch.no_grad():
-            if whole:
-                got = whole_streams(model, lrs[:, r], lrs[:, r + 1], t, *((lrs[:, r - 1], lrs[:, r + 2]) if r else ()))
-            else:
-                hr0, hr1 = windowed_upscale(model, lrs, r), windowed_upscale(model, lrs, r + 1)
-                got = {"hr0": hr0, "hr1": hr1} | model.streams(lrs[:, r], lrs[:, r + 1], hr0, hr1, t=t)
-        got["truth"] = crop(i + j * s)[None]
-        for _ in range(whole or 1):
-            y = int(rng.integers(0, h - size + 1)) if whole else 0
-            x = int(rng.integers(0, w - size + 1)) if whole else 0
-            for k in _KEYS:
-                out[k].append(got[k][0, :, y:y + size, x:x + size].half())
-            out["t"].append(t)
+            hr0, hr1 = windowed_upscale(model, lrs, r), windowed_upscale(model, lrs, r + 1)
+            streams = model.streams(lrs[:, r], lrs[:, r + 1], hr0, hr1, t=t)
+        for k, v in (("hr0", hr0), ("hr1", hr1), ("st", streams["st"]), ("ts", streams["ts"]),
+                     ("truth", crop(i + j * s)[None])):
+            out[k].append(v[0].half())
+        out["t"].append(t)
         if n % 100 == 0:
-            log.info("pool: %d / %d frames (%.0f s)", n, frames, time.time() - t0)
+            log.info("pool: %d / %d samples (%.0f s)", n, count, time.time() - t0)
     return {k: torch.stack(v) if k != "t" else torch.cat(v) for k, v in out.items()}
 
 
@@ -215,14 +202,13 @@ class Refit(PoolTrainer):
         super().resume()
 
     def _pool(self, entries: list, root: Path, name: str, count: int, spans: dict, central: bool) -> dict:
-        whole = 0 if central else self.args.whole
-        path = self.out / f"pool-{name}-{count}-{self.args.size}{f'-whole{whole}' if whole else ''}.pt"
+        path = self.out / f"pool-{name}-{count}-{self.args.size}.pt"
         if path.exists():
             return torch.load(path, weights_only=True)
         self.model.eval()
         with torch.no_grad():
             pool = build_pool(self.model, config_sequences(root, entries), spans, count, self.args.size,
-                              1 + central, central, whole)
+                              1 + central, central)
         save_checkpoint(path, pool)
         log.info("%s pool: %d samples -> %s", name, count, path)
         return pool
@@ -327,9 +313,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=256, help="high-res crop of the pool's samples")
     p.add_argument("--pool", type=int, default=1200)
     p.add_argument("--val-pool", type=int, default=120)
-    p.add_argument("--whole", type=int, default=0, metavar="K",
-                   help="make the training samples' streams on whole frames and cut K crops from each "
-                   "(--pool / K frames); 0: on the crops")
     p.add_argument("--val-triplets", action="store_true",
                    help="also score F and R on training.evaluate's whole validation triplets (t = 1/2) and "
                    "keep the best step by their R")
