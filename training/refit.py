@@ -215,10 +215,12 @@ class Refit(PoolTrainer):
 
     def _triplet_pool(self) -> dict:
         path = self.out / "pool-val-triplets.pt"
-        if not path.exists():
-            self.model.eval()
-            save_checkpoint(path, build_triplet_pool(self.model, self.args.config, self.args.data_root))
-        return torch.load(path, weights_only=True)
+        if path.exists():
+            return torch.load(path, weights_only=True)
+        self.model.eval()
+        pool = build_triplet_pool(self.model, self.args.config, self.args.data_root)
+        save_checkpoint(path, pool)
+        return pool
 
     def modules(self) -> dict[str, torch.nn.Module]:
         return {"fusion": self.model.fusion, "refine": self.model.refine}
@@ -254,10 +256,10 @@ class Refit(PoolTrainer):
         self.model.fusion.eval()
         self.model.refine.eval()
         with torch.no_grad():
-            for name, pool in (("", self.val_pool), (" triplets", self.triplet_pool)):
+            # the crop pool's samples are stacked (4 at a time); the triplets' whole frames differ in size
+            for name, pool, whole in (("", self.val_pool, False), (" triplets", self.triplet_pool, True)):
                 if pool is None:
                     continue
-                whole = isinstance(pool["st"], list)
                 n, step = len(pool["st"]), 1 if whole else 4
                 for i in range(0, n, step):
                     s = {k: (pool[k][i][None] if whole else pool[k][i:i + step]).float() for k in _KEYS}
