@@ -1048,3 +1048,52 @@ def test_data_section_takes_the_given_root_else_the_configs_from_the_working_dir
     data, root = data_section(cfg)
     assert data["val_sequences"] == ["a"] and root == tmp_path / "here"
     assert data_section(cfg, tmp_path / "else")[1] == tmp_path / "else"
+
+
+def test_pool_trainer_validates_and_keeps_a_moving_average_and_resumes_it_exactly(tmp_path):
+    import argparse
+
+    from training.loop import PoolTrainer
+
+    class Toy(PoolTrainer):
+        """One weight pulled towards 1; its validation score is the weight itself."""
+
+        crash_at: int | None = None
+
+        def __init__(self, args):
+            super().__init__(args, args.out)
+            self.net = torch.nn.Linear(1, 1, bias=False)
+            torch.nn.init.zeros_(self.net.weight)
+            self.seen: list[float] = []
+
+        def modules(self):
+            return {"net": self.net}
+
+        def loss(self, step):
+            if step == self.crash_at:
+                raise KeyboardInterrupt
+            return (self.net.weight - 1).abs().sum()
+
+        def validate(self):
+            self.seen.append(float(self.net.weight.detach()))
+            return {"psnr": self.seen[-1]}
+
+    def run(out, ema, resume=False, crash_at=None):
+        args = argparse.Namespace(out=out, iters=6, lr=0.1, warmup=1, log_every=1, val_every=2, ckpt_every=1,
+                                  ema=ema, resume=resume)
+        toy = Toy(args)
+        toy.crash_at = crash_at
+        toy.start()
+        return toy, tr.load_checkpoint(out / "last.pt"), tr.load_checkpoint(out / "best.pt")
+
+    plain, last, best = run(tmp_path / "plain", 0.0)
+    assert last["ema"] is None and plain.seen[-1] == float(last["net"]["weight"])    # the live weight validated
+    toy, last, best = run(tmp_path / "ema", 0.5)
+    live, avg = float(last["net"]["weight"]), float(last["ema"]["net.weight"])
+    assert 0 < avg < live and toy.seen[-1] == avg == toy.best                        # the average validated, lagging
+    assert float(best["net"]["weight"]) == avg and float(toy.net.weight) == live     # kept as the best; live restored
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "cut", 0.5, crash_at=3)
+    _, resumed, _ = run(tmp_path / "cut", 0.5, resume=True)
+    assert resumed["step"] == 6 and torch.equal(resumed["net"]["weight"], last["net"]["weight"])
+    assert torch.equal(resumed["ema"]["net.weight"], last["ema"]["net.weight"])

@@ -2,6 +2,8 @@
 :mod:`training.refit`): RAdam steps under a cosine learning rate with warm-up, a log line
 every ``log_every`` steps, validation every ``val_every`` steps (a row of ``log.csv``; the
 best kept in ``best.pt``), ``last.pt`` every ``ckpt_every`` steps, and an exact resume.
+With ``--ema D`` an exponential moving average of the trained weights (decay D) is what is
+validated and kept in ``best.pt`` (so what ``--export`` writes); ``last.pt`` holds both.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +36,8 @@ def add_loop_arguments(p: argparse.ArgumentParser, *, iters: int, lr: float, war
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--val-every", type=int, default=val_every)
     p.add_argument("--ckpt-every", type=int, default=100)
+    p.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
+                   help="validate and keep an exponential moving average of the weights (e.g. 0.999; 0: off)")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's last.pt")
 
 
@@ -52,7 +57,8 @@ class PoolTrainer:
     """Subclasses give the trained ``modules()`` (checkpoint key -> module), ``loss(step)``
     (the step's batch is a pure function of the step), ``validate()`` (PSNRs by name) and
     :attr:`score`, the name of the PSNR that picks the best step. ``args``: ``lr``,
-    ``warmup``, ``iters``, ``log_every``, ``val_every``, ``ckpt_every``."""
+    ``warmup``, ``iters``, ``log_every``, ``val_every``, ``ckpt_every`` and ``ema`` (the
+    moving average's decay; 0 or absent: none)."""
 
     score = "psnr"
 
@@ -61,6 +67,8 @@ class PoolTrainer:
         self.out.mkdir(parents=True, exist_ok=True)
         self.step, self.best = 0, -math.inf
         self.opt: torch.optim.Optimizer | None = None
+        #: the moving average of the trained parameters (``--ema``), by name, or None
+        self.shadow: dict[str, torch.Tensor] | None = None
 
     def modules(self) -> dict[str, torch.nn.Module]:
         raise NotImplementedError
@@ -90,9 +98,53 @@ class PoolTrainer:
         warm = min(1.0, (step + 1) / a.warmup)
         return a.lr * warm * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(step, a.iters) / a.iters)))
 
+    def trained(self) -> dict[str, torch.nn.Parameter]:
+        """The parameters the optimiser moves, by ``module.parameter`` name."""
+        return {f"{k}.{n}": p for k, m in self.modules().items() for n, p in m.named_parameters() if p.requires_grad}
+
+    def average(self) -> None:
+        """One step of the moving average (``--ema``; nothing without it): its decay is held
+        at ``(1 + step) / (10 + step)`` while that is lower, so the first steps' weights do
+        not linger.
+
+        >>> t = PoolTrainer(argparse.Namespace(ema=0.9), "/nonexistent")
+        >>> w = torch.nn.Parameter(torch.zeros(1)); t.modules = lambda: {"m": torch.nn.ParameterList([w])}
+        >>> t.average(); t.step = 100; _ = w.data.fill_(1.0); t.average(); round(float(t.shadow["m.0"]), 3)
+        0.1
+        """
+        decay = getattr(self.args, "ema", 0.0)
+        if not decay:
+            return
+        live = self.trained()
+        if self.shadow is None:
+            self.shadow = {k: p.detach().clone() for k, p in live.items()}
+            return
+        decay = min(decay, (1 + self.step) / (10 + self.step))
+        with torch.no_grad():
+            for k, p in live.items():
+                self.shadow[k].lerp_(p.detach(), 1 - decay)
+
+    @contextmanager
+    def averaged(self) -> Iterator[None]:
+        """Within it the trained parameters hold the moving average (``--ema``), if any."""
+        if self.shadow is None:
+            yield
+            return
+        live = self.trained()
+        kept = {k: p.detach().clone() for k, p in live.items()}
+        with torch.no_grad():
+            for k, p in live.items():
+                p.copy_(self.shadow[k])
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for k, p in live.items():
+                    p.copy_(kept[k])
+
     def state(self) -> dict:
         return {**{k: m.state_dict() for k, m in self.modules().items()}, "opt": self.optimizer().state_dict(),
-                "step": self.step, "best": self.best}
+                "step": self.step, "best": self.best, "ema": self.shadow}
 
     def resume(self) -> None:
         state = load_checkpoint(self.out / "last.pt")
@@ -100,6 +152,7 @@ class PoolTrainer:
             m.load_state_dict(state[k])
         self.optimizer().load_state_dict(state["opt"])
         self.step, self.best = state["step"], state["best"]
+        self.shadow = state.get("ema") if getattr(self.args, "ema", 0.0) else None
         log.info("resumed at step %d (best %.3f dB)", self.step, self.best)
 
     def start(self) -> None:
@@ -111,6 +164,8 @@ class PoolTrainer:
     def run(self) -> None:
         """Train from the current step to ``iters``: validated first when at step 0."""
         a, opt = self.args, self.optimizer()
+        if self.shadow is None:   # step 0, or --ema on a run resumed without one: it starts here
+            self.average()
         if self.step == 0:
             self.checkpoint()
         t0, seen = time.time(), []
@@ -122,6 +177,7 @@ class PoolTrainer:
             loss.backward()
             opt.step()
             self.step += 1
+            self.average()
             seen.append(float(loss.detach()))
             if self.step % a.log_every == 0:
                 log.info("step %d loss %.5f lr %.2e %.2f s/step", self.step, np.mean(seen), self.lr_at(self.step),
@@ -133,15 +189,17 @@ class PoolTrainer:
                 save_checkpoint(self.out / "last.pt", self.state())
 
     def checkpoint(self) -> None:
-        """Validate, log (and append to ``log.csv``), keep the best, write ``last.pt``."""
-        scores = self.validate()
+        """Validate, log (and append to ``log.csv``), keep the best, write ``last.pt`` (with
+        ``--ema``: the moving average is validated and kept as the best)."""
+        with self.averaged():
+            scores = self.validate()
+            if scores[self.score] > self.best:
+                self.best = scores[self.score]
+                save_checkpoint(self.out / "best.pt", self.state())
         log.info("val step %d: %s", self.step, ", ".join(f"{k} {v:.3f} dB" for k, v in scores.items()))
         table = self.out / "log.csv"
         with open(table, "a") as f:
             if f.tell() == 0:
                 f.write(",".join(["step", *scores]) + "\n")
             f.write(",".join([str(self.step), *(f"{v:.4f}" for v in scores.values())]) + "\n")
-        if scores[self.score] > self.best:
-            self.best = scores[self.score]
-            save_checkpoint(self.out / "best.pt", self.state())
         save_checkpoint(self.out / "last.pt", self.state())
